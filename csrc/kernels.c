@@ -1,0 +1,88 @@
+/* Builds the kernel tables: the same loops compiled for the x86-64 baseline
+ * and, with GCC or clang on x86-64, for AVX2+FMA and AVX-512 through target
+ * regions, so one installed binary runs the best code the CPU supports
+ * without -march=native.  Other compilers and architectures get the
+ * baseline table only. */
+#include "fastoptim/kernels.h"
+
+#if defined(_MSC_VER)
+#define FO_ALWAYS_INLINE __forceinline
+#define FO_RESTRICT __restrict
+#else
+#define FO_ALWAYS_INLINE inline __attribute__((always_inline))
+#define FO_RESTRICT __restrict__
+#endif
+
+#define FO_CAT3_(a, b, c) a##_##b##_##c
+#define FO_CAT3(a, b, c) FO_CAT3_(a, b, c)
+#define FO_STR_(x) #x
+#define FO_STR(x) FO_STR_(x)
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(FASTOPTIM_NO_SIMD_DISPATCH)
+#define FO_X86_DISPATCH 1
+#else
+#define FO_X86_DISPATCH 0
+#endif
+
+#define FO_LEVEL baseline
+#include "fastoptim/level_table.inc"
+#undef FO_LEVEL
+
+#if FO_X86_DISPATCH
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define FO_LEVEL avx2
+#include "fastoptim/level_table.inc"
+#undef FO_LEVEL
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma,prefer-vector-width=512"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,fma,prefer-vector-width=512")
+#endif
+#define FO_LEVEL avx512
+#include "fastoptim/level_table.inc"
+#undef FO_LEVEL
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+const fo_kernel_table *fo_compiled_table(int level)
+{
+    switch (level) {
+    case FO_SIMD_BASELINE: return &fo_table_baseline;
+#if FO_X86_DISPATCH
+    case FO_SIMD_AVX2: return &fo_table_avx2;
+    case FO_SIMD_AVX512: return &fo_table_avx512;
+#endif
+    default: return NULL;
+    }
+}
+
+int fo_cpu_supports(int level)
+{
+    switch (level) {
+    case FO_SIMD_BASELINE: return 1;
+#if FO_X86_DISPATCH
+    /* __builtin_cpu_supports also checks that the OS saves the wide registers. */
+    case FO_SIMD_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case FO_SIMD_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+#endif
+    default: return 0;
+    }
+}

@@ -1,0 +1,450 @@
+"""The stateful optimizer: param groups, state, state_dict, as torch.optim has them.
+
+A subclass names its kernel rule and says three things about a group: its
+kernel hyperparameters (checked), the state arrays its options need, and how
+a new state entry starts.  Everything else lives here.
+
+Arrays are NumPy's, so state is keyed by the param's flat index over all
+groups (the key torch uses in state_dicts) instead of by the param itself.
+"""
+import copy
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import _kernels
+
+_TORCH_ONLY_GROUP_KEYS = ("foreach", "capturable", "differentiable", "fused")
+
+
+class _State(dict):
+    """A param's state; assigning to it tells the optimizer to rebuild its pointer tables."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner, *args):
+        super().__init__(*args)
+        self._owner = owner
+
+    def _changed(self):
+        self._owner._state_version += 1
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key, default=None):
+        self._changed()
+        return super().setdefault(key, default)
+
+    def pop(self, *args):
+        self._changed()
+        return super().pop(*args)
+
+    def popitem(self):
+        self._changed()
+        return super().popitem()
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+    def __deepcopy__(self, memo):
+        return copy.deepcopy(dict(self), memo)
+
+
+def _check_param(p, where):
+    if not isinstance(p, np.ndarray):
+        t = type(p)
+        raise TypeError(f"{where} must be a numpy.ndarray of float32 or float64, "
+                        f"got {t.__module__}.{t.__qualname__}")
+    if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
+        raise TypeError(f"{where} has dtype {p.dtype}; expected native float32 or float64 "
+                        f"(complex, integer and other dtypes are not supported)")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{where} is not C-contiguous (strides {p.strides} for shape {p.shape}); "
+                         f"fastoptim updates params in place and never through a hidden copy: "
+                         f"pass a contiguous array (np.ascontiguousarray makes one, but then "
+                         f"update and use that array)")
+    if not p.flags.writeable:
+        raise ValueError(f"{where} is read-only; fastoptim updates params in place")
+    if not p.flags.aligned:
+        raise ValueError(f"{where} is misaligned; expected an aligned float32 or float64 array")
+
+
+class Optimizer:
+    """Base class of fastoptim's stateful optimizers (see torch.optim.Optimizer).
+
+    params: a list of arrays, a dict name -> array, or a list of param group
+    dicts ({'params': [...] or {...}, 'lr': ...}).  step(grads) takes grads in
+    the same structure (a group list takes a flat list or one list/dict per
+    group); a None grad skips its param and leaves its state untouched.
+    """
+
+    _rule = None            # _kernels rule id, set by subclasses
+    _has_step = True        # whether torch keeps a 'step' in this optimizer's state
+    _eager_state = False    # whether torch creates the state at construction (Adagrad)
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self._check_group(self.defaults, "defaults")
+        self.param_groups = []
+        self._keys = []              # per flat param: its name or flat index
+        self._named = None           # True if params were given by name
+        self._states = []            # per flat param: its _State (possibly empty)
+        self._state_version = 0
+        self._fresh = set()          # params whose state began this step (SGD's first step)
+        self._plan = None
+        self._plan_key = None
+        if isinstance(params, np.ndarray) or not isinstance(params, (Mapping, list, tuple)):
+            if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
+                raise TypeError("params must be a list of arrays, a dict name -> array, or a list "
+                                f"of param group dicts, got {type(params).__qualname__}")
+            params = list(params)
+        if isinstance(params, Mapping):
+            self._structure = "dict"
+            groups = [{"params": params}]
+        else:
+            if len(params) == 0:
+                raise ValueError("optimizer got an empty parameter list")
+            if all(isinstance(g, Mapping) for g in params):
+                self._structure = "groups"
+                groups = list(params)
+            elif any(isinstance(g, Mapping) for g in params):
+                raise TypeError("params mixes arrays and param group dicts; pass a list of arrays "
+                                "or a list of group dicts")
+            else:
+                self._structure = "list"
+                groups = [{"params": list(params)}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # ---- groups ------------------------------------------------------------
+    def add_param_group(self, param_group):
+        """Add a group (a dict with 'params' and optional hyperparameter overrides)."""
+        if not isinstance(param_group, Mapping) or "params" not in param_group:
+            raise TypeError("a param group must be a dict with a 'params' entry")
+        gi = len(self.param_groups)
+        where = f"param_groups[{gi}]"
+        group = dict(param_group)
+        params = group["params"]
+        if isinstance(params, np.ndarray):
+            params = [params]
+        if isinstance(params, Mapping):
+            names, params = list(params.keys()), list(params.values())
+            if not all(isinstance(n, str) for n in names):
+                raise TypeError(f"{where}: param names must be strings")
+        else:
+            params, names = list(params), None
+        if self._named is None:
+            self._named = names is not None
+        elif self._named != (names is not None):
+            raise TypeError(f"{where}: name all params (dicts) or none (lists), not a mix")
+        if len(params) == 0:
+            raise ValueError(f"{where} has no params")
+        start = len(self._keys)
+        keys = names if names is not None else list(range(start, start + len(params)))
+        for key, p in zip(keys, params):
+            if names is not None and key in self._keys:
+                raise ValueError(f"param name {key!r} appears more than once")
+            _check_param(p, f"params[{key!r}]")
+        unknown = set(group) - set(self.defaults) - {"params", "param_names"}
+        if unknown:
+            raise ValueError(f"{where} has unknown hyperparameters {sorted(unknown)}; "
+                             f"{type(self).__name__} takes {sorted(self.defaults)}")
+        for name, value in self.defaults.items():
+            group.setdefault(name, value)
+        group["params"] = params
+        if names is not None:
+            group["param_names"] = names
+        self._check_group(group, where)
+        # Checked before anything is recorded, so a bad group leaves no trace.
+        self._build_plan(extra=params, extra_keys=keys)
+        self.param_groups.append(group)
+        self._keys.extend(keys)
+        for p in params:
+            state = _State(self)
+            self._states.append(state)
+            if self._eager_state:
+                self._fill_state(state, group, p)
+        self._state_version += 1
+
+    def _check_group(self, group, where):
+        """Checked kernel hyperparameters of a group (a tuple in _kernels.KERNEL_FIELDS order)."""
+        raise NotImplementedError
+
+    def _state_slots(self, group):
+        """Names of the state arrays in kernel operand order, None for slots the options leave unused."""
+        raise NotImplementedError
+
+    def _new_state(self, group, param, name):
+        """A new state array named `name` for `param`."""
+        return np.zeros_like(param)
+
+    # ---- state -----------------------------------------------------------
+    @property
+    def state(self):
+        """Per param (by flat index), its state dict: torch's keys, arrays updated in place."""
+        return {i: s for i, s in enumerate(self._states) if len(s)}
+
+    def _flat_params(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _group_of(self):
+        return [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
+
+    # ---- the step ---------------------------------------------------------
+    def step(self, grads):
+        """Update every param that has a grad, in place, in one call into the kernels."""
+        hyper = [self._check_group(g, f"param_groups[{gi}]") for gi, g in enumerate(self.param_groups)]
+        flat_grads = self._flatten_grads(grads)
+        plan = self._current_plan()
+        if plan.gather(flat_grads):
+            # First grad of some params: create their state, now that every check passed.
+            params, group_of = self._flat_params(), self._group_of()
+            for i in plan.missing_state():
+                self._create_state(i, self.param_groups[group_of[i]], params[i])
+            plan = self._current_plan()
+            plan.gather(flat_grads)
+        plan.run(hyper)
+        self._fresh.clear()
+
+    def _flatten_grads(self, grads):
+        n = len(self._keys)
+        if self._structure == "dict":
+            if not isinstance(grads, Mapping):
+                raise TypeError(f"params were given as a dict, so grads must be a dict with the same "
+                                f"names, got {type(grads).__qualname__}")
+            return self._grads_from_mapping(grads, self._keys)
+        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of {n} arrays (None to skip a param), "
+                            f"got {type(grads).__qualname__}")
+        if self._structure == "groups" and len(grads) == len(self.param_groups) and len(grads) != n:
+            return self._grads_per_group(grads)
+        if len(grads) != n:
+            raise ValueError(f"got {len(grads)} grads for {n} params; pass one grad (or None) "
+                             f"per param, in the order of the params")
+        return grads
+
+    def _grads_per_group(self, grads):
+        flat, start = [], 0
+        for gi, (group, g) in enumerate(zip(self.param_groups, grads)):
+            count = len(group["params"])
+            keys = self._keys[start:start + count]
+            start += count
+            if isinstance(g, Mapping):
+                flat.extend(self._grads_from_mapping(g, keys, f"grads[{gi}]"))
+            elif isinstance(g, (list, tuple)) and len(g) == count:
+                flat.extend(g)
+            else:
+                raise ValueError(f"grads[{gi}] must hold the {count} grads of param_groups[{gi}] "
+                                 f"(a list, or a dict by name), got {type(g).__qualname__}"
+                                 + (f" of length {len(g)}" if hasattr(g, "__len__") else ""))
+        return flat
+
+    @staticmethod
+    def _grads_from_mapping(grads, keys, where="grads"):
+        missing = [k for k in keys if k not in grads]
+        extra = [k for k in grads if k not in set(keys)]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing} (pass None to skip a param)")
+            if extra:
+                parts.append(f"unknown {extra}")
+            raise ValueError(f"{where} does not match the params' names: " + "; ".join(parts))
+        return [grads[k] for k in keys]
+
+    # ---- pointer tables -------------------------------------------------------
+    def _slots_by_group(self):
+        return tuple(self._state_slots(g) for g in self.param_groups)
+
+    def _current_plan(self):
+        key = (self._state_version, self._slots_by_group())
+        if self._plan is None or self._plan_key != key or not self._plan.matches(self.param_groups):
+            self._plan = self._build_plan()
+            self._plan_key = (self._state_version, key[1])
+        return self._plan
+
+    def _build_plan(self, extra=(), extra_keys=()):
+        """Pointer tables over all params (and `extra`, when checking a new group)."""
+        params = self._flat_params() + list(extra)
+        groups = self._group_of() + [len(self.param_groups)] * len(extra)
+        keys = self._keys + list(extra_keys)
+        slots = self._slots_by_group()
+        steps = np.zeros(len(params), dtype=np.int64)
+        state_arrays = []
+        for i, p in enumerate(params):
+            state = self._states[i] if i < len(self._states) else None
+            group_slots = slots[groups[i]] if groups[i] < len(slots) else ()
+            if all(name is None for name in group_slots):
+                state_arrays.append((None,) * len(group_slots))  # nothing to keep for these options
+                continue
+            if not state:
+                state_arrays.append(None)
+                continue
+            arrays = []
+            for name in group_slots:
+                if name is None:
+                    arrays.append(None)
+                    continue
+                if name not in state:  # an option switched on after this state began
+                    dict.__setitem__(state, name, self._new_state(self.param_groups[groups[i]], p, name))
+                arrays.append(self._checked_state(state[name], p, i, name))
+            state_arrays.append(tuple(arrays))
+            if self._has_step:
+                steps[i] = _step_value(state.get("step", 0), i)
+                # The state's 'step' is a live 0-d view of the count the kernels advance.
+                dict.__setitem__(state, "step", steps[i:i + 1].reshape(()))
+            else:
+                steps[i] = 0 if i in self._fresh else 1
+        return _kernels.StepPlan(self._rule, params, state_arrays, groups,
+                                 len(self.param_groups) + (1 if len(extra) else 0), keys, steps)
+
+    def _checked_state(self, array, param, i, name):
+        where = f"state[{i}][{name!r}]"
+        if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
+            raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {param.shape} "
+                             f"like params[{self._keys[i]!r}], got "
+                             + (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
+                                else type(array).__qualname__))
+        _check_param(array, where)
+        return array
+
+    def _create_state(self, i, group, p):
+        self._fill_state(self._states[i], group, p)
+        self._fresh.add(i)
+        self._state_version += 1
+
+    def _fill_state(self, state, group, p):
+        if self._has_step:
+            dict.__setitem__(state, "step", 0)
+        for name in self._state_slots(group):
+            if name is not None:
+                dict.__setitem__(state, name, self._new_state(group, p, name))
+
+    # ---- checkpoints ----------------------------------------------------------
+    def state_dict(self):
+        """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}.
+
+        Arrays are copies, so the dict does not change as training goes on.
+        """
+        state = {}
+        for i, s in enumerate(self._states):
+            if not len(s):
+                continue
+            entry = {}
+            for name, value in s.items():
+                if name == "step":
+                    entry[name] = int(value)
+                elif isinstance(value, np.ndarray):
+                    entry[name] = value.copy()
+                else:
+                    entry[name] = copy.deepcopy(value)
+            state[i] = entry
+        groups, start = [], 0
+        for g in self.param_groups:
+            packed = {k: copy.deepcopy(v) for k, v in g.items() if k != "params"}
+            packed["params"] = list(range(start, start + len(g["params"])))
+            start += len(g["params"])
+            groups.append(packed)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Load a state_dict from state_dict() (or torch.optim's of the same optimizer).
+
+        Everything is checked and copied first; on any error nothing changes.
+        """
+        if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
+                             f"this optimizer has {len(self.param_groups)}")
+        index_map = {}
+        new_groups = []
+        for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            saved_params = list(saved["params"])
+            if len(saved_params) != len(group["params"]):
+                raise ValueError(f"loaded param_groups[{gi}] has {len(saved_params)} params, "
+                                 f"this optimizer's has {len(group['params'])}")
+            base = len(index_map)
+            for j, saved_index in enumerate(saved_params):
+                index_map[saved_index] = base + j
+            merged = {k: v for k, v in saved.items()
+                      if k not in ("params",) + _TORCH_ONLY_GROUP_KEYS and k in group}
+            new_group = dict(group)
+            new_group.update(copy.deepcopy(merged))
+            self._check_group(new_group, f"loaded param_groups[{gi}]")
+            new_groups.append(new_group)
+        params = self._flat_params()
+        new_states = [_State(self) for _ in params]
+        for saved_index, entry in state_dict["state"].items():
+            if saved_index not in index_map:
+                raise ValueError(f"loaded state has an entry for param {saved_index!r}, "
+                                 f"which no loaded param group lists")
+            i = index_map[saved_index]
+            p = params[i]
+            loaded = {}
+            for name, value in entry.items():
+                if name == "step":
+                    loaded[name] = _step_value(value, i)
+                    continue
+                array = _to_numpy(value)
+                if array is not None:
+                    if array.shape != p.shape:
+                        raise ValueError(f"loaded state[{saved_index}][{name!r}] has shape {array.shape} "
+                                         f"but params[{self._keys[i]!r}] has shape {p.shape}")
+                    # Our own contiguous copy in the param's dtype (torch casts likewise).
+                    loaded[name] = np.array(array, dtype=p.dtype, order="C", copy=True)
+                else:
+                    loaded[name] = copy.deepcopy(value)
+            dict.update(new_states[i], loaded)
+        for gi, group in enumerate(new_groups):
+            self.param_groups[gi] = group
+        self._states = new_states
+        self._state_version += 1
+
+    def zero_grad(self, set_to_none=True):  # pragma: no cover - grads are arguments here
+        """NumPy grads are passed to step(); there is nothing to reset.  Present for torch habits."""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for gi, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {gi}")
+            for k in sorted(g):
+                if k not in ("params", "param_names"):
+                    lines.append(f"    {k}: {g[k]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _step_value(value, i):
+    """A step count from an int, a float, a 0-d array or a torch scalar tensor."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"state[{i}]['step'] must be a number, got {value!r}") from None
+    if not f.is_integer() or f < 0:
+        raise ValueError(f"state[{i}]['step'] must be a whole number >= 0, got {value!r}")
+    return int(f)
+
+
+def _to_numpy(value):
+    """An array from a NumPy array or a torch tensor (CPU), else None."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
+        return value.detach().cpu().numpy()
+    return None
