@@ -7,13 +7,16 @@ rejects at least everything torch.optim rejects, plus NaN and infinities,
 which torch lets through.
 """
 import math
-import numbers
 
 import numpy as np
 
+_REAL_TYPES = (float, int, np.floating, np.integer)
+
 
 def _number(label, name, value, where, low=0.0, high=math.inf, low_open=False, high_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    # Concrete types, not numbers.Real: an ABC check is slower and grows abc's caches.
+    if type(value) is not float and (isinstance(value, (bool, np.bool_))
+                                     or not isinstance(value, _REAL_TYPES)):
         raise TypeError(f"Invalid {label}: {name}={value!r}{where}; expected a real number")
     x = float(value)
     ok = math.isfinite(x) and (x > low if low_open else x >= low) and (x < high if high_open else x <= high)
@@ -25,7 +28,7 @@ def _number(label, name, value, where, low=0.0, high=math.inf, low_open=False, h
 
 
 def _flag(name, value, where):
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
         return bool(value)
     raise TypeError(f"Invalid {name}={value!r}{where}; expected True or False")
 

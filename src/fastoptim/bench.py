@@ -1,0 +1,249 @@
+"""python -m fastoptim bench: fastoptim against NumPy and torch.optim, side by side.
+
+Every contender steps the same problem (one param of n elements, a constant
+grad, state already created) in interleaved rounds; the table reports medians.
+Speedups are ratios of medians from the same run.  Effective bandwidth is the
+step's memory traffic (param, grad and state read; param and state written)
+over its time, beside the machine's in-place streaming bandwidth measured in
+the same run (a = s * a + b over 512 MiB, all threads).
+"""
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from . import _kernels
+from ._config import get_num_threads, get_simd_level, num_threads
+from ._registry import BY_NAME, SPECS
+
+QUICK_SIZES = (2**10, 2**16, 2**20, 2**24)
+FULL_SIZES = tuple(2**k for k in range(10, 27, 2))
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    parser.add_argument("--optimizers", default=",".join(s.name for s in SPECS),
+                        help="comma-separated names (default: all)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated element counts, e.g. 1024,2**20 (default: 2^10..2^26)")
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated thread counts (default: all usable cores; 'all' allowed)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
+    parser.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
+
+
+def _parse_sizes(text):
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        base, _, exponent = part.partition("**")
+        sizes.append(int(base) ** int(exponent) if exponent else int(part))
+    return tuple(sizes)
+
+
+def _parse_threads(text):
+    if text is None:
+        return (get_num_threads(),)
+    return tuple(_kernels.usable_cores() if t.strip() == "all" else int(t) for t in text.split(","))
+
+
+# ---- timing --------------------------------------------------------------------
+
+def _time_calls(fn, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def _calibrate(fn, min_seconds):
+    calls = 1
+    while True:
+        t = _time_calls(fn, calls)
+        if t * calls >= min_seconds or calls >= 1 << 20:
+            return calls
+        calls = max(calls * 2, int(calls * min_seconds / max(t * calls, 1e-9)) + 1)
+
+
+def measure(contenders, rounds, min_seconds):
+    """Median seconds per call of each contender, timed in interleaved rounds."""
+    calls = {name: _calibrate(fn, min_seconds) for name, fn in contenders.items()}
+    samples = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            samples[name].append(_time_calls(fn, calls[name]))
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def machine_bandwidth(threads, rounds=5):
+    """Bytes per second of a = s * a + b on 2 x 256 MiB float64 arrays (3 streams of 8 bytes)."""
+    n = 2**25
+    a, b = np.ones(n), np.full(n, 1e-9)
+    _kernels.scale_add_inplace(a, b, 0.5, threads)
+    t = min(_time_calls(lambda: _kernels.scale_add_inplace(a, b, 0.5, threads), 1) for _ in range(rounds))
+    return 3 * 8 * n / t
+
+
+# ---- contenders ----------------------------------------------------------------
+
+def _fastoptim_step(spec, options, n, dtype, rng):
+    param = rng.standard_normal(n).astype(dtype)
+    grads = [rng.standard_normal(n).astype(dtype)]
+    opt = spec.cls([param], **options)
+    opt.step(grads)
+    return lambda: opt.step(grads)
+
+
+def _functional_step(spec, options, n, dtype, rng, update):
+    param = rng.standard_normal(n).astype(dtype)
+    grad = rng.standard_normal(n).astype(dtype)
+    positional, keyword = spec.new_state(param, options)
+    kwargs = dict(spec.functional_kwargs(options), **keyword)
+    update(param, grad, *positional, step=1, **kwargs)
+    return lambda: update(param, grad, *positional, step=2, **kwargs)
+
+
+def _torch_steps(torch, spec, options, n, dtype, rng):
+    """torch.optim's for-loop, foreach and (where it has one) fused CPU implementation."""
+    steps = {}
+    tdtype = getattr(torch, np.dtype(dtype).name)
+    for variant, flags in (("for-loop", dict(foreach=False)), ("foreach", dict(foreach=True)),
+                           ("fused", dict(fused=True))):
+        param = torch.tensor(rng.standard_normal(n), dtype=tdtype, requires_grad=True)
+        param.grad = torch.tensor(rng.standard_normal(n), dtype=tdtype)
+        try:
+            opt = getattr(torch.optim, spec.torch_name)([param], **options, **flags)
+            opt.step()
+        except (RuntimeError, TypeError, ValueError):
+            continue  # torch has no such implementation for this optimizer on the CPU
+        steps[f"torch {variant}"] = opt.step
+    return steps
+
+
+def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_seconds=0.02, out=sys.stdout):
+    torch = None
+    if use_torch:
+        try:
+            import torch
+        except ImportError:
+            print("torch is not installed: comparing with NumPy only (pip install torch==2.13.0)", file=out)
+    rng = np.random.default_rng(0)
+    results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
+                           "simd_level": get_simd_level(), "cores": _kernels.usable_cores(),
+                           "torch": getattr(torch, "__version__", None)},
+               "dtype": np.dtype(dtype).name, "runs": []}
+    itemsize = np.dtype(dtype).itemsize
+    for threads in threads_list:
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with num_threads(threads):
+            bandwidth = machine_bandwidth(threads)
+            print(f"\n{np.dtype(dtype).name}, {threads} thread(s), SIMD {get_simd_level()}: "
+                  f"machine bandwidth {bandwidth / 1e9:.1f} GB/s (a = s*a + b in place)", file=out)
+            rows = {}
+            for name in optimizers:
+                spec = BY_NAME[name]
+                options = spec.bench_options()
+                for n in sizes:
+                    contenders = {
+                        "fastoptim": _fastoptim_step(spec, options, n, dtype, rng),
+                        "fastoptim.functional": _functional_step(spec, options, n, dtype, rng, spec.functional),
+                        "numpy": _functional_step(spec, options, n, dtype, rng, spec.reference),
+                    }
+                    if torch is not None:
+                        contenders.update(_torch_steps(torch, spec, options, n, dtype, rng))
+                    times = measure(contenders, rounds, min_seconds)
+                    torch_best = min((t for k, t in times.items() if k.startswith("torch")), default=None)
+                    record = {
+                        "optimizer": name, "size": n, "threads": threads, "times": times,
+                        "speedup_numpy": times["numpy"] / times["fastoptim"],
+                        "speedup_torch": torch_best / times["fastoptim"] if torch_best else None,
+                        "torch_best": min((k for k in times if k.startswith("torch")), key=times.get,
+                                          default=None),
+                        "gb_per_s": spec.bytes_per_element(itemsize) * n / times["fastoptim"] / 1e9,
+                        "machine_gb_per_s": bandwidth / 1e9,
+                    }
+                    results["runs"].append(record)
+                    rows[(name, n)] = record
+            _print_table(rows, optimizers, sizes, bandwidth, out)
+    return results
+
+
+def _format_time(seconds):
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _print_table(rows, optimizers, sizes, bandwidth, out):
+    header = "".join(f"{'2^' + str(n.bit_length() - 1) if n & (n - 1) == 0 else n:>12}" for n in sizes)
+    blocks = [
+        ("time per step (fastoptim)", lambda r: _format_time(r["times"]["fastoptim"])),
+        ("speedup over NumPy", lambda r: f"{r['speedup_numpy']:.1f}x"),
+        ("speedup over torch's fastest", lambda r: "-" if r["speedup_torch"] is None else f"{r['speedup_torch']:.2f}x"),
+        (f"effective GB/s (machine: {bandwidth / 1e9:.1f})", lambda r: f"{r['gb_per_s']:.1f}"),
+    ]
+    for title, cell in blocks:
+        print(f"\n{title}\n{'':10}{header}", file=out)
+        for name in optimizers:
+            print(f"{name:10}" + "".join(f"{cell(rows[(name, n)]):>12}" for n in sizes), file=out)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'fastoptim[plot]'") from None
+    threads = max(r["threads"] for r in results["runs"])
+    runs = [r for r in results["runs"] if r["threads"] == threads]
+    names = list(dict.fromkeys(r["optimizer"] for r in runs))
+    has_torch = any(r["speedup_torch"] for r in runs)
+    fig, axes = plt.subplots(1, 3 if has_torch else 2, figsize=(15 if has_torch else 10, 4.5))
+    panels = [("speedup_numpy", "speedup over NumPy (x)"), ("gb_per_s", "effective bandwidth (GB/s)")]
+    if has_torch:
+        panels.insert(1, ("speedup_torch", "speedup over torch's fastest (x)"))
+    for ax, (key, label) in zip(axes, panels):
+        for name in names:
+            pts = [(r["size"], r[key]) for r in runs if r["optimizer"] == name and r[key]]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        if key == "gb_per_s":
+            ax.axhline(runs[0]["machine_gb_per_s"], color="k", ls="--", lw=1, label="machine")
+        elif key == "speedup_torch":
+            ax.axhline(1.0, color="k", ls=":", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("elements per param")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"fastoptim, {results['dtype']}, {threads} thread(s), SIMD {results['machine']['simd_level']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args):
+    optimizers = [o.strip() for o in args.optimizers.split(",")]
+    unknown = [o for o in optimizers if o not in BY_NAME]
+    if unknown:
+        raise SystemExit(f"unknown optimizers {unknown}; choose from {list(BY_NAME)}")
+    sizes = _parse_sizes(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
+    threads = _parse_threads(args.threads)
+    rounds, min_seconds = (3, 0.005) if args.quick else (7, 0.02)
+    dtype = np.dtype(args.dtype).type
+    results = run(optimizers, sizes, threads, dtype, use_torch=not args.no_torch, rounds=rounds,
+                  min_seconds=min_seconds)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.plot:
+        plot(results, args.plot)
+        print(f"\nwrote {args.plot}")
+    return 0

@@ -1,0 +1,44 @@
+import os
+
+import numpy as np
+import pytest
+
+from fastoptim import _kernels
+
+# Sizes that hit every SIMD tail (4, 8 and 16 lanes), empty and large arrays.
+SIZES = (0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 1000, 4097, 2**17 + 5)
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """torch.optim, the numerical reference.  CI sets FASTOPTIM_REQUIRE_TORCH=1 so it cannot be skipped."""
+    if os.environ.get("FASTOPTIM_REQUIRE_TORCH", "") not in ("", "0"):
+        import torch
+        return torch
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def split_everything():
+    """Split even the smallest step across threads, so every split boundary is exercised."""
+    old = _kernels._set_parallel_min_elements(0)
+    yield
+    _kernels._set_parallel_min_elements(old)
+
+
+@pytest.fixture(params=_kernels.supported_simd_levels())
+def simd_level(request):
+    """Each SIMD level this CPU supports, in turn."""
+    old = _kernels.set_simd_level(request.param)
+    yield request.param
+    _kernels.set_simd_level(old)
+
+
+def snapshot(arrays):
+    return [np.array(a, copy=True) for a in arrays]
+
+
+def assert_unchanged(before, arrays):
+    for b, a in zip(before, arrays):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,114 @@
+"""The build: OpenMP compiled in, the thread and SIMD controls, show_config."""
+import io
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastoptim
+from fastoptim import _kernels
+from fastoptim._registry import SPECS
+
+
+@pytest.mark.skipif(os.environ.get("FASTOPTIM_ALLOW_SERIAL_BUILD", "") not in ("", "0"),
+                    reason="FASTOPTIM_ALLOW_SERIAL_BUILD is set: a serial build is expected")
+def test_openmp_is_compiled_in():
+    assert _kernels.OPENMP, "fastoptim was built without OpenMP (see the banner printed by the build)"
+    assert "-fopenmp" in _kernels.COMPILE_ARGS or "openmp" in _kernels.COMPILE_ARGS
+
+
+def test_compile_flags_are_portable():
+    assert "-O3" in _kernels.COMPILE_ARGS and "-fno-math-errno" in _kernels.COMPILE_ARGS
+    assert "march=native" not in _kernels.COMPILE_ARGS
+
+
+def test_show_config():
+    out = io.StringIO()
+    fastoptim.show_config(file=out)
+    text = out.getvalue()
+    for key in ("fastoptim:", "NumPy:", "Cython:", "compiler:", "OpenMP:", "threads:", "SIMD level:"):
+        assert key in text
+    assert np.__version__ in text and fastoptim.__version__ in text
+    assert ("OpenMP:          on" in text) == _kernels.OPENMP
+
+
+def test_thread_controls():
+    original = fastoptim.get_num_threads()
+    try:
+        fastoptim.set_num_threads(1)
+        assert fastoptim.get_num_threads() == 1
+        with fastoptim.num_threads(2) as n:
+            assert n == fastoptim.get_num_threads() == (2 if _kernels.OPENMP else 1)
+        assert fastoptim.get_num_threads() == 1
+        fastoptim.set_num_threads(-1)
+        assert fastoptim.get_num_threads() == (_kernels.usable_cores() if _kernels.OPENMP else 1)
+        fastoptim.set_num_threads(None)
+        assert fastoptim.get_num_threads() == _kernels.default_num_threads()
+        with pytest.raises(ValueError, match="n_threads=0"):
+            fastoptim.set_num_threads(0)
+        with pytest.raises(TypeError, match="integer or None"):
+            fastoptim.set_num_threads(1.5)
+    finally:
+        fastoptim.set_num_threads(original)
+
+
+def run_python(code, **env):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, **env}, cwd="/")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_default_threads_follow_omp_num_threads():
+    assert run_python("import fastoptim; print(fastoptim.get_num_threads())", OMP_NUM_THREADS="1") == "1"
+
+
+@pytest.mark.parametrize("level", _kernels.supported_simd_levels())
+def test_fastoptim_simd_env_forces_a_level(level):
+    assert run_python("import fastoptim; print(fastoptim.get_simd_level())", FASTOPTIM_SIMD=level) == level
+
+
+def test_best_simd_level_by_default():
+    env = {k: v for k, v in os.environ.items() if k != "FASTOPTIM_SIMD"}
+    code = "import fastoptim; print(fastoptim.get_simd_level())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/")
+    assert out.stdout.strip() == _kernels.supported_simd_levels()[-1]
+
+
+def test_unsupported_simd_level_is_refused():
+    with pytest.raises(ValueError, match="Invalid SIMD level"):
+        fastoptim.set_simd_level("sse9")
+    for level in set(_kernels.SIMD_LEVELS) - set(_kernels.supported_simd_levels()):
+        with pytest.raises(ValueError, match="not (supported|compiled)"):
+            fastoptim.set_simd_level(level)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_steps_allocate_nothing(spec):
+    """After the first step (which creates the state), a step allocates no Python memory."""
+    rng = np.random.default_rng(0)
+    options = list(spec.option_sets())[-1]  # the one with the most state
+    params = [rng.standard_normal(n) for n in (100, 1000, 50_000)]
+    grads = [rng.standard_normal(p.shape) for p in params]
+    opt = spec.cls(params, **options)
+    opt.step(grads)
+    opt.step(grads)
+    tracemalloc.start()
+    try:
+        opt.step(grads)
+        start, _ = tracemalloc.get_traced_memory()
+        for _ in range(200):
+            opt.step(grads)
+        end, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert end - start <= 0, f"{end - start} bytes kept after 200 steps"
+    assert peak - start < 4096, f"a step allocated {peak - start} bytes at its peak"
+
+
+def test_tests_run_against_the_installed_package():
+    source_tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    assert not os.path.abspath(fastoptim.__file__).startswith(source_tree)

@@ -1,0 +1,55 @@
+"""Every kernel equals fastoptim.reference bit for bit: every option set, dtype,
+SIMD level, tail size, with one thread and with the work split across threads."""
+import numpy as np
+import pytest
+
+import fastoptim
+from fastoptim._registry import SPECS
+
+from conftest import DTYPES, SIZES
+
+STEPS = 3
+
+
+def run(update, param, grads, state, kwargs, options, spec):
+    positional, keyword = state
+    for step, grad in enumerate(grads, start=1):
+        update(param, grad, *positional, step=step, **spec.functional_kwargs(options), **keyword, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everything):
+    rng = np.random.default_rng(size)
+    param0 = rng.standard_normal(size).astype(dtype)
+    grads = [rng.standard_normal(size).astype(dtype) for _ in range(STEPS)]
+    for options in spec.option_sets():
+        expected = param0.copy()
+        expected_state = spec.new_state(expected, options)
+        run(spec.reference, expected, grads, expected_state, {}, options, spec)
+        for threads in (1, 2):
+            param = param0.copy()
+            state = spec.new_state(param, options)
+            with fastoptim.num_threads(threads):
+                run(spec.functional, param, grads, state, {}, options, spec)
+            where = f"{spec.name} {options} threads={threads} level={simd_level}"
+            np.testing.assert_array_equal(param, expected, err_msg=where)
+            for got, want in zip(state[0] + list(state[1].values()),
+                                 expected_state[0] + list(expected_state[1].values())):
+                np.testing.assert_array_equal(got, want, err_msg=where)
+
+
+@pytest.mark.parametrize("shape", [(), (3, 5), (2, 3, 4)])
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_any_shape(spec, shape):
+    rng = np.random.default_rng(1)
+    options = next(iter(spec.option_sets()))
+    param = rng.standard_normal(shape)
+    expected = param.copy()
+    grads = [rng.standard_normal(shape) for _ in range(STEPS)]
+    state, expected_state = spec.new_state(param, options), spec.new_state(expected, options)
+    run(spec.functional, param, grads, state, {}, options, spec)
+    run(spec.reference, expected, grads, expected_state, {}, options, spec)
+    np.testing.assert_array_equal(param, expected)
+
