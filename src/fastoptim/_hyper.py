@@ -6,6 +6,7 @@ them as the kernel takes them (the order of _kernels.KERNEL_FIELDS).  It
 rejects at least everything torch.optim rejects, plus NaN and infinities,
 which torch lets through.
 """
+import functools
 import math
 
 import numpy as np
@@ -33,10 +34,30 @@ def _flag(name, value, where):
     raise TypeError(f"Invalid {name}={value!r}{where}; expected True or False")
 
 
+def _memoized(check):
+    """Remember the checked result of hyperparameters seen before.
+
+    Steps usually repeat the same values, and checking them is most of the
+    cost of a small step.  Typed, so True never hits a cached 1; NaN never
+    equals itself, so it is always checked (and rejected); errors are never
+    cached; unhashable values go to the check itself, which names them.
+    """
+    cached = functools.lru_cache(maxsize=256, typed=True)(check)
+
+    @functools.wraps(check)
+    def checked(*args, **kwargs):
+        try:
+            return cached(*args, **kwargs)
+        except TypeError:
+            return check(*args, **kwargs)
+    return checked
+
+
 def _where(where):
     return f" ({where})" if where else ""
 
 
+@_memoized
 def check_sgd(lr, momentum, dampening, weight_decay, nesterov, maximize, where=""):
     w = _where(where)
     lr = _number("learning rate", "lr", lr, w)
@@ -50,6 +71,7 @@ def check_sgd(lr, momentum, dampening, weight_decay, nesterov, maximize, where="
     return (lr, momentum, dampening, weight_decay, nesterov, _flag("maximize", maximize, w))
 
 
+@_memoized
 def check_adagrad(lr, lr_decay, weight_decay, eps, maximize, where=""):
     w = _where(where)
     return (_number("learning rate", "lr", lr, w),
@@ -63,6 +85,7 @@ def check_initial_accumulator_value(value, where=""):
     return _number("initial_accumulator_value value", "initial_accumulator_value", value, _where(where))
 
 
+@_memoized
 def check_rmsprop(lr, alpha, eps, weight_decay, momentum, centered, maximize, where=""):
     w = _where(where)
     return (_number("learning rate", "lr", lr, w),
@@ -74,6 +97,7 @@ def check_rmsprop(lr, alpha, eps, weight_decay, momentum, centered, maximize, wh
             _flag("maximize", maximize, w))
 
 
+@_memoized
 def check_adadelta(lr, rho, eps, weight_decay, maximize, where=""):
     w = _where(where)
     return (_number("learning rate", "lr", lr, w),
@@ -83,6 +107,7 @@ def check_adadelta(lr, rho, eps, weight_decay, maximize, where=""):
             _flag("maximize", maximize, w))
 
 
+@_memoized
 def check_adam(lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, where=""):
     w = _where(where)
     return (_number("learning rate", "lr", lr, w),

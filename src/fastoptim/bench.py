@@ -91,7 +91,7 @@ def machine_bandwidth(threads, rounds=5):
 
 # ---- contenders ----------------------------------------------------------------
 
-def _fastoptim_step(spec, options, n, dtype, rng):
+def fastoptim_step(spec, options, n, dtype, rng):
     param = rng.standard_normal(n).astype(dtype)
     grads = [rng.standard_normal(n).astype(dtype)]
     opt = spec.cls([param], **options)
@@ -99,7 +99,7 @@ def _fastoptim_step(spec, options, n, dtype, rng):
     return lambda: opt.step(grads)
 
 
-def _functional_step(spec, options, n, dtype, rng, update):
+def functional_step(spec, options, n, dtype, rng, update):
     param = rng.standard_normal(n).astype(dtype)
     grad = rng.standard_normal(n).astype(dtype)
     positional, keyword = spec.new_state(param, options)
@@ -108,21 +108,36 @@ def _functional_step(spec, options, n, dtype, rng, update):
     return lambda: update(param, grad, *positional, step=2, **kwargs)
 
 
-def _torch_steps(torch, spec, options, n, dtype, rng):
-    """torch.optim's for-loop, foreach and (where it has one) fused CPU implementation."""
-    steps = {}
+TORCH_VARIANTS = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+
+
+def torch_step(torch, variant, spec, options, n, dtype, rng):
+    """A step of torch.optim's `variant` implementation, or None where torch has none on the CPU."""
     tdtype = getattr(torch, np.dtype(dtype).name)
-    for variant, flags in (("for-loop", dict(foreach=False)), ("foreach", dict(foreach=True)),
-                           ("fused", dict(fused=True))):
-        param = torch.tensor(rng.standard_normal(n), dtype=tdtype, requires_grad=True)
-        param.grad = torch.tensor(rng.standard_normal(n), dtype=tdtype)
-        try:
-            opt = getattr(torch.optim, spec.torch_name)([param], **options, **flags)
-            opt.step()
-        except (RuntimeError, TypeError, ValueError):
-            continue  # torch has no such implementation for this optimizer on the CPU
-        steps[f"torch {variant}"] = opt.step
-    return steps
+    param = torch.tensor(rng.standard_normal(n), dtype=tdtype, requires_grad=True)
+    param.grad = torch.tensor(rng.standard_normal(n), dtype=tdtype)
+    try:
+        opt = getattr(torch.optim, spec.torch_name)([param], **options, **TORCH_VARIANTS[variant])
+        opt.step()
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    return opt.step
+
+
+def make_contenders(spec, n, dtype, rng, torch=None):
+    """name -> zero-argument step of one n-element param, state already created."""
+    options = spec.bench_options()
+    contenders = {
+        "fastoptim": fastoptim_step(spec, options, n, dtype, rng),
+        "fastoptim.functional": functional_step(spec, options, n, dtype, rng, spec.functional),
+        "numpy": functional_step(spec, options, n, dtype, rng, spec.reference),
+    }
+    if torch is not None:
+        for variant in TORCH_VARIANTS:
+            step = torch_step(torch, variant, spec, options, n, dtype, rng)
+            if step is not None:
+                contenders[f"torch {variant}"] = step
+    return contenders
 
 
 def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_seconds=0.02, out=sys.stdout):
@@ -148,15 +163,8 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
             rows = {}
             for name in optimizers:
                 spec = BY_NAME[name]
-                options = spec.bench_options()
                 for n in sizes:
-                    contenders = {
-                        "fastoptim": _fastoptim_step(spec, options, n, dtype, rng),
-                        "fastoptim.functional": _functional_step(spec, options, n, dtype, rng, spec.functional),
-                        "numpy": _functional_step(spec, options, n, dtype, rng, spec.reference),
-                    }
-                    if torch is not None:
-                        contenders.update(_torch_steps(torch, spec, options, n, dtype, rng))
+                    contenders = make_contenders(spec, n, dtype, rng, torch)
                     times = measure(contenders, rounds, min_seconds)
                     torch_best = min((t for k, t in times.items() if k.startswith("torch")), default=None)
                     record = {
