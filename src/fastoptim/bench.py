@@ -35,6 +35,8 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
+    parser.add_argument("--no-many", action="store_true",
+                        help="skip the many-small-tensors table (1000 x 256 and 200 x 4096 elements)")
 
 
 def _parse_sizes(text):
@@ -140,7 +142,8 @@ def make_contenders(spec, n, dtype, rng, torch=None):
     return contenders
 
 
-def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_seconds=0.02, out=sys.stdout):
+def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_seconds=0.02, many=True,
+        out=sys.stdout):
     torch = None
     if use_torch:
         try:
@@ -179,7 +182,77 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
                     results["runs"].append(record)
                     rows[(name, n)] = record
             _print_table(rows, optimizers, sizes, bandwidth, out)
+            if many:
+                results["many"] = results.get("many", []) + run_many(
+                    optimizers, dtype, threads, torch, rounds, min_seconds, out)
+    _print_scaling(results["runs"], optimizers, sizes, out)
     return results
+
+
+MANY_TENSORS = ((1000, 256), (200, 4096))
+
+
+def many_tensor_contenders(spec, count, n, dtype, rng, torch=None):
+    """One step over `count` params of `n` elements each: fastoptim and torch's variants."""
+    options = spec.bench_options()
+    params = [rng.standard_normal(n).astype(dtype) for _ in range(count)]
+    grads = [rng.standard_normal(n).astype(dtype) for _ in range(count)]
+    opt = spec.cls(params, **options)
+    opt.step(grads)
+    contenders = {"fastoptim": lambda: opt.step(grads)}
+    if torch is not None:
+        tdtype = getattr(torch, np.dtype(dtype).name)
+        for variant, flags in TORCH_VARIANTS.items():
+            tparams = [torch.tensor(p, dtype=tdtype, requires_grad=True) for p in params]
+            for t, g in zip(tparams, grads):
+                t.grad = torch.tensor(g, dtype=tdtype)
+            try:
+                topt = getattr(torch.optim, spec.torch_name)(tparams, **options, **flags)
+                topt.step()
+            except (RuntimeError, TypeError, ValueError):
+                continue
+            contenders[f"torch {variant}"] = topt.step
+    return contenders
+
+
+def run_many(optimizers, dtype, threads, torch, rounds, min_seconds, out):
+    """Per-tensor overhead: many small params in one step."""
+    rng = np.random.default_rng(1)
+    records = []
+    print(f"\nmany small tensors, {np.dtype(dtype).name}, {threads} thread(s): "
+          f"time per step, and speedup over torch's fused / fastest", file=out)
+    print(f"{'':10}" + "".join(f"{f'{c} x {n}':>34}" for c, n in MANY_TENSORS), file=out)
+    for name in optimizers:
+        cells = []
+        for count, n in MANY_TENSORS:
+            times = measure(many_tensor_contenders(BY_NAME[name], count, n, dtype, rng, torch),
+                            rounds, min_seconds)
+            fused = times.get("torch fused")
+            fastest = min((t for k, t in times.items() if k.startswith("torch")), default=None)
+            records.append({"optimizer": name, "tensors": count, "size": n, "threads": threads,
+                            "times": times,
+                            "speedup_torch_fused": fused / times["fastoptim"] if fused else None,
+                            "speedup_torch": fastest / times["fastoptim"] if fastest else None})
+            cell = _format_time(times["fastoptim"])
+            cell += f"  {fused / times['fastoptim']:.1f}x" if fused else "     -"
+            cell += f" / {fastest / times['fastoptim']:.1f}x" if fastest else ""
+            cells.append(cell)
+        print(f"{name:10}" + "".join(f"{c:>34}" for c in cells), file=out)
+    return records
+
+
+def _print_scaling(runs, optimizers, sizes, out):
+    """Speedup of each thread count over one thread, where both were measured."""
+    by_key = {(r["optimizer"], r["size"], r["threads"]): r["times"]["fastoptim"] for r in runs}
+    counts = sorted({r["threads"] for r in runs})
+    if 1 not in counts or len(counts) < 2:
+        return
+    header = "".join(f"{'2^' + str(n.bit_length() - 1) if n & (n - 1) == 0 else n:>12}" for n in sizes)
+    for threads in counts[1:]:
+        print(f"\nspeedup of {threads} threads over 1\n{'':10}{header}", file=out)
+        for name in optimizers:
+            print(f"{name:10}" + "".join(
+                f"{by_key[(name, n, 1)] / by_key[(name, n, threads)]:>11.2f}x" for n in sizes), file=out)
 
 
 def _format_time(seconds):
@@ -192,7 +265,8 @@ def _format_time(seconds):
 def _print_table(rows, optimizers, sizes, bandwidth, out):
     header = "".join(f"{'2^' + str(n.bit_length() - 1) if n & (n - 1) == 0 else n:>12}" for n in sizes)
     blocks = [
-        ("time per step (fastoptim)", lambda r: _format_time(r["times"]["fastoptim"])),
+        ("time per step (fastoptim optimizer)", lambda r: _format_time(r["times"]["fastoptim"])),
+        ("time per step (fastoptim.functional)", lambda r: _format_time(r["times"]["fastoptim.functional"])),
         ("speedup over NumPy", lambda r: f"{r['speedup_numpy']:.1f}x"),
         ("speedup over torch's fastest", lambda r: "-" if r["speedup_torch"] is None else f"{r['speedup_torch']:.2f}x"),
         (f"effective GB/s (machine: {bandwidth / 1e9:.1f})", lambda r: f"{r['gb_per_s']:.1f}"),
@@ -224,7 +298,8 @@ def plot(results, path):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         if key == "gb_per_s":
             ax.axhline(runs[0]["machine_gb_per_s"], color="k", ls="--", lw=1, label="machine")
-        elif key == "speedup_torch":
+        else:  # ratios span 1x to 100x
+            ax.set_yscale("log")
             ax.axhline(1.0, color="k", ls=":", lw=1)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("elements per param")
@@ -247,7 +322,7 @@ def main(args):
     rounds, min_seconds = (3, 0.005) if args.quick else (7, 0.02)
     dtype = np.dtype(args.dtype).type
     results = run(optimizers, sizes, threads, dtype, use_torch=not args.no_torch, rounds=rounds,
-                  min_seconds=min_seconds)
+                  min_seconds=min_seconds, many=not args.no_many)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
