@@ -15,17 +15,16 @@ IMPLEMENTATIONS = ["fastoptim", "fastoptim.functional", "numpy", *(f"torch {v}" 
 
 
 def build(implementation, spec, n, dtype, torch):
-    rng = np.random.default_rng(0)
     options = spec.bench_options()
     if implementation == "fastoptim":
-        return fastoptim_step(spec, options, n, dtype, rng)
+        return fastoptim_step(spec, options, n, dtype)
     if implementation == "fastoptim.functional":
-        return functional_step(spec, options, n, dtype, rng, spec.functional)
+        return functional_step(spec, options, n, dtype, spec.functional)
     if implementation == "numpy":
-        return functional_step(spec, options, n, dtype, rng, spec.reference)
+        return functional_step(spec, options, n, dtype, spec.reference)
     if torch is None:
         pytest.skip("torch is not installed")
-    step = torch_step(torch, implementation.split()[1], spec, options, n, dtype, rng)
+    step = torch_step(torch, implementation.split()[1], spec, options, n, dtype)
     if step is None:
         pytest.skip(f"torch has no {implementation} {spec.torch_name} on the CPU")
     return step

@@ -7,6 +7,7 @@ step's memory traffic (param, grad and state read; param and state written)
 over its time, beside the machine's in-place streaming bandwidth measured in
 the same run (a = s * a + b over 512 MiB, all threads).
 """
+import functools
 import json
 import platform
 import statistics
@@ -93,17 +94,26 @@ def machine_bandwidth(threads, rounds=5):
 
 # ---- contenders ----------------------------------------------------------------
 
-def fastoptim_step(spec, options, n, dtype, rng):
-    param = rng.standard_normal(n).astype(dtype)
-    grads = [rng.standard_normal(n).astype(dtype)]
+@functools.lru_cache(maxsize=4)
+def _problem(n, dtype):
+    """A param and a grad of n elements, drawn once per size (drawing 2^24 normals takes a while)."""
+    rng = np.random.default_rng(n)
+    param, grad = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    param.flags.writeable = grad.flags.writeable = False
+    return param, grad
+
+
+def fastoptim_step(spec, options, n, dtype):
+    param0, grad = _problem(n, dtype)
+    param, grads = param0.copy(), [grad]
     opt = spec.cls([param], **options)
     opt.step(grads)
     return lambda: opt.step(grads)
 
 
-def functional_step(spec, options, n, dtype, rng, update):
-    param = rng.standard_normal(n).astype(dtype)
-    grad = rng.standard_normal(n).astype(dtype)
+def functional_step(spec, options, n, dtype, update):
+    param0, grad = _problem(n, dtype)
+    param = param0.copy()
     positional, keyword = spec.new_state(param, options)
     kwargs = dict(spec.functional_kwargs(options), **keyword)
     update(param, grad, *positional, step=1, **kwargs)
@@ -113,11 +123,11 @@ def functional_step(spec, options, n, dtype, rng, update):
 TORCH_VARIANTS = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
 
 
-def torch_step(torch, variant, spec, options, n, dtype, rng):
+def torch_step(torch, variant, spec, options, n, dtype):
     """A step of torch.optim's `variant` implementation, or None where torch has none on the CPU."""
-    tdtype = getattr(torch, np.dtype(dtype).name)
-    param = torch.tensor(rng.standard_normal(n), dtype=tdtype, requires_grad=True)
-    param.grad = torch.tensor(rng.standard_normal(n), dtype=tdtype)
+    param0, grad = _problem(n, dtype)
+    param = torch.tensor(param0, requires_grad=True)
+    param.grad = torch.tensor(grad)
     try:
         opt = getattr(torch.optim, spec.torch_name)([param], **options, **TORCH_VARIANTS[variant])
         opt.step()
@@ -126,17 +136,17 @@ def torch_step(torch, variant, spec, options, n, dtype, rng):
     return opt.step
 
 
-def make_contenders(spec, n, dtype, rng, torch=None):
+def make_contenders(spec, n, dtype, torch=None):
     """name -> zero-argument step of one n-element param, state already created."""
     options = spec.bench_options()
     contenders = {
-        "fastoptim": fastoptim_step(spec, options, n, dtype, rng),
-        "fastoptim.functional": functional_step(spec, options, n, dtype, rng, spec.functional),
-        "numpy": functional_step(spec, options, n, dtype, rng, spec.reference),
+        "fastoptim": fastoptim_step(spec, options, n, dtype),
+        "fastoptim.functional": functional_step(spec, options, n, dtype, spec.functional),
+        "numpy": functional_step(spec, options, n, dtype, spec.reference),
     }
     if torch is not None:
         for variant in TORCH_VARIANTS:
-            step = torch_step(torch, variant, spec, options, n, dtype, rng)
+            step = torch_step(torch, variant, spec, options, n, dtype)
             if step is not None:
                 contenders[f"torch {variant}"] = step
     return contenders
@@ -150,7 +160,6 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
             import torch
         except ImportError:
             print("torch is not installed: comparing with NumPy only (pip install torch==2.13.0)", file=out)
-    rng = np.random.default_rng(0)
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                            "simd_level": get_simd_level(), "cores": _kernels.usable_cores(),
                            "torch": getattr(torch, "__version__", None)},
@@ -167,7 +176,7 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
             for name in optimizers:
                 spec = BY_NAME[name]
                 for n in sizes:
-                    contenders = make_contenders(spec, n, dtype, rng, torch)
+                    contenders = make_contenders(spec, n, dtype, torch)
                     times = measure(contenders, rounds, min_seconds)
                     torch_best = min((t for k, t in times.items() if k.startswith("torch")), default=None)
                     record = {
