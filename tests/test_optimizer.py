@@ -236,3 +236,19 @@ def test_step_in_state_is_live_and_writable():
 def test_repr_lists_groups():
     text = repr(Adam([np.zeros(1)], lr=0.5))
     assert "Adam (" in text and "lr: 0.5" in text
+
+
+def test_numpy_scalar_grad_for_a_0d_param():
+    """err.mean() is the gradient of a scalar bias: a NumPy scalar of the param's dtype is taken."""
+    b, c = np.zeros(()), np.zeros(())
+    opt = Adam({"b": b}, lr=0.1)
+    opt.step({"b": np.float64(2.0)})
+    functional.adam(c, np.float64(2.0), np.zeros(()), np.zeros(()), step=1, lr=0.1, beta1=0.9,
+                    beta2=0.999, eps=1e-8)
+    assert b == c and abs(b + 0.1) < 1e-6
+    with pytest.raises(TypeError, match=r"grads\['b'\] must be a numpy.ndarray.*numpy.float32"):
+        opt.step({"b": np.float32(2.0)})  # another dtype would be rounded on the way in: refused
+    with pytest.raises(TypeError, match=r"grads\['b'\] must be a numpy.ndarray.*float"):
+        opt.step({"b": 2.0})
+    with pytest.raises(TypeError, match=r"grads\[0\] must be a numpy.ndarray"):
+        Adam([np.zeros(3)]).step([np.float64(1.0)])  # only 0-d params take scalars

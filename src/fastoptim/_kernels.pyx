@@ -276,6 +276,18 @@ cdef int64_t check_step(step) except -1:
     return s
 
 
+cdef object scalar_as_array(obj, cnp.ndarray param):
+    """A NumPy scalar grad of a 0-d param, as a 0-d array (grads are only read), else obj.
+
+    `err.mean()` is the natural gradient of a scalar bias; only exact dtype
+    matches are taken, so nothing is rounded on the way in.
+    """
+    if (cnp.PyArray_NDIM(param) == 0 and isinstance(obj, np.generic)
+            and (<object>obj).dtype == param.dtype):
+        return np.asarray(obj)
+    return obj
+
+
 # ---- functional: one tensor -------------------------------------------------
 
 def run_single(int rule, tuple arrays, tuple names, step, tuple hyper):
@@ -291,6 +303,8 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper):
     check_float_array(arrays[0], names[0])
     param = <cnp.ndarray>arrays[0]
     check_layout(param, names[0], True)
+    if n_ops > 1 and not cnp.PyArray_Check(arrays[1]):
+        arrays = (param, scalar_as_array(arrays[1], param)) + arrays[2:]
     for i in range(1, n_ops):
         if arrays[i] is not None:
             check_like(arrays[i], names[i], param, names[0])
@@ -342,6 +356,7 @@ cdef class StepPlan:
     cdef readonly list params
     cdef readonly list states
     cdef list keys
+    cdef list held             # arrays made from NumPy scalar grads, until run()
     cdef fo_index *offsets
     cdef char **data
     cdef fo_args *args
@@ -383,6 +398,7 @@ cdef class StepPlan:
         self.params = params
         self.states = states
         self.keys = keys
+        self.held = []
         self.steps_array = steps
         self.steps = steps
         self.offsets = <fo_index *>calloc(n + 1, sizeof(fo_index))
@@ -466,13 +482,16 @@ cdef class StepPlan:
         if len(grads) != n:
             raise ValueError(f"got {len(grads)} grads for {n} params; "
                              f"pass one grad (or None) per param, in the same order")
-        for i in range(n):
-            self.data[i * FO_MAX_OPERANDS + 1] = NULL
+        self.forget_grads()
         for i in range(n):
             gobj = grads[i]
             if gobj is None:
                 continue
             p = <cnp.ndarray>self.params[i]
+            if not cnp.PyArray_Check(gobj):
+                gobj = scalar_as_array(gobj, p)
+                if cnp.PyArray_Check(gobj):
+                    self.held.append(gobj)  # alive until run() has read it
             # The common case is checked with C tests alone; messages are
             # formatted only once something is wrong.
             if not (cnp.PyArray_Check(gobj) and cnp.PyArray_ISWRITEABLE(p)):
@@ -500,6 +519,8 @@ cdef class StepPlan:
         cdef Py_ssize_t i
         for i in range(self.n_tensors):
             self.data[i * FO_MAX_OPERANDS + 1] = NULL
+        if self.held:
+            self.held.clear()
 
     cdef int raise_bad_grad(self, Py_ssize_t i, gobj) except -1:
         cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
@@ -540,8 +561,7 @@ cdef class StepPlan:
                     fo_prepare(self.rule, &self.args[i])
                 prev = i
             self.run_all()
-            for i in range(n):
-                self.data[i * FO_MAX_OPERANDS + 1] = NULL
+        self.forget_grads()
 
     cdef void run_all(self) noexcept nogil:
         cdef fo_index total = self.offsets[self.n_tensors]
