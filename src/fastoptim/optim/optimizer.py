@@ -107,11 +107,11 @@ class Optimizer:
         self._fresh = set()          # params whose state began this step (SGD's first step)
         self._plan = None
         self._plan_key = None
-        if isinstance(params, np.ndarray) or not isinstance(params, (Mapping, list, tuple)):
-            if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
-                raise TypeError("params must be a list of arrays, a dict name -> array, or a list "
-                                f"of param group dicts, got {type(params).__qualname__}")
-            params = list(params)
+        if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
+            raise TypeError("params must be a list of arrays, a dict name -> array, or a list "
+                            f"of param group dicts, got {type(params).__qualname__}")
+        if not isinstance(params, (Mapping, list, tuple)):
+            params = list(params)  # e.g. a generator of arrays
         if isinstance(params, Mapping):
             self._structure = "dict"
             groups = [{"params": params}]
