@@ -284,6 +284,11 @@ def test_plot_writes_a_png(tmp_path):
                   "step": S.piecewise_constant([30, 60], [0.1, 0.05, 0.01])}, 120, path)
     assert out == path
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    every = {repr(s): s for s in ALL}  # more than six: one panel each
+    for grid in (None, True, False):
+        path = tmp_path / f"all-{grid}.png"
+        S.plot(every, 150, path, grid=grid, log_scale=grid is False)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_names_the_extra_without_matplotlib(tmp_path, monkeypatch):
@@ -530,9 +535,11 @@ def test_scheduled_steps_allocate_nothing():
     try:
         opt.step(grads)
         start, _ = tracemalloc.get_traced_memory()
-        for _ in range(200):
+        for _ in range(2000):
             opt.step(grads)
         end, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert end - start <= 0, f"{end - start} bytes kept after 200 steps"
+    # Each step makes new lr floats; CPython may keep a few on its float free list (24 bytes
+    # each, traced), so allow that, but nothing that grows with the steps.
+    assert end - start < 1024, f"{end - start} bytes kept after 2000 steps"

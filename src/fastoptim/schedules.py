@@ -25,6 +25,7 @@ metric rather than the step; see its docstring.  plot() draws schedules.
 """
 import bisect
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -485,35 +486,59 @@ class ReduceLROnPlateau(Schedule):
 
 
 # ---- drawing --------------------------------------------------------------------
-def plot(schedules_by_name, total_steps, path, *, title="Learning-rate schedules", log_scale=False):
+def plot(schedules_by_name, total_steps, path, *, title="Learning-rate schedules", grid=None,
+         log_scale=False):
     """Draw each schedule's lr over steps 0..total_steps-1 into one PNG at `path`; returns path.
 
     schedules_by_name: a dict name -> schedule (any callable taking the step).
-    Needs matplotlib (pip install "fastoptim[plot]").
+    grid: one small panel per schedule (True) or all curves on one axes
+    (False); by default panels when there are more than six schedules, which
+    one axes cannot keep apart.  Needs matplotlib (pip install "fastoptim[plot]").
     """
-    if not hasattr(schedules_by_name, "items") or not schedules_by_name:
+    if not isinstance(schedules_by_name, Mapping) or not schedules_by_name:
         raise TypeError("plot: schedules_by_name must be a non-empty dict name -> schedule")
     for name, schedule in schedules_by_name.items():
         _schedule("plot", f"schedules_by_name[{name!r}]", schedule)
     total_steps = _count("plot", "total_steps", total_steps, minimum=1)
     # Evaluated before matplotlib is touched, so a bad schedule leaves no half-drawn file.
     steps = np.arange(total_steps)
-    curves = {name: [float(s(t)) for t in range(total_steps)] for name, s in schedules_by_name.items()}
+    curves = {str(name): [float(s(t)) for t in range(total_steps)] for name, s in schedules_by_name.items()}
     try:
         from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend and figures alone
     except ImportError:
         raise ImportError('fastoptim.schedules.plot needs matplotlib: pip install "fastoptim[plot]"') from None
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
-    ax = fig.add_subplot()
-    for name, values in curves.items():
-        ax.plot(steps, values, label=str(name), linewidth=1.6)
-    ax.set_xlabel("step t")
-    ax.set_ylabel("learning rate")
-    ax.set_title(title)
-    if log_scale:
-        ax.set_yscale("log")
-    ax.set_xlim(0, max(total_steps - 1, 1))
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.savefig(path, dpi=120)
+    if grid is None:
+        grid = len(curves) > 6
+    if grid:
+        cols = min(len(curves), 4)
+        rows = -(-len(curves) // cols)
+        fig = Figure(figsize=(3.6 * cols, 2.7 * rows + 0.5), layout="constrained")
+        axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+        for i, (ax, (name, values)) in enumerate(zip(axes, curves.items())):
+            ax.plot(steps, values, color=f"C{i % 10}", linewidth=1.6)
+            ax.set_title(name, fontsize=9)
+            ax.set_ylim(bottom=0 if not log_scale else None)
+        for ax in axes[len(curves):]:
+            ax.set_visible(False)
+        for ax in axes[-cols:]:
+            ax.set_xlabel("step t")
+        for ax in axes[::cols]:
+            ax.set_ylabel("learning rate")
+        fig.suptitle(title)
+    else:
+        fig = Figure(figsize=(9, 5.5), layout="constrained")
+        ax = fig.add_subplot()
+        for i, (name, values) in enumerate(curves.items()):
+            ax.plot(steps, values, label=name, linewidth=1.6, linestyle=("-", "--", ":")[i // 10 % 3])
+        ax.set_xlabel("step t")
+        ax.set_ylabel("learning rate")
+        ax.set_title(title)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        axes = [ax]
+    for ax in axes:
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_xlim(0, max(total_steps - 1, 1))
+        ax.grid(True, alpha=0.3)
+    fig.savefig(path, dpi=110)
     return path
