@@ -526,7 +526,9 @@ def plot(schedules_by_name, total_steps, path, *, title="Learning-rate schedules
             ax.set_ylabel("learning rate")
         fig.suptitle(title)
     else:
-        fig = Figure(figsize=(9, 5.5), layout="constrained")
+        # Room for the legend beside the axes, however long and many the names.
+        longest = max(len(name) for name in curves)
+        fig = Figure(figsize=(6.5 + 0.07 * longest, max(5.5, 1.5 + 0.28 * len(curves))), layout="constrained")
         ax = fig.add_subplot()
         for i, (name, values) in enumerate(curves.items()):
             ax.plot(steps, values, label=name, linewidth=1.6, linestyle=("-", "--", ":")[i // 10 % 3])
