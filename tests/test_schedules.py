@@ -4,7 +4,6 @@ import copy
 import math
 import pickle
 import sys
-import tracemalloc
 import warnings
 
 import numpy as np
@@ -13,6 +12,8 @@ import pytest
 import fastoptim
 from fastoptim import SGD, Adam, schedules as S
 from fastoptim._registry import SPECS
+
+from conftest import traced_memory_growth
 
 RTOL = 1e-12
 
@@ -531,15 +532,7 @@ def test_scheduled_steps_allocate_nothing():
                lr=S.join([S.constant(1e-3), S.exponential(1e-3, 0.99)], [50]))
     for _ in range(3):
         opt.step(grads)
-    tracemalloc.start()
-    try:
-        opt.step(grads)
-        start, _ = tracemalloc.get_traced_memory()
-        for _ in range(2000):
-            opt.step(grads)
-        end, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    kept, _ = traced_memory_growth(lambda: opt.step(grads), 2000)
     # Each step makes new lr floats; CPython may keep a few on its float free list (24 bytes
     # each, traced), so allow that, but nothing that grows with the steps.
-    assert end - start < 1024, f"{end - start} bytes kept after 2000 steps"
+    assert kept < 1024, f"{kept} bytes kept after 2000 steps"

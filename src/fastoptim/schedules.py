@@ -172,26 +172,25 @@ class Exponential(Schedule):
     _constructor = "exponential"
 
     def __init__(self, base_lr, gamma, min_lr=0.0):
-        self.base_lr = _rate("exponential", "base_lr", base_lr)
-        self.gamma = _positive("exponential", "gamma", gamma)
-        self.min_lr = _rate("exponential", "min_lr", min_lr)
+        self.base_lr = _rate(self._constructor, "base_lr", base_lr)
+        self.gamma = _positive(self._constructor, self._fields[1], gamma)
+        self.min_lr = _rate(self._constructor, "min_lr", min_lr)
 
     def _value(self, t):
         return max(self.min_lr, self.base_lr * _power(self.gamma, t))
 
 
-class Factor(Schedule):
-    """`max(min_lr, base_lr * factor**t)`, a decay: 0 < factor <= 1."""
+class Factor(Exponential):
+    """`max(min_lr, base_lr * factor**t)`: exponential's curve, as a decay (0 < factor <= 1)."""
     _fields = ("base_lr", "factor", "min_lr")
     _constructor = "factor"
 
     def __init__(self, base_lr, factor, min_lr=0.0):
-        self.base_lr = _rate("factor", "base_lr", base_lr)
-        self.factor = _positive("factor", "factor", factor, high=1.0)
-        self.min_lr = _rate("factor", "min_lr", min_lr)
+        super().__init__(base_lr, _positive(self._constructor, "factor", factor, high=1.0), min_lr)
 
-    def _value(self, t):
-        return max(self.min_lr, self.base_lr * self.factor ** t)
+    @property
+    def factor(self):
+        return self.gamma
 
 
 class Polynomial(Schedule):
