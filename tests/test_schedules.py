@@ -507,6 +507,10 @@ def test_reduce_lr_on_plateau_drives_an_optimizer_and_survives_a_checkpoint():
     # The live object took the saved progress, so the caller's reference still drives the lr.
     assert opt.param_groups[0]["lr_schedule"] is plateau and plateau.lr == 0.025
     assert plateau.best == 0.5 and plateau.last_epoch == 6
+    opt3 = SGD([{"params": [np.zeros(2)]}, {"params": [np.zeros(1)]}], lr=0.1)
+    opt3.load_state_dict(checkpoint)  # no live one: the groups share the loaded copy, as they shared it
+    loaded = opt3.param_groups[0]["lr_schedule"]
+    assert loaded is opt3.param_groups[1]["lr_schedule"] and loaded == plateau and loaded is not plateau
     fresh = S.ReduceLROnPlateau(0.1, factor=0.5, patience=1)
     opt2 = SGD([{"params": [np.zeros(2)], "lr": fresh}, {"params": [np.zeros(1)], "lr": fresh}], lr=0.1)
     opt2.load_state_dict(checkpoint)

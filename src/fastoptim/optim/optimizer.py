@@ -456,8 +456,9 @@ class Optimizer:
                     entry[name] = copy.deepcopy(value)
             state[i] = entry
         groups, start = [], 0
+        shared = {}  # one deepcopy memo: a schedule shared by groups stays shared in the copy
         for g in self.param_groups:
-            packed = {k: copy.deepcopy(v) for k, v in g.items() if k != "params"}
+            packed = {k: copy.deepcopy(v, shared) for k, v in g.items() if k != "params"}
             packed["params"] = list(range(start, start + len(g["params"])))
             start += len(g["params"])
             groups.append(packed)
@@ -483,6 +484,7 @@ class Optimizer:
         index_map = {}
         new_groups = []
         schedule_states = []  # (live schedule, saved state) to load once everything is checked
+        shared = {}  # one deepcopy memo, so a schedule shared by saved groups stays shared
         for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             saved_params = list(saved["params"])
             if len(saved_params) != len(group["params"]):
@@ -495,10 +497,12 @@ class Optimizer:
                       if k not in ("params",) + _TORCH_ONLY_GROUP_KEYS and (k in group or k == "lr_schedule")}
             new_group = dict(group)
             new_group.pop("lr_schedule", None)
-            new_group.update(copy.deepcopy(merged))
+            new_group.update(copy.deepcopy(merged, shared))
             where = f"loaded param_groups[{gi}]"
             schedule = new_group.get("lr_schedule")
-            if schedule is not None:
+            if schedule is None:
+                new_group.pop("lr_schedule", None)
+            else:
                 if not callable(schedule):
                     raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
                                     f"(a callable taking the step)")
