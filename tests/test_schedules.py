@@ -517,7 +517,7 @@ def test_reduce_lr_on_plateau_drives_an_optimizer_and_survives_a_checkpoint():
     assert fresh.lr == 0.025 and opt2.param_groups[1]["lr_schedule"] is fresh
 
 
-def test_functional_lr_that_changes_every_step_is_checked_each_time():
+def test_memoized_checks_return_each_lr_they_are_given():
     from fastoptim._hyper import check_sgd
     for lr in (0.1, 0.2, 1, np.float64(0.3), np.float32(0.5)):
         out = check_sgd(lr, 0.0, 0.0, 0.0, False, False)

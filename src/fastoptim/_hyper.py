@@ -41,22 +41,15 @@ def _memoized(check):
     cost of a small step.  Typed, so True never hits a cached 1; NaN never
     equals itself, so it is always checked (and rejected); errors are never
     cached; unhashable values go to the check itself, which names them.
-
-    The first argument is the lr.  A float lr that is finite and >= 0 is
-    taken as it is and kept out of the key: a schedule changes it every step,
-    which would otherwise miss the cache every step.  Other lrs (ints, NumPy
-    scalars, bad values) are part of the key as before.
     """
     cached = functools.lru_cache(maxsize=256, typed=True)(check)
 
     @functools.wraps(check)
-    def checked(lr, *args, **kwargs):
-        plain = type(lr) is float and 0.0 <= lr < math.inf  # False for NaN
+    def checked(*args, **kwargs):
         try:
-            result = cached(0.0 if plain else lr, *args, **kwargs)
+            return cached(*args, **kwargs)
         except TypeError:
-            return check(lr, *args, **kwargs)
-        return (lr, *result[1:]) if plain else result
+            return check(*args, **kwargs)
     return checked
 
 

@@ -287,7 +287,10 @@ class Optimizer:
                 continue
             where = f"param_groups[{gi}]"
             lr = _scheduled_lr(schedule, t, where)
-            hyper.append(self._check_hyper(g, lr, where))
+            # The memoized check sees a fixed stand-in lr, so it hits although the value changes
+            # every step (no rule checks lr against the others); lr itself was checked above and
+            # comes first in every rule's kernel fields.
+            hyper.append((lr,) + self._check_hyper(g, _STAND_IN_LR, where)[1:])
             if lr_changes is None:
                 lr_changes = []
             lr_changes.append((gi, g, schedule, lr))
@@ -561,6 +564,9 @@ class Optimizer:
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+_STAND_IN_LR = 0.0
 
 
 def _scheduled_lr(schedule, t, where):
