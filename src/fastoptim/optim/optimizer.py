@@ -101,6 +101,8 @@ class Optimizer:
     dicts ({'params': [...] or {...}, 'lr': ...}).  step(grads) takes grads in
     the same structure (a group list takes a flat list or one list/dict per
     group); a None grad skips its param and leaves its state untouched.
+    A group's lr may be a schedule (see the module docstring): it is kept in
+    the group's 'lr_schedule', and 'lr' shows the value used at the last step.
     """
 
     _rule = None            # _kernels rule id, set by subclasses
