@@ -285,10 +285,10 @@ def test_plot_writes_a_png(tmp_path):
                   "step": S.piecewise_constant([30, 60], [0.1, 0.05, 0.01])}, 120, path)
     assert out == path
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    every = {repr(s): s for s in ALL}  # more than six: one panel each
-    for grid in (None, True, False):
-        path = tmp_path / f"all-{grid}.png"
-        S.plot(every, 150, path, grid=grid, log_scale=grid is False)
+    seven = {repr(s): s for s in ALL[:7]}  # more than six: one panel each, unless told otherwise
+    for grid in (None, False):
+        path = tmp_path / f"seven-{grid}.png"
+        S.plot(seven, 50, path, grid=grid, log_scale=grid is False)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
