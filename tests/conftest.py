@@ -1,4 +1,5 @@
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -42,3 +43,17 @@ def snapshot(arrays):
 def assert_unchanged(before, arrays):
     for b, a in zip(before, arrays):
         np.testing.assert_array_equal(a, b)
+
+
+def traced_memory_growth(run, times):
+    """(bytes kept, peak bytes above the start) over `times` calls of run(), as tracemalloc sees them."""
+    tracemalloc.start()
+    try:
+        run()
+        start, _ = tracemalloc.get_traced_memory()
+        for _ in range(times):
+            run()
+        end, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return end - start, peak - start

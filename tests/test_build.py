@@ -3,7 +3,6 @@ import io
 import os
 import subprocess
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -11,6 +10,8 @@ import pytest
 import fastoptim
 from fastoptim import _kernels
 from fastoptim._registry import SPECS
+
+from conftest import traced_memory_growth
 
 
 @pytest.mark.skipif(os.environ.get("FASTOPTIM_ALLOW_SERIAL_BUILD", "") not in ("", "0"),
@@ -96,17 +97,9 @@ def test_steps_allocate_nothing(spec):
     opt = spec.cls(params, **options)
     opt.step(grads)
     opt.step(grads)
-    tracemalloc.start()
-    try:
-        opt.step(grads)
-        start, _ = tracemalloc.get_traced_memory()
-        for _ in range(200):
-            opt.step(grads)
-        end, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert end - start <= 0, f"{end - start} bytes kept after 200 steps"
-    assert peak - start < 4096, f"a step allocated {peak - start} bytes at its peak"
+    kept, peak = traced_memory_growth(lambda: opt.step(grads), 200)
+    assert kept <= 0, f"{kept} bytes kept after 200 steps"
+    assert peak < 4096, f"a step allocated {peak} bytes at its peak"
 
 
 def test_tests_run_against_the_installed_package():

@@ -186,7 +186,8 @@ def test_state_dict_layout_mirrors_torch():
     opt = AdamW(p, amsgrad=True)
     opt.step([np.ones(3), np.ones(2)])
     sd = opt.state_dict()
-    assert set(sd) == {"state", "param_groups"}
+    assert set(sd) == {"state", "param_groups", "step_count"}  # step_count: for schedules; torch ignores it
+    assert sd["step_count"] == 1
     assert set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
     assert sd["state"][0]["step"] == 1
     assert sd["param_groups"][0]["params"] == [0, 1]

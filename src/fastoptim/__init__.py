@@ -3,18 +3,19 @@
 Fused OpenMP kernels for SGD (momentum, Nesterov), Adagrad, RMSprop, Adadelta,
 Adam and AdamW with torch.optim's semantics, in three forms:
 fastoptim.SGD/... (stateful), fastoptim.functional (one update per call) and
-fastoptim.reference (the same in plain NumPy).
+fastoptim.reference (the same in plain NumPy).  Every optimizer's lr may be a
+learning-rate schedule from fastoptim.schedules.
 """
 __version__ = "0.1.0"
 
-from . import functional, reference
+from . import functional, reference, schedules
 from ._config import (get_num_threads, get_simd_level, num_threads, set_num_threads,
                       set_simd_level, show_config)
 from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
 __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Optimizer",
-    "functional", "reference",
+    "functional", "reference", "schedules",
     "set_num_threads", "get_num_threads", "num_threads",
     "get_simd_level", "set_simd_level", "show_config",
 ]

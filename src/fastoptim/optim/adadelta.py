@@ -12,8 +12,8 @@ class Adadelta(Optimizer):
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize))
 
-    def _check_group(self, g, where):
-        return check_adadelta(g["lr"], g["rho"], g["eps"], g["weight_decay"], g["maximize"], where)
+    def _check_hyper(self, g, lr, where):
+        return check_adadelta(lr, g["rho"], g["eps"], g["weight_decay"], g["maximize"], where)
 
     def _state_slots(self, g):
         return ("square_avg", "acc_delta")

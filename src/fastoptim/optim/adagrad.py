@@ -17,9 +17,9 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
 
-    def _check_group(self, g, where):
+    def _check_hyper(self, g, lr, where):
         check_initial_accumulator_value(g["initial_accumulator_value"], where)
-        return check_adagrad(g["lr"], g["lr_decay"], g["weight_decay"], g["eps"], g["maximize"], where)
+        return check_adagrad(lr, g["lr_decay"], g["weight_decay"], g["eps"], g["maximize"], where)
 
     def _state_slots(self, g):
         return ("sum",)

@@ -14,9 +14,9 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay))
 
-    def _check_group(self, g, where):
+    def _check_hyper(self, g, lr, where):
         beta1, beta2 = check_betas(g["betas"], where)
-        return check_adam(g["lr"], beta1, beta2, g["eps"], g["weight_decay"], g["amsgrad"],
+        return check_adam(lr, beta1, beta2, g["eps"], g["weight_decay"], g["amsgrad"],
                           g["maximize"], g["decoupled_weight_decay"], where)
 
     def _state_slots(self, g):

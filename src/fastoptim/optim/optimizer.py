@@ -6,13 +6,24 @@ a new state entry starts.  Everything else lives here.
 
 Arrays are NumPy's, so state is keyed by the param's flat index over all
 groups (the key torch uses in state_dicts) instead of by the param itself.
+
+Learning-rate schedules: a group's lr may be a schedule (fastoptim.schedules,
+or any callable taking the step).  The optimizer counts its steps
+(`step_count`: t = 0 for the first step; saved in state_dict); at step t a
+group with a schedule uses schedule(t), checked like any lr before anything
+is written.  The schedule lives in the group under 'lr_schedule', and
+'lr' shows the float value used (before the first step, the value the first
+step will use).  Assigning to a group's 'lr' takes effect at the next step:
+a schedule installs it, a number replaces the group's schedule.
 """
 import copy
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from .. import _kernels
+from .._hyper import _number
 
 _TORCH_ONLY_GROUP_KEYS = ("foreach", "capturable", "differentiable", "fused")
 
@@ -90,6 +101,8 @@ class Optimizer:
     dicts ({'params': [...] or {...}, 'lr': ...}).  step(grads) takes grads in
     the same structure (a group list takes a flat list or one list/dict per
     group); a None grad skips its param and leaves its state untouched.
+    A group's lr may be a schedule (see the module docstring): it is kept in
+    the group's 'lr_schedule', and 'lr' shows the value used at the last step.
     """
 
     _rule = None            # _kernels rule id, set by subclasses
@@ -97,7 +110,10 @@ class Optimizer:
     _eager_state = False    # whether torch creates the state at construction (Adagrad)
 
     def __init__(self, params, defaults):
+        self._step_count = 0         # step() calls made: the t schedules are evaluated at
+        self._lr_written = {}        # group index -> (schedule, lr) this optimizer last wrote there
         self.defaults = dict(defaults)
+        self._install_schedule(self.defaults, "defaults")
         self._check_group(self.defaults, "defaults")
         self.param_groups = []
         self._keys = []              # per flat param: its name or flat index
@@ -159,19 +175,25 @@ class Optimizer:
             if names is not None and key in self._keys:
                 raise ValueError(f"param name {key!r} appears more than once")
             _check_param(p, f"params[{key!r}]")
-        unknown = set(group) - set(self.defaults) - {"params", "param_names"}
+        unknown = set(group) - set(self.defaults) - {"params", "param_names", "lr_schedule"}
         if unknown:
             raise ValueError(f"{where} has unknown hyperparameters {sorted(unknown)}; "
-                             f"{type(self).__name__} takes {sorted(self.defaults)}")
+                             f"{type(self).__name__} takes {sorted(set(self.defaults) - {'lr_schedule'})}")
+        # A group that sets its own lr (a number or a schedule) takes neither from the defaults.
+        own_lr = "lr" in group or "lr_schedule" in group
         for name, value in self.defaults.items():
-            group.setdefault(name, value)
+            if not (own_lr and name in ("lr", "lr_schedule")):
+                group.setdefault(name, value)
         group["params"] = params
         if names is not None:
             group["param_names"] = names
+        self._install_schedule(group, where)
         self._check_group(group, where)
         # Checked before anything is recorded, so a bad group leaves no trace.
         self._build_plan(extra=params, extra_keys=keys)
         self.param_groups.append(group)
+        if "lr_schedule" in group:
+            self._lr_written[gi] = (group["lr_schedule"], group["lr"])
         self._keys.extend(keys)
         for p in params:
             state = _State(self)
@@ -182,7 +204,51 @@ class Optimizer:
 
     def _check_group(self, group, where):
         """Checked kernel hyperparameters of a group (a tuple in _kernels.KERNEL_FIELDS order)."""
+        return self._check_hyper(group, group["lr"], where)
+
+    def _check_hyper(self, group, lr, where):
+        """Checked kernel hyperparameters of a group, with `lr` as its learning rate."""
         raise NotImplementedError
+
+    # ---- learning-rate schedules ---------------------------------------------
+    @property
+    def step_count(self):
+        """The number of step() calls made: the t at which the next step evaluates schedules."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        self._step_count = _checked_step_count(value, "step_count")
+
+    def _install_schedule(self, group, where):
+        """Move a schedule given as 'lr' to 'lr_schedule', and set 'lr' to its value at the current step."""
+        schedule = group.get("lr_schedule")
+        if callable(group.get("lr")):
+            schedule = group["lr"]
+        if schedule is None:
+            group.pop("lr_schedule", None)
+            return
+        if not callable(schedule):
+            raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
+                            f"(a callable taking the step)")
+        group["lr"] = _scheduled_lr(schedule, self._step_count, where)
+        group["lr_schedule"] = schedule
+
+    def _group_schedule(self, gi, group):
+        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
+
+        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
+        but the value this optimizer wrote there) replaces the group's schedule.
+        """
+        lr = group["lr"]
+        if callable(lr):
+            return lr
+        schedule = group.get("lr_schedule")
+        if schedule is not None:
+            written = self._lr_written.get(gi)
+            if written is not None and written[0] is schedule and written[1] is not lr:
+                return None
+        return schedule
 
     def _state_slots(self, group):
         """Names of the state arrays in kernel operand order, None for slots the options leave unused."""
@@ -206,8 +272,30 @@ class Optimizer:
 
     # ---- the step ---------------------------------------------------------
     def step(self, grads):
-        """Update every param that has a grad, in place, in one call into the kernels."""
-        hyper = [self._check_group(g, f"param_groups[{gi}]") for gi, g in enumerate(self.param_groups)]
+        """Update every param that has a grad, in place, in one call into the kernels.
+
+        Groups with a schedule use its value at t = step_count (see the module docstring).
+        """
+        t = self._step_count
+        hyper = []
+        lr_changes = None  # (group index, group, schedule or None, lr), written once all checks pass
+        for gi, g in enumerate(self.param_groups):
+            # A plain float lr and no schedule, the usual case, skips the schedule logic.
+            schedule = None if type(g["lr"]) is float and "lr_schedule" not in g else self._group_schedule(gi, g)
+            if schedule is None:
+                hyper.append(self._check_group(g, f"param_groups[{gi}]"))
+                if "lr_schedule" in g:  # replaced by a number written to 'lr'
+                    lr_changes = (lr_changes or []) + [(gi, g, None, g["lr"])]
+                continue
+            where = f"param_groups[{gi}]"
+            lr = _scheduled_lr(schedule, t, where)
+            # The memoized check sees a fixed stand-in lr, so it hits although the value changes
+            # every step (no rule checks lr against the others); lr itself was checked above and
+            # comes first in every rule's kernel fields.
+            hyper.append((lr,) + self._check_hyper(g, _STAND_IN_LR, where)[1:])
+            if lr_changes is None:
+                lr_changes = []
+            lr_changes.append((gi, g, schedule, lr))
         flat_grads = self._flatten_grads(grads)
         plan = self._current_plan()
         if plan.gather(flat_grads):
@@ -217,8 +305,22 @@ class Optimizer:
                 self._create_state(i, self.param_groups[group_of[i]], params[i])
             plan = self._current_plan()
             plan.gather(flat_grads)
+        if lr_changes is not None:
+            self._write_lrs(lr_changes)
         plan.run(hyper)
         self._fresh.clear()
+        self._step_count = t + 1
+
+    def _write_lrs(self, lr_changes):
+        for gi, g, schedule, lr in lr_changes:
+            if schedule is None:
+                del g["lr_schedule"]
+                self._lr_written.pop(gi, None)
+                continue
+            g["lr"] = lr
+            if g.get("lr_schedule") is not schedule:
+                g["lr_schedule"] = schedule
+            self._lr_written[gi] = (schedule, lr)
 
     def _flatten_grads(self, grads):
         n = len(self._keys)
@@ -340,9 +442,10 @@ class Optimizer:
 
     # ---- checkpoints ----------------------------------------------------------
     def state_dict(self):
-        """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}.
+        """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]},
+        plus 'step_count' (which torch ignores when loading).
 
-        Arrays are copies, so the dict does not change as training goes on.
+        Arrays and schedules are copies, so the dict does not change as training goes on.
         """
         state = {}
         for i, s in enumerate(self._states):
@@ -358,16 +461,22 @@ class Optimizer:
                     entry[name] = copy.deepcopy(value)
             state[i] = entry
         groups, start = [], 0
+        shared = {}  # one deepcopy memo: a schedule shared by groups stays shared in the copy
         for g in self.param_groups:
-            packed = {k: copy.deepcopy(v) for k, v in g.items() if k != "params"}
+            packed = {k: copy.deepcopy(v, shared) for k, v in g.items() if k != "params"}
             packed["params"] = list(range(start, start + len(g["params"])))
             start += len(g["params"])
             groups.append(packed)
-        return {"state": state, "param_groups": groups}
+        return {"state": state, "param_groups": groups, "step_count": self._step_count}
 
     def load_state_dict(self, state_dict):
         """Load a state_dict from state_dict() (or torch.optim's of the same optimizer).
 
+        Each group takes the saved hyperparameters, its schedule included: a saved
+        group without 'lr_schedule' has a constant lr.  A schedule with state
+        (ReduceLROnPlateau) already in the group, of the saved one's type, is
+        kept and given the saved one's state, so references to it stay live.
+        step_count is restored (0 for torch's state_dicts, which have none).
         Everything is checked and copied first; on any error nothing changes.
         """
         if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
@@ -376,8 +485,11 @@ class Optimizer:
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(self.param_groups)}")
+        step_count = _checked_step_count(state_dict.get("step_count", 0), "loaded step_count")
         index_map = {}
         new_groups = []
+        schedule_states = []  # (live schedule, saved state) to load once everything is checked
+        shared = {}  # one deepcopy memo, so a schedule shared by saved groups stays shared
         for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             saved_params = list(saved["params"])
             if len(saved_params) != len(group["params"]):
@@ -387,10 +499,25 @@ class Optimizer:
             for j, saved_index in enumerate(saved_params):
                 index_map[saved_index] = base + j
             merged = {k: v for k, v in saved.items()
-                      if k not in ("params",) + _TORCH_ONLY_GROUP_KEYS and k in group}
+                      if k not in ("params",) + _TORCH_ONLY_GROUP_KEYS and (k in group or k == "lr_schedule")}
             new_group = dict(group)
-            new_group.update(copy.deepcopy(merged))
-            self._check_group(new_group, f"loaded param_groups[{gi}]")
+            new_group.pop("lr_schedule", None)
+            new_group.update(copy.deepcopy(merged, shared))
+            where = f"loaded param_groups[{gi}]"
+            schedule = new_group.get("lr_schedule")
+            if schedule is None:
+                new_group.pop("lr_schedule", None)
+            else:
+                if not callable(schedule):
+                    raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
+                                    f"(a callable taking the step)")
+                live = group.get("lr_schedule")
+                if type(live) is type(schedule) and hasattr(live, "load_state_dict"):
+                    saved_state = schedule.state_dict()
+                    copy.deepcopy(live).load_state_dict(saved_state)  # checks it, changing nothing
+                    schedule_states.append((live, saved_state))
+                    new_group["lr_schedule"] = live
+            self._check_group(new_group, where)
             new_groups.append(new_group)
         params = self._flat_params()
         new_states = [_State(self) for _ in params]
@@ -415,9 +542,16 @@ class Optimizer:
                 else:
                     loaded[name] = copy.deepcopy(value)
             dict.update(new_states[i], loaded)
+        for live, saved_state in schedule_states:
+            live.load_state_dict(saved_state)
         for gi, group in enumerate(new_groups):
             self.param_groups[gi] = group
+            if "lr_schedule" in group:
+                self._lr_written[gi] = (group["lr_schedule"], group["lr"])
+            else:
+                self._lr_written.pop(gi, None)
         self._states = new_states
+        self._step_count = step_count
         self._state_version += 1
 
     def zero_grad(self, set_to_none=True):  # pragma: no cover - grads are arguments here
@@ -432,6 +566,23 @@ class Optimizer:
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+_STAND_IN_LR = 0.0
+
+
+def _scheduled_lr(schedule, t, where):
+    """A schedule's lr at step t, checked like any lr (a finite float >= 0)."""
+    lr = schedule(t)
+    if type(lr) is float and 0.0 <= lr < math.inf:  # the usual case, kept fast
+        return lr
+    return _number("learning rate", "lr", lr, f" ({where}['lr_schedule'] at step t={t})")
+
+
+def _checked_step_count(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (the number of steps taken), got {value!r}")
+    return int(value)
 
 
 def _step_value(value, i):

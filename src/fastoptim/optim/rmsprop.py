@@ -13,8 +13,8 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
 
-    def _check_group(self, g, where):
-        return check_rmsprop(g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"],
+    def _check_hyper(self, g, lr, where):
+        return check_rmsprop(lr, g["alpha"], g["eps"], g["weight_decay"], g["momentum"],
                              g["centered"], g["maximize"], where)
 
     def _state_slots(self, g):

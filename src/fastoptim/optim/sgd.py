@@ -19,8 +19,8 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
-    def _check_group(self, g, where):
-        return check_sgd(g["lr"], g["momentum"], g["dampening"], g["weight_decay"], g["nesterov"],
+    def _check_hyper(self, g, lr, where):
+        return check_sgd(lr, g["momentum"], g["dampening"], g["weight_decay"], g["nesterov"],
                          g["maximize"], where)
 
     def _state_slots(self, g):
