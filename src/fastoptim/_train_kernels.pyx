@@ -1,0 +1,395 @@
+# Kernels of the training helpers (fastoptim.train): gradient clipping by
+# value, the norm of all grads of a step, scaling, and gradient noise.
+#
+# Every function takes a list of arrays (the grads of one step, any mix of
+# float32 and float64) laid end to end as one range of elements, like
+# _kernels.StepPlan.  Nothing of the arrays' size is allocated, and no result
+# depends on the thread count:
+#   - elementwise work (clip, scale, noise) splits the range in equal shares;
+#     each element's result depends on that element alone;
+#   - the norm sums NORM_BLOCKS fixed blocks of the range, each in a fixed
+#     order, then adds the block sums in block order.  The blocks depend on
+#     the sizes of the arrays only, never on how many threads share them;
+#   - the noise of an element is a function of (seed, step, array number,
+#     element index): a counter-based generator (Philox4x32-10, Salmon et al.
+#     2011) turned into Gaussians by Box-Muller, with no state to share.
+
+cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cython.parallel cimport prange
+from libc.math cimport cos, fabs, log, pow, sin, sqrt
+from libc.stdint cimport uint32_t, uint64_t
+
+from ._openmp cimport FASTOPTIM_OPENMP
+
+cimport cython
+
+cnp.import_array()
+
+OPENMP = bool(FASTOPTIM_OPENMP)
+
+cdef enum:
+    NORM_BLOCKS = 256
+    # What reduce() sums over the elements x (times `scale`); it also returns max |x|.
+    SUM_SQUARES = 0
+    SUM_ABS = 1
+    SUM_POWER = 2
+    COUNT_NAN = 3
+    # The elementwise operations.
+    OP_CLIP = 0
+    OP_SCALE = 1
+    OP_NOISE = 2
+
+REDUCE_MODES = {"sum_squares": SUM_SQUARES, "sum_abs": SUM_ABS, "sum_power": SUM_POWER,
+                "count_nan": COUNT_NAN}
+
+# Below this many elements a call runs on one thread: starting a parallel
+# region costs more than the work.  Tests lower it to exercise the splits.
+cdef Py_ssize_t _parallel_min_elements = 1 << 15
+
+
+def _set_parallel_min_elements(Py_ssize_t n):
+    """Test hook: the size from which a call is split across threads; returns the old one."""
+    global _parallel_min_elements
+    old = _parallel_min_elements
+    _parallel_min_elements = n
+    return old
+
+
+ctypedef struct tensor:
+    char *data
+    Py_ssize_t offset      # index of its first element in the concatenated range
+    Py_ssize_t size
+    bint is_double
+    uint32_t number        # its position in the list: the noise stream it draws from
+
+
+cdef class Tensors:
+    """Pointer table of a checked list of float32/float64 C-contiguous arrays."""
+    cdef tensor *items
+    cdef Py_ssize_t count
+    cdef Py_ssize_t total
+    cdef list arrays       # keeps the arrays alive while the table points into them
+
+    def __cinit__(self, list arrays, list labels, bint written):
+        cdef Py_ssize_t i
+        cdef cnp.ndarray a
+        self.items = NULL
+        self.count = len(arrays)
+        if len(labels) != self.count:
+            raise ValueError("one label per array is needed")
+        for i in range(self.count):
+            check_array(arrays[i], labels[i], written)
+        self.arrays = arrays
+        self.items = <tensor *>PyMem_Malloc((self.count + 1) * sizeof(tensor))
+        if self.items == NULL:
+            raise MemoryError()
+        self.total = 0
+        for i in range(self.count):
+            a = <cnp.ndarray>arrays[i]
+            self.items[i].data = <char *>cnp.PyArray_DATA(a)
+            self.items[i].offset = self.total
+            self.items[i].size = cnp.PyArray_SIZE(a)
+            self.items[i].is_double = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
+            self.items[i].number = <uint32_t>i
+            self.total += self.items[i].size
+
+    def __dealloc__(self):
+        PyMem_Free(self.items)
+
+
+cdef int check_array(obj, str label, bint written) except -1:
+    if not cnp.PyArray_Check(obj):
+        t = type(obj)
+        raise TypeError(f"{label} must be a numpy.ndarray of float32 or float64, got {t.__module__}.{t.__qualname__}")
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 and cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT64:
+        raise TypeError(f"{label} has dtype {a.dtype}; expected float32 or float64")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{label} is not C-contiguous (strides {obj.strides} for shape {obj.shape}); "
+                         f"fastoptim never works through a hidden copy: pass a contiguous array")
+    if not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{label} is byte-swapped or misaligned ({a.dtype.str}); "
+                         f"expected native-endian, aligned float32 or float64")
+    if written and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{label} is read-only; it is modified in place and must be writeable")
+    return 0
+
+
+cdef inline int threads_for(Py_ssize_t n_elements, int n_threads) noexcept nogil:
+    if n_threads <= 1 or n_elements < _parallel_min_elements:
+        return 1
+    return n_threads
+
+
+cdef inline Py_ssize_t share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    # Boundaries on multiples of 16 elements so threads never write one cache line.
+    if part >= parts:
+        return n
+    return (<Py_ssize_t>((<double>n * part) / parts)) & ~(<Py_ssize_t>15)
+
+
+cdef inline Py_ssize_t first_tensor(const tensor *t, Py_ssize_t count, Py_ssize_t element) noexcept nogil:
+    """The tensor holding `element`: the last one whose offset is <= element (skipping empty ones)."""
+    cdef Py_ssize_t lo = 0, hi = count, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t[mid].offset + t[mid].size <= element:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+# ---- elementwise operations ---------------------------------------------------
+
+ctypedef struct op_args:
+    int op
+    double value          # clip bound, scale factor or noise standard deviation
+    uint32_t key0, key1   # noise: the seed
+    uint32_t step_lo      # noise: the step (its high word is folded into key1)
+
+
+cdef void clip_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, double bound) noexcept nogil:
+    cdef cython.floating hi = <cython.floating>bound, lo = -hi
+    cdef Py_ssize_t j
+    for j in range(first, last):
+        # Two comparisons that NaN fails, so a NaN stays NaN (as torch.clamp keeps it).
+        if x[j] > hi:
+            x[j] = hi
+        elif x[j] < lo:
+            x[j] = lo
+
+
+cdef void scale_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, double factor) noexcept nogil:
+    cdef cython.floating f = <cython.floating>factor
+    cdef Py_ssize_t j
+    for j in range(first, last):
+        x[j] = x[j] * f
+
+
+cdef inline void philox4x32(uint32_t *c, uint32_t k0, uint32_t k1) noexcept nogil:
+    """Philox4x32-10 (Random123): scramble the counter c[0..3] under the key (k0, k1), in place."""
+    cdef uint64_t p0, p1
+    cdef uint32_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3]
+    cdef int r
+    for r in range(10):
+        p0 = <uint64_t>0xD2511F53u * c0
+        p1 = <uint64_t>0xCD9E8D57u * c2
+        c0 = <uint32_t>(p1 >> 32) ^ c1 ^ k0
+        c1 = <uint32_t>p1
+        c2 = <uint32_t>(p0 >> 32) ^ c3 ^ k1
+        c3 = <uint32_t>p0
+        k0 = k0 + 0x9E3779B9u
+        k1 = k1 + 0xBB67AE85u
+    c[0], c[1], c[2], c[3] = c0, c1, c2, c3
+
+
+cdef inline void gaussian_pair(const op_args *a, uint32_t number, uint64_t pair, double *z) noexcept nogil:
+    """The two standard normals of element pair `pair` of tensor `number`."""
+    cdef uint32_t c[4]
+    cdef double u1, u2, r, angle
+    c[0] = <uint32_t>pair
+    c[1] = <uint32_t>(pair >> 32)
+    c[2] = number
+    c[3] = a.step_lo
+    philox4x32(c, a.key0, a.key1)
+    # Two 53-bit uniforms; u1 in (0, 1] so its log is finite.
+    u1 = ((c[0] >> 5) * 67108864.0 + (c[1] >> 6) + 1.0) * (1.0 / 9007199254740992.0)
+    u2 = ((c[2] >> 5) * 67108864.0 + (c[3] >> 6)) * (1.0 / 9007199254740992.0)
+    r = sqrt(-2.0 * log(u1))
+    angle = 6.283185307179586 * u2
+    z[0] = r * cos(angle)
+    z[1] = r * sin(angle)
+
+
+cdef void noise_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, const op_args *a,
+                        uint32_t number) noexcept nogil:
+    # Elements 2q and 2q+1 share the pair q, whichever thread holds them.
+    cdef double z[2]
+    cdef double std = a.value
+    cdef Py_ssize_t j = first
+    if j < last and (j & 1):
+        gaussian_pair(a, number, <uint64_t>(j >> 1), z)
+        x[j] = <cython.floating>(x[j] + std * z[1])
+        j += 1
+    while j + 1 < last:
+        gaussian_pair(a, number, <uint64_t>(j >> 1), z)
+        x[j] = <cython.floating>(x[j] + std * z[0])
+        x[j + 1] = <cython.floating>(x[j + 1] + std * z[1])
+        j += 2
+    if j < last:
+        gaussian_pair(a, number, <uint64_t>(j >> 1), z)
+        x[j] = <cython.floating>(x[j] + std * z[0])
+
+
+cdef void apply_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, const op_args *a,
+                        uint32_t number) noexcept nogil:
+    if a.op == OP_CLIP:
+        clip_segment(x, first, last, a.value)
+    elif a.op == OP_SCALE:
+        scale_segment(x, first, last, a.value)
+    else:
+        noise_segment(x, first, last, a, number)
+
+
+cdef void apply_range(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_ssize_t end,
+                      const op_args *a) noexcept nogil:
+    """Apply the operation to elements [begin, end) of the concatenated tensors."""
+    cdef Py_ssize_t i, first, last
+    if begin >= end:
+        return
+    i = first_tensor(t, count, begin)
+    while i < count and t[i].offset < end:
+        first = begin - t[i].offset if begin > t[i].offset else 0
+        last = (end if end < t[i].offset + t[i].size else t[i].offset + t[i].size) - t[i].offset
+        if last > first:
+            if t[i].is_double:
+                apply_segment(<double *>t[i].data, first, last, a, t[i].number)
+            else:
+                apply_segment(<float *>t[i].data, first, last, a, t[i].number)
+        i += 1
+
+
+cdef void apply_all(Tensors ts, const op_args *a, int n_threads) noexcept nogil:
+    cdef Py_ssize_t parts = threads_for(ts.total, n_threads), k
+    if parts == 1:
+        apply_range(ts.items, ts.count, 0, ts.total, a)
+        return
+    for k in prange(parts, schedule="static", num_threads=parts):
+        apply_range(ts.items, ts.count, share(ts.total, k, parts), share(ts.total, k + 1, parts), a)
+
+
+def clip_value(list arrays, list labels, double bound, int n_threads):
+    """Clamp every element to [-bound, bound] in place (NaN stays NaN)."""
+    cdef Tensors ts = Tensors(arrays, labels, True)
+    cdef op_args a
+    a.op, a.value = OP_CLIP, bound
+    with nogil:
+        apply_all(ts, &a, n_threads)
+
+
+def scale(list arrays, list labels, double factor, int n_threads):
+    """Multiply every element by `factor` in place (in the array's dtype)."""
+    cdef Tensors ts = Tensors(arrays, labels, True)
+    cdef op_args a
+    a.op, a.value = OP_SCALE, factor
+    with nogil:
+        apply_all(ts, &a, n_threads)
+
+
+def add_noise(list arrays, list labels, double std, uint64_t seed, uint64_t step, int n_threads):
+    """Add std * N(0, 1) to every element in place; the draws depend on (seed, step, array, index) only."""
+    cdef Tensors ts = Tensors(arrays, labels, True)
+    cdef op_args a
+    a.op, a.value = OP_NOISE, std
+    a.key0 = <uint32_t>seed
+    # The step's high word (past 4e9 steps) perturbs the key; its low word is in the counter.
+    a.key1 = <uint32_t>(seed >> 32) ^ (<uint32_t>(step >> 32) * 0x85EBCA6Bu)
+    a.step_lo = <uint32_t>step
+    with nogil:
+        apply_all(ts, &a, n_threads)
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 of a 4-word counter under a 2-word key (checked against Random123's known answers)."""
+    cdef uint32_t c[4]
+    for i in range(4):
+        c[i] = <uint32_t>counter[i]
+    philox4x32(c, <uint32_t>key[0], <uint32_t>key[1])
+    return (c[0], c[1], c[2], c[3])
+
+
+# ---- the norm ----------------------------------------------------------------
+
+ctypedef struct sums:
+    double total          # the mode's sum
+    double max_abs        # max |x|, NaN ignored
+
+
+cdef void reduce_segment(const cython.floating *x, Py_ssize_t first, Py_ssize_t last, int mode,
+                         double p, double s, sums *out) noexcept nogil:
+    # Four accumulators in a fixed pattern: faster than one, and the same
+    # result on every run because the pattern depends on the segment only.
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, m = out.max_abs, v
+    cdef Py_ssize_t j = first, n4 = first + ((last - first) & ~(<Py_ssize_t>3))
+    if mode == SUM_SQUARES:
+        while j < n4:
+            a0 += (x[j] * s) * (x[j] * s)
+            a1 += (x[j + 1] * s) * (x[j + 1] * s)
+            a2 += (x[j + 2] * s) * (x[j + 2] * s)
+            a3 += (x[j + 3] * s) * (x[j + 3] * s)
+            j += 4
+        while j < last:
+            a0 += (x[j] * s) * (x[j] * s)
+            j += 1
+    elif mode == SUM_ABS:
+        while j < n4:
+            a0 += fabs(x[j] * s)
+            a1 += fabs(x[j + 1] * s)
+            a2 += fabs(x[j + 2] * s)
+            a3 += fabs(x[j + 3] * s)
+            j += 4
+        while j < last:
+            a0 += fabs(x[j] * s)
+            j += 1
+    elif mode == SUM_POWER:
+        while j < last:
+            a0 += pow(fabs(x[j] * s), p)
+            j += 1
+    else:  # COUNT_NAN
+        while j < last:
+            a0 += x[j] != x[j]
+            j += 1
+    for j in range(first, last):
+        v = fabs(<double>x[j])
+        if v > m:
+            m = v
+    out.total += (a0 + a1) + (a2 + a3)
+    out.max_abs = m
+
+
+cdef void reduce_block(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_ssize_t end, int mode,
+                       double p, double s, sums *out) noexcept nogil:
+    cdef Py_ssize_t i, first, last
+    out.total = 0.0
+    out.max_abs = 0.0
+    if begin >= end:
+        return
+    i = first_tensor(t, count, begin)
+    while i < count and t[i].offset < end:
+        first = begin - t[i].offset if begin > t[i].offset else 0
+        last = (end if end < t[i].offset + t[i].size else t[i].offset + t[i].size) - t[i].offset
+        if last > first:
+            if t[i].is_double:
+                reduce_segment(<const double *>t[i].data, first, last, mode, p, s, out)
+            else:
+                reduce_segment(<const float *>t[i].data, first, last, mode, p, s, out)
+        i += 1
+
+
+def reduce(list arrays, list labels, int mode, double p, double scale, int n_threads):
+    """(sum over all elements x of the mode's term of x * scale, max |x|), the same for any thread count.
+
+    mode: SUM_SQUARES, SUM_ABS, SUM_POWER (|x * scale| ** p) or COUNT_NAN.
+    """
+    cdef Tensors ts = Tensors(arrays, labels, False)
+    cdef sums parts[NORM_BLOCKS]
+    cdef Py_ssize_t b, n_threads_used = threads_for(ts.total, n_threads)
+    cdef double total = 0.0, max_abs = 0.0
+    if mode < SUM_SQUARES or mode > COUNT_NAN:
+        raise ValueError(f"unknown reduce mode {mode}")
+    with nogil:
+        if n_threads_used == 1:
+            for b in range(NORM_BLOCKS):
+                reduce_block(ts.items, ts.count, (ts.total * b) // NORM_BLOCKS,
+                             (ts.total * (b + 1)) // NORM_BLOCKS, mode, p, scale, &parts[b])
+        else:
+            for b in prange(NORM_BLOCKS, schedule="static", num_threads=n_threads_used):
+                reduce_block(ts.items, ts.count, (ts.total * b) // NORM_BLOCKS,
+                             (ts.total * (b + 1)) // NORM_BLOCKS, mode, p, scale, &parts[b])
+        for b in range(NORM_BLOCKS):
+            total += parts[b].total
+            if parts[b].max_abs > max_abs:
+                max_abs = parts[b].max_abs
+    return total, max_abs
