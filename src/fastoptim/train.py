@@ -111,7 +111,8 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
             fraction = _real(pacing(epoch), f"pacing({epoch})")
             if not 0.0 < fraction <= 1.0:
                 raise ValueError(f"pacing({epoch}) must be in (0, 1], got {fraction!r}")
-            order = order[:max(1, math.ceil(fraction * order.size))] if order.size else order
+            # Rounded first so that 0.6 * 100 (= 60.00000000000001) shows 60 samples.
+            order = order[:max(1, math.ceil(round(fraction * order.size, 6)))] if order.size else order
         visible = order
     else:
         visible = None
