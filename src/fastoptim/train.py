@@ -400,7 +400,7 @@ class History:
 
     loss: the mean training loss over the epoch's batches (weighted by batch
     size); lr: param_groups[0]['lr'] after the epoch's last step; time: wall
-    seconds of the epoch (validation included); val: the validation metric
+    seconds of the epoch's training (validation excluded); val: the validation metric
     (None without one); skipped: steps skipped for non-finite grads;
     grad_norm: the mean norm of the grads before clipping (only with clip_norm).
     """
@@ -558,9 +558,10 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
                 optimizer.step(grads)
                 history.steps += 1
             train_loss = loss_sum / seen if seen else math.nan
+            elapsed = time.perf_counter() - start
             val = float(validation(params)) if validation is not None else None
             record = dict(epoch=epoch, loss=train_loss, lr=_current_lr(optimizer),
-                          time=time.perf_counter() - start, val=val, skipped=skipped,
+                          time=elapsed, val=val, skipped=skipped,
                           grad_norm=norm_sum / norms if norms else (math.nan if clip_norm is not None else None))
             for key, value in record.items():
                 getattr(history, key).append(value)
