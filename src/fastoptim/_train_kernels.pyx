@@ -20,6 +20,7 @@ from cython.parallel cimport prange
 from libc.math cimport cos, fabs, log, pow, sin, sqrt
 from libc.stdint cimport uint32_t, uint64_t
 
+from ._kernels cimport check_float_array, check_layout
 from ._openmp cimport FASTOPTIM_OPENMP
 
 cimport cython
@@ -39,6 +40,7 @@ cdef enum:
     OP_CLIP = 0
     OP_SCALE = 1
     OP_NOISE = 2
+    OP_REDUCE = 3
 
 REDUCE_MODES = {"sum_squares": SUM_SQUARES, "sum_abs": SUM_ABS, "sum_power": SUM_POWER,
                 "count_nan": COUNT_NAN}
@@ -79,7 +81,8 @@ cdef class Tensors:
         if len(labels) != self.count:
             raise ValueError("one label per array is needed")
         for i in range(self.count):
-            check_array(arrays[i], labels[i], written)
+            check_float_array(arrays[i], labels[i])
+            check_layout(<cnp.ndarray>arrays[i], labels[i], written)
         self.arrays = arrays
         self.items = <tensor *>PyMem_Malloc((self.count + 1) * sizeof(tensor))
         if self.items == NULL:
@@ -96,24 +99,6 @@ cdef class Tensors:
 
     def __dealloc__(self):
         PyMem_Free(self.items)
-
-
-cdef int check_array(obj, str label, bint written) except -1:
-    if not cnp.PyArray_Check(obj):
-        t = type(obj)
-        raise TypeError(f"{label} must be a numpy.ndarray of float32 or float64, got {t.__module__}.{t.__qualname__}")
-    cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 and cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT64:
-        raise TypeError(f"{label} has dtype {a.dtype}; expected float32 or float64")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{label} is not C-contiguous (strides {obj.strides} for shape {obj.shape}); "
-                         f"fastoptim never works through a hidden copy: pass a contiguous array")
-    if not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
-        raise ValueError(f"{label} is byte-swapped or misaligned ({a.dtype.str}); "
-                         f"expected native-endian, aligned float32 or float64")
-    if written and not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"{label} is read-only; it is modified in place and must be writeable")
-    return 0
 
 
 cdef inline int threads_for(Py_ssize_t n_elements, int n_threads) noexcept nogil:
@@ -143,11 +128,18 @@ cdef inline Py_ssize_t first_tensor(const tensor *t, Py_ssize_t count, Py_ssize_
 
 # ---- elementwise operations ---------------------------------------------------
 
+ctypedef struct sums:
+    double total          # the reduce mode's sum
+    double max_abs        # max |x|, NaN ignored
+
+
 ctypedef struct op_args:
     int op
-    double value          # clip bound, scale factor or noise standard deviation
+    double value          # clip bound, scale factor, noise standard deviation or reduce's scale
     uint32_t key0, key1   # noise: the seed
     uint32_t step_lo      # noise: the step (its high word is folded into key1)
+    int mode              # reduce: what to sum
+    double power          # reduce: p of SUM_POWER
 
 
 cdef void clip_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, double bound) noexcept nogil:
@@ -223,91 +215,7 @@ cdef void noise_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, c
         x[j] = <cython.floating>(x[j] + std * z[0])
 
 
-cdef void apply_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, const op_args *a,
-                        uint32_t number) noexcept nogil:
-    if a.op == OP_CLIP:
-        clip_segment(x, first, last, a.value)
-    elif a.op == OP_SCALE:
-        scale_segment(x, first, last, a.value)
-    else:
-        noise_segment(x, first, last, a, number)
-
-
-cdef void apply_range(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_ssize_t end,
-                      const op_args *a) noexcept nogil:
-    """Apply the operation to elements [begin, end) of the concatenated tensors."""
-    cdef Py_ssize_t i, first, last
-    if begin >= end:
-        return
-    i = first_tensor(t, count, begin)
-    while i < count and t[i].offset < end:
-        first = begin - t[i].offset if begin > t[i].offset else 0
-        last = (end if end < t[i].offset + t[i].size else t[i].offset + t[i].size) - t[i].offset
-        if last > first:
-            if t[i].is_double:
-                apply_segment(<double *>t[i].data, first, last, a, t[i].number)
-            else:
-                apply_segment(<float *>t[i].data, first, last, a, t[i].number)
-        i += 1
-
-
-cdef void apply_all(Tensors ts, const op_args *a, int n_threads) noexcept nogil:
-    cdef Py_ssize_t parts = threads_for(ts.total, n_threads), k
-    if parts == 1:
-        apply_range(ts.items, ts.count, 0, ts.total, a)
-        return
-    for k in prange(parts, schedule="static", num_threads=parts):
-        apply_range(ts.items, ts.count, share(ts.total, k, parts), share(ts.total, k + 1, parts), a)
-
-
-def clip_value(list arrays, list labels, double bound, int n_threads):
-    """Clamp every element to [-bound, bound] in place (NaN stays NaN)."""
-    cdef Tensors ts = Tensors(arrays, labels, True)
-    cdef op_args a
-    a.op, a.value = OP_CLIP, bound
-    with nogil:
-        apply_all(ts, &a, n_threads)
-
-
-def scale(list arrays, list labels, double factor, int n_threads):
-    """Multiply every element by `factor` in place (in the array's dtype)."""
-    cdef Tensors ts = Tensors(arrays, labels, True)
-    cdef op_args a
-    a.op, a.value = OP_SCALE, factor
-    with nogil:
-        apply_all(ts, &a, n_threads)
-
-
-def add_noise(list arrays, list labels, double std, uint64_t seed, uint64_t step, int n_threads):
-    """Add std * N(0, 1) to every element in place; the draws depend on (seed, step, array, index) only."""
-    cdef Tensors ts = Tensors(arrays, labels, True)
-    cdef op_args a
-    a.op, a.value = OP_NOISE, std
-    a.key0 = <uint32_t>seed
-    # The step's high word (past 4e9 steps) perturbs the key; its low word is in the counter.
-    a.key1 = <uint32_t>(seed >> 32) ^ (<uint32_t>(step >> 32) * 0x85EBCA6Bu)
-    a.step_lo = <uint32_t>step
-    with nogil:
-        apply_all(ts, &a, n_threads)
-
-
-def philox4x32_10(counter, key):
-    """Philox4x32-10 of a 4-word counter under a 2-word key (checked against Random123's known answers)."""
-    cdef uint32_t c[4]
-    for i in range(4):
-        c[i] = <uint32_t>counter[i]
-    philox4x32(c, <uint32_t>key[0], <uint32_t>key[1])
-    return (c[0], c[1], c[2], c[3])
-
-
-# ---- the norm ----------------------------------------------------------------
-
-ctypedef struct sums:
-    double total          # the mode's sum
-    double max_abs        # max |x|, NaN ignored
-
-
-cdef void reduce_segment(const cython.floating *x, Py_ssize_t first, Py_ssize_t last, int mode,
+cdef void reduce_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, int mode,
                          double p, double s, sums *out) noexcept nogil:
     # Four accumulators in a fixed pattern: faster than one, and the same
     # result on every run because the pattern depends on the segment only.
@@ -349,11 +257,22 @@ cdef void reduce_segment(const cython.floating *x, Py_ssize_t first, Py_ssize_t 
     out.max_abs = m
 
 
-cdef void reduce_block(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_ssize_t end, int mode,
-                       double p, double s, sums *out) noexcept nogil:
+cdef void run_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, const op_args *a,
+                      uint32_t number, sums *out) noexcept nogil:
+    if a.op == OP_CLIP:
+        clip_segment(x, first, last, a.value)
+    elif a.op == OP_SCALE:
+        scale_segment(x, first, last, a.value)
+    elif a.op == OP_NOISE:
+        noise_segment(x, first, last, a, number)
+    else:
+        reduce_segment(x, first, last, a.mode, a.power, a.value, out)
+
+
+cdef void run_range(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_ssize_t end,
+                    const op_args *a, sums *out) noexcept nogil:
+    """Run the operation over elements [begin, end) of the concatenated tensors (reduce: into *out)."""
     cdef Py_ssize_t i, first, last
-    out.total = 0.0
-    out.max_abs = 0.0
     if begin >= end:
         return
     i = first_tensor(t, count, begin)
@@ -362,10 +281,70 @@ cdef void reduce_block(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_s
         last = (end if end < t[i].offset + t[i].size else t[i].offset + t[i].size) - t[i].offset
         if last > first:
             if t[i].is_double:
-                reduce_segment(<const double *>t[i].data, first, last, mode, p, s, out)
+                run_segment(<double *>t[i].data, first, last, a, t[i].number, out)
             else:
-                reduce_segment(<const float *>t[i].data, first, last, mode, p, s, out)
+                run_segment(<float *>t[i].data, first, last, a, t[i].number, out)
         i += 1
+
+
+cdef void apply_all(Tensors ts, const op_args *a, int n_threads) noexcept nogil:
+    cdef Py_ssize_t parts = threads_for(ts.total, n_threads), k
+    if parts == 1:
+        run_range(ts.items, ts.count, 0, ts.total, a, NULL)
+        return
+    for k in prange(parts, schedule="static", num_threads=parts):
+        run_range(ts.items, ts.count, share(ts.total, k, parts), share(ts.total, k + 1, parts), a, NULL)
+
+
+cdef int run_in_place(list arrays, list labels, op_args *a, int n_threads) except -1:
+    cdef Tensors ts = Tensors(arrays, labels, True)
+    with nogil:
+        apply_all(ts, a, n_threads)
+    return 0
+
+
+def clip_value(list arrays, list labels, double bound, int n_threads):
+    """Clamp every element to [-bound, bound] in place (NaN stays NaN)."""
+    cdef op_args a
+    a.op, a.value = OP_CLIP, bound
+    run_in_place(arrays, labels, &a, n_threads)
+
+
+def scale(list arrays, list labels, double factor, int n_threads):
+    """Multiply every element by `factor` in place (in the array's dtype)."""
+    cdef op_args a
+    a.op, a.value = OP_SCALE, factor
+    run_in_place(arrays, labels, &a, n_threads)
+
+
+def add_noise(list arrays, list labels, double std, uint64_t seed, uint64_t step, int n_threads):
+    """Add std * N(0, 1) to every element in place; the draws depend on (seed, step, array, index) only."""
+    cdef op_args a
+    a.op, a.value = OP_NOISE, std
+    a.key0 = <uint32_t>seed
+    # The step's high word (past 4e9 steps) perturbs the key; its low word is in the counter.
+    a.key1 = <uint32_t>(seed >> 32) ^ (<uint32_t>(step >> 32) * 0x85EBCA6Bu)
+    a.step_lo = <uint32_t>step
+    run_in_place(arrays, labels, &a, n_threads)
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 of a 4-word counter under a 2-word key (checked against Random123's known answers)."""
+    cdef uint32_t c[4]
+    for i in range(4):
+        c[i] = <uint32_t>counter[i]
+    philox4x32(c, <uint32_t>key[0], <uint32_t>key[1])
+    return (c[0], c[1], c[2], c[3])
+
+
+# ---- the norm ----------------------------------------------------------------
+
+cdef inline void reduce_block(const tensor *t, Py_ssize_t count, Py_ssize_t total, Py_ssize_t b,
+                              const op_args *a, sums *out) noexcept nogil:
+    """Block b of NORM_BLOCKS equal blocks of the concatenated range: where it falls depends on the sizes alone."""
+    out.total = 0.0
+    out.max_abs = 0.0
+    run_range(t, count, (total * b) // NORM_BLOCKS, (total * (b + 1)) // NORM_BLOCKS, a, out)
 
 
 def reduce(list arrays, list labels, int mode, double p, double scale, int n_threads):
@@ -377,17 +356,17 @@ def reduce(list arrays, list labels, int mode, double p, double scale, int n_thr
     cdef sums parts[NORM_BLOCKS]
     cdef Py_ssize_t b, n_threads_used = threads_for(ts.total, n_threads)
     cdef double total = 0.0, max_abs = 0.0
+    cdef op_args a
     if mode < SUM_SQUARES or mode > COUNT_NAN:
         raise ValueError(f"unknown reduce mode {mode}")
+    a.op, a.mode, a.power, a.value = OP_REDUCE, mode, p, scale
     with nogil:
         if n_threads_used == 1:
             for b in range(NORM_BLOCKS):
-                reduce_block(ts.items, ts.count, (ts.total * b) // NORM_BLOCKS,
-                             (ts.total * (b + 1)) // NORM_BLOCKS, mode, p, scale, &parts[b])
+                reduce_block(ts.items, ts.count, ts.total, b, &a, &parts[b])
         else:
             for b in prange(NORM_BLOCKS, schedule="static", num_threads=n_threads_used):
-                reduce_block(ts.items, ts.count, (ts.total * b) // NORM_BLOCKS,
-                             (ts.total * (b + 1)) // NORM_BLOCKS, mode, p, scale, &parts[b])
+                reduce_block(ts.items, ts.count, ts.total, b, &a, &parts[b])
         for b in range(NORM_BLOCKS):
             total += parts[b].total
             if parts[b].max_abs > max_abs:

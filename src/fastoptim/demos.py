@@ -252,18 +252,9 @@ def _plot_2d(plt, fn, out, step_scale):
         ax.set_title(f"{contender.label} ({options})\nf = {final:.3g} at ({path[-1, 0]:.2f}, {path[-1, 1]:.2f})",
                      fontsize=10)
         ax.grid(alpha=0.2)
-    for ax in axes[1]:
-        ax.set_xlabel("$x_1$")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("$x_2$")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.suptitle(f"{fn.formula}: {steps} steps from ({fn.start[0]:g}, {fn.start[1]:g})", fontsize=14)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    path = os.path.join(out, f"trajectories_{fn.name}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_grid(plt, fig, axes, ("$x_1$", "$x_2$"),
+                      f"{fn.formula}: {steps} steps from ({fn.start[0]:g}, {fn.start[1]:g})",
+                      os.path.join(out, f"trajectories_{fn.name}.png"))
 
 
 def _plot_1d(plt, fn, out, step_scale):
@@ -285,15 +276,20 @@ def _plot_1d(plt, fn, out, step_scale):
         ax.set_title(f"{contender.label} ({options})\nends at x = {points[-1]:.3f} ({where} minimum)", fontsize=10)
         ax.set_xlim(lo, hi)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("x")
+    return _save_grid(plt, fig, axes, ("x", "f(x)"), f"{fn.formula}: {steps} steps from x = {fn.start[0]:g}",
+                      os.path.join(out, f"trajectories_{fn.name}.png"))
+
+
+def _save_grid(plt, fig, axes, axis_labels, title, path):
+    """Label the outer axes of a 2 x 4 grid, add one legend and the title, write the PNG."""
+    for ax in axes[-1]:
+        ax.set_xlabel(axis_labels[0])
     for ax in axes[:, 0]:
-        ax.set_ylabel("f(x)")
+        ax.set_ylabel(axis_labels[1])
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.suptitle(f"{fn.formula}: {steps} steps from x = {fn.start[0]:g}", fontsize=14)
+    fig.suptitle(title, fontsize=14)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    path = os.path.join(out, f"trajectories_{fn.name}.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
