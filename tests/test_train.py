@@ -153,6 +153,19 @@ def test_noise_has_the_right_mean_and_variance(dtype):
     assert abs(np.mean(z[:-1] * z[1:])) < 6 / math.sqrt(n)
 
 
+def test_normals_are_box_muller_of_philox_words():
+    # The kernel's series for log, sin and cos against NumPy's, on the same random words.
+    first, quads, stream, step, key = 2**33 + 5, 16, 3, 7, (11, 13)
+    z = _train_kernels._standard_normals(first, quads, stream, step, *key)
+    words = np.array([_train_kernels.philox4x32_10((q & 0xFFFFFFFF, q >> 32, stream, step), key)
+                      for q in range(first, first + quads)], dtype=np.float64).reshape(-1, 2)
+    radius = np.sqrt(-2 * np.log((words[:, 0] + 1) / 2**32))
+    angle = 2 * np.pi * words[:, 1] / 2**32
+    exact = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).ravel()
+    np.testing.assert_allclose(z, exact, rtol=0, atol=1e-12)
+    assert set((words[:, 1] // 2**30).astype(int)) == {0, 1, 2, 3}  # every quadrant of the angle was met
+
+
 def test_noise_defaults_follow_neelakantan():
     assert train.noise_std(0) == pytest.approx(0.1)
     assert train.noise_std(99) == pytest.approx(math.sqrt(0.01 / 100 ** 0.55))

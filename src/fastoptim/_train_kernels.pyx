@@ -12,12 +12,13 @@
 #     the sizes of the arrays only, never on how many threads share them;
 #   - the noise of an element is a function of (seed, step, array number,
 #     element index): a counter-based generator (Philox4x32-10, Salmon et al.
-#     2011) turned into Gaussians by Box-Muller, with no state to share.
+#     2011) turned into Gaussians by Box-Muller, with no state to share
+#     (csrc/fastoptim/counter_rng.h).
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython.parallel cimport prange
-from libc.math cimport cos, fabs, log, pow, sin, sqrt
+from libc.math cimport fabs, pow
 from libc.stdint cimport uint32_t, uint64_t
 
 from ._kernels cimport check_float_array, check_layout
@@ -25,7 +26,16 @@ from ._openmp cimport FASTOPTIM_OPENMP
 
 cimport cython
 
+import numpy as np
+
 cnp.import_array()
+
+
+cdef extern from "fastoptim/counter_rng.h" nogil:
+    enum:
+        FO_NOISE_QUADS
+    void fo_philox4x32_10(uint32_t *c, uint32_t k0, uint32_t k1)
+    void fo_normals(uint64_t first, int n, uint32_t stream, uint32_t step, uint32_t k0, uint32_t k1, double *z)
 
 OPENMP = bool(FASTOPTIM_OPENMP)
 
@@ -160,59 +170,23 @@ cdef void scale_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, d
         x[j] = x[j] * f
 
 
-cdef inline void philox4x32(uint32_t *c, uint32_t k0, uint32_t k1) noexcept nogil:
-    """Philox4x32-10 (Random123): scramble the counter c[0..3] under the key (k0, k1), in place."""
-    cdef uint64_t p0, p1
-    cdef uint32_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3]
-    cdef int r
-    for r in range(10):
-        p0 = <uint64_t>0xD2511F53u * c0
-        p1 = <uint64_t>0xCD9E8D57u * c2
-        c0 = <uint32_t>(p1 >> 32) ^ c1 ^ k0
-        c1 = <uint32_t>p1
-        c2 = <uint32_t>(p0 >> 32) ^ c3 ^ k1
-        c3 = <uint32_t>p0
-        k0 = k0 + 0x9E3779B9u
-        k1 = k1 + 0xBB67AE85u
-    c[0], c[1], c[2], c[3] = c0, c1, c2, c3
-
-
-cdef inline void gaussian_pair(const op_args *a, uint32_t number, uint64_t pair, double *z) noexcept nogil:
-    """The two standard normals of element pair `pair` of tensor `number`."""
-    cdef uint32_t c[4]
-    cdef double u1, u2, r, angle
-    c[0] = <uint32_t>pair
-    c[1] = <uint32_t>(pair >> 32)
-    c[2] = number
-    c[3] = a.step_lo
-    philox4x32(c, a.key0, a.key1)
-    # Two 53-bit uniforms; u1 in (0, 1] so its log is finite.
-    u1 = ((c[0] >> 5) * 67108864.0 + (c[1] >> 6) + 1.0) * (1.0 / 9007199254740992.0)
-    u2 = ((c[2] >> 5) * 67108864.0 + (c[3] >> 6)) * (1.0 / 9007199254740992.0)
-    r = sqrt(-2.0 * log(u1))
-    angle = 6.283185307179586 * u2
-    z[0] = r * cos(angle)
-    z[1] = r * sin(angle)
-
-
 cdef void noise_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, const op_args *a,
                         uint32_t number) noexcept nogil:
-    # Elements 2q and 2q+1 share the pair q, whichever thread holds them.
-    cdef double z[2]
+    # Element j gets normal j % 4 of quad j // 4, whichever thread holds it.
+    cdef double z[4 * FO_NOISE_QUADS]
     cdef double std = a.value
-    cdef Py_ssize_t j = first
-    if j < last and (j & 1):
-        gaussian_pair(a, number, <uint64_t>(j >> 1), z)
-        x[j] = <cython.floating>(x[j] + std * z[1])
-        j += 1
-    while j + 1 < last:
-        gaussian_pair(a, number, <uint64_t>(j >> 1), z)
-        x[j] = <cython.floating>(x[j] + std * z[0])
-        x[j + 1] = <cython.floating>(x[j + 1] + std * z[1])
-        j += 2
-    if j < last:
-        gaussian_pair(a, number, <uint64_t>(j >> 1), z)
-        x[j] = <cython.floating>(x[j] + std * z[0])
+    cdef Py_ssize_t j = first, block_start, stop
+    cdef uint64_t quad
+    while j < last:
+        quad = <uint64_t>(j >> 2)
+        block_start = <Py_ssize_t>(quad * 4)
+        stop = block_start + 4 * FO_NOISE_QUADS
+        if stop > last:
+            stop = last
+        fo_normals(quad, <int>((stop - block_start + 3) >> 2), number, a.step_lo, a.key0, a.key1, z)
+        while j < stop:
+            x[j] = <cython.floating>(x[j] + std * z[j - block_start])
+            j += 1
 
 
 cdef void reduce_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, int mode,
@@ -333,8 +307,20 @@ def philox4x32_10(counter, key):
     cdef uint32_t c[4]
     for i in range(4):
         c[i] = <uint32_t>counter[i]
-    philox4x32(c, <uint32_t>key[0], <uint32_t>key[1])
+    fo_philox4x32_10(c, <uint32_t>key[0], <uint32_t>key[1])
     return (c[0], c[1], c[2], c[3])
+
+
+def _standard_normals(uint64_t first_quad, int n_quads, uint32_t stream, uint32_t step, uint32_t key0,
+                      uint32_t key1):
+    """Test hook: the 4 * n_quads normals the noise kernel draws from quads first_quad, ... of a stream."""
+    if not 0 <= n_quads <= FO_NOISE_QUADS:
+        raise ValueError(f"n_quads must be in [0, {FO_NOISE_QUADS}]")
+    out = np.empty(4 * n_quads)
+    cdef double[::1] z = out
+    if n_quads:
+        fo_normals(first_quad, n_quads, stream, step, key0, key1, &z[0])
+    return out
 
 
 # ---- the norm ----------------------------------------------------------------
