@@ -120,7 +120,7 @@ extensions = [
     Extension(
         "fastoptim._train_kernels",
         sources=["src/fastoptim/_train_kernels.pyx"],
-        depends=["csrc/fastoptim/counter_rng.h"],
+        depends=["csrc/fastoptim/counter_rng.h", "csrc/fastoptim/reductions.h"],
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=compile_args,

@@ -37,15 +37,27 @@ cdef extern from "fastoptim/counter_rng.h" nogil:
     void fo_philox4x32_10(uint32_t *c, uint32_t k0, uint32_t k1)
     void fo_normals(uint64_t first, int n, uint32_t stream, uint32_t step, uint32_t k0, uint32_t k1, double *z)
 
+cdef extern from "fastoptim/reductions.h" nogil:
+    double fo_sum_squares_f32(const float *x, Py_ssize_t first, Py_ssize_t last, double s)
+    double fo_sum_squares_f64(const double *x, Py_ssize_t first, Py_ssize_t last, double s)
+    double fo_sum_abs_f32(const float *x, Py_ssize_t first, Py_ssize_t last, double s)
+    double fo_sum_abs_f64(const double *x, Py_ssize_t first, Py_ssize_t last, double s)
+    double fo_sum_zero_f32(const float *x, Py_ssize_t first, Py_ssize_t last, double s)
+    double fo_sum_zero_f64(const double *x, Py_ssize_t first, Py_ssize_t last, double s)
+    double fo_max_abs_f32(const float *x, Py_ssize_t first, Py_ssize_t last, double m)
+    double fo_max_abs_f64(const double *x, Py_ssize_t first, Py_ssize_t last, double m)
+
 OPENMP = bool(FASTOPTIM_OPENMP)
 
 cdef enum:
     NORM_BLOCKS = 256
-    # What reduce() sums over the elements x (times `scale`); it also returns max |x|.
+    # What reduce() computes over the elements x (times `scale` for the sums).
     SUM_SQUARES = 0
     SUM_ABS = 1
-    SUM_POWER = 2
-    COUNT_NAN = 3
+    SUM_POWER = 2         # of |x * scale| ** p
+    SUM_ZERO = 3          # of x * 0: NaN exactly when some x is NaN or inf, else 0
+    MAX_ABS = 4           # max |x|, NaN ignored
+    COUNT_NAN = 5
     # The elementwise operations.
     OP_CLIP = 0
     OP_SCALE = 1
@@ -53,7 +65,7 @@ cdef enum:
     OP_REDUCE = 3
 
 REDUCE_MODES = {"sum_squares": SUM_SQUARES, "sum_abs": SUM_ABS, "sum_power": SUM_POWER,
-                "count_nan": COUNT_NAN}
+                "sum_zero": SUM_ZERO, "max_abs": MAX_ABS, "count_nan": COUNT_NAN}
 
 # Below this many elements a call runs on one thread: starting a parallel
 # region costs more than the work.  Tests lower it to exercise the splits.
@@ -138,11 +150,6 @@ cdef inline Py_ssize_t first_tensor(const tensor *t, Py_ssize_t count, Py_ssize_
 
 # ---- elementwise operations ---------------------------------------------------
 
-ctypedef struct sums:
-    double total          # the reduce mode's sum
-    double max_abs        # max |x|, NaN ignored
-
-
 ctypedef struct op_args:
     int op
     double value          # clip bound, scale factor, noise standard deviation or reduce's scale
@@ -189,50 +196,43 @@ cdef void noise_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, c
             j += 1
 
 
-cdef void reduce_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, int mode,
-                         double p, double s, sums *out) noexcept nogil:
-    # Four accumulators in a fixed pattern: faster than one, and the same
-    # result on every run because the pattern depends on the segment only.
-    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, m = out.max_abs, v
-    cdef Py_ssize_t j = first, n4 = first + ((last - first) & ~(<Py_ssize_t>3))
-    if mode == SUM_SQUARES:
-        while j < n4:
-            a0 += (x[j] * s) * (x[j] * s)
-            a1 += (x[j + 1] * s) * (x[j + 1] * s)
-            a2 += (x[j + 2] * s) * (x[j + 2] * s)
-            a3 += (x[j + 3] * s) * (x[j + 3] * s)
-            j += 4
-        while j < last:
-            a0 += (x[j] * s) * (x[j] * s)
-            j += 1
-    elif mode == SUM_ABS:
-        while j < n4:
-            a0 += fabs(x[j] * s)
-            a1 += fabs(x[j + 1] * s)
-            a2 += fabs(x[j + 2] * s)
-            a3 += fabs(x[j + 3] * s)
-            j += 4
-        while j < last:
-            a0 += fabs(x[j] * s)
-            j += 1
-    elif mode == SUM_POWER:
-        while j < last:
-            a0 += pow(fabs(x[j] * s), p)
-            j += 1
+cdef void reduce_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, const op_args *a,
+                         double *out) noexcept nogil:
+    """Add the segment's sum to *out (MAX_ABS: take the max with *out)."""
+    cdef Py_ssize_t j
+    cdef double total = 0.0
+    if a.mode == MAX_ABS:
+        if cython.floating is float:
+            out[0] = fo_max_abs_f32(x, first, last, out[0])
+        else:
+            out[0] = fo_max_abs_f64(x, first, last, out[0])
+        return
+    if a.mode == SUM_SQUARES:
+        if cython.floating is float:
+            total = fo_sum_squares_f32(x, first, last, a.value)
+        else:
+            total = fo_sum_squares_f64(x, first, last, a.value)
+    elif a.mode == SUM_ABS:
+        if cython.floating is float:
+            total = fo_sum_abs_f32(x, first, last, a.value)
+        else:
+            total = fo_sum_abs_f64(x, first, last, a.value)
+    elif a.mode == SUM_ZERO:
+        if cython.floating is float:
+            total = fo_sum_zero_f32(x, first, last, a.value)
+        else:
+            total = fo_sum_zero_f64(x, first, last, a.value)
+    elif a.mode == SUM_POWER:  # rare orders: pow() per element is fine
+        for j in range(first, last):
+            total += pow(fabs(x[j] * a.value), a.power)
     else:  # COUNT_NAN
-        while j < last:
-            a0 += x[j] != x[j]
-            j += 1
-    for j in range(first, last):
-        v = fabs(<double>x[j])
-        if v > m:
-            m = v
-    out.total += (a0 + a1) + (a2 + a3)
-    out.max_abs = m
+        for j in range(first, last):
+            total += x[j] != x[j]
+    out[0] += total
 
 
 cdef void run_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, const op_args *a,
-                      uint32_t number, sums *out) noexcept nogil:
+                      uint32_t number, double *out) noexcept nogil:
     if a.op == OP_CLIP:
         clip_segment(x, first, last, a.value)
     elif a.op == OP_SCALE:
@@ -240,11 +240,11 @@ cdef void run_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, con
     elif a.op == OP_NOISE:
         noise_segment(x, first, last, a, number)
     else:
-        reduce_segment(x, first, last, a.mode, a.power, a.value, out)
+        reduce_segment(x, first, last, a, out)
 
 
 cdef void run_range(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_ssize_t end,
-                    const op_args *a, sums *out) noexcept nogil:
+                    const op_args *a, double *out) noexcept nogil:
     """Run the operation over elements [begin, end) of the concatenated tensors (reduce: into *out)."""
     cdef Py_ssize_t i, first, last
     if begin >= end:
@@ -326,22 +326,22 @@ def _standard_normals(uint64_t first_quad, int n_quads, uint32_t stream, uint32_
 # ---- the norm ----------------------------------------------------------------
 
 cdef inline void reduce_block(const tensor *t, Py_ssize_t count, Py_ssize_t total, Py_ssize_t b,
-                              const op_args *a, sums *out) noexcept nogil:
+                              const op_args *a, double *out) noexcept nogil:
     """Block b of NORM_BLOCKS equal blocks of the concatenated range: where it falls depends on the sizes alone."""
-    out.total = 0.0
-    out.max_abs = 0.0
+    out[0] = 0.0
     run_range(t, count, (total * b) // NORM_BLOCKS, (total * (b + 1)) // NORM_BLOCKS, a, out)
 
 
 def reduce(list arrays, list labels, int mode, double p, double scale, int n_threads):
-    """(sum over all elements x of the mode's term of x * scale, max |x|), the same for any thread count.
+    """The mode's sum over every element x of the arrays (of x * scale), or max |x| for MAX_ABS.
 
-    mode: SUM_SQUARES, SUM_ABS, SUM_POWER (|x * scale| ** p) or COUNT_NAN.
+    The same result for any thread count: fixed blocks, each summed in a
+    fixed order, the block results combined in block order.
     """
     cdef Tensors ts = Tensors(arrays, labels, False)
-    cdef sums parts[NORM_BLOCKS]
+    cdef double parts[NORM_BLOCKS]
     cdef Py_ssize_t b, n_threads_used = threads_for(ts.total, n_threads)
-    cdef double total = 0.0, max_abs = 0.0
+    cdef double result = 0.0
     cdef op_args a
     if mode < SUM_SQUARES or mode > COUNT_NAN:
         raise ValueError(f"unknown reduce mode {mode}")
@@ -354,7 +354,8 @@ def reduce(list arrays, list labels, int mode, double p, double scale, int n_thr
             for b in prange(NORM_BLOCKS, schedule="static", num_threads=n_threads_used):
                 reduce_block(ts.items, ts.count, ts.total, b, &a, &parts[b])
         for b in range(NORM_BLOCKS):
-            total += parts[b].total
-            if parts[b].max_abs > max_abs:
-                max_abs = parts[b].max_abs
-    return total, max_abs
+            if mode == MAX_ABS:
+                result = parts[b] if parts[b] > result else result
+            else:
+                result += parts[b]
+    return result

@@ -236,29 +236,36 @@ def _norm_type(norm_type):
     return _real(norm_type, "norm_type", minimum=0.0, strict=True, allow_inf=True)
 
 
+def _reduce(arrays, labels, mode, p=1.0, scale=1.0):
+    return _train_kernels.reduce(arrays, labels, _train_kernels.REDUCE_MODES[mode], p, scale, get_num_threads())
+
+
 def _norm_of(arrays, labels, p):
-    """The p-norm of all elements (NaN if any is NaN, inf if any is inf), exact to rounding
-    even where squares would overflow or underflow, and the same for any thread count."""
-    threads = get_num_threads()
+    """The p-norm of all elements (NaN if any is NaN, else inf if any is inf), exact to rounding
+    even where the powers overflow or underflow, and the same for any thread count.
+
+    One pass over the grads in the common case; a second only when the first
+    sum is not finite or tiny.
+    """
     if math.isinf(p):
-        nans, max_abs = _train_kernels.reduce(arrays, labels, _train_kernels.REDUCE_MODES["count_nan"],
-                                              p, 1.0, threads)
-        return math.nan if nans else max_abs
-    mode = _train_kernels.REDUCE_MODES["sum_squares" if p == 2 else "sum_abs" if p == 1 else "sum_power"]
-    total, max_abs = _train_kernels.reduce(arrays, labels, mode, p, 1.0, threads)
-    if math.isnan(total):
+        if math.isnan(_reduce(arrays, labels, "sum_zero")):  # some NaN or inf
+            return math.nan if _reduce(arrays, labels, "count_nan") else math.inf
+        return _reduce(arrays, labels, "max_abs")
+    mode = "sum_squares" if p == 2 else "sum_abs" if p == 1 else "sum_power"
+    total = _reduce(arrays, labels, mode, p)
+    if math.isnan(total):  # NaN propagates through a sum of non-negative terms
         return math.nan
+    if 1e-280 < total < 1e280:
+        return total ** (1.0 / p)
+    max_abs = _reduce(arrays, labels, "max_abs")
     if math.isinf(max_abs):
         return math.inf
     if max_abs == 0.0:
         return 0.0
-    if not 1e-280 < total < 1e280:
-        # The powers overflowed or underflowed: sum them again with the largest
-        # element scaled near 1, by a power of two so the scaling is exact.
-        scale = math.ldexp(1.0, min(1000, -math.frexp(max_abs)[1]))
-        total, _ = _train_kernels.reduce(arrays, labels, mode, p, scale, threads)
-        return total ** (1.0 / p) / scale
-    return total ** (1.0 / p)
+    # The powers overflowed or underflowed: sum them again with the largest
+    # element scaled near 1, by a power of two so that the scaling is exact.
+    scale = math.ldexp(1.0, min(1000, -math.frexp(max_abs)[1]))
+    return _reduce(arrays, labels, mode, p, scale) ** (1.0 / p) / scale
 
 
 def grad_norm(grads, norm_type=2.0):
@@ -590,9 +597,7 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
 
 
 def _finite(arrays, labels):
-    nans, max_abs = _train_kernels.reduce(arrays, labels, _train_kernels.REDUCE_MODES["count_nan"],
-                                          math.inf, 1.0, get_num_threads())
-    return nans == 0 and math.isfinite(max_abs)
+    return not math.isnan(_reduce(arrays, labels, "sum_zero"))
 
 
 def _noise_options(grad_noise):
