@@ -81,7 +81,7 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     are slices, so X[batch] is a view, not a copy.
 
     Curriculum learning: `order` lists sample indices from easiest to hardest
-    (e.g. np.argsort(difficulty)); `pacing(epoch) -> fraction in (0, 1]` says
+    (e.g. np.argsort(difficulty)); samples it leaves out are never used; `pacing(epoch) -> fraction in (0, 1]` says
     how much of that order the epoch sees (the easiest ceil(fraction * len(order))
     samples; see linear_pacing, root_pacing and step_pacing).  The visible
     samples are shuffled if shuffle, else kept in the order given.
@@ -445,7 +445,8 @@ def _n_samples(data):
     for i, d in enumerate(parts):
         if not hasattr(d, "shape") or not hasattr(d, "__getitem__") or len(d.shape) == 0:
             where = f"data[{i}]" if isinstance(data, tuple) else "data"
-            raise TypeError(f"{where} must be an array with one row per sample, got {type(d).__qualname__}")
+            raise TypeError(f"{where} must be an array with one row per sample (data: an array or a tuple "
+                            f"of arrays), got {type(d).__qualname__}")
         lengths.append(d.shape[0])
     if len(set(lengths)) != 1:
         raise ValueError(f"the arrays of data have different numbers of rows: {lengths}")
@@ -494,8 +495,8 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
         optimizer state untouched), count it in History.skipped and warn.
     validation(params) -> float: evaluated after every epoch (History.val).
     early_stopping: an EarlyStopping watching the validation metric (or the
-        training loss without validation); with restore_best the best params
-        are copied back when training ends.
+        training loss without validation); fit resets it first.  With
+        restore_best the best params are copied back when training ends.
     callback(epoch, record) -> bool: called after every epoch with that
         epoch's entries ({'loss', 'lr', 'time', 'val', ...}); True stops.
     progress: a tqdm bar over epochs (None: if tqdm is installed).
@@ -529,6 +530,8 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
                 drop_last=drop_last)
     noise_seed = int(np.random.SeedSequence([base_seed, 1]).generate_state(1, np.uint64)[0])
 
+    if early_stopping is not None:
+        early_stopping.reset()
     history = History()
     bar = _progress_bar(progress, epochs)
     try:
