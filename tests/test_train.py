@@ -514,3 +514,26 @@ def test_fit_with_curriculum_sees_easy_samples_first():
                   order=order, pacing=train.linear_pacing(0.3, 1), shuffle=False, progress=False)
     np.testing.assert_array_equal(np.concatenate(seen[:1]), [9, 8, 7])
     np.testing.assert_array_equal(np.concatenate(seen[1:]), np.arange(10)[::-1])
+
+
+@pytest.mark.usefixtures("split_train_kernels")
+def test_gradient_functions_allocate_nothing_of_the_grads_size():
+    import tracemalloc
+    grads = {"w": np.ones(1_000_000), "v": np.ones(300_000, np.float32)}  # 9.2 MB
+
+    def run():
+        train.clip_grad_norm(grads, 1.0)
+        train.clip_grad_value(grads, 1e-4)
+        train.add_gradient_noise(grads, 5, seed=1)
+        train.grads_are_finite(grads)
+        train.grad_norm(grads, 3.0)
+
+    with two_threads():
+        run()  # warm up: imports, caches
+        tracemalloc.start()
+        try:
+            run()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 64_000, f"{peak} bytes allocated"
