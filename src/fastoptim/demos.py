@@ -133,6 +133,7 @@ def plot_comparison(plt, results, dataset, out):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean training loss of the epoch (cross-entropy)")
         ax.grid(alpha=0.3, which="both")
+    by_epoch.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     by_epoch.set_title("loss per epoch")
     by_time.set_title("loss against wall time")
     by_epoch.legend(ncol=2)
@@ -148,6 +149,7 @@ def plot_comparison(plt, results, dataset, out):
         ax.plot(np.arange(1, len(h.val) + 1), h.val, color=color, lw=1.8,
                 label=f"{r['label']} ({r['accuracy']:.3f})")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy")
     ax.set_ylim(min(0.5, min(min(r["history"].val) for r in results)) - 0.02, 1.01)
     ax.grid(alpha=0.3)
