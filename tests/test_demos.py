@@ -111,7 +111,7 @@ def test_compare_command(tmp_path):
 def test_without_matplotlib_the_commands_say_so(tmp_path):
     # A None entry in sys.modules makes `import matplotlib` fail, as if it were not installed.
     code = ("import sys; sys.modules['matplotlib'] = None; from fastoptim.__main__ import main; "
-            f"sys.exit(main(sys.argv[1:]))")
+            "sys.exit(main(sys.argv[1:]))")
     for args in (["trajectories", "--out", str(tmp_path)], ["compare", "--out", str(tmp_path)]):
         result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd="/")
         assert result.returncode != 0

@@ -82,6 +82,12 @@ def test_pacing_functions():
     assert root(5) == pytest.approx(math.sqrt(5 * (1 - 0.01) / 10 + 0.01))
     steps = train.step_pacing(0.25, step_epochs=2, increase=2)
     assert [steps(e) for e in range(6)] == [0.25, 0.25, 0.5, 0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="step_epochs must be a positive integer"):
+        train.step_pacing(0.25, step_epochs=0)
+    with pytest.raises(ValueError, match=r"start_fraction must be in \(0, 1\]"):
+        train.linear_pacing(1.5)
+    with pytest.raises(ValueError, match="start_fraction must be > 0"):
+        train.root_pacing(0.0)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

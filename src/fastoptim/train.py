@@ -130,11 +130,11 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     return [visible[i:i + step] for i in range(0, stop, step)]
 
 
-def _check_pacing_args(start_fraction, full_epoch):
+def _check_pacing_args(start_fraction, epochs, epochs_name="full_epoch"):
     start_fraction = _real(start_fraction, "start_fraction", minimum=0.0, strict=True)
     if start_fraction > 1:
         raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction}")
-    return start_fraction, _positive_int(full_epoch, "full_epoch")
+    return start_fraction, _positive_int(epochs, epochs_name)
 
 
 def linear_pacing(start_fraction=0.2, full_epoch=10):
@@ -154,8 +154,9 @@ def root_pacing(start_fraction=0.2, full_epoch=10, power=2):
 
 
 def step_pacing(start_fraction=0.2, step_epochs=2, increase=2.0):
-    """"Baby steps" pacing (Hacohen & Weinshall 2019): start_fraction * increase ** (epoch // step_epochs), capped at 1."""
-    c0, every = _check_pacing_args(start_fraction, step_epochs)
+    """Baby-steps pacing (Hacohen & Weinshall 2019): start_fraction * increase ** (epoch // step_epochs),
+    capped at 1."""
+    c0, every = _check_pacing_args(start_fraction, step_epochs, "step_epochs")
     factor = _real(increase, "increase", minimum=1.0, strict=True)
     return lambda epoch: min(1.0, c0 * factor ** (epoch // every))
 
