@@ -37,12 +37,16 @@ def test_minibatch_sizes_cover_every_sample_once():
         assert [len(b) for b in batches] == expected
         assert sorted(np.concatenate(batches)) == list(range(10))
     assert [len(b) for b in train.minibatches(10, 3, seed=0, drop_last=True)] == [3, 3, 3]
-    assert train.minibatches(0, 4) == []
+    assert len(train.minibatches(0, 4)) == 0 and list(train.minibatches(0, None)) == []
+    batches = train.minibatches(10, 3, seed=0)
+    assert np.array_equal(batches[-1], batches[3]) and len(batches[1:3]) == 2
+    with pytest.raises(IndexError):
+        batches[4]
 
 
 def test_unshuffled_batches_are_slices_so_indexing_gives_views():
     batches = train.minibatches(10, 4, shuffle=False)
-    assert batches == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert list(batches) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     X = np.arange(20.0).reshape(10, 2)
     assert np.shares_memory(X[batches[0]], X)
 
@@ -543,3 +547,18 @@ def test_gradient_functions_allocate_nothing_of_the_grads_size():
         finally:
             tracemalloc.stop()
     assert peak < 64_000, f"{peak} bytes allocated"
+
+
+@pytest.mark.usefixtures("split_train_kernels", "split_everything")
+def test_fit_gives_the_same_params_for_one_and_two_threads(iris_regression):
+    data, model, _ = iris_regression
+    results = []
+    for threads in (1, 2):
+        params = model.init_params()
+        with (fastoptim.num_threads(1) if threads == 1 else two_threads()):
+            train.fit(params, model.loss_and_grad, (data.X_train, data.y_train), fastoptim.Adam(params, lr=0.01),
+                      epochs=2, batch_size=8, seed=5, grad_noise={"eta": 0.1}, clip_norm=0.5, clip_value=0.2,
+                      progress=False)
+        results.append(params)
+    for name in ("W", "b"):
+        np.testing.assert_array_equal(results[0][name], results[1][name])

@@ -11,7 +11,7 @@ import numbers
 import operator
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,7 @@ from . import _train_kernels
 from ._config import get_num_threads
 
 __all__ = [
-    "minibatches", "linear_pacing", "root_pacing", "step_pacing",
+    "minibatches", "Batches", "linear_pacing", "root_pacing", "step_pacing",
     "EarlyStopping",
     "noise_std", "add_gradient_noise",
     "grad_norm", "clip_grad_norm", "clip_grad_value", "grads_are_finite",
@@ -71,7 +71,7 @@ def _seed_value(seed, name="seed"):
 
 def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0, order=None,
                 pacing=None, drop_last=False):
-    """The batches of one epoch, as a list of index arrays (or slices).
+    """The batches of one epoch: a sequence of index arrays (or slices), made on demand.
 
     batch_size=None gives one batch of every sample (full-batch gradient
     descent), 1 gives single samples (SGD), k gives mini-batches of k (the
@@ -117,17 +117,41 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     else:
         visible = None
     size = n if visible is None else visible.size
-    step = size if batch_size is None else batch_size
-    if size == 0:
-        return []
-    if shuffle:
+    if shuffle and size:
         # A generator per (seed, epoch): any epoch can be replayed on its own.
         rng = np.random.default_rng(None if seed is None else [_seed_value(seed), epoch])
         visible = rng.permutation(size) if visible is None else rng.permutation(visible)
-    stop = size - size % step if drop_last else size
-    if visible is None:
-        return [slice(i, min(i + step, size)) for i in range(0, stop, step)]
-    return [visible[i:i + step] for i in range(0, stop, step)]
+    return Batches(visible, size, max(1, size) if batch_size is None else batch_size, drop_last)
+
+
+class Batches(Sequence):
+    """The batches of one epoch, made on demand: batch i is a view of one index array (or a slice).
+
+    A list of batches would hold one array object per batch, which for
+    single-sample SGD on a large data set is far more memory than the indices.
+    """
+
+    def __init__(self, indices, size, batch_size, drop_last):
+        self.indices = indices          # None: the samples in order (batches are slices)
+        self.batch_size = batch_size
+        self._stop = size - size % batch_size if drop_last else size
+        self._size = size
+
+    def __len__(self):
+        return -(-self._stop // self.batch_size)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"batch {i} out of range for {n} batches")
+        start = (i % n) * self.batch_size
+        end = min(start + self.batch_size, self._size)
+        return slice(start, end) if self.indices is None else self.indices[start:end]
+
+    def __repr__(self):
+        return f"Batches({len(self)} of {self.batch_size} from {self._size} samples)"
 
 
 def _check_pacing_args(start_fraction, epochs, epochs_name="full_epoch"):
