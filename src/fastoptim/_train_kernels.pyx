@@ -160,14 +160,15 @@ ctypedef struct op_args:
 
 
 cdef void clip_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, double bound) noexcept nogil:
-    cdef cython.floating hi = <cython.floating>bound, lo = -hi
+    cdef cython.floating hi = <cython.floating>bound, lo = -hi, v
     cdef Py_ssize_t j
     for j in range(first, last):
-        # Two comparisons that NaN fails, so a NaN stays NaN (as torch.clamp keeps it).
-        if x[j] > hi:
-            x[j] = hi
-        elif x[j] < lo:
-            x[j] = lo
+        # Two comparisons that NaN fails, so a NaN stays NaN (as torch.clamp
+        # keeps it); selects and an unconditional store, so the loop vectorises.
+        v = x[j]
+        v = hi if v > hi else v
+        v = lo if v < lo else v
+        x[j] = v
 
 
 cdef void scale_segment(cython.floating *x, Py_ssize_t first, Py_ssize_t last, double factor) noexcept nogil:
