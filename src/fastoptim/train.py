@@ -507,7 +507,9 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
     loss_and_grad(params, batch) -> (loss, grads): grads in the params'
         structure; they may be modified in place (clipping, noise).
     data: an array, or a tuple of arrays with one row per sample; a batch is
-        the same structure indexed by the batch's rows.
+        the same structure indexed by the batch's rows (a view when the
+        batches are slices, i.e. without shuffle or order; else NumPy's
+        gather, a copy of the batch's rows).
     batch_size, shuffle, seed, order, pacing, drop_last: as minibatches();
         each epoch draws its batches with the epoch's number, so a seed makes
         the whole run reproducible.
