@@ -116,7 +116,16 @@ extensions = [
         ],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-    )
+    ),
+    Extension(
+        "fastoptim._train_kernels",
+        sources=["src/fastoptim/_train_kernels.pyx"],
+        depends=["csrc/fastoptim/counter_rng.h", "csrc/fastoptim/reductions.h"],
+        include_dirs=["csrc", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    ),
 ]
 
 setup(

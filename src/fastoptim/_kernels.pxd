@@ -1,3 +1,4 @@
+cimport numpy as cnp
 from libc.stdint cimport int64_t
 
 cdef extern from "fastoptim/kernels.h" nogil:
@@ -50,3 +51,8 @@ cdef extern from "fastoptim/kernels.h" nogil:
     void fo_prepare(int rule, fo_args *a)
     const fo_kernel_table *fo_compiled_table(int level)
     int fo_cpu_supports(int level)
+
+
+# Argument checks shared with the other extensions (fastoptim._train_kernels).
+cdef int check_float_array(obj, str name) except -1
+cdef int check_layout(cnp.ndarray a, str name, bint written) except -1

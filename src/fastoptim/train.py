@@ -1,0 +1,641 @@
+"""Training strategies around the optimizers: batching, curriculum, early
+stopping, gradient noise and clipping, and a `fit` loop that uses them all.
+
+Grads may come in any structure an optimizer's step() takes (an array, a
+list, a dict, a list of groups); the gradient functions walk it, check every
+array first and then work in place through fastoptim._train_kernels, with no
+temporaries and results that never depend on the thread count.
+"""
+import math
+import numbers
+import operator
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _train_kernels
+from ._config import get_num_threads
+
+__all__ = [
+    "minibatches", "Batches", "linear_pacing", "root_pacing", "step_pacing",
+    "EarlyStopping",
+    "noise_std", "add_gradient_noise",
+    "grad_norm", "clip_grad_norm", "clip_grad_value", "grads_are_finite",
+    "History", "fit",
+]
+
+
+# ---- argument checks ---------------------------------------------------------------
+
+def _positive_int(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
+                        f"got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {n}")
+    return n
+
+
+def _real(value, name, *, minimum=None, strict=False, allow_inf=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    x = float(value)
+    if math.isnan(x) or (math.isinf(x) and not allow_inf):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if minimum is not None and (x < minimum or (strict and x == minimum)):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    return x
+
+
+def _seed_value(seed, name="seed"):
+    """A 64-bit integer seed: `seed` itself, or fresh entropy when it is None."""
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    try:
+        s = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer or None, got {seed!r}") from None
+    if s < 0:
+        raise ValueError(f"{name} must be >= 0, got {s}")
+    return s & 0xFFFFFFFFFFFFFFFF
+
+
+# ---- batches and curriculum ------------------------------------------------------------
+
+def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0, order=None,
+                pacing=None, drop_last=False):
+    """The batches of one epoch: a sequence of index arrays (or slices), made on demand.
+
+    batch_size=None gives one batch of every sample (full-batch gradient
+    descent), 1 gives single samples (SGD), k gives mini-batches of k (the
+    last one smaller unless drop_last).  With shuffle the samples are permuted
+    afresh each epoch: epoch e of seed s is always the same permutation, and
+    different epochs differ.  Without shuffle (and without order) the batches
+    are slices, so X[batch] is a view, not a copy.
+
+    Curriculum learning: `order` lists sample indices from easiest to hardest
+    (e.g. np.argsort(difficulty)); samples it leaves out are never used; `pacing(epoch) -> fraction in (0, 1]` says
+    how much of that order the epoch sees (the easiest ceil(fraction * len(order))
+    samples; see linear_pacing, root_pacing and step_pacing).  The visible
+    samples are shuffled if shuffle, else kept in the order given.
+    """
+    n = operator.index(n_samples) if not isinstance(n_samples, bool) else None
+    if n is None or n < 0:
+        raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
+    batch_size = _positive_int(batch_size, "batch_size", allow_none=True)
+    epoch = operator.index(epoch)
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    if order is not None:
+        order = np.asarray(order)
+        if order.ndim != 1 or not np.issubdtype(order.dtype, np.integer):
+            raise ValueError(f"order must be a 1-D array of sample indices, got shape {order.shape} "
+                             f"and dtype {order.dtype}")
+        if order.size and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"order holds indices outside [0, {n}) (n_samples={n})")
+        if np.unique(order).size != order.size:
+            raise ValueError("order lists some sample more than once")
+    if pacing is not None and not callable(pacing):
+        raise TypeError(f"pacing must be a callable epoch -> fraction of the data, got {pacing!r}")
+    if pacing is not None and order is None:
+        order = np.arange(n)  # pacing alone grows a prefix of the samples as they are
+    if order is not None:
+        if pacing is not None:
+            fraction = _real(pacing(epoch), f"pacing({epoch})")
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(f"pacing({epoch}) must be in (0, 1], got {fraction!r}")
+            # Rounded first so that 0.6 * 100 (= 60.00000000000001) shows 60 samples.
+            order = order[:max(1, math.ceil(round(fraction * order.size, 6)))] if order.size else order
+        visible = order
+    else:
+        visible = None
+    size = n if visible is None else visible.size
+    if shuffle and size:
+        # A generator per (seed, epoch): any epoch can be replayed on its own.
+        rng = np.random.default_rng(None if seed is None else [_seed_value(seed), epoch])
+        visible = rng.permutation(size) if visible is None else rng.permutation(visible)
+    return Batches(visible, size, max(1, size) if batch_size is None else batch_size, drop_last)
+
+
+class Batches(Sequence):
+    """The batches of one epoch, made on demand: batch i is a view of one index array (or a slice).
+
+    A list of batches would hold one array object per batch, which for
+    single-sample SGD on a large data set is far more memory than the indices.
+    """
+
+    def __init__(self, indices, size, batch_size, drop_last):
+        self.indices = indices          # None: the samples in order (batches are slices)
+        self.batch_size = batch_size
+        self._stop = size - size % batch_size if drop_last else size
+        self._size = size
+
+    def __len__(self):
+        return -(-self._stop // self.batch_size)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"batch {i} out of range for {n} batches")
+        start = (i % n) * self.batch_size
+        end = min(start + self.batch_size, self._size)
+        return slice(start, end) if self.indices is None else self.indices[start:end]
+
+    def __repr__(self):
+        return f"Batches({len(self)} of {self.batch_size} from {self._size} samples)"
+
+
+def _check_pacing_args(start_fraction, epochs, epochs_name="full_epoch"):
+    start_fraction = _real(start_fraction, "start_fraction", minimum=0.0, strict=True)
+    if start_fraction > 1:
+        raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction}")
+    return start_fraction, _positive_int(epochs, epochs_name)
+
+
+def linear_pacing(start_fraction=0.2, full_epoch=10):
+    """Pacing that grows the visible fraction linearly from start_fraction (epoch 0) to 1 (full_epoch)."""
+    c0, t_full = _check_pacing_args(start_fraction, full_epoch)
+    return lambda epoch: min(1.0, c0 + (1.0 - c0) * epoch / t_full)
+
+
+def root_pacing(start_fraction=0.2, full_epoch=10, power=2):
+    """Competence-based pacing (Platanios et al. 2019): (t (1 - c0^p) / T + c0^p) ** (1/p), capped at 1.
+
+    Grows fast at first, when the easy samples are few, then slower.
+    """
+    c0, t_full = _check_pacing_args(start_fraction, full_epoch)
+    p = _real(power, "power", minimum=0.0, strict=True)
+    return lambda epoch: min(1.0, (epoch * (1.0 - c0 ** p) / t_full + c0 ** p) ** (1.0 / p))
+
+
+def step_pacing(start_fraction=0.2, step_epochs=2, increase=2.0):
+    """Baby-steps pacing (Hacohen & Weinshall 2019): start_fraction * increase ** (epoch // step_epochs),
+    capped at 1."""
+    c0, every = _check_pacing_args(start_fraction, step_epochs, "step_epochs")
+    factor = _real(increase, "increase", minimum=1.0, strict=True)
+    return lambda epoch: min(1.0, c0 * factor ** (epoch // every))
+
+
+# ---- structures of arrays ------------------------------------------------------------------
+
+def _flatten(tree, name):
+    """The arrays of a structure (array, list/tuple, dict, nested), with labels for messages; None is skipped."""
+    arrays, labels = [], []
+
+    def walk(node, label):
+        if node is None:
+            return
+        if isinstance(node, np.ndarray):
+            arrays.append(node)
+            labels.append(label)
+        elif isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, f"{label}[{key!r}]")
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{label}[{i}]")
+        else:
+            t = type(node)
+            raise TypeError(f"{label} must be a numpy.ndarray (or a list/dict of them), "
+                            f"got {t.__module__}.{t.__qualname__}")
+
+    walk(tree, name)
+    return arrays, labels
+
+
+def _check_no_shared_memory(arrays, labels):
+    """In-place operations on two arrays over the same memory would hit it twice."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, label)
+                   for a, label in zip(arrays, labels) if a.nbytes)
+    for (start0, size0, label0), (start1, _, label1) in zip(spans, spans[1:]):
+        if start1 < start0 + size0:
+            raise ValueError(f"{label1} shares memory with {label0}; each grad must be its own array")
+
+
+def _writable_arrays(grads, name):
+    arrays, labels = _flatten(grads, name)
+    _check_no_shared_memory(arrays, labels)
+    return arrays, labels
+
+
+# ---- gradient noise -------------------------------------------------------------------
+
+def noise_std(step, eta=0.01, gamma=0.55):
+    """The standard deviation sqrt(eta / (1 + step) ** gamma) of the gradient noise at `step` (0-based)."""
+    return math.sqrt(eta / (1.0 + step) ** gamma)
+
+
+def add_gradient_noise(grads, step, *, eta=0.01, gamma=0.55, seed=0):
+    """Add Gaussian noise of variance eta / (1 + step) ** gamma to the grads, in place.
+
+    Neelakantan et al. (2015), "Adding Gradient Noise Improves Learning for
+    Very Deep Networks".  `step` counts from 0.  The noise of every element is
+    a function of (seed, step, the array's position in the structure, the
+    element's index) alone, so it is reproducible and the same for any
+    thread count.  Returns the standard deviation used.
+    """
+    step = operator.index(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    eta = _real(eta, "eta", minimum=0.0)
+    gamma = _real(gamma, "gamma", minimum=0.0)
+    seed = _seed_value(seed)
+    arrays, labels = _writable_arrays(grads, "grads")
+    std = noise_std(step, eta, gamma)
+    _train_kernels.add_noise(arrays, labels, std, seed, step, get_num_threads())
+    return std
+
+
+# ---- clipping and norms -------------------------------------------------------------------
+
+def _norm_type(norm_type):
+    return _real(norm_type, "norm_type", minimum=0.0, strict=True, allow_inf=True)
+
+
+def _reduce(arrays, labels, mode, p=1.0, scale=1.0):
+    return _train_kernels.reduce(arrays, labels, _train_kernels.REDUCE_MODES[mode], p, scale, get_num_threads())
+
+
+def _norm_of(arrays, labels, p):
+    """The p-norm of all elements (NaN if any is NaN, else inf if any is inf), exact to rounding
+    even where the powers overflow or underflow, and the same for any thread count.
+
+    One pass over the grads in the common case; a second only when the first
+    sum is not finite or tiny.
+    """
+    if math.isinf(p):
+        if math.isnan(_reduce(arrays, labels, "sum_zero")):  # some NaN or inf
+            return math.nan if _reduce(arrays, labels, "count_nan") else math.inf
+        return _reduce(arrays, labels, "max_abs")
+    mode = "sum_squares" if p == 2 else "sum_abs" if p == 1 else "sum_power"
+    total = _reduce(arrays, labels, mode, p)
+    if math.isnan(total):  # NaN propagates through a sum of non-negative terms
+        return math.nan
+    if 1e-280 < total < 1e280:
+        return total ** (1.0 / p)
+    max_abs = _reduce(arrays, labels, "max_abs")
+    if math.isinf(max_abs):
+        return math.inf
+    if max_abs == 0.0:
+        return 0.0
+    # The powers overflowed or underflowed: sum them again with the largest
+    # element scaled near 1, by a power of two so that the scaling is exact.
+    scale = math.ldexp(1.0, min(1000, -math.frexp(max_abs)[1]))
+    return _reduce(arrays, labels, mode, p, scale) ** (1.0 / p) / scale
+
+
+def grad_norm(grads, norm_type=2.0):
+    """The norm of all grads together, as if concatenated (torch.nn.utils.get_total_norm)."""
+    p = _norm_type(norm_type)
+    arrays, labels = _flatten(grads, "grads")
+    return _norm_of(arrays, labels, p)
+
+
+def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale all grads in place so that their joint norm is at most max_norm; return the norm before.
+
+    torch.nn.utils.clip_grad_norm_'s rule: grads are multiplied by
+    max_norm / (norm + 1e-6) when that is below 1.  A NaN or infinite norm
+    raises with error_if_nonfinite, else leaves the grads as they are (torch
+    would spread the NaN to every grad).
+    """
+    max_norm = _real(max_norm, "max_norm", minimum=0.0)
+    p = _norm_type(norm_type)
+    arrays, labels = _writable_arrays(grads, "grads")
+    total = _norm_of(arrays, labels, p)
+    if not math.isfinite(total):
+        if error_if_nonfinite:
+            raise RuntimeError(f"the total norm of order {p} of the grads is {total}, so they cannot be "
+                               f"clipped; pass error_if_nonfinite=False to leave them unclipped")
+        return total
+    _scale_to_norm(arrays, labels, total, max_norm)
+    return total
+
+
+def _scale_to_norm(arrays, labels, total, max_norm):
+    coefficient = max_norm / (total + 1e-6)
+    if coefficient < 1.0:
+        _train_kernels.scale(arrays, labels, coefficient, get_num_threads())
+
+
+def clip_grad_value(grads, clip_value):
+    """Clamp every grad element to [-clip_value, clip_value] in place (NaN stays NaN)."""
+    clip_value = _real(clip_value, "clip_value", minimum=0.0)
+    arrays, labels = _writable_arrays(grads, "grads")
+    _train_kernels.clip_value(arrays, labels, clip_value, get_num_threads())
+
+
+def grads_are_finite(grads):
+    """Whether no grad element is NaN or infinite (one parallel pass, no temporaries)."""
+    return _finite(*_flatten(grads, "grads"))
+
+
+# ---- early stopping -------------------------------------------------------------------------
+
+class EarlyStopping:
+    """Stop when a monitored metric has not improved for `patience` epochs; keep the best params.
+
+    Call it once per epoch with the metric and the params (any structure of
+    arrays); it returns True when training should stop.  With restore_best,
+    restore(params) copies the best params seen back into the arrays, in place.
+    An improvement is a metric below best - min_delta (mode='min') or above
+    best + min_delta (mode='max'); NaN is never an improvement.
+
+        stopper = EarlyStopping(patience=5)
+        for epoch in range(100):
+            ...train...
+            if stopper(validation_loss, params):
+                break
+        stopper.restore(params)
+    """
+
+    def __init__(self, patience, min_delta=0.0, mode="min", restore_best=True):
+        self.patience = _positive_int(patience, "patience")
+        self.min_delta = _real(min_delta, "min_delta", minimum=0.0)
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.mode = mode
+        self.restore_best = bool(restore_best)
+        self.reset()
+
+    def reset(self):
+        """Forget everything seen, to reuse the object for another run."""
+        self.best = None
+        self.best_epoch = None
+        self.epochs = 0
+        self.wait = 0
+        self.stopped = False
+        self._best_params = None
+
+    def improves(self, metric):
+        if math.isnan(metric):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return metric < self.best - self.min_delta
+        return metric > self.best + self.min_delta
+
+    def __call__(self, metric, params=None):
+        """Record one epoch's metric (and params); True when training should stop."""
+        metric = float(metric)
+        epoch = self.epochs
+        self.epochs += 1
+        if self.improves(metric):
+            self.best, self.best_epoch, self.wait = metric, epoch, 0
+            if self.restore_best and params is not None:
+                self._keep(params)
+        else:
+            self.wait += 1
+        self.stopped = self.wait >= self.patience
+        return self.stopped
+
+    def _keep(self, params):
+        arrays, _ = _flatten(params, "params")
+        if self._best_params is None or len(self._best_params) != len(arrays) or any(
+                b.shape != a.shape or b.dtype != a.dtype for b, a in zip(self._best_params, arrays)):
+            self._best_params = [np.array(a, copy=True) for a in arrays]
+        else:  # the same arrays as last time: copy into the buffers kept, allocate nothing
+            for kept, a in zip(self._best_params, arrays):
+                np.copyto(kept, a)
+
+    def restore(self, params):
+        """Copy the best params seen into `params` (same structure), in place; False if none were kept."""
+        if self._best_params is None:
+            return False
+        arrays, labels = _flatten(params, "params")
+        if len(arrays) != len(self._best_params):
+            raise ValueError(f"params has {len(arrays)} arrays but {len(self._best_params)} were kept")
+        for kept, a, label in zip(self._best_params, arrays, labels):
+            if kept.shape != a.shape or kept.dtype != a.dtype:
+                raise ValueError(f"{label} has shape {a.shape} and dtype {a.dtype}, but the kept "
+                                 f"copy has shape {kept.shape} and dtype {kept.dtype}")
+        for kept, a in zip(self._best_params, arrays):
+            np.copyto(a, kept)
+        return True
+
+
+# ---- fit ----------------------------------------------------------------------------------
+
+@dataclass
+class History:
+    """What fit() saw, one entry per epoch run.
+
+    loss: the mean training loss over the epoch's batches (weighted by batch
+    size); lr: param_groups[0]['lr'] after the epoch's last step; time: wall
+    seconds of the epoch's training (validation excluded); val: the validation metric
+    (None without one); skipped: steps skipped for non-finite grads;
+    grad_norm: the mean norm of the grads before clipping (only with clip_norm).
+    """
+    epoch: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+    val: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    grad_norm: list = field(default_factory=list)
+    steps: int = 0                 # optimizer steps taken (skipped ones excluded)
+    stopped_early: bool = False
+    best_epoch: int = None         # with early stopping: the epoch whose params were kept
+    restored: bool = False         # whether the best params were copied back at the end
+
+    @property
+    def skipped_steps(self):
+        return sum(self.skipped)
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _batch_of(data, index):
+    if isinstance(data, tuple):
+        return tuple(d[index] for d in data)
+    return data[index]
+
+
+def _n_samples(data):
+    parts = data if isinstance(data, tuple) else (data,)
+    if not parts:
+        raise ValueError("data must be an array or a tuple of arrays with one row per sample, got ()")
+    lengths = []
+    for i, d in enumerate(parts):
+        if not hasattr(d, "shape") or not hasattr(d, "__getitem__") or len(d.shape) == 0:
+            where = f"data[{i}]" if isinstance(data, tuple) else "data"
+            raise TypeError(f"{where} must be an array with one row per sample (data: an array or a tuple "
+                            f"of arrays), got {type(d).__qualname__}")
+        lengths.append(d.shape[0])
+    if len(set(lengths)) != 1:
+        raise ValueError(f"the arrays of data have different numbers of rows: {lengths}")
+    return lengths[0]
+
+
+def _current_lr(optimizer):
+    lr = optimizer.param_groups[0].get("lr")
+    return float(lr) if isinstance(lr, numbers.Real) else lr
+
+
+def _progress_bar(progress, epochs):
+    if progress is False:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if progress is None:  # the default: a bar if tqdm is there
+            return None
+        raise ImportError("fit(progress=True) shows a tqdm progress bar, and tqdm is not installed: "
+                          "pip install 'fastoptim[progress]' (or tqdm), or pass progress=False") from None
+    return tqdm(total=epochs, desc="fit", unit="epoch", leave=False)
+
+
+def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuffle=True, seed=None,
+        order=None, pacing=None, drop_last=False, clip_value=None, clip_norm=None, norm_type=2.0,
+        grad_noise=None, skip_nonfinite=True, validation=None, early_stopping=None, callback=None,
+        progress=None):
+    """Train `params` with `optimizer` for `epochs` passes over `data`; return a History.
+
+    params: the arrays the optimizer updates, in the structure it was given
+        (they must be its params, the same arrays).
+    loss_and_grad(params, batch) -> (loss, grads): grads in the params'
+        structure; they may be modified in place (clipping, noise).
+    data: an array, or a tuple of arrays with one row per sample; a batch is
+        the same structure indexed by the batch's rows (a view when the
+        batches are slices, i.e. without shuffle or order; else NumPy's
+        gather, a copy of the batch's rows).
+    batch_size, shuffle, seed, order, pacing, drop_last: as minibatches();
+        each epoch draws its batches with the epoch's number, so a seed makes
+        the whole run reproducible.
+    clip_value: clamp each grad element to [-clip_value, clip_value].
+    clip_norm, norm_type: scale the grads so their joint norm is at most clip_norm.
+    grad_noise: None, True (eta=0.01, gamma=0.55) or a dict with eta and/or
+        gamma: Gaussian noise of variance eta / (1 + t) ** gamma added to the
+        grads at step t (after clipping), seeded from `seed`.
+    skip_nonfinite: skip a step whose grads hold NaN or inf (params and
+        optimizer state untouched), count it in History.skipped and warn.
+    validation(params) -> float: evaluated after every epoch (History.val).
+    early_stopping: an EarlyStopping watching the validation metric (or the
+        training loss without validation); fit resets it first.  With
+        restore_best the best params are copied back when training ends.
+    callback(epoch, record) -> bool: called after every epoch with that
+        epoch's entries ({'loss', 'lr', 'time', 'val', ...}); True stops.
+    progress: a tqdm bar over epochs (None: if tqdm is installed).
+    """
+    epochs = _positive_int(epochs, "epochs")
+    n = _n_samples(data)
+    if n == 0:
+        raise ValueError("data has no samples")
+    if not callable(loss_and_grad):
+        raise TypeError(f"loss_and_grad must be a callable (params, batch) -> (loss, grads), got {loss_and_grad!r}")
+    if not (hasattr(optimizer, "step") and hasattr(optimizer, "param_groups")):
+        raise TypeError(f"optimizer must be a fastoptim optimizer, got {type(optimizer).__qualname__}")
+    param_arrays, _ = _flatten(params, "params")
+    optimizer_arrays = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(param_arrays) != len(optimizer_arrays) or any(
+            a is not b for a, b in zip(param_arrays, optimizer_arrays)):
+        raise ValueError("params must be the arrays the optimizer updates (the same objects, in its order): "
+                         f"got {len(param_arrays)} arrays, the optimizer has {len(optimizer_arrays)}")
+    clip_value = None if clip_value is None else _real(clip_value, "clip_value", minimum=0.0)
+    clip_norm = None if clip_norm is None else _real(clip_norm, "clip_norm", minimum=0.0)
+    p = _norm_type(norm_type)
+    noise = _noise_options(grad_noise)
+    for name, fn in (("validation", validation), ("callback", callback)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable, got {fn!r}")
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"early_stopping must be an EarlyStopping, got {type(early_stopping).__qualname__}")
+    base_seed = _seed_value(seed)
+    # Validates batch_size, order and pacing before any step.
+    minibatches(n, batch_size, shuffle=shuffle, seed=base_seed, epoch=0, order=order, pacing=pacing,
+                drop_last=drop_last)
+    noise_seed = int(np.random.SeedSequence([base_seed, 1]).generate_state(1, np.uint64)[0])
+
+    if early_stopping is not None:
+        early_stopping.reset()
+    history = History()
+    bar = _progress_bar(progress, epochs)
+    try:
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            batches = minibatches(n, batch_size, shuffle=shuffle, seed=base_seed, epoch=epoch, order=order,
+                                  pacing=pacing, drop_last=drop_last)
+            loss_sum, seen, skipped, norm_sum, norms = 0.0, 0, 0, 0.0, 0
+            for index in batches:
+                loss, grads = loss_and_grad(params, _batch_of(data, index))
+                rows = index.stop - index.start if isinstance(index, slice) else len(index)
+                loss_sum += float(loss) * rows
+                seen += rows
+                arrays, labels = _writable_arrays(grads, "grads")
+                if clip_norm is not None:
+                    # The norm doubles as the finiteness check: it is finite
+                    # exactly when every element is (overflow is rescaled away).
+                    total = _norm_of(arrays, labels, p)
+                    if math.isfinite(total):
+                        norm_sum += total
+                        norms += 1
+                        _scale_to_norm(arrays, labels, total, clip_norm)
+                    elif skip_nonfinite:
+                        skipped += 1
+                        continue
+                elif skip_nonfinite and not _finite(arrays, labels):
+                    skipped += 1
+                    continue
+                if clip_value is not None:
+                    _train_kernels.clip_value(arrays, labels, clip_value, get_num_threads())
+                if noise is not None:
+                    std = noise_std(history.steps, noise["eta"], noise["gamma"])
+                    _train_kernels.add_noise(arrays, labels, std, noise_seed, history.steps, get_num_threads())
+                optimizer.step(grads)
+                history.steps += 1
+            train_loss = loss_sum / seen if seen else math.nan
+            elapsed = time.perf_counter() - start
+            val = float(validation(params)) if validation is not None else None
+            record = dict(epoch=epoch, loss=train_loss, lr=_current_lr(optimizer),
+                          time=elapsed, val=val, skipped=skipped,
+                          grad_norm=norm_sum / norms if norms else (math.nan if clip_norm is not None else None))
+            for key, value in record.items():
+                getattr(history, key).append(value)
+            if skipped:
+                warnings.warn(f"fit: epoch {epoch} skipped {skipped} of {len(batches)} steps whose grads "
+                              f"held NaN or inf", RuntimeWarning, stacklevel=2)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in (("loss", train_loss), ("val", val)) if v is not None})
+            stop = False
+            if early_stopping is not None:
+                stop = early_stopping(val if validation is not None else train_loss, params)
+            if callback is not None and callback(epoch, record):
+                stop = True
+            if stop:
+                history.stopped_early = epoch + 1 < epochs
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if early_stopping is not None:
+        history.best_epoch = early_stopping.best_epoch
+        if early_stopping.restore_best and early_stopping.best_epoch is not None:
+            history.restored = early_stopping.restore(params)
+    return history
+
+
+def _finite(arrays, labels):
+    return not math.isnan(_reduce(arrays, labels, "sum_zero"))
+
+
+def _noise_options(grad_noise):
+    if grad_noise is None or grad_noise is False:
+        return None
+    options = {"eta": 0.01, "gamma": 0.55}
+    if grad_noise is not True:
+        if not isinstance(grad_noise, Mapping) or set(grad_noise) - set(options):
+            raise ValueError(f"grad_noise must be None, True or a dict with 'eta' and/or 'gamma', got {grad_noise!r}")
+        options.update(grad_noise)
+    return {name: _real(value, f"grad_noise[{name!r}]", minimum=0.0) for name, value in options.items()}
