@@ -640,10 +640,12 @@ cdef class StepPlan:
         cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
         cdef str name = f"params[{self.keys[i]!r}].grad"
         cdef char *begin
+        cdef fo_index nbytes
         self.forget_grads()
         if problem:
             begin = <char *><Py_ssize_t>g.data_ptr()
-            hit = self.find_overlap(begin, begin + g.numel() * g.element_size())
+            nbytes = g.numel() * g.element_size()
+            hit = self.find_overlap(begin, begin + nbytes)
             raise ValueError(f"{name} shares memory with {self.param_name(hit)} or its state; "
                              f"a gradient must be its own tensor")
         if g.is_sparse or str(g.layout) != "torch.strided":

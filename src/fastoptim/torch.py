@@ -21,6 +21,7 @@ steps taken under it (0 for the first step): the group then keeps it under
 'lr_schedule', its step count under 'lr_schedule_t', and 'lr' shows the value
 used.  Do not combine a callable lr with an lr_scheduler (both would set 'lr').
 """
+import copy
 from collections import defaultdict
 
 import numpy as np
@@ -91,7 +92,6 @@ class _ParamState(dict):
         return (dict, (dict(self),))
 
     def __deepcopy__(self, memo):
-        import copy
         return copy.deepcopy(dict(self), memo)
 
 
@@ -130,7 +130,6 @@ class _StateMap(defaultdict):
         return (dict, ({k: dict(v) for k, v in self.items()},))
 
     def __deepcopy__(self, memo):
-        import copy
         return copy.deepcopy({k: dict(v) for k, v in self.items()}, memo)
 
 
@@ -369,11 +368,19 @@ class Optimizer(torch.optim.Optimizer):
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self):
-        """torch.optim's state_dict; 'step' as torch's float tensor (a snapshot)."""
+        """torch.optim's state_dict layout, keys and dtypes ('step' a float tensor).
+
+        Unlike torch's, a snapshot: state tensors are copies, so the dict stays
+        consistent as training goes on and an optimizer loading it never shares
+        memory with this one.
+        """
         sd = super().state_dict()
         scalar = _scalar_dtype()
-        sd["state"] = {k: ({**v, "step": torch.tensor(float(v["step"]), dtype=scalar)} if "step" in v else dict(v))
-                       for k, v in sd["state"].items()}
+        sd["state"] = {key: {name: (torch.tensor(float(value), dtype=scalar) if name == "step"
+                                    else value.clone() if isinstance(value, torch.Tensor)
+                                    else copy.deepcopy(value))
+                             for name, value in entry.items()}
+                       for key, entry in sd["state"].items()}
         return sd
 
     def load_state_dict(self, state_dict):
