@@ -35,6 +35,9 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
+    parser.add_argument("--torch", action="store_true",
+                        help="fastoptim.torch against torch.optim: one step over a ~10M-parameter MLP "
+                             "and over 1000 small tensors")
 
 
 def _parse_sizes(text):
@@ -238,6 +241,9 @@ def plot(results, path):
 
 
 def main(args):
+    if args.torch:
+        from . import torch_bench
+        return torch_bench.main(args)
     optimizers = [o.strip() for o in args.optimizers.split(",")]
     unknown = [o for o in optimizers if o not in BY_NAME]
     if unknown:
