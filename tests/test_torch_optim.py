@@ -306,6 +306,7 @@ def test_callable_lr_is_a_schedule(torch, ft):
     used = []
     model = make_mlp(torch)
     opt = ft.Adam(model.parameters(), lr=lambda t: 0.02 * 0.9 ** t)
+    assert opt.param_groups[0]["lr"] == 0.02 and opt.param_groups[0]["lr_schedule_t"] == 0
     for k, (x, y) in enumerate(batches(torch, 10)):
         opt.zero_grad()
         ((model(x) - y) ** 2).mean().backward()

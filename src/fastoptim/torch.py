@@ -19,7 +19,9 @@ an int64 tensor, live during training; state_dict() writes torch's float
 `step`.  lr may also be a schedule, any callable `lr(t)` with t the number of
 steps taken under it (0 for the first step): the group then keeps it under
 'lr_schedule', its step count under 'lr_schedule_t', and 'lr' shows the value
-used.  Do not combine a callable lr with an lr_scheduler (both would set 'lr').
+used (before the first step, the value it will use).  Do not combine a callable
+lr with an lr_scheduler (both would set 'lr'); torch.save needs a picklable
+schedule (a lambda is not).
 """
 import copy
 from collections import defaultdict
@@ -208,7 +210,10 @@ class Optimizer(torch.optim.Optimizer):
         gi = len(self.param_groups) - 1
         try:
             self._check_torch_flags(group, f"param_groups[{gi}]")
-            self._kernel_hyper(group, gi)
+            _, scheduled = self._kernel_hyper(group, gi)
+            if scheduled is not None and scheduled[0] is not None:
+                # 'lr' shows the value the next step uses; the schedule moves aside
+                group["lr"], group["lr_schedule"], group["lr_schedule_t"] = scheduled[2], scheduled[0], scheduled[1]
             names = group.get("param_names")
             for j, p in enumerate(group["params"]):
                 _check_tensor(p, f"param_groups[{gi}]['params'][{j}]" + (f" ({names[j]!r})" if names else ""))
