@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 from . import _kernels
 from . import optim as _optim
+from .optim.optimizer import _State, state_operands
 
 _TORCH_DTYPES = (torch.float32, torch.float64)
 _to_dlpack = torch._C._to_dlpack
@@ -50,51 +51,13 @@ class _Version:
         self.value = 0
 
 
-class _ParamState(dict):
+class _ParamState(_State):
     """One param's state; assigning to it invalidates the optimizer's pointer tables."""
 
-    __slots__ = ("_version",)
-
-    def __init__(self, version, *args):
-        super().__init__(*args)
-        self._version = version
+    __slots__ = ()
 
     def _changed(self):
-        self._version.value += 1
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key):
-        super().__delitem__(key)
-        self._changed()
-
-    def update(self, *args, **kwargs):
-        super().update(*args, **kwargs)
-        self._changed()
-
-    def setdefault(self, key, default=None):
-        self._changed()
-        return super().setdefault(key, default)
-
-    def pop(self, *args):
-        self._changed()
-        return super().pop(*args)
-
-    def popitem(self):
-        self._changed()
-        return super().popitem()
-
-    def clear(self):
-        super().clear()
-        self._changed()
-
-    def __reduce__(self):
-        return (dict, (dict(self),))
-
-    def __deepcopy__(self, memo):
-        return copy.deepcopy(dict(self), memo)
+        self._owner.value += 1  # the owner here is the optimizer's _Version
 
 
 class _StateMap(defaultdict):
@@ -295,22 +258,13 @@ class Optimizer(torch.optim.Optimizer):
             _check_tensor(p, f"params[{keys[i]!r}]")
             views.append(p.detach().numpy())
             state = self.state.get(p)
-            group_slots = slots[groups[i]]
-            if all(name is None for name in group_slots):
-                state_arrays.append((None,) * len(group_slots))  # nothing to keep for these options
+            operands = state_operands(
+                state, slots[groups[i]],
+                lambda name: self._new_state(self.param_groups[groups[i]], p, name),
+                lambda tensor, name: self._state_view(tensor, p, keys[i], name))
+            state_arrays.append(operands)
+            if operands is None or all(a is None for a in operands):
                 continue
-            if not state:
-                state_arrays.append(None)
-                continue
-            arrays = []
-            for name in group_slots:
-                if name is None:
-                    arrays.append(None)
-                    continue
-                if name not in state:  # an option switched on after this state began
-                    dict.__setitem__(state, name, self._new_state(self.param_groups[groups[i]], p, name))
-                arrays.append(self._state_view(state[name], p, keys[i], name))
-            state_arrays.append(tuple(arrays))
             if self._twin._has_step:
                 steps[i] = _step_count(state.get("step", 0), f"state[params[{keys[i]!r}]]['step']")
                 # The live 'step' is a 0-d view of the count the kernels advance.

@@ -74,7 +74,7 @@ def run(optimizers, threads_list, variants, rounds, min_seconds, out=sys.stdout)
                 n = sum(p.numel() for p in make_model(torch, model_name).parameters())
                 print(f"\n{model_name}: {description}, {n / 1e6:.2f}M parameters", file=out)
                 header = f"{'':10}{'fastoptim.torch':>16}" + "".join(f"{'torch ' + v:>16}" for v in variants)
-                print(header + "".join(f"{'vs ' + v:>11}" for v in variants), file=out)
+                print(header + "".join(f"{'vs ' + v:>12}" for v in variants), file=out)
                 for name in optimizers:
                     spec = BY_NAME[name]
                     times = measure(contenders(torch, spec, model_name, variants), rounds, min_seconds)
@@ -85,7 +85,7 @@ def run(optimizers, threads_list, variants, rounds, min_seconds, out=sys.stdout)
                     cells = [_format_time(times[f"torch {v}"]) if f"torch {v}" in times else "-" for v in variants]
                     ratios = [f"{speedups[v]:.2f}x" if v in speedups else "-" for v in variants]
                     print(f"{name:10}{_format_time(ours):>16}" + "".join(f"{c:>16}" for c in cells)
-                          + "".join(f"{r:>11}" for r in ratios), file=out)
+                          + "".join(f"{r:>12}" for r in ratios), file=out)
     return results
 
 

@@ -292,21 +292,13 @@ class Optimizer:
         for i, p in enumerate(params):
             state = self._states[i] if i < len(self._states) else None
             group_slots = slots[groups[i]] if groups[i] < len(slots) else ()
-            if all(name is None for name in group_slots):
-                state_arrays.append((None,) * len(group_slots))  # nothing to keep for these options
+            operands = state_operands(
+                state, group_slots,
+                lambda name: self._new_state(self.param_groups[groups[i]], p, name),
+                lambda array, name: self._checked_state(array, p, i, name))
+            state_arrays.append(operands)
+            if operands is None or all(a is None for a in operands):
                 continue
-            if not state:
-                state_arrays.append(None)
-                continue
-            arrays = []
-            for name in group_slots:
-                if name is None:
-                    arrays.append(None)
-                    continue
-                if name not in state:  # an option switched on after this state began
-                    dict.__setitem__(state, name, self._new_state(self.param_groups[groups[i]], p, name))
-                arrays.append(self._checked_state(state[name], p, i, name))
-            state_arrays.append(tuple(arrays))
             if self._has_step:
                 steps[i] = _step_value(state.get("step", 0), i)
                 # The state's 'step' is a live 0-d view of the count the kernels advance.
@@ -432,6 +424,25 @@ class Optimizer:
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def state_operands(state, slots, new_array, checked):
+    """One param's state arrays in kernel operand order (None for slots its options
+    leave unused), or None while it has no state yet.  A slot switched on after the
+    state began gets new_array(name); every array passes through checked(array, name)."""
+    if all(name is None for name in slots):
+        return (None,) * len(slots)  # nothing to keep for these options
+    if not state:
+        return None
+    arrays = []
+    for name in slots:
+        if name is None:
+            arrays.append(None)
+            continue
+        if name not in state:  # an option switched on after this state began
+            dict.__setitem__(state, name, new_array(name))
+        arrays.append(checked(state[name], name))
+    return tuple(arrays)
 
 
 def _step_value(value, i):
