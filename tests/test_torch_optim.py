@@ -480,3 +480,18 @@ def test_batchnorm_mlp_learns_digits(torch, ft):
     with torch.no_grad():
         accuracy = (model(X_test).argmax(1) == y_test).float().mean().item()
     assert accuracy >= 0.95, accuracy
+
+
+def test_bench_torch_runs(torch, monkeypatch):
+    """python -m fastoptim bench --torch, on small stand-ins for its two models."""
+    from fastoptim import torch_bench
+    monkeypatch.setattr(torch_bench, "make_model", lambda torch, name: torch.nn.Sequential(
+        *[torch.nn.Linear(8, 8) for _ in range(2 if name == "large" else 20)]))
+    out = io.StringIO()
+    results = torch_bench.run(["adam", "rmsprop"], (1,), ["fused", "foreach"], rounds=1, min_seconds=0.0, out=out)
+    text = out.getvalue()
+    assert "vs fused" in text and "adam" in text and "rmsprop" in text
+    runs = {(r["optimizer"], r["model"]): r for r in results["runs"]}
+    assert set(runs) == {(o, m) for o in ("adam", "rmsprop") for m in ("large", "many")}
+    assert set(runs[("adam", "many")]["speedups"]) == {"fused", "foreach"}
+    assert set(runs[("rmsprop", "many")]["speedups"]) == {"foreach"}  # torch has no fused RMSprop

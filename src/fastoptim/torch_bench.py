@@ -65,28 +65,37 @@ def run(optimizers, threads_list, variants, rounds, min_seconds, out=sys.stdout)
                            "torch": torch.__version__, "simd_level": get_simd_level(),
                            "cores": _kernels.usable_cores()},
                "dtype": "float32", "runs": []}
-    for threads in threads_list:
-        torch.set_num_threads(threads)
-        with num_threads(threads):
-            print(f"\nfloat32, {threads} thread(s) (torch and fastoptim), SIMD {get_simd_level()}; "
-                  f"one step, median of {rounds} interleaved rounds", file=out)
-            for model_name, description in MODELS.items():
-                n = sum(p.numel() for p in make_model(torch, model_name).parameters())
-                print(f"\n{model_name}: {description}, {n / 1e6:.2f}M parameters", file=out)
-                header = f"{'':10}{'fastoptim.torch':>16}" + "".join(f"{'torch ' + v:>16}" for v in variants)
-                print(header + "".join(f"{'vs ' + v:>12}" for v in variants), file=out)
-                for name in optimizers:
-                    spec = BY_NAME[name]
-                    times = measure(contenders(torch, spec, model_name, variants), rounds, min_seconds)
-                    ours = times["fastoptim.torch"]
-                    speedups = {v: times[f"torch {v}"] / ours for v in variants if f"torch {v}" in times}
-                    results["runs"].append({"optimizer": name, "model": model_name, "parameters": n,
-                                            "threads": threads, "times": times, "speedups": speedups})
-                    cells = [_format_time(times[f"torch {v}"]) if f"torch {v}" in times else "-" for v in variants]
-                    ratios = [f"{speedups[v]:.2f}x" if v in speedups else "-" for v in variants]
-                    print(f"{name:10}{_format_time(ours):>16}" + "".join(f"{c:>16}" for c in cells)
-                          + "".join(f"{r:>12}" for r in ratios), file=out)
+    torch_threads = torch.get_num_threads()
+    try:
+        for threads in threads_list:
+            torch.set_num_threads(threads)
+            with num_threads(threads):
+                _run_threads(torch, optimizers, threads, variants, rounds, min_seconds, results, out)
+    finally:
+        torch.set_num_threads(torch_threads)
     return results
+
+
+def _run_threads(torch, optimizers, threads, variants, rounds, min_seconds, results, out):
+    """One table per model: every optimizer, every contender, at `threads` threads."""
+    print(f"\nfloat32, {threads} thread(s) (torch and fastoptim), SIMD {get_simd_level()}; "
+          f"one step, median of {rounds} interleaved rounds", file=out)
+    for model_name, description in MODELS.items():
+        n = sum(p.numel() for p in make_model(torch, model_name).parameters())
+        print(f"\n{model_name}: {description}, {n / 1e6:.2f}M parameters", file=out)
+        header = f"{'':10}{'fastoptim.torch':>16}" + "".join(f"{'torch ' + v:>16}" for v in variants)
+        print(header + "".join(f"{'vs ' + v:>12}" for v in variants), file=out)
+        for name in optimizers:
+            spec = BY_NAME[name]
+            times = measure(contenders(torch, spec, model_name, variants), rounds, min_seconds)
+            ours = times["fastoptim.torch"]
+            speedups = {v: times[f"torch {v}"] / ours for v in variants if f"torch {v}" in times}
+            results["runs"].append({"optimizer": name, "model": model_name, "parameters": n,
+                                    "threads": threads, "times": times, "speedups": speedups})
+            cells = [_format_time(times[f"torch {v}"]) if f"torch {v}" in times else "-" for v in variants]
+            ratios = [f"{speedups[v]:.2f}x" if v in speedups else "-" for v in variants]
+            print(f"{name:10}{_format_time(ours):>16}" + "".join(f"{c:>16}" for c in cells)
+                  + "".join(f"{r:>12}" for r in ratios), file=out)
 
 
 def main(args):
