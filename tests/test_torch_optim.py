@@ -436,7 +436,7 @@ def test_bad_schedule_value_changes_nothing(torch, ft):
         p.grad = torch.ones_like(p)
         opt.step()
     before = p.detach().clone()
-    with pytest.raises(ValueError, match=r"Invalid learning rate.*lr_schedule\(2\)"):
+    with pytest.raises(ValueError, match=r"Invalid learning rate.*returned by lr_schedule\(2\)"):
         opt.step()
     assert torch.equal(p.detach(), before)
     assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["lr_schedule_t"] == 2
@@ -495,3 +495,26 @@ def test_bench_torch_runs(torch, monkeypatch):
     assert set(runs) == {(o, m) for o in ("adam", "rmsprop") for m in ("large", "many")}
     assert set(runs[("adam", "many")]["speedups"]) == {"fused", "foreach"}
     assert set(runs[("rmsprop", "many")]["speedups"]) == {"foreach"}  # torch has no fused RMSprop
+
+
+def test_steps_do_not_grow_memory(torch, ft):
+    import gc
+    import tracemalloc
+    model = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(20)])
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt = ft.Adam(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        opt.step()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        opt.step()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            opt.step()
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert growth < 4096, growth

@@ -207,7 +207,6 @@ class Optimizer(torch.optim.Optimizer):
             schedule, t = group.get("lr_schedule"), group.get("lr_schedule_t", 0)
         if schedule is not None:
             value = schedule(t)
-            where += f" (lr_schedule({t}))"
         elif isinstance(lr, torch.Tensor):
             if lr.numel() != 1:
                 raise ValueError(f"Invalid learning rate: lr is a tensor of shape {tuple(lr.shape)} ({where}); "
@@ -217,7 +216,13 @@ class Optimizer(torch.optim.Optimizer):
             return self._twin._check_group(self, group, where), None
         if isinstance(value, (np.floating, np.integer)) or (isinstance(value, int) and not isinstance(value, bool)):
             value = float(value)
-        return self._twin._check_group(self, dict(group, lr=value), where), (schedule, t, value)
+        try:
+            hyper = self._twin._check_group(self, dict(group, lr=value), where)
+        except (TypeError, ValueError) as error:
+            if schedule is None:
+                raise
+            raise type(error)(f"{error} (returned by lr_schedule({t}))") from None
+        return hyper, (schedule, t, value)
 
     # ---- state ------------------------------------------------------------
     def _new_state(self, group, p, name):
