@@ -409,6 +409,21 @@ def test_param_moved_after_construction(torch, ft):
         opt.step()
 
 
+def test_param_reshaped_in_place_after_construction(torch, ft):
+    """p.data = p.data.view(...) keeps the memory but not the shape: the plan follows."""
+    runs = []
+    for module in (ft, torch.optim):
+        p = torch.nn.Parameter(torch.arange(12.0, dtype=torch.float64).reshape(4, 3))
+        opt = module.SGD([p], lr=0.1)
+        p.grad = torch.ones(4, 3, dtype=torch.float64)
+        opt.step()
+        p.data = p.data.view(12)
+        p.grad = torch.arange(12.0, dtype=torch.float64)
+        opt.step()
+        runs.append(p.detach().clone())
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(lr=-0.1), ValueError, "Invalid learning rate"),
     (dict(betas=(1.0, 0.9)), ValueError, "Invalid beta parameter at index 0"),

@@ -623,6 +623,9 @@ cdef class StepPlan:
                         self.raise_bad_torch_grad(i, g, "")
                     begin = dlpack_grad_data(capsule, p, &nbytes)
                     if begin == NULL:
+                        if self.tensor_reshaped(i):  # same memory, new shape or dtype: rebuild
+                            self.forget_grads()
+                            return -1
                         self.raise_bad_torch_grad(i, g, "")
                     if nbytes > 0 and self.find_overlap(begin, begin + nbytes) >= 0:
                         self.raise_bad_torch_grad(i, g, "shares memory")
@@ -635,6 +638,10 @@ cdef class StepPlan:
             self.forget_grads()
             return -1
         return n_missing
+
+    cdef bint tensor_reshaped(self, Py_ssize_t i) except -1:
+        t, p = self.tensors[i], self.params[i]
+        return tuple(t.shape) != p.shape or str(t.dtype) != "torch." + p.dtype.name
 
     cdef int raise_bad_torch_grad(self, Py_ssize_t i, g, str problem) except -1:
         cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
