@@ -159,11 +159,11 @@ def test_add_param_group_and_deepcopy(torch, ft):
 
 # ---- checkpoints -------------------------------------------------------------------
 
-def saved(torch, state_dict):
+def saved(torch, state_dict, weights_only=True):
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     buffer.seek(0)
-    return torch.load(buffer)
+    return torch.load(buffer, weights_only=weights_only)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
@@ -306,19 +306,45 @@ def test_callable_lr_is_a_schedule(torch, ft):
     used = []
     model = make_mlp(torch)
     opt = ft.Adam(model.parameters(), lr=lambda t: 0.02 * 0.9 ** t)
-    assert opt.param_groups[0]["lr"] == 0.02 and opt.param_groups[0]["lr_schedule_t"] == 0
+    assert opt.param_groups[0]["lr"] == 0.02 and opt.step_count == 0
     for k, (x, y) in enumerate(batches(torch, 10)):
         opt.zero_grad()
         ((model(x) - y) ** 2).mean().backward()
         opt.step()
         used.append(opt.param_groups[0]["lr"])
     assert used == [0.02 * 0.9 ** t for t in range(10)]
-    assert opt.param_groups[0]["lr_schedule_t"] == 10
+    assert opt.step_count == 10 and callable(opt.param_groups[0]["lr_schedule"])
     model = make_mlp(torch)
     theirs = torch.optim.Adam(model.parameters(), lr=0.02)
     train(torch, model, theirs, batches(torch, 10),
           scheduler=torch.optim.lr_scheduler.LambdaLR(theirs, lambda t: 0.9 ** t))
     assert_same_state(torch, opt, theirs, 1e-10)
+
+
+def halving(t):
+    return 0.04 * 0.5 ** t
+
+
+def test_schedule_checkpoint_and_replacement(torch, ft):
+    """step_count travels in the state_dict (torch.optim ignores it); a number written
+    to 'lr' replaces the schedule; a schedule written to 'lr' installs it."""
+    model = make_mlp(torch)
+    opt = ft.SGD(model.parameters(), lr=halving)
+    train(torch, model, opt, batches(torch, 3))
+    sd = saved(torch, opt.state_dict(), weights_only=False)  # a schedule is code, not weights
+    assert sd["step_count"] == 3 and sd["param_groups"][0]["lr"] == 0.04 * 0.5 ** 2
+    torch.optim.SGD(make_mlp(torch).parameters()).load_state_dict(sd)
+    other = ft.SGD(model.parameters(), lr=0.5)
+    other.load_state_dict(sd)
+    assert other.step_count == 3 and other.param_groups[0]["lr_schedule"] is halving
+    train(torch, model, other, batches(torch, 1))
+    assert other.param_groups[0]["lr"] == 0.04 * 0.5 ** 3
+    other.param_groups[0]["lr"] = 0.01
+    train(torch, model, other, batches(torch, 1))
+    assert other.param_groups[0]["lr"] == 0.01 and "lr_schedule" not in other.param_groups[0]
+    other.param_groups[0]["lr"] = halving
+    train(torch, model, other, batches(torch, 1))
+    assert other.param_groups[0]["lr"] == 0.04 * 0.5 ** 5 and other.step_count == 6
 
 
 def test_tensor_lr(torch, ft):
@@ -451,10 +477,10 @@ def test_bad_schedule_value_changes_nothing(torch, ft):
         p.grad = torch.ones_like(p)
         opt.step()
     before = p.detach().clone()
-    with pytest.raises(ValueError, match=r"Invalid learning rate.*returned by lr_schedule\(2\)"):
+    with pytest.raises(ValueError, match=r"Invalid learning rate.*\['lr_schedule'\] at step t=2"):
         opt.step()
     assert torch.equal(p.detach(), before)
-    assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["lr_schedule_t"] == 2
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.step_count == 2
 
 
 def test_import_error_without_torch():

@@ -16,14 +16,17 @@ the groups (checkpoints round-trip) but change nothing, since every step is
 one fused multi-tensor kernel; `capturable=True` and `differentiable=True`
 are errors (CUDA graphs, autograd through the step).  `state[p]['step']` is
 an int64 tensor, live during training; state_dict() writes torch's float
-`step`.  lr may also be a schedule, any callable `lr(t)` with t the number of
-steps taken under it (0 for the first step): the group then keeps it under
-'lr_schedule', its step count under 'lr_schedule_t', and 'lr' shows the value
-used (before the first step, the value it will use).  Do not combine a callable
-lr with an lr_scheduler (both would set 'lr'); torch.save needs a picklable
-schedule (a lambda is not).
+`step`.  lr may also be a schedule (fastoptim.schedules, or any callable
+taking the step), as in fastoptim.optim: t = step_count, the number of step()
+calls made (0 for the first); the group keeps the schedule under
+'lr_schedule' and 'lr' shows the value used (before the first step, the value
+the first step will use).  Writing a number to 'lr' (as torch's lr_scheduler
+classes do) replaces the group's schedule.  state_dict() adds 'step_count',
+which torch.optim ignores; a checkpoint holding a schedule needs a picklable one
+(not a lambda) and torch.load(..., weights_only=False).
 """
 import copy
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -36,6 +39,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 from . import _kernels
 from . import optim as _optim
+from ._hyper import _number
 from .optim.optimizer import _State, state_operands
 
 _TORCH_DTYPES = (torch.float32, torch.float64)
@@ -132,6 +136,23 @@ def _step_count(value, where):
     return int(f)
 
 
+_STAND_IN_LR = 0.0
+
+
+def _scheduled_lr(schedule, t, where):
+    """A schedule's lr at step t, checked like any lr (a finite float >= 0)."""
+    lr = schedule(t)
+    if type(lr) is float and 0.0 <= lr < math.inf:  # the usual case, kept fast
+        return lr
+    return _number("learning rate", "lr", lr, f" ({where}['lr_schedule'] at step t={t})")
+
+
+def _checked_step_count(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (the number of steps taken), got {value!r}")
+    return int(value)
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base of fastoptim's torch.optim drop-ins.  A subclass names its fastoptim.optim
     twin (`_twin`), which owns the rule, the hyperparameter checks and the state layout."""
@@ -143,7 +164,18 @@ class Optimizer(torch.optim.Optimizer):
         self._plan = None
         self._plan_key = None
         self._fresh = set()  # flat indices of params whose state began this step (SGD)
+        self._step_count = 0  # step() calls made: the t schedules are evaluated at
+        self._lr_written = {}  # group index -> (schedule, lr) this optimizer last wrote there
         super().__init__(params, defaults)
+
+    @property
+    def step_count(self):
+        """The number of step() calls made: the t at which the next step evaluates schedules."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        self._step_count = _checked_step_count(value, "step_count")
 
     # ---- state containers ------------------------------------------------------
     @property
@@ -159,6 +191,7 @@ class Optimizer(torch.optim.Optimizer):
     def __setstate__(self, state):
         if "_version" not in self.__dict__:  # unpickling: __init__ did not run
             self._version, self._plan, self._plan_key, self._fresh = _Version(), None, None, set()
+            self._step_count, self._lr_written = 0, {}
         state = dict(state)
         state_map = state.pop("state", None)
         super().__setstate__(state)
@@ -172,11 +205,14 @@ class Optimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         gi = len(self.param_groups) - 1
         try:
-            self._check_torch_flags(group, f"param_groups[{gi}]")
-            _, scheduled = self._kernel_hyper(group, gi)
-            if scheduled is not None and scheduled[0] is not None:
-                # 'lr' shows the value the next step uses; the schedule moves aside
-                group["lr"], group["lr_schedule"], group["lr_schedule_t"] = scheduled[2], scheduled[0], scheduled[1]
+            where = f"param_groups[{gi}]"
+            self._check_torch_flags(group, where)
+            schedule = self._group_schedule(gi, group)
+            if schedule is not None:  # 'lr' shows the value the next step uses
+                group["lr"] = _scheduled_lr(schedule, self._step_count, where)
+                group["lr_schedule"] = schedule
+                self._lr_written[gi] = (schedule, group["lr"])
+            self._kernel_hyper(group, where)
             names = group.get("param_names")
             for j, p in enumerate(group["params"]):
                 _check_tensor(p, f"param_groups[{gi}]['params'][{j}]" + (f" ({names[j]!r})" if names else ""))
@@ -195,34 +231,43 @@ class Optimizer(torch.optim.Optimizer):
             if group.get(flag, False):
                 raise ValueError(f"{flag}=True is not supported by fastoptim.torch ({where}): {reason}")
 
-    def _kernel_hyper(self, group, gi):
-        """The group's checked kernel hyperparameters (and the lr to record, if it is a schedule)."""
-        where = f"param_groups[{gi}]"
+    def _check_hyper(self, group, lr, where):
+        """The twin's checked kernel hyperparameters of `group`, with `lr` as its learning rate."""
+        twin = self._twin
+        if hasattr(twin, "_check_hyper"):  # fastoptim.optim with schedules (issue 4)
+            return twin._check_hyper(self, group, lr, where)
+        return twin._check_group(self, group if lr is group["lr"] else dict(group, lr=lr), where)
+
+    def _kernel_hyper(self, group, where, lr=None):
+        """The group's checked kernel hyperparameters, at `lr` if given (a schedule's value)."""
+        if lr is None:
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):  # torch allows a one-element tensor lr
+                if lr.numel() != 1:
+                    raise ValueError(f"Invalid learning rate: lr is a tensor of shape {tuple(lr.shape)} "
+                                     f"({where}); expected a number or a one-element tensor")
+                lr = lr.item()
+        if type(lr) is float and 0.0 <= lr < math.inf:
+            # The memoized check sees a fixed stand-in, so it hits although schedules and
+            # lr_schedulers change lr every step; lr is valid and first in every rule's fields.
+            return (lr,) + self._check_hyper(group, _STAND_IN_LR, where)[1:]
+        return self._check_hyper(group, lr, where)
+
+    def _group_schedule(self, gi, group):
+        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
+
+        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
+        but the value this optimizer wrote there) replaces the group's schedule.
+        """
         lr = group["lr"]
-        if type(lr) is float and "lr_schedule" not in group:
-            return self._twin._check_group(self, group, where), None
         if callable(lr):
-            schedule, t = lr, group.get("lr_schedule_t", 0)
-        else:
-            schedule, t = group.get("lr_schedule"), group.get("lr_schedule_t", 0)
+            return lr
+        schedule = group.get("lr_schedule")
         if schedule is not None:
-            value = schedule(t)
-        elif isinstance(lr, torch.Tensor):
-            if lr.numel() != 1:
-                raise ValueError(f"Invalid learning rate: lr is a tensor of shape {tuple(lr.shape)} ({where}); "
-                                 f"expected a number or a one-element tensor")
-            value = lr.item()
-        else:
-            return self._twin._check_group(self, group, where), None
-        if isinstance(value, (np.floating, np.integer)) or (isinstance(value, int) and not isinstance(value, bool)):
-            value = float(value)
-        try:
-            hyper = self._twin._check_group(self, dict(group, lr=value), where)
-        except (TypeError, ValueError) as error:
-            if schedule is None:
-                raise
-            raise type(error)(f"{error} (returned by lr_schedule({t}))") from None
-        return hyper, (schedule, t, value)
+            written = self._lr_written.get(gi)
+            if written is not None and written[0] is schedule and written[1] is not lr:
+                return None
+        return schedule
 
     # ---- state ------------------------------------------------------------
     def _new_state(self, group, p, name):
@@ -297,12 +342,21 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        hyper, schedules = [], []
+        t = self._step_count
+        hyper = []
+        lr_changes = None  # (group index, group, schedule or None, lr), written once all checks pass
         for gi, g in enumerate(self.param_groups):
-            h, scheduled = self._kernel_hyper(g, gi)
-            hyper.append(h)
-            if scheduled is not None:
-                schedules.append((g, scheduled))
+            where = f"param_groups[{gi}]"
+            # A plain float lr and no schedule, the usual case, skips the schedule logic.
+            schedule = None if type(g["lr"]) is float and "lr_schedule" not in g else self._group_schedule(gi, g)
+            if schedule is None:
+                hyper.append(self._kernel_hyper(g, where))
+                if "lr_schedule" in g:  # replaced by a number written to 'lr'
+                    lr_changes = (lr_changes or []) + [(gi, g, None, g["lr"])]
+                continue
+            lr = _scheduled_lr(schedule, t, where)
+            hyper.append(self._kernel_hyper(g, where, lr))
+            lr_changes = (lr_changes or []) + [(gi, g, schedule, lr)]
         slots = self._slots_by_group()
         plan = self._current_plan(slots)
         missing = plan.gather_torch(self.param_groups, _to_dlpack)
@@ -323,12 +377,22 @@ class Optimizer(torch.optim.Optimizer):
             self._version.value += 1
             plan = self._current_plan(slots)
             plan.gather_torch(self.param_groups, _to_dlpack)
-        for g, (schedule, t, value) in schedules:
-            if schedule is not None:
-                g["lr"], g["lr_schedule"], g["lr_schedule_t"] = value, schedule, t + 1
+        if lr_changes is not None:
+            self._write_lrs(lr_changes)
         plan.run(hyper)
         self._fresh.clear()
+        self._step_count = t + 1
         return loss
+
+    def _write_lrs(self, lr_changes):
+        for gi, g, schedule, lr in lr_changes:
+            if schedule is None:
+                del g["lr_schedule"]
+                self._lr_written.pop(gi, None)
+                continue
+            g["lr"] = lr
+            g["lr_schedule"] = schedule
+            self._lr_written[gi] = (schedule, lr)
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self):
@@ -345,6 +409,7 @@ class Optimizer(torch.optim.Optimizer):
                                     else copy.deepcopy(value))
                              for name, value in entry.items()}
                        for key, entry in sd["state"].items()}
+        sd["step_count"] = self._step_count
         return sd
 
     def load_state_dict(self, state_dict):
@@ -355,6 +420,7 @@ class Optimizer(torch.optim.Optimizer):
         """
         groups = self.param_groups
         saved_groups = state_dict["param_groups"]
+        step_count = _checked_step_count(state_dict.get("step_count", 0), "loaded step_count")
         if len(saved_groups) != len(groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(groups)}")
@@ -365,8 +431,12 @@ class Optimizer(torch.optim.Optimizer):
                                  f"this optimizer's has {len(group['params'])}")
             merged = dict(group)
             merged.update({k: v for k, v in saved.items() if k not in ("params", "param_names")})
-            self._check_torch_flags(merged, f"loaded param_groups[{gi}]")
-            self._kernel_hyper(merged, gi)
+            where = f"loaded param_groups[{gi}]"
+            self._check_torch_flags(merged, where)
+            schedule = merged.get("lr_schedule")
+            if schedule is not None and not callable(schedule):
+                raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule (a callable taking the step)")
+            self._kernel_hyper(merged, where)
             id_map.update(zip(saved["params"], group["params"]))
         state = {}
         for key, entry in state_dict["state"].items():
@@ -388,7 +458,10 @@ class Optimizer(torch.optim.Optimizer):
                 else:
                     own[name] = value
             state[key] = own
-        super().load_state_dict({**state_dict, "state": state})
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "step_count"} | {"state": state})
+        self._step_count = step_count
+        self._lr_written = {gi: (g["lr_schedule"], g["lr"]) for gi, g in enumerate(self.param_groups)
+                            if g.get("lr_schedule") is not None}
         for group in self.param_groups:  # e.g. a fastoptim.optim checkpoint has no torch-only keys
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
