@@ -565,8 +565,6 @@ cdef class StepPlan:
         cdef Py_ssize_t i
         for i in range(self.n_tensors):
             self.data[i * FO_MAX_OPERANDS + 1] = NULL
-            if self.grad_refs is not None:
-                self.grad_refs[i] = None
 
     cdef int raise_bad_grad(self, Py_ssize_t i, gobj) except -1:
         cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
@@ -605,15 +603,15 @@ cdef class StepPlan:
         cdef fo_index nbytes
         if self.tensors is None:
             raise ValueError("attach_tensors() was not called")
-        self.forget_grads()
+        self.forget_torch_grads()
         for group in param_groups:
             for t in group["params"]:
                 if i >= n or t is not self.tensors[i]:
-                    self.forget_grads()
+                    self.forget_torch_grads()
                     return -1
                 p = <cnp.ndarray>self.params[i]
                 if PyLong_AsSsize_t(t.data_ptr()) != <Py_ssize_t>cnp.PyArray_DATA(p) and cnp.PyArray_NBYTES(p) > 0:
-                    self.forget_grads()
+                    self.forget_torch_grads()
                     return -1  # the tensor's storage was swapped (p.data = ..., module.to(...))
                 g = t.grad
                 if g is not None:
@@ -624,7 +622,7 @@ cdef class StepPlan:
                     begin = dlpack_grad_data(capsule, p, &nbytes)
                     if begin == NULL:
                         if self.tensor_reshaped(i):  # same memory, new shape or dtype: rebuild
-                            self.forget_grads()
+                            self.forget_torch_grads()
                             return -1
                         self.raise_bad_torch_grad(i, g, "")
                     if nbytes > 0 and self.find_overlap(begin, begin + nbytes) >= 0:
@@ -635,9 +633,23 @@ cdef class StepPlan:
                     self.data[i * FO_MAX_OPERANDS + 1] = begin
                 i += 1
         if i != n:
-            self.forget_grads()
+            self.forget_torch_grads()
             return -1
         return n_missing
+
+    def run_torch(self, list group_hyper):
+        """run(), then let go of the grads gather_torch() kept alive."""
+        try:
+            self.run(group_hyper)
+        finally:
+            self.forget_torch_grads()
+
+    cdef forget_torch_grads(self):
+        cdef Py_ssize_t i
+        self.forget_grads()
+        if self.grad_refs is not None:
+            for i in range(self.n_tensors):
+                self.grad_refs[i] = None
 
     cdef bint tensor_reshaped(self, Py_ssize_t i) except -1:
         t, p = self.tensors[i], self.params[i]
@@ -648,7 +660,7 @@ cdef class StepPlan:
         cdef str name = f"params[{self.keys[i]!r}].grad"
         cdef char *begin
         cdef fo_index nbytes
-        self.forget_grads()
+        self.forget_torch_grads()
         if problem:
             begin = <char *><Py_ssize_t>g.data_ptr()
             nbytes = g.numel() * g.element_size()
@@ -696,9 +708,6 @@ cdef class StepPlan:
             self.run_all()
             for i in range(n):
                 self.data[i * FO_MAX_OPERANDS + 1] = NULL
-        if self.grad_refs is not None:
-            for i in range(n):
-                self.grad_refs[i] = None
 
     cdef void run_all(self) noexcept nogil:
         cdef fo_index total = self.offsets[self.n_tensors]

@@ -24,6 +24,9 @@ FULL_SIZES = tuple(2**k for k in range(10, 27, 2))
 
 
 def add_arguments(parser):
+    parser.add_argument("--torch", action="store_true",
+                        help="fastoptim.torch against torch.optim: one step over a ~10M-parameter MLP "
+                             "and over 1000 small tensors")
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     parser.add_argument("--optimizers", default=",".join(s.name for s in SPECS),
                         help="comma-separated names (default: all)")
@@ -35,9 +38,6 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
-    parser.add_argument("--torch", action="store_true",
-                        help="fastoptim.torch against torch.optim: one step over a ~10M-parameter MLP "
-                             "and over 1000 small tensors")
 
 
 def _parse_sizes(text):

@@ -379,7 +379,7 @@ class Optimizer(torch.optim.Optimizer):
             plan.gather_torch(self.param_groups, _to_dlpack)
         if lr_changes is not None:
             self._write_lrs(lr_changes)
-        plan.run(hyper)
+        plan.run_torch(hyper)
         self._fresh.clear()
         self._step_count = t + 1
         return loss
