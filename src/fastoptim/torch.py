@@ -39,8 +39,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 from . import _kernels
 from . import optim as _optim
-from ._hyper import _number
-from .optim.optimizer import _State, state_operands
+from .optim.optimizer import _STAND_IN_LR, ScheduledLR, _checked_step_count, _scheduled_lr, _State, state_operands
 
 _TORCH_DTYPES = (torch.float32, torch.float64)
 _to_dlpack = torch._C._to_dlpack
@@ -136,24 +135,7 @@ def _step_count(value, where):
     return int(f)
 
 
-_STAND_IN_LR = 0.0
-
-
-def _scheduled_lr(schedule, t, where):
-    """A schedule's lr at step t, checked like any lr (a finite float >= 0)."""
-    lr = schedule(t)
-    if type(lr) is float and 0.0 <= lr < math.inf:  # the usual case, kept fast
-        return lr
-    return _number("learning rate", "lr", lr, f" ({where}['lr_schedule'] at step t={t})")
-
-
-def _checked_step_count(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0 (the number of steps taken), got {value!r}")
-    return int(value)
-
-
-class Optimizer(torch.optim.Optimizer):
+class Optimizer(ScheduledLR, torch.optim.Optimizer):
     """Base of fastoptim's torch.optim drop-ins.  A subclass names its fastoptim.optim
     twin (`_twin`), which owns the rule, the hyperparameter checks and the state layout."""
 
@@ -167,15 +149,6 @@ class Optimizer(torch.optim.Optimizer):
         self._step_count = 0  # step() calls made: the t schedules are evaluated at
         self._lr_written = {}  # group index -> (schedule, lr) this optimizer last wrote there
         super().__init__(params, defaults)
-
-    @property
-    def step_count(self):
-        """The number of step() calls made: the t at which the next step evaluates schedules."""
-        return self._step_count
-
-    @step_count.setter
-    def step_count(self, value):
-        self._step_count = _checked_step_count(value, "step_count")
 
     # ---- state containers ------------------------------------------------------
     @property
@@ -207,11 +180,9 @@ class Optimizer(torch.optim.Optimizer):
         try:
             where = f"param_groups[{gi}]"
             self._check_torch_flags(group, where)
-            schedule = self._group_schedule(gi, group)
-            if schedule is not None:  # 'lr' shows the value the next step uses
-                group["lr"] = _scheduled_lr(schedule, self._step_count, where)
-                group["lr_schedule"] = schedule
-                self._lr_written[gi] = (schedule, group["lr"])
+            self._install_schedule(group, where)  # 'lr' shows the value the next step uses
+            if "lr_schedule" in group:
+                self._lr_written[gi] = (group["lr_schedule"], group["lr"])
             self._kernel_hyper(group, where)
             names = group.get("param_names")
             for j, p in enumerate(group["params"]):
@@ -252,22 +223,6 @@ class Optimizer(torch.optim.Optimizer):
             # lr_schedulers change lr every step; lr is valid and first in every rule's fields.
             return (lr,) + self._check_hyper(group, _STAND_IN_LR, where)[1:]
         return self._check_hyper(group, lr, where)
-
-    def _group_schedule(self, gi, group):
-        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
-
-        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
-        but the value this optimizer wrote there) replaces the group's schedule.
-        """
-        lr = group["lr"]
-        if callable(lr):
-            return lr
-        schedule = group.get("lr_schedule")
-        if schedule is not None:
-            written = self._lr_written.get(gi)
-            if written is not None and written[0] is schedule and written[1] is not lr:
-                return None
-        return schedule
 
     # ---- state ------------------------------------------------------------
     def _new_state(self, group, p, name):
@@ -383,16 +338,6 @@ class Optimizer(torch.optim.Optimizer):
         self._fresh.clear()
         self._step_count = t + 1
         return loss
-
-    def _write_lrs(self, lr_changes):
-        for gi, g, schedule, lr in lr_changes:
-            if schedule is None:
-                del g["lr_schedule"]
-                self._lr_written.pop(gi, None)
-                continue
-            g["lr"] = lr
-            g["lr_schedule"] = schedule
-            self._lr_written[gi] = (schedule, lr)
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self):

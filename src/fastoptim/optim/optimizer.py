@@ -8,11 +8,13 @@ Arrays are NumPy's, so state is keyed by the param's flat index over all
 groups (the key torch uses in state_dicts) instead of by the param itself.
 """
 import copy
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from .. import _kernels
+from .._hyper import _number
 
 _TORCH_ONLY_GROUP_KEYS = ("foreach", "capturable", "differentiable", "fused")
 
@@ -81,6 +83,70 @@ def _check_param(p, where):
         raise ValueError(f"{where} is read-only; fastoptim updates params in place")
     if not p.flags.aligned:
         raise ValueError(f"{where} is misaligned; expected an aligned float32 or float64 array")
+
+
+class ScheduledLR:
+    """Learning-rate schedules for an optimizer with `param_groups`, `_step_count` and
+    `_lr_written` (fastoptim.torch's optimizers; the same contract as issue 4's
+    fastoptim.optim.Optimizer, which can take these methods from here).
+
+    A group's lr may be a schedule (any callable taking the step): at step
+    t = step_count it uses schedule(t).  The schedule lives in the group under
+    'lr_schedule', and 'lr' shows the float value used (before the first step,
+    the value the first step will use).  Assigning to a group's 'lr' takes
+    effect at the next step: a schedule installs it, a number replaces it.
+    """
+
+    # ---- learning-rate schedules ---------------------------------------------
+    @property
+    def step_count(self):
+        """The number of step() calls made: the t at which the next step evaluates schedules."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        self._step_count = _checked_step_count(value, "step_count")
+
+    def _install_schedule(self, group, where):
+        """Move a schedule given as 'lr' to 'lr_schedule', and set 'lr' to its value at the current step."""
+        schedule = group.get("lr_schedule")
+        if callable(group.get("lr")):
+            schedule = group["lr"]
+        if schedule is None:
+            group.pop("lr_schedule", None)
+            return
+        if not callable(schedule):
+            raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
+                            f"(a callable taking the step)")
+        group["lr"] = _scheduled_lr(schedule, self._step_count, where)
+        group["lr_schedule"] = schedule
+
+    def _group_schedule(self, gi, group):
+        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
+
+        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
+        but the value this optimizer wrote there) replaces the group's schedule.
+        """
+        lr = group["lr"]
+        if callable(lr):
+            return lr
+        schedule = group.get("lr_schedule")
+        if schedule is not None:
+            written = self._lr_written.get(gi)
+            if written is not None and written[0] is schedule and written[1] is not lr:
+                return None
+        return schedule
+
+    def _write_lrs(self, lr_changes):
+        for gi, g, schedule, lr in lr_changes:
+            if schedule is None:
+                del g["lr_schedule"]
+                self._lr_written.pop(gi, None)
+                continue
+            g["lr"] = lr
+            if g.get("lr_schedule") is not schedule:
+                g["lr_schedule"] = schedule
+            self._lr_written[gi] = (schedule, lr)
 
 
 class Optimizer:
@@ -443,6 +509,23 @@ def state_operands(state, slots, new_array, checked):
             dict.__setitem__(state, name, new_array(name))
         arrays.append(checked(state[name], name))
     return tuple(arrays)
+
+
+_STAND_IN_LR = 0.0
+
+
+def _scheduled_lr(schedule, t, where):
+    """A schedule's lr at step t, checked like any lr (a finite float >= 0)."""
+    lr = schedule(t)
+    if type(lr) is float and 0.0 <= lr < math.inf:  # the usual case, kept fast
+        return lr
+    return _number("learning rate", "lr", lr, f" ({where}['lr_schedule'] at step t={t})")
+
+
+def _checked_step_count(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (the number of steps taken), got {value!r}")
+    return int(value)
 
 
 def _step_value(value, i):
