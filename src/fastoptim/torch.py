@@ -124,7 +124,7 @@ def _check_tensor(t, where, what="param"):
         raise ValueError(f"{where} is a lazily negated or conjugated view; materialize it first")
 
 
-def _step_count(value, where):
+def _state_step(value, where):
     """A step count from an int, a float or a 0-d tensor (torch keeps float32 steps)."""
     try:
         f = float(value)
@@ -190,6 +190,7 @@ class Optimizer(ScheduledLR, torch.optim.Optimizer):
             self._build_plan()  # checks that no two params share memory
         except Exception:
             self.param_groups.pop()
+            self._lr_written.pop(gi, None)
             raise
         if self._twin._eager_state:  # torch's Adagrad creates its state here
             for p in group["params"]:
@@ -271,7 +272,7 @@ class Optimizer(ScheduledLR, torch.optim.Optimizer):
             if operands is None or all(a is None for a in operands):
                 continue
             if self._twin._has_step:
-                steps[i] = _step_count(state.get("step", 0), f"state[params[{keys[i]!r}]]['step']")
+                steps[i] = _state_step(state.get("step", 0), f"state[params[{keys[i]!r}]]['step']")
                 # The live 'step' is a 0-d view of the count the kernels advance.
                 dict.__setitem__(state, "step", torch.from_numpy(steps[i:i + 1].reshape(())))
             else:
@@ -393,7 +394,7 @@ class Optimizer(ScheduledLR, torch.optim.Optimizer):
             for name, value in entry.items():
                 where = f"loaded state[{key!r}][{name!r}]"
                 if name == "step":
-                    own[name] = torch.tensor(_step_count(value, where), dtype=torch.int64)
+                    own[name] = torch.tensor(_state_step(value, where), dtype=torch.int64)
                 elif isinstance(value, torch.Tensor):
                     if tuple(value.shape) != tuple(p.shape):
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param has "
@@ -413,7 +414,7 @@ class Optimizer(ScheduledLR, torch.optim.Optimizer):
         # torch casts a fused group's step to float32; keep ours as int64
         for s in self.state.values():
             if "step" in s and s["step"].dtype != torch.int64:
-                dict.__setitem__(s, "step", torch.tensor(_step_count(s["step"], "step"), dtype=torch.int64))
+                dict.__setitem__(s, "step", torch.tensor(_state_step(s["step"], "step"), dtype=torch.int64))
         self._version.value += 1
 
 
