@@ -2,8 +2,10 @@
 MLP, checkpoints both ways, lr_scheduler interplay, errors, and a real training run."""
 import copy
 import io
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -559,3 +561,17 @@ def test_steps_do_not_grow_memory(torch, ft):
     finally:
         tracemalloc.stop()
     assert growth < 4096, growth
+
+
+def test_batchnorm_example(torch, tmp_path):
+    """examples/batchnorm.py: without batch norm the MLP diverges, with it the loss falls; a PNG is written."""
+    pytest.importorskip("matplotlib")
+    script = Path(__file__).resolve().parents[1] / "examples" / "batchnorm.py"
+    out = tmp_path / "curves.png"
+    run = subprocess.run([sys.executable, str(script), "--lr", "0.5", "--epochs", "2", "--out", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert "without batch norm" in lines[0] and "diverged" in lines[0], run.stdout
+    assert "with batch norm" in lines[1] and "final loss" in lines[1], run.stdout
+    assert out.stat().st_size > 10_000
