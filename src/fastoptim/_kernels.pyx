@@ -11,9 +11,10 @@
 # on the thread count or on where the split falls.
 
 cimport numpy as cnp
-from cpython.long cimport PyLong_Check
+from cpython.long cimport PyLong_Check, PyLong_AsSsize_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort
 from libc.string cimport memcpy
 
@@ -327,6 +328,68 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper):
         run_one_tensor(rule, dtype, &args, data, n)
 
 
+
+# ---- DLPack: a torch grad's memory, read at C speed ----------------------------
+
+cdef extern from *:
+    """
+    /* DLPack's stable C ABI (dlpack.h, v0.x "dltensor" capsules). */
+    typedef struct { int32_t device_type; int32_t device_id; } fo_DLDevice;
+    typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; } fo_DLDataType;
+    typedef struct {
+        void *data; fo_DLDevice device; int32_t ndim; fo_DLDataType dtype;
+        int64_t *shape; int64_t *strides; uint64_t byte_offset;
+    } fo_DLTensor;
+    typedef struct fo_DLManagedTensor {
+        fo_DLTensor dl_tensor; void *manager_ctx; void (*deleter)(struct fo_DLManagedTensor *);
+    } fo_DLManagedTensor;
+    /* Where an empty tensor's NULL data points instead: NULL means "no grad" in a plan. */
+    static char fo_empty_tensor_data;
+    """
+    ctypedef struct fo_DLDevice:
+        int32_t device_type
+    ctypedef struct fo_DLDataType:
+        uint8_t code
+        uint8_t bits
+        uint16_t lanes
+    ctypedef struct fo_DLTensor:
+        void *data
+        fo_DLDevice device
+        int32_t ndim
+        fo_DLDataType dtype
+        int64_t *shape
+        int64_t *strides
+        uint64_t byte_offset
+    ctypedef struct fo_DLManagedTensor:
+        fo_DLTensor dl_tensor
+    char fo_empty_tensor_data
+
+cdef enum:
+    DL_CPU = 1
+    DL_FLOAT = 2
+
+
+cdef char *dlpack_grad_data(capsule, cnp.ndarray p, fo_index *nbytes) except? NULL:
+    """The data of a DLPack capsule if it is a dense, C-contiguous CPU tensor
+    with p's dtype and shape; NULL otherwise (the caller says why)."""
+    cdef fo_DLTensor *t = &(<fo_DLManagedTensor *>PyCapsule_GetPointer(capsule, "dltensor")).dl_tensor
+    cdef int d, nd = cnp.PyArray_NDIM(p)
+    cdef int64_t expected = 1
+    if (t.device.device_type != DL_CPU or t.dtype.code != DL_FLOAT or t.dtype.lanes != 1
+            or t.dtype.bits != 8 * cnp.PyArray_ITEMSIZE(p) or t.ndim != nd):
+        return NULL
+    for d in range(nd - 1, -1, -1):
+        if t.shape[d] != cnp.PyArray_DIM(p, d):
+            return NULL
+        # Strides of size-1 dims do not matter; NULL strides mean compact row-major.
+        if t.strides != NULL and t.shape[d] != 1 and t.strides[d] != expected:
+            return NULL
+        expected *= t.shape[d]
+    nbytes[0] = cnp.PyArray_NBYTES(p)
+    if t.data == NULL:
+        return &fo_empty_tensor_data if nbytes[0] == 0 else NULL
+    return <char *>t.data + t.byte_offset
+
 # ---- stateful: all tensors of an optimizer -----------------------------------
 
 ctypedef struct interval:
@@ -369,6 +432,8 @@ cdef class StepPlan:
     cdef Py_ssize_t n_memory
     cdef int64_t[::1] steps
     cdef readonly object steps_array
+    cdef readonly list tensors      # torch face: the param tensors the views belong to
+    cdef list grad_refs             # torch face: the grads gathered for this step, kept alive
 
     def __cinit__(self):
         self.offsets = NULL
@@ -535,6 +600,107 @@ cdef class StepPlan:
         hit = self.find_overlap(begin, begin + cnp.PyArray_NBYTES(<cnp.ndarray>gobj))
         raise ValueError(f"{name} shares memory with {self.param_name(hit)} or its state; "
                          f"pass the gradient in its own array")
+
+    # ---- torch face -----------------------------------------------------------
+    def attach_tensors(self, list tensors):
+        """Record the torch tensors whose NumPy views this plan was built on (plan order)."""
+        if len(tensors) != self.n_tensors:
+            raise ValueError(f"got {len(tensors)} tensors for {self.n_tensors} params")
+        self.tensors = tensors
+        self.grad_refs = [None] * self.n_tensors
+
+    def gather_torch(self, list param_groups, to_dlpack):
+        """gather() for torch params: read each param's .grad itself.
+
+        Checks at C speed that the groups still hold the attached tensors over
+        the same memory, then takes every grad through a DLPack capsule (one C
+        struct with pointer, device, dtype, shape and strides).  Returns -1 if
+        the params changed (rebuild the plan), else the number of params with a
+        grad and no state yet.  Nothing but grad pointers is recorded.
+        """
+        cdef Py_ssize_t i = 0, n = self.n_tensors, n_missing = 0
+        cdef cnp.ndarray p
+        cdef char *begin
+        cdef fo_index nbytes
+        if self.tensors is None:
+            raise ValueError("attach_tensors() was not called")
+        self.forget_torch_grads()
+        for group in param_groups:
+            for t in group["params"]:
+                if i >= n or t is not self.tensors[i]:
+                    self.forget_torch_grads()
+                    return -1
+                p = <cnp.ndarray>self.params[i]
+                if PyLong_AsSsize_t(t.data_ptr()) != <Py_ssize_t>cnp.PyArray_DATA(p) and cnp.PyArray_NBYTES(p) > 0:
+                    self.forget_torch_grads()
+                    return -1  # the tensor's storage was swapped (p.data = ..., module.to(...))
+                g = t.grad
+                if g is not None:
+                    try:
+                        capsule = to_dlpack(g)
+                    except Exception:  # sparse and other tensors without plain storage
+                        self.raise_bad_torch_grad(i, g, "")
+                    begin = dlpack_grad_data(capsule, p, &nbytes)
+                    if begin == NULL:
+                        if self.tensor_reshaped(i):  # same memory, new shape or dtype: rebuild
+                            self.forget_torch_grads()
+                            return -1
+                        self.raise_bad_torch_grad(i, g, "")
+                    if nbytes > 0 and self.find_overlap(begin, begin + nbytes) >= 0:
+                        self.raise_bad_torch_grad(i, g, "shares memory")
+                    if not self.has_state[i]:
+                        n_missing += 1
+                    self.grad_refs[i] = g
+                    self.data[i * FO_MAX_OPERANDS + 1] = begin
+                i += 1
+        if i != n:
+            self.forget_torch_grads()
+            return -1
+        return n_missing
+
+    def run_torch(self, list group_hyper):
+        """run(), then let go of the grads gather_torch() kept alive."""
+        try:
+            self.run(group_hyper)
+        finally:
+            self.forget_torch_grads()
+
+    cdef forget_torch_grads(self):
+        cdef Py_ssize_t i
+        self.forget_grads()
+        if self.grad_refs is not None:
+            for i in range(self.n_tensors):
+                self.grad_refs[i] = None
+
+    cdef bint tensor_reshaped(self, Py_ssize_t i) except -1:
+        t, p = self.tensors[i], self.params[i]
+        return tuple(t.shape) != p.shape or str(t.dtype) != "torch." + p.dtype.name
+
+    cdef int raise_bad_torch_grad(self, Py_ssize_t i, g, str problem) except -1:
+        cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
+        cdef str name = f"params[{self.keys[i]!r}].grad"
+        cdef char *begin
+        cdef fo_index nbytes
+        self.forget_torch_grads()
+        if problem:
+            begin = <char *><Py_ssize_t>g.data_ptr()
+            nbytes = g.numel() * g.element_size()
+            hit = self.find_overlap(begin, begin + nbytes)
+            raise ValueError(f"{name} shares memory with {self.param_name(hit)} or its state; "
+                             f"a gradient must be its own tensor")
+        if g.is_sparse or str(g.layout) != "torch.strided":
+            raise TypeError(f"{name} is a sparse ({g.layout}) tensor; fastoptim.torch takes dense "
+                            f"gradients only (use a dense embedding, or torch.optim.SparseAdam)")
+        if g.device.type != "cpu":
+            raise ValueError(f"{name} is on {g.device}; fastoptim.torch steps CPU tensors and never "
+                             f"copies them behind your back")
+        if str(g.dtype).replace("torch.", "") != p.dtype.name:
+            raise TypeError(f"{name} has dtype {g.dtype} but {self.param_name(i)} has dtype torch.{p.dtype.name}")
+        if tuple(g.shape) != (<object>p).shape:
+            raise ValueError(f"{name} has shape {tuple(g.shape)} but {self.param_name(i)} has shape {(<object>p).shape}")
+        raise ValueError(f"{name} is not contiguous (strides {g.stride()} for shape {tuple(g.shape)}); "
+                         f"fastoptim.torch never reads through a hidden copy: make it contiguous "
+                         f"(p.grad = p.grad.contiguous()) or keep it so")
 
     def run(self, list group_hyper):
         """Update every tensor whose grad gather() recorded, then forget the grads.

@@ -25,6 +25,9 @@ FULL_SIZES = tuple(2**k for k in range(10, 27, 2))
 
 
 def add_arguments(parser):
+    parser.add_argument("--torch", action="store_true",
+                        help="fastoptim.torch against torch.optim: one step over a ~10M-parameter MLP "
+                             "and over 1000 small tensors")
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     parser.add_argument("--optimizers", default=",".join(s.name for s in SPECS),
                         help="comma-separated names (default: all)")
@@ -322,6 +325,9 @@ def plot(results, path):
 
 
 def main(args):
+    if args.torch:
+        from . import torch_bench
+        return torch_bench.main(args)
     optimizers = [o.strip() for o in args.optimizers.split(",")]
     unknown = [o for o in optimizers if o not in BY_NAME]
     if unknown:

@@ -94,7 +94,70 @@ def _check_param(p, where):
         raise ValueError(f"{where} is misaligned; expected an aligned float32 or float64 array")
 
 
-class Optimizer:
+class ScheduledLR:
+    """Learning-rate schedules for an optimizer with `param_groups`, `_step_count` and
+    `_lr_written`: fastoptim.optim.Optimizer and fastoptim.torch's optimizers.
+
+    A group's lr may be a schedule (any callable taking the step): at step
+    t = step_count it uses schedule(t).  The schedule lives in the group under
+    'lr_schedule', and 'lr' shows the float value used (before the first step,
+    the value the first step will use).  Assigning to a group's 'lr' takes
+    effect at the next step: a schedule installs it, a number replaces it.
+    """
+
+    # ---- learning-rate schedules ---------------------------------------------
+    @property
+    def step_count(self):
+        """The number of step() calls made: the t at which the next step evaluates schedules."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        self._step_count = _checked_step_count(value, "step_count")
+
+    def _install_schedule(self, group, where):
+        """Move a schedule given as 'lr' to 'lr_schedule', and set 'lr' to its value at the current step."""
+        schedule = group.get("lr_schedule")
+        if callable(group.get("lr")):
+            schedule = group["lr"]
+        if schedule is None:
+            group.pop("lr_schedule", None)
+            return
+        if not callable(schedule):
+            raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
+                            f"(a callable taking the step)")
+        group["lr"] = _scheduled_lr(schedule, self._step_count, where)
+        group["lr_schedule"] = schedule
+
+    def _group_schedule(self, gi, group):
+        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
+
+        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
+        but the value this optimizer wrote there) replaces the group's schedule.
+        """
+        lr = group["lr"]
+        if callable(lr):
+            return lr
+        schedule = group.get("lr_schedule")
+        if schedule is not None:
+            written = self._lr_written.get(gi)
+            if written is not None and written[0] is schedule and written[1] is not lr:
+                return None
+        return schedule
+
+    def _write_lrs(self, lr_changes):
+        for gi, g, schedule, lr in lr_changes:
+            if schedule is None:
+                del g["lr_schedule"]
+                self._lr_written.pop(gi, None)
+                continue
+            g["lr"] = lr
+            if g.get("lr_schedule") is not schedule:
+                g["lr_schedule"] = schedule
+            self._lr_written[gi] = (schedule, lr)
+
+
+class Optimizer(ScheduledLR):
     """Base class of fastoptim's stateful optimizers (see torch.optim.Optimizer).
 
     params: a list of arrays, a dict name -> array, or a list of param group
@@ -210,46 +273,6 @@ class Optimizer:
         """Checked kernel hyperparameters of a group, with `lr` as its learning rate."""
         raise NotImplementedError
 
-    # ---- learning-rate schedules ---------------------------------------------
-    @property
-    def step_count(self):
-        """The number of step() calls made: the t at which the next step evaluates schedules."""
-        return self._step_count
-
-    @step_count.setter
-    def step_count(self, value):
-        self._step_count = _checked_step_count(value, "step_count")
-
-    def _install_schedule(self, group, where):
-        """Move a schedule given as 'lr' to 'lr_schedule', and set 'lr' to its value at the current step."""
-        schedule = group.get("lr_schedule")
-        if callable(group.get("lr")):
-            schedule = group["lr"]
-        if schedule is None:
-            group.pop("lr_schedule", None)
-            return
-        if not callable(schedule):
-            raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
-                            f"(a callable taking the step)")
-        group["lr"] = _scheduled_lr(schedule, self._step_count, where)
-        group["lr_schedule"] = schedule
-
-    def _group_schedule(self, gi, group):
-        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
-
-        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
-        but the value this optimizer wrote there) replaces the group's schedule.
-        """
-        lr = group["lr"]
-        if callable(lr):
-            return lr
-        schedule = group.get("lr_schedule")
-        if schedule is not None:
-            written = self._lr_written.get(gi)
-            if written is not None and written[0] is schedule and written[1] is not lr:
-                return None
-        return schedule
-
     def _state_slots(self, group):
         """Names of the state arrays in kernel operand order, None for slots the options leave unused."""
         raise NotImplementedError
@@ -310,17 +333,6 @@ class Optimizer:
         plan.run(hyper)
         self._fresh.clear()
         self._step_count = t + 1
-
-    def _write_lrs(self, lr_changes):
-        for gi, g, schedule, lr in lr_changes:
-            if schedule is None:
-                del g["lr_schedule"]
-                self._lr_written.pop(gi, None)
-                continue
-            g["lr"] = lr
-            if g.get("lr_schedule") is not schedule:
-                g["lr_schedule"] = schedule
-            self._lr_written[gi] = (schedule, lr)
 
     def _flatten_grads(self, grads):
         n = len(self._keys)
@@ -394,21 +406,13 @@ class Optimizer:
         for i, p in enumerate(params):
             state = self._states[i] if i < len(self._states) else None
             group_slots = slots[groups[i]] if groups[i] < len(slots) else ()
-            if all(name is None for name in group_slots):
-                state_arrays.append((None,) * len(group_slots))  # nothing to keep for these options
+            operands = state_operands(
+                state, group_slots,
+                lambda name: self._new_state(self.param_groups[groups[i]], p, name),
+                lambda array, name: self._checked_state(array, p, i, name))
+            state_arrays.append(operands)
+            if operands is None or all(a is None for a in operands):
                 continue
-            if not state:
-                state_arrays.append(None)
-                continue
-            arrays = []
-            for name in group_slots:
-                if name is None:
-                    arrays.append(None)
-                    continue
-                if name not in state:  # an option switched on after this state began
-                    dict.__setitem__(state, name, self._new_state(self.param_groups[groups[i]], p, name))
-                arrays.append(self._checked_state(state[name], p, i, name))
-            state_arrays.append(tuple(arrays))
             if self._has_step:
                 steps[i] = _step_value(state.get("step", 0), i)
                 # The state's 'step' is a live 0-d view of the count the kernels advance.
@@ -566,6 +570,25 @@ class Optimizer:
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def state_operands(state, slots, new_array, checked):
+    """One param's state arrays in kernel operand order (None for slots its options
+    leave unused), or None while it has no state yet.  A slot switched on after the
+    state began gets new_array(name); every array passes through checked(array, name)."""
+    if all(name is None for name in slots):
+        return (None,) * len(slots)  # nothing to keep for these options
+    if not state:
+        return None
+    arrays = []
+    for name in slots:
+        if name is None:
+            arrays.append(None)
+            continue
+        if name not in state:  # an option switched on after this state began
+            dict.__setitem__(state, name, new_array(name))
+        arrays.append(checked(state[name], name))
+    return tuple(arrays)
 
 
 _STAND_IN_LR = 0.0
