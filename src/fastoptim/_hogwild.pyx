@@ -1,0 +1,267 @@
+# Hogwild! (Niu, Recht, Re, Wright 2011): lock-free parallel SGD for linear models.
+#
+# One call of run_block is one nogil parallel region over a block of a shuffled
+# sample order (normally a whole epoch).  Thread k of P takes the positions
+# start+k, start+k+P, ... (a strided slice of the order) and updates the shared
+# weight vector without locks or atomics, touching only the nonzeros of its row.
+#
+# Step sizes and L2 decay depend only on a sample's position in the order (its
+# "virtual time"), never on which thread runs it, and are planned serially per
+# epoch by plan_epoch.  L2 keeps updates sparse with scikit-learn's WeightVector
+# trick: the true weights are scale * w, decay multiplies the scale, and an
+# update of the true weights by u*x adds u*x/scale to w.  The scale after
+# position v is the product of the decay factors of the block up to v, so every
+# thread knows it without sharing a variable; between blocks it is folded into w.
+# Strided slices keep the threads' virtual times close to one another, so a
+# thread reading another's recent writes interprets their scale almost exactly.
+#
+# The intercept is one shared scalar: written on every sample by every thread it
+# would bounce its cache line between cores, so with P > 1 each thread adds its
+# updates to a private delta and publishes it every INTERCEPT_SYNC samples (a
+# racy read-modify-write, as Hogwild! allows).  With P = 1 it is updated on every
+# sample and the whole block is plain sequential SGD, bit-reproducible.
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, fabs, log1p, pow
+from libc.stdint cimport int32_t, int64_t
+
+import numpy as np
+
+cdef enum:
+    # loss codes
+    LOG_LOSS, HINGE, MODIFIED_HUBER, SQUARED_ERROR, HUBER, EPSILON_INSENSITIVE
+cdef enum:
+    # step-size schedules per sample; Hogwild!'s per-epoch decay is CONSTANT within an epoch
+    CONSTANT, OPTIMAL, INVSCALING
+cdef enum:
+    INTERCEPT_SYNC = 32
+    # doubles between two threads' slots in a shared array: one 64-byte cache line
+    PAD = 8
+
+# The scale is folded into the weights before it falls below this (scikit-learn's threshold).
+cdef double MIN_SCALE = 1e-9
+# scikit-learn clips the loss derivative to this magnitude against overflow.
+cdef double MAX_DLOSS = 1e12
+
+LOSSES = {"log_loss": LOG_LOSS, "hinge": HINGE, "modified_huber": MODIFIED_HUBER,
+          "squared_error": SQUARED_ERROR, "huber": HUBER, "epsilon_insensitive": EPSILON_INSENSITIVE}
+SCHEDULES = {"constant": CONSTANT, "optimal": OPTIMAL, "invscaling": INVSCALING}
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+
+cdef inline double loss_value(int loss, double p, double y, double epsilon) noexcept nogil:
+    cdef double z, r
+    if loss == LOG_LOSS:
+        z = p * y
+        if z > 18.0:
+            return exp(-z)
+        if z < -18.0:
+            return -z
+        return log1p(exp(-z))
+    if loss == HINGE:
+        z = p * y
+        return 1.0 - z if z <= 1.0 else 0.0
+    if loss == MODIFIED_HUBER:
+        z = p * y
+        if z >= 1.0:
+            return 0.0
+        if z >= -1.0:
+            return (1.0 - z) * (1.0 - z)
+        return -4.0 * z
+    if loss == SQUARED_ERROR:
+        return 0.5 * (p - y) * (p - y)
+    if loss == HUBER:
+        r = fabs(p - y)
+        return 0.5 * r * r if r <= epsilon else epsilon * r - 0.5 * epsilon * epsilon
+    # EPSILON_INSENSITIVE
+    r = fabs(y - p) - epsilon
+    return r if r > 0.0 else 0.0
+
+
+cdef inline double loss_derivative(int loss, double p, double y, double epsilon) noexcept nogil:
+    """d loss / d p, as scikit-learn's SGD losses define it."""
+    cdef double z, r
+    if loss == LOG_LOSS:
+        z = p * y
+        if z > 18.0:
+            return -y * exp(-z)
+        if z < -18.0:
+            return -y
+        return -y / (exp(z) + 1.0)
+    if loss == HINGE:
+        return -y if p * y <= 1.0 else 0.0
+    if loss == MODIFIED_HUBER:
+        z = p * y
+        if z >= 1.0:
+            return 0.0
+        if z >= -1.0:
+            return -2.0 * (1.0 - z) * y
+        return -4.0 * y
+    if loss == SQUARED_ERROR:
+        return p - y
+    if loss == HUBER:
+        r = p - y
+        if fabs(r) <= epsilon:
+            return r
+        return epsilon if r > 0.0 else -epsilon
+    # EPSILON_INSENSITIVE
+    r = y - p
+    if r > epsilon:
+        return -1.0
+    if r < -epsilon:
+        return 1.0
+    return 0.0
+
+
+def derivative(int loss, double p, double y, double epsilon):
+    """The loss derivative (for the Python layer's initial step size, as scikit-learn's)."""
+    return loss_derivative(loss, p, y, epsilon)
+
+
+def plan_epoch(int schedule, double eta0, double power_t, double alpha, double optimal_init,
+               double t_start, double[::1] eta, double[::1] scale_after):
+    """Fill the step size and the L2 scale after each position of an epoch; return the block ends.
+
+    Position v runs at scikit-learn's step counter t = t_start + v.  A new block
+    starts where the running scale would fall below MIN_SCALE.  A decay factor
+    1 - eta*alpha is clamped to MIN_SCALE (scikit-learn clamps it to 0 and zeroes
+    the weights; the difference is below 1e-9 of the weights).
+    """
+    cdef Py_ssize_t v, n = eta.shape[0]
+    cdef double t, e, factor, running = 1.0
+    cdef list ends = []
+    for v in range(n):
+        t = t_start + v
+        if schedule == OPTIMAL:
+            e = 1.0 / (alpha * (optimal_init + t - 1.0))
+        elif schedule == INVSCALING:
+            e = eta0 / pow(t, power_t)
+        else:
+            e = eta0
+        eta[v] = e
+        factor = 1.0 - e * alpha
+        if factor < MIN_SCALE:
+            factor = MIN_SCALE
+        if running * factor < MIN_SCALE and running < 1.0:
+            ends.append(v)
+            running = 1.0
+        running *= factor
+        scale_after[v] = running
+    ends.append(n)
+    return ends
+
+
+cdef inline double row_dot(const floating *w, const floating *x, const index_t *ind,
+                           Py_ssize_t nnz) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef double s = 0.0
+    if ind == NULL:
+        for k in range(nnz):
+            s += <double>w[k] * x[k]
+    else:
+        for k in range(nnz):
+            s += <double>w[ind[k]] * x[k]
+    return s
+
+
+cdef inline void row_axpy(floating *w, const floating *x, const index_t *ind, Py_ssize_t nnz,
+                          double c) noexcept nogil:
+    cdef Py_ssize_t k
+    if ind == NULL:
+        for k in range(nnz):
+            w[k] += <floating>(c * x[k])
+    else:
+        for k in range(nnz):
+            w[ind[k]] += <floating>(c * x[k])
+
+
+cdef double thread_pass(int k, int n_threads, floating *w, const floating *data, const index_t *indices,
+                        const index_t *indptr, Py_ssize_t n_features, const double *y,
+                        const double *sample_weight, const Py_ssize_t *order, Py_ssize_t start,
+                        Py_ssize_t stop, const double *eta, const double *scale_after, int loss,
+                        double epsilon, bint fit_intercept, double intercept_decay,
+                        double *shared_intercept) noexcept nogil:
+    """Thread k's share of a block; returns the sum of its losses (before each update)."""
+    cdef Py_ssize_t v, i, nnz, since_sync = 0
+    cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
+    cdef const floating *x
+    cdef const index_t *ind
+    cdef double p, dloss, update, scale_before
+    cdef double sum_loss = 0.0
+    cdef double intercept_seen = shared_intercept[0], intercept_delta = 0.0
+    v = start + k
+    while v < stop:
+        i = order[v]
+        if indices == NULL:
+            x = data + i * n_features
+            ind = NULL
+            nnz = n_features
+        else:
+            x = data + indptr[i]
+            ind = indices + indptr[i]
+            nnz = indptr[i + 1] - indptr[i]
+        scale_before = 1.0 if v == start else scale_after[v - 1]
+        p = row_dot(w, x, ind, nnz) * scale_before + intercept_seen + intercept_delta
+        sum_loss += loss_value(loss, p, y[i], epsilon)
+        dloss = loss_derivative(loss, p, y[i], epsilon)
+        if dloss > MAX_DLOSS:
+            dloss = MAX_DLOSS
+        elif dloss < -MAX_DLOSS:
+            dloss = -MAX_DLOSS
+        update = -eta[v] * dloss * sample_weight[i]
+        if update != 0.0:
+            row_axpy(w, x, ind, nnz, update / scale_after[v])
+            if fit_intercept:
+                intercept_delta += update * intercept_decay
+        since_sync += 1
+        if since_sync == sync_every:
+            # publish this thread's updates and see the others'
+            intercept_seen = shared_intercept[0] + intercept_delta
+            if intercept_delta != 0.0:
+                shared_intercept[0] = intercept_seen
+                intercept_delta = 0.0
+            since_sync = 0
+        v += n_threads
+    if intercept_delta != 0.0:
+        shared_intercept[0] += intercept_delta
+    return sum_loss
+
+
+def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indices,
+              const index_t[::1] indptr, bint dense, Py_ssize_t n_features, const double[::1] y,
+              const double[::1] sample_weight, const Py_ssize_t[::1] order, Py_ssize_t start,
+              Py_ssize_t stop, const double[::1] eta, const double[::1] scale_after, int loss,
+              double epsilon, bint fit_intercept, double intercept_decay, double intercept,
+              int n_threads, double[::1] thread_losses):
+    """Hogwild! SGD over order[start:stop] on n_threads threads; returns (sum of losses, intercept).
+
+    Dense rows are data[i*n_features:(i+1)*n_features] (indices and indptr unused).
+    thread_losses is scratch of at least n_threads*PAD doubles.  The caller folds
+    scale_after[stop-1] into w afterwards.
+    """
+    cdef int k
+    cdef double shared_intercept[PAD]
+    cdef const index_t *indices_ptr = NULL if dense else &indices[0]
+    cdef const index_t *indptr_ptr = NULL if dense else &indptr[0]
+    cdef double total = 0.0
+    if stop <= start:
+        return 0.0, intercept
+    if thread_losses.shape[0] < n_threads * PAD:
+        raise ValueError("thread_losses is too small")
+    shared_intercept[0] = intercept
+    with nogil:
+        for k in prange(n_threads, num_threads=n_threads, schedule="static", chunksize=1):
+            thread_losses[k * PAD] = thread_pass(
+                k, n_threads, &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0],
+                &sample_weight[0], &order[0], start, stop, &eta[0], &scale_after[0], loss,
+                epsilon, fit_intercept, intercept_decay, shared_intercept)
+    for k in range(n_threads):
+        total += thread_losses[k * PAD]
+    return total, shared_intercept[0]
+
+
+THREAD_SCRATCH = PAD

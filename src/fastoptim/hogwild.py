@@ -1,0 +1,440 @@
+"""Hogwild!: lock-free parallel SGD for sparse linear models, as scikit-learn estimators.
+
+HogwildSGDClassifier and HogwildSGDRegressor take SGDClassifier's and
+SGDRegressor's parameter names and defaults (L2 penalty only) plus `n_threads`.
+Each epoch is one nogil OpenMP region: the threads take interleaved slices of a
+shuffled sample order and update the shared weights without locks, touching
+only the nonzeros of their rows (Niu, Recht, Re and Wright, 2011).
+
+Results are bit-reproducible with n_threads=1 and a fixed random_state.  With
+more threads the updates race by design (a thread may read weights another is
+writing, and a write may occasionally be lost), so results vary slightly from
+run to run; on sparse data such collisions are rare and accuracy is unaffected.
+
+Needs scikit-learn (>= 1.6) and SciPy: pip install 'fastoptim[hogwild]'.
+"""
+import numbers
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _hogwild, _kernels
+from ._config import _resolve_threads
+
+__all__ = ["HogwildSGDClassifier", "HogwildSGDRegressor"]
+
+# scikit-learn damps intercept updates on sparse input by this factor (SPARSE_INTERCEPT_DECAY).
+SPARSE_INTERCEPT_DECAY = 0.01
+LEARNING_RATES = ("constant", "optimal", "invscaling", "epoch_decay")
+# Unused indices for dense input (the kernel reads dense rows by position).
+_NO_INDEX = np.zeros(1, dtype=np.int32)
+
+
+def _check_number(name, value, low=None, high=None, low_open=False, integer=False, allow_none=False):
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}"
+                        f"{' or None' if allow_none else ''}, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+def _check_sample_weight(sample_weight, n_samples):
+    if sample_weight is None:
+        return np.ones(n_samples)
+    sample_weight = np.asarray(sample_weight, dtype=np.float64)
+    if sample_weight.ndim == 0:
+        return np.full(n_samples, float(sample_weight))
+    if sample_weight.shape != (n_samples,):
+        raise ValueError(f"sample_weight.shape == {sample_weight.shape}, expected {(n_samples,)}!")
+    if not np.isfinite(sample_weight).all():
+        raise ValueError("sample_weight contains NaN or infinity")
+    if (sample_weight < 0).any():
+        raise ValueError("sample_weight must be non-negative")
+    return np.ascontiguousarray(sample_weight)
+
+
+class _BaseHogwildSGD(BaseEstimator):
+    """The parts both estimators share: checks, data layout and the epoch loop."""
+
+    _LOSSES = ()
+
+    def _check_params(self):
+        cls = type(self).__name__
+        if self.loss not in self._LOSSES:
+            raise ValueError(f"The loss {self.loss!r} is not supported by {cls}; choose from {self._LOSSES}")
+        if self.penalty not in ("l2", None):
+            raise ValueError(f"penalty={self.penalty!r} is not supported: Hogwild! keeps updates sparse "
+                             "with an L2 penalty ('l2') or none (None)")
+        if self.learning_rate not in LEARNING_RATES:
+            raise ValueError(f"learning_rate={self.learning_rate!r} is not supported; "
+                             f"choose from {LEARNING_RATES}")
+        _check_number("alpha", self.alpha, low=0.0)
+        if self.learning_rate == "optimal" and self.alpha == 0:
+            raise ValueError("alpha must be > 0 since learning_rate is 'optimal'. alpha is used to "
+                             "compute the optimal learning rate.")
+        _check_number("eta0", self.eta0, low=0.0, low_open=self.learning_rate != "optimal")
+        _check_number("power_t", self.power_t)
+        _check_number("beta", self.beta, low=0.0, high=1.0, low_open=True)
+        _check_number("epsilon", self.epsilon, low=0.0)
+        _check_number("max_iter", self.max_iter, low=1, integer=True)
+        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
+        _check_number("tol", self.tol, allow_none=True)
+        for name in ("shuffle", "fit_intercept"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        return self._threads()
+
+    def _threads(self):
+        if self.n_threads is None:
+            return _kernels.get_num_threads()
+        n = _resolve_threads(self.n_threads)
+        return n if _kernels.OPENMP else 1
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        try:
+            tags.non_deterministic = self._threads() > 1
+        except (TypeError, ValueError):  # an invalid n_threads is reported by fit
+            pass
+        return tags
+
+    def _validate_X(self, X, y=None, reset=False, **kwargs):
+        """float32/float64, CSR (other sparse formats converted once) or dense C-contiguous.
+
+        Once fitted, further data is converted to the weights' dtype.
+        """
+        dtype = [np.float64, np.float32] if reset or not hasattr(self, "coef_") else self.coef_.dtype
+        options = dict(accept_sparse="csr", dtype=dtype, order="C",
+                       accept_large_sparse=True, reset=reset)
+        if y is None:
+            return validate_data(self, X, **options)
+        return validate_data(self, X, y, **options, **kwargs)
+
+    def _optimal_init(self):
+        """scikit-learn's offset of the 'optimal' schedule (Bottou's heuristic for the first step)."""
+        typw = np.sqrt(1.0 / np.sqrt(self.alpha))
+        derivative = _hogwild.derivative(_hogwild.LOSSES[self.loss], -typw, 1.0, self.epsilon)
+        return 1.0 / (typw / max(1.0, derivative) * self.alpha)
+
+    def _run_sgd(self, X, y, sample_weight, coef, intercept, max_iter, n_threads, rng, first_epoch):
+        """Hogwild! SGD of one linear model (coef updated in place).
+
+        Returns (intercept, epochs run, whether the tol criterion stopped it).
+        """
+        n_samples, n_features = X.shape
+        dense = not sp.issparse(X)
+        if dense:
+            data, indices, indptr = X.reshape(-1), _NO_INDEX, _NO_INDEX
+        else:
+            data, indices = X.data, X.indices
+            indptr = X.indptr.astype(indices.dtype, copy=False)
+        order = np.arange(n_samples, dtype=np.intp)
+        eta, scale = np.empty(n_samples), np.empty(n_samples)
+        thread_losses = np.zeros(n_threads * _hogwild.THREAD_SCRATCH)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        loss = _hogwild.LOSSES[self.loss]
+        alpha = self.alpha if self.penalty == "l2" else 0.0
+        intercept_decay = 1.0 if dense else SPARSE_INTERCEPT_DECAY
+        optimal_init = self._optimal_init() if self.learning_rate == "optimal" else 0.0
+        best_loss, no_improvement = np.inf, 0
+        for epoch in range(max_iter):
+            if self.shuffle:
+                rng.shuffle(order)
+            if self.learning_rate == "epoch_decay":
+                schedule, eta0 = _hogwild.SCHEDULES["constant"], self.eta0 * self.beta ** (first_epoch + epoch)
+            else:
+                schedule, eta0 = _hogwild.SCHEDULES[self.learning_rate], self.eta0
+            # the 'optimal' schedule uses alpha even without a penalty, as scikit-learn's
+            ends = _hogwild.plan_epoch(schedule, eta0, self.power_t, self.alpha, optimal_init, self.t_,
+                                       eta, scale)
+            if alpha == 0.0:
+                scale.fill(1.0)
+            sum_loss, start = 0.0, 0
+            for stop in ends:
+                block_loss, intercept = _hogwild.run_block(
+                    coef, data, indices, indptr, dense, n_features, y, sample_weight, order, start, stop,
+                    eta, scale, loss, self.epsilon, self.fit_intercept, intercept_decay, intercept,
+                    n_threads, thread_losses)
+                sum_loss += block_loss
+                if stop > start and scale[stop - 1] != 1.0:
+                    coef *= scale[stop - 1]
+                start = stop
+            self.t_ += n_samples
+            if not (np.isfinite(intercept) and np.isfinite(coef).all()):
+                raise ValueError(f"Floating-point under-/overflow occurred at epoch #{epoch + 1}. Scaling "
+                                 "input data with StandardScaler or MinMaxScaler might help.")
+            if self.tol is not None:
+                no_improvement = no_improvement + 1 if sum_loss > best_loss - self.tol * n_samples else 0
+                best_loss = min(best_loss, sum_loss)
+                if no_improvement >= self.n_iter_no_change:
+                    return intercept, epoch + 1, True
+        return intercept, max_iter, False
+
+    def _warn_not_converged(self, converged):
+        if not converged and self.tol is not None and self.max_iter > 1:
+            warnings.warn("Maximum number of iteration reached before convergence. Consider increasing "
+                          "max_iter to improve the fit.", ConvergenceWarning)
+
+    def decision_function(self, X):
+        """Signed distance to the hyperplane(s): shape (n_samples,) for one model, else (n_samples, n_models)."""
+        check_is_fitted(self)
+        X = self._validate_X(X)
+        scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
+        return scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
+
+
+_COMMON_PARAMS = """
+    penalty : {'l2', None}, default='l2'
+        L2 keeps each update sparse (a global scale factor, as scikit-learn's WeightVector).
+    alpha : float, default=1e-4
+        Regularisation strength; also sets the 'optimal' step size.
+    fit_intercept : bool, default=True
+    max_iter : int, default=1000
+        Maximum number of epochs.
+    tol : float or None, default=1e-3
+        Stop when an epoch's summed loss is not below the best by tol * n_samples for
+        n_iter_no_change epochs in a row (scikit-learn's criterion); None runs max_iter epochs.
+    shuffle : bool, default=True
+    epsilon : float, default=0.1
+        Width of the 'huber' and 'epsilon_insensitive' losses.
+    random_state : int, RandomState or None
+        Seeds the shuffles.  With n_threads=1 a fixed seed gives bit-identical results.
+    learning_rate : {'constant', 'optimal', 'invscaling', 'epoch_decay'}
+        scikit-learn's schedules (eta0; 1/(alpha*(t0+t)); eta0/t**power_t), or Hogwild!'s
+        per-epoch decay eta0 * beta**epoch.
+    eta0 : float, default=0.01
+    power_t : float
+    beta : float in (0, 1], default=0.9
+        The per-epoch decay of learning_rate='epoch_decay'.
+    n_iter_no_change : int, default=5
+    n_threads : int or None, default=None
+        Threads of each epoch (None: fastoptim.get_num_threads(); -1: all usable cores).
+        With more than one the updates race by design and results vary slightly.
+"""
+
+
+class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
+    __doc__ = """Linear classifier trained by Hogwild! SGD; multiclass is one-vs-rest.
+
+    Parameters
+    ----------
+    loss : {'hinge', 'log_loss', 'modified_huber', 'squared_error'}, default='hinge'
+""" + _COMMON_PARAMS + """
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features), X's dtype
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_, n_iter_ (epochs of the longest one-vs-rest fit), t_ (samples seen + 1),
+    n_features_in_, feature_names_in_
+    """
+
+    _LOSSES = ("hinge", "log_loss", "modified_huber", "squared_error")
+
+    def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, fit_intercept=True, max_iter=1000,
+                 tol=1e-3, shuffle=True, epsilon=0.1, random_state=None, learning_rate="optimal",
+                 eta0=0.01, power_t=0.5, beta=0.9, n_iter_no_change=5, n_threads=None):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.beta = beta
+        self.n_iter_no_change = n_iter_no_change
+        self.n_threads = n_threads
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit from zero weights for up to max_iter epochs."""
+        n_threads = self._check_params()
+        X, y = self._validate_X(X, y, reset=True)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        self.classes_ = classes
+        self._init_model(X)
+        self._fit_models(X, y, sample_weight, self.max_iter, n_threads, check_random_state(self.random_state))
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights; `classes` is required the first time."""
+        n_threads = self._check_params()
+        first_call = not hasattr(self, "classes_")
+        X, y = self._validate_X(X, y, reset=first_call)
+        check_classification_targets(y)
+        if first_call:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            classes = np.unique(classes)
+            if len(classes) < 2:
+                raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
+            self.classes_ = classes
+            self._init_model(X)
+            self._random_state = check_random_state(self.random_state)
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"`classes={classes!r}` is not the same as on the first call to partial_fit, "
+                             f"was: {self.classes_!r}")
+        unknown = np.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise ValueError(f"y contains labels {unknown!r} that are not in classes {self.classes_!r}")
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        self._fit_models(X, y, sample_weight, 1, n_threads, self._random_state)
+        return self
+
+    def _init_model(self, X):
+        n_models = 1 if len(self.classes_) == 2 else len(self.classes_)
+        self.coef_ = np.zeros((n_models, X.shape[1]), dtype=X.dtype)
+        self.intercept_ = np.zeros(n_models, dtype=X.dtype)
+        self.t_ = 1.0
+        self.n_iter_ = 0
+
+    def _fit_models(self, X, y, sample_weight, max_iter, n_threads, rng):
+        """One binary problem per row of coef_ (+1 for its class, -1 for the rest)."""
+        label = np.searchsorted(self.classes_, y)
+        positive = [1] if len(self.classes_) == 2 else range(len(self.classes_))
+        t_start, epochs_done = self.t_, self.n_iter_
+        n_iter, converged = 0, True
+        for row, k in enumerate(positive):
+            self.t_ = t_start
+            y_binary = np.where(label == k, 1.0, -1.0)
+            intercept, epochs, stopped = self._run_sgd(X, y_binary, sample_weight, self.coef_[row],
+                                                       float(self.intercept_[row]), max_iter, n_threads,
+                                                       rng, epochs_done)
+            self.intercept_[row] = intercept
+            n_iter, converged = max(n_iter, epochs), converged and stopped
+        self.n_iter_ = epochs_done + n_iter if max_iter == 1 else n_iter
+        self.t_ = t_start + n_iter * X.shape[0]
+        if max_iter > 1:
+            self._warn_not_converged(converged)
+
+    def predict(self, X):
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[index]
+
+    def _has_proba(self):
+        if self.loss not in ("log_loss", "modified_huber"):
+            raise AttributeError(f"probability estimates are not available for loss={self.loss!r}")
+        return True
+
+    @available_if(_has_proba)
+    def predict_proba(self, X):
+        """Class probabilities (loss 'log_loss' or 'modified_huber'); one-vs-rest scores normalised."""
+        scores = self.decision_function(X)
+        if self.loss == "log_loss":
+            prob = expit(scores)
+        else:
+            prob = (np.clip(scores, -1.0, 1.0) + 1.0) / 2.0
+        if prob.ndim == 1:
+            return np.column_stack([1.0 - prob, prob])
+        total = prob.sum(axis=1, keepdims=True)
+        uniform = total[:, 0] == 0
+        prob[uniform] = 1.0
+        total[uniform] = prob.shape[1]
+        return prob / total
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+
+class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
+    __doc__ = """Linear regressor trained by Hogwild! SGD.
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'huber', 'epsilon_insensitive'}, default='squared_error'
+""" + _COMMON_PARAMS + """
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,), X's dtype
+    intercept_ : ndarray of shape (1,)
+    n_iter_, t_, n_features_in_, feature_names_in_
+    """
+
+    _LOSSES = ("squared_error", "huber", "epsilon_insensitive")
+
+    def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001, fit_intercept=True,
+                 max_iter=1000, tol=1e-3, shuffle=True, epsilon=0.1, random_state=None,
+                 learning_rate="invscaling", eta0=0.01, power_t=0.25, beta=0.9, n_iter_no_change=5,
+                 n_threads=None):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.beta = beta
+        self.n_iter_no_change = n_iter_no_change
+        self.n_threads = n_threads
+
+    def _validate_Xy(self, X, y, reset):
+        return self._validate_X(X, y, reset=reset, y_numeric=True)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit from zero weights for up to max_iter epochs."""
+        n_threads = self._check_params()
+        X, y = self._validate_Xy(X, y, reset=True)
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        self.coef_ = np.zeros(X.shape[1], dtype=X.dtype)
+        self.intercept_ = np.zeros(1, dtype=X.dtype)
+        self.t_ = 1.0
+        self.n_iter_ = 0
+        self._fit_model(X, y, sample_weight, self.max_iter, n_threads, check_random_state(self.random_state))
+        return self
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights."""
+        n_threads = self._check_params()
+        first_call = not hasattr(self, "coef_")
+        X, y = self._validate_Xy(X, y, reset=first_call)
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        if first_call:
+            self.coef_ = np.zeros(X.shape[1], dtype=X.dtype)
+            self.intercept_ = np.zeros(1, dtype=X.dtype)
+            self.t_ = 1.0
+            self.n_iter_ = 0
+            self._random_state = check_random_state(self.random_state)
+        self._fit_model(X, y, sample_weight, 1, n_threads, self._random_state)
+        return self
+
+    def _fit_model(self, X, y, sample_weight, max_iter, n_threads, rng):
+        intercept, epochs, stopped = self._run_sgd(X, y, sample_weight, self.coef_, float(self.intercept_[0]),
+                                                   max_iter, n_threads, rng, self.n_iter_)
+        self.intercept_[0] = intercept
+        self.n_iter_ = self.n_iter_ + epochs if max_iter == 1 else epochs
+        if max_iter > 1:
+            self._warn_not_converged(stopped)
+
+    def predict(self, X):
+        return self.decision_function(X)
