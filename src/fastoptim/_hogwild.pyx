@@ -34,8 +34,26 @@ cdef enum:
 cdef enum:
     # step-size schedules per sample; Hogwild!'s per-epoch decay is CONSTANT within an epoch
     CONSTANT, OPTIMAL, INVSCALING
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define fo_prefetch(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define fo_prefetch(p) ((void)(p))
+    #endif
+    """
+    void fo_prefetch(const void *p) noexcept nogil
+
 cdef enum:
     INTERCEPT_SYNC = 32
+    # Rows are visited in random order, so the hardware prefetcher cannot guess the
+    # next one: a thread prefetches the row PREFETCH_AHEAD of its steps ahead (and
+    # that row's indptr entry twice as far ahead).  Up to PREFETCH_LINES cache
+    # lines of a row's values and indices; the hardware follows longer rows.
+    PREFETCH_AHEAD = 4
+    PREFETCH_LINES = 16
+    # the weights a sparse row touches are prefetched when it is this many steps ahead
+    WEIGHTS_AHEAD = 2
     # doubles between two threads' slots in a shared array: one 64-byte cache line
     PAD = 8
 
@@ -179,22 +197,47 @@ cdef inline void row_axpy(floating *w, const floating *x, const index_t *ind, Py
             w[ind[k]] += <floating>(c * x[k])
 
 
-cdef double thread_pass(int k, int n_threads, floating *w, const floating *data, const index_t *indices,
+cdef inline void prefetch_lines(const char *p, Py_ssize_t n_bytes) noexcept nogil:
+    cdef Py_ssize_t offset
+    if n_bytes > 64 * PREFETCH_LINES:
+        n_bytes = 64 * PREFETCH_LINES
+    for offset in range(0, n_bytes, 64):
+        fo_prefetch(p + offset)
+
+
+cdef double thread_pass(int thread, int n_threads, floating *w, const floating *data, const index_t *indices,
                         const index_t *indptr, Py_ssize_t n_features, const double *y,
                         const double *sample_weight, const Py_ssize_t *order, Py_ssize_t start,
                         Py_ssize_t stop, const double *eta, const double *scale_after, int loss,
                         double epsilon, bint fit_intercept, double intercept_decay,
                         double *shared_intercept) noexcept nogil:
-    """Thread k's share of a block; returns the sum of its losses (before each update)."""
-    cdef Py_ssize_t v, i, nnz, since_sync = 0
+    """The share of a block of thread number `thread`; returns the sum of its losses (before each update)."""
+    cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0
     cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
     cdef const floating *x
     cdef const index_t *ind
     cdef double p, dloss, update, scale_before
     cdef double sum_loss = 0.0
     cdef double intercept_seen = shared_intercept[0], intercept_delta = 0.0
-    v = start + k
+    v = start + thread
     while v < stop:
+        ahead = v + PREFETCH_AHEAD * n_threads
+        if ahead < stop:
+            if indices == NULL:
+                prefetch_lines(<const char *>(data + order[ahead] * n_features), n_features * sizeof(floating))
+            else:
+                if ahead + PREFETCH_AHEAD * n_threads < stop:
+                    fo_prefetch(indptr + order[ahead + PREFETCH_AHEAD * n_threads])
+                row_start = indptr[order[ahead]]
+                nnz = indptr[order[ahead] + 1] - row_start
+                prefetch_lines(<const char *>(data + row_start), nnz * sizeof(floating))
+                prefetch_lines(<const char *>(indices + row_start), nnz * sizeof(index_t))
+        ahead = v + WEIGHTS_AHEAD * n_threads
+        if indices != NULL and ahead < stop:
+            row_start = indptr[order[ahead]]
+            nnz = indptr[order[ahead] + 1] - row_start
+            for k in range(nnz):
+                fo_prefetch(w + indices[row_start + k])
         i = order[v]
         if indices == NULL:
             x = data + i * n_features

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, hogwild_bench
 from ._config import get_num_threads, get_simd_level, num_threads
 from ._registry import BY_NAME, SPECS
 
@@ -35,6 +35,9 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
+    parser.add_argument("--hogwild", action="store_true",
+                        help="instead: Hogwild! SGD against scikit-learn's SGDClassifier (see --hogwild options)")
+    hogwild_bench.add_arguments(parser)
 
 
 def _parse_sizes(text):
@@ -238,6 +241,8 @@ def plot(results, path):
 
 
 def main(args):
+    if args.hogwild:
+        return hogwild_bench.main(args)
     optimizers = [o.strip() for o in args.optimizers.split(",")]
     unknown = [o for o in optimizers if o not in BY_NAME]
     if unknown:
