@@ -140,17 +140,27 @@ def derivative(int loss, double p, double y, double epsilon):
     return loss_derivative(loss, p, y, epsilon)
 
 
-def plan_epoch(int schedule, double eta0, double power_t, double alpha, double optimal_init,
-               double t_start, double[::1] eta, double[::1] scale_after):
+def plan_epoch(int schedule, double eta0, double power_t, double alpha, double optimal_init, double l2,
+               double t_start, double scale_start, double[::1] eta, double[::1] scale_after,
+               double[::1] norm_weight):
     """Fill the step size and the L2 scale after each position of an epoch; return the block ends.
 
-    Position v runs at scikit-learn's step counter t = t_start + v.  A new block
+    norm_weight[v] = sum of (scale_after[u] / scale_after[v])**2 over the positions
+    u = v .. end-2 of v's block: how many times a change of the squared weight norm
+    made at v counts in the sum of the norm before each later step of the block
+    (scikit-learn's stopping objective adds alpha/2 * |w|^2 before every step).
+
+    Position v runs at scikit-learn's step counter t = t_start + v; alpha sets the
+    'optimal' schedule, l2 the decay (alpha with an L2 penalty, else 0).  The
+    first block continues from scale_start (the scale is carried across epochs
+    as scikit-learn does, so one thread follows its arithmetic); later blocks
+    start from 1.  A new block
     starts where the running scale would fall below MIN_SCALE.  A decay factor
     1 - eta*alpha is clamped to MIN_SCALE (scikit-learn clamps it to 0 and zeroes
     the weights; the difference is below 1e-9 of the weights).
     """
     cdef Py_ssize_t v, n = eta.shape[0]
-    cdef double t, e, factor, running = 1.0
+    cdef double t, e, factor, running = scale_start
     cdef list ends = []
     for v in range(n):
         t = t_start + v
@@ -161,15 +171,23 @@ def plan_epoch(int schedule, double eta0, double power_t, double alpha, double o
         else:
             e = eta0
         eta[v] = e
-        factor = 1.0 - e * alpha
+        factor = 1.0 - e * l2
         if factor < MIN_SCALE:
             factor = MIN_SCALE
-        if running * factor < MIN_SCALE and running < 1.0:
+        if running * factor < MIN_SCALE and v > 0:
             ends.append(v)
             running = 1.0
         running *= factor
         scale_after[v] = running
     ends.append(n)
+    start = 0
+    for end in ends:
+        if end > start:
+            norm_weight[end - 1] = 0.0
+            for v in range(end - 2, start - 1, -1):
+                factor = scale_after[v + 1] / scale_after[v]
+                norm_weight[v] = 1.0 + factor * factor * norm_weight[v + 1]
+        start = end
     return ends
 
 
@@ -197,6 +215,14 @@ cdef inline void row_axpy(floating *w, const floating *x, const index_t *ind, Py
             w[ind[k]] += <floating>(c * x[k])
 
 
+cdef inline double row_squared_norm(const floating *x, Py_ssize_t nnz) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef double s = 0.0
+    for k in range(nnz):
+        s += <double>x[k] * x[k]
+    return s
+
+
 cdef inline void prefetch_lines(const char *p, Py_ssize_t n_bytes) noexcept nogil:
     cdef Py_ssize_t offset
     if n_bytes > 64 * PREFETCH_LINES:
@@ -208,15 +234,20 @@ cdef inline void prefetch_lines(const char *p, Py_ssize_t n_bytes) noexcept nogi
 cdef double thread_pass(int thread, int n_threads, floating *w, const floating *data, const index_t *indices,
                         const index_t *indptr, Py_ssize_t n_features, const double *y,
                         const double *sample_weight, const Py_ssize_t *order, Py_ssize_t start,
-                        Py_ssize_t stop, const double *eta, const double *scale_after, int loss,
+                        Py_ssize_t stop, const double *eta, double scale_start, const double *scale_after,
+                        int loss,
                         double epsilon, bint fit_intercept, double intercept_decay,
-                        double *shared_intercept) noexcept nogil:
-    """The share of a block of thread number `thread`; returns the sum of its losses (before each update)."""
+                        double *shared_intercept, const double *norm_weight,
+                        double *norm_sum) noexcept nogil:
+    """The share of a block of thread number `thread`; returns the sum of its losses (before each update).
+
+    With norm_weight, also adds to norm_sum[0] the weighted changes of |w|^2 its updates make.
+    """
     cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0
     cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
     cdef const floating *x
     cdef const index_t *ind
-    cdef double p, dloss, update, scale_before
+    cdef double p, dot, dloss, update, scale_before, norm_changes = 0.0
     cdef double sum_loss = 0.0
     cdef double intercept_seen = shared_intercept[0], intercept_delta = 0.0
     v = start + thread
@@ -247,8 +278,9 @@ cdef double thread_pass(int thread, int n_threads, floating *w, const floating *
             x = data + indptr[i]
             ind = indices + indptr[i]
             nnz = indptr[i + 1] - indptr[i]
-        scale_before = 1.0 if v == start else scale_after[v - 1]
-        p = row_dot(w, x, ind, nnz) * scale_before + intercept_seen + intercept_delta
+        scale_before = scale_start if v == start else scale_after[v - 1]
+        dot = row_dot(w, x, ind, nnz)
+        p = dot * scale_before + intercept_seen + intercept_delta
         sum_loss += loss_value(loss, p, y[i], epsilon)
         dloss = loss_derivative(loss, p, y[i], epsilon)
         if dloss > MAX_DLOSS:
@@ -257,6 +289,9 @@ cdef double thread_pass(int thread, int n_threads, floating *w, const floating *
             dloss = -MAX_DLOSS
         update = -eta[v] * dloss * sample_weight[i]
         if update != 0.0:
+            if norm_weight != NULL:  # |w + u x|^2 - |w|^2 in true units, as scikit-learn's WeightVector
+                norm_changes += norm_weight[v] * (update * update * row_squared_norm(x, nnz)
+                                                  + 2.0 * update * scale_after[v] * dot)
             row_axpy(w, x, ind, nnz, update / scale_after[v])
             if fit_intercept:
                 intercept_delta += update * intercept_decay
@@ -271,40 +306,48 @@ cdef double thread_pass(int thread, int n_threads, floating *w, const floating *
         v += n_threads
     if intercept_delta != 0.0:
         shared_intercept[0] += intercept_delta
+    norm_sum[0] = norm_changes
     return sum_loss
 
 
 def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indices,
               const index_t[::1] indptr, bint dense, Py_ssize_t n_features, const double[::1] y,
               const double[::1] sample_weight, const Py_ssize_t[::1] order, Py_ssize_t start,
-              Py_ssize_t stop, const double[::1] eta, const double[::1] scale_after, int loss,
-              double epsilon, bint fit_intercept, double intercept_decay, double intercept,
-              int n_threads, double[::1] thread_losses):
-    """Hogwild! SGD over order[start:stop] on n_threads threads; returns (sum of losses, intercept).
+              Py_ssize_t stop, const double[::1] eta, double scale_start, const double[::1] scale_after,
+              const double[::1] norm_weight, bint track_norm, int loss, double epsilon,
+              bint fit_intercept, double intercept_decay, double intercept, int n_threads,
+              double[::1] scratch):
+    """Hogwild! SGD over order[start:stop] on n_threads threads.
 
-    Dense rows are data[i*n_features:(i+1)*n_features] (indices and indptr unused).
-    thread_losses is scratch of at least n_threads*PAD doubles.  The caller folds
-    scale_after[stop-1] into w afterwards.
+    Returns (sum of losses, weighted sum of the changes of |w|^2 (0 unless
+    track_norm), intercept).  Dense rows are data[i*n_features:(i+1)*n_features]
+    (indices and indptr unused).  scratch holds at least 2*n_threads*PAD
+    doubles.  The true weights are scale_start * w at the start and
+    scale_after[stop-1] * w at the end; the caller folds the scale into w when
+    it starts a new block.
     """
     cdef int k
     cdef double shared_intercept[PAD]
     cdef const index_t *indices_ptr = NULL if dense else &indices[0]
     cdef const index_t *indptr_ptr = NULL if dense else &indptr[0]
-    cdef double total = 0.0
+    cdef const double *norm_weight_ptr = &norm_weight[0] if track_norm else NULL
+    cdef double total = 0.0, norm_total = 0.0
     if stop <= start:
-        return 0.0, intercept
-    if thread_losses.shape[0] < n_threads * PAD:
-        raise ValueError("thread_losses is too small")
+        return 0.0, 0.0, intercept
+    if scratch.shape[0] < 2 * n_threads * PAD:
+        raise ValueError("scratch is too small")
     shared_intercept[0] = intercept
     with nogil:
         for k in prange(n_threads, num_threads=n_threads, schedule="static", chunksize=1):
-            thread_losses[k * PAD] = thread_pass(
+            scratch[2 * k * PAD] = thread_pass(
                 k, n_threads, &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0],
-                &sample_weight[0], &order[0], start, stop, &eta[0], &scale_after[0], loss,
-                epsilon, fit_intercept, intercept_decay, shared_intercept)
+                &sample_weight[0], &order[0], start, stop, &eta[0], scale_start, &scale_after[0], loss,
+                epsilon, fit_intercept, intercept_decay, shared_intercept, norm_weight_ptr,
+                &scratch[(2 * k + 1) * PAD])
     for k in range(n_threads):
-        total += thread_losses[k * PAD]
-    return total, shared_intercept[0]
+        total += scratch[2 * k * PAD]
+        norm_total += scratch[(2 * k + 1) * PAD]
+    return total, norm_total, shared_intercept[0]
 
 
-THREAD_SCRATCH = PAD
+THREAD_SCRATCH = 2 * PAD

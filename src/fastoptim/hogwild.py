@@ -37,6 +37,10 @@ SPARSE_INTERCEPT_DECAY = 0.01
 LEARNING_RATES = ("constant", "optimal", "invscaling", "epoch_decay")
 # Unused indices for dense input (the kernel reads dense rows by position).
 _NO_INDEX = np.zeros(1, dtype=np.int32)
+# An epoch with fewer stored values than this runs on one thread: starting the
+# threads would cost more than the work, and small fits stay deterministic.
+# Tests lower it to exercise the threads on small problems.
+PARALLEL_MIN_NNZ = 1 << 16
 
 
 def _check_number(name, value, low=None, high=None, low_open=False, integer=False, allow_none=False):
@@ -66,7 +70,13 @@ def _check_sample_weight(sample_weight, n_samples):
         raise ValueError("sample_weight contains NaN or infinity")
     if (sample_weight < 0).any():
         raise ValueError("sample_weight must be non-negative")
+    if n_samples and not sample_weight.any():
+        raise ValueError("Sample weights must contain at least one non-zero number.")
     return np.ascontiguousarray(sample_weight)
+
+
+def _squared_norm(w):
+    return float(np.dot(w, w)) if w.dtype == np.float64 else float(np.square(w, dtype=np.float64).sum())
 
 
 class _BaseHogwildSGD(BaseEstimator):
@@ -115,17 +125,14 @@ class _BaseHogwildSGD(BaseEstimator):
             pass
         return tags
 
-    def _validate_X(self, X, y=None, reset=False, **kwargs):
+    def _validate_data(self, X, y="no_validation", reset=False, **kwargs):
         """float32/float64, CSR (other sparse formats converted once) or dense C-contiguous.
 
         Once fitted, further data is converted to the weights' dtype.
         """
         dtype = [np.float64, np.float32] if reset or not hasattr(self, "coef_") else self.coef_.dtype
-        options = dict(accept_sparse="csr", dtype=dtype, order="C",
-                       accept_large_sparse=True, reset=reset)
-        if y is None:
-            return validate_data(self, X, **options)
-        return validate_data(self, X, y, **options, **kwargs)
+        return validate_data(self, X, y, accept_sparse="csr", dtype=dtype, order="C",
+                             accept_large_sparse=True, reset=reset, **kwargs)
 
     def _optimal_init(self):
         """scikit-learn's offset of the 'optimal' schedule (Bottou's heuristic for the first step)."""
@@ -140,20 +147,26 @@ class _BaseHogwildSGD(BaseEstimator):
         """
         n_samples, n_features = X.shape
         dense = not sp.issparse(X)
+        if (X.size if dense else X.nnz) < PARALLEL_MIN_NNZ:
+            n_threads = 1
         if dense:
             data, indices, indptr = X.reshape(-1), _NO_INDEX, _NO_INDEX
         else:
             data, indices = X.data, X.indices
             indptr = X.indptr.astype(indices.dtype, copy=False)
         order = np.arange(n_samples, dtype=np.intp)
-        eta, scale = np.empty(n_samples), np.empty(n_samples)
-        thread_losses = np.zeros(n_threads * _hogwild.THREAD_SCRATCH)
+        eta, scale, norm_weight = np.empty(n_samples), np.empty(n_samples), np.empty(n_samples)
+        scratch = np.zeros(n_threads * _hogwild.THREAD_SCRATCH)
         y = np.ascontiguousarray(y, dtype=np.float64)
         loss = _hogwild.LOSSES[self.loss]
         alpha = self.alpha if self.penalty == "l2" else 0.0
+        # the stopping objective: mean loss plus alpha/2 |w|^2 before each step, as scikit-learn's
+        track_norm = self.tol is not None and alpha > 0.0
         intercept_decay = 1.0 if dense else SPARSE_INTERCEPT_DECAY
         optimal_init = self._optimal_init() if self.learning_rate == "optimal" else 0.0
-        best_loss, no_improvement = np.inf, 0
+        best_objective, no_improvement = np.inf, 0
+        # the true weights are scale_start * coef; the scale carries over epochs until folded
+        scale_start = 1.0
         for epoch in range(max_iter):
             if self.shuffle:
                 rng.shuffle(order)
@@ -162,29 +175,39 @@ class _BaseHogwildSGD(BaseEstimator):
             else:
                 schedule, eta0 = _hogwild.SCHEDULES[self.learning_rate], self.eta0
             # the 'optimal' schedule uses alpha even without a penalty, as scikit-learn's
-            ends = _hogwild.plan_epoch(schedule, eta0, self.power_t, self.alpha, optimal_init, self.t_,
-                                       eta, scale)
-            if alpha == 0.0:
-                scale.fill(1.0)
-            sum_loss, start = 0.0, 0
+            ends = _hogwild.plan_epoch(schedule, eta0, self.power_t, self.alpha, optimal_init, alpha,
+                                       self.t_, scale_start, eta, scale, norm_weight)
+            objective, start = 0.0, 0
             for stop in ends:
-                block_loss, intercept = _hogwild.run_block(
+                if stop == start:
+                    continue
+                if start > 0:  # a new block within the epoch starts from scale 1
+                    coef *= scale_start
+                    scale_start = 1.0
+                if track_norm:
+                    norm_at_start = _squared_norm(coef)
+                block_loss, norm_changes, intercept = _hogwild.run_block(
                     coef, data, indices, indptr, dense, n_features, y, sample_weight, order, start, stop,
-                    eta, scale, loss, self.epsilon, self.fit_intercept, intercept_decay, intercept,
-                    n_threads, thread_losses)
-                sum_loss += block_loss
-                if stop > start and scale[stop - 1] != 1.0:
-                    coef *= scale[stop - 1]
+                    eta, scale_start, scale, norm_weight, track_norm, loss, self.epsilon,
+                    self.fit_intercept, intercept_decay, intercept, n_threads, scratch)
+                objective += block_loss
+                if track_norm:  # the sum over the block of |w|^2 before each step
+                    objective += 0.5 * alpha * (norm_at_start * (scale_start ** 2 + norm_weight[start]
+                                                                 * scale[start] ** 2) + norm_changes)
+                scale_start = scale[stop - 1]
                 start = stop
             self.t_ += n_samples
-            if not (np.isfinite(intercept) and np.isfinite(coef).all()):
+            if not (np.isfinite(intercept) and np.isfinite(coef).all() and scale_start > 0):
                 raise ValueError(f"Floating-point under-/overflow occurred at epoch #{epoch + 1}. Scaling "
                                  "input data with StandardScaler or MinMaxScaler might help.")
             if self.tol is not None:
-                no_improvement = no_improvement + 1 if sum_loss > best_loss - self.tol * n_samples else 0
-                best_loss = min(best_loss, sum_loss)
+                objective /= n_samples
+                no_improvement = no_improvement + 1 if objective > best_objective - self.tol else 0
+                best_objective = min(best_objective, objective)
                 if no_improvement >= self.n_iter_no_change:
+                    coef *= scale_start
                     return intercept, epoch + 1, True
+        coef *= scale_start
         return intercept, max_iter, False
 
     def _warn_not_converged(self, converged):
@@ -192,10 +215,9 @@ class _BaseHogwildSGD(BaseEstimator):
             warnings.warn("Maximum number of iteration reached before convergence. Consider increasing "
                           "max_iter to improve the fit.", ConvergenceWarning)
 
-    def decision_function(self, X):
-        """Signed distance to the hyperplane(s): shape (n_samples,) for one model, else (n_samples, n_models)."""
-        check_is_fitted(self)
-        X = self._validate_X(X)
+    def _linear_predict(self, X):
+        check_is_fitted(self, "coef_")
+        X = self._validate_data(X)
         scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
         return scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
 
@@ -269,7 +291,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
     def fit(self, X, y, sample_weight=None):
         """Fit from zero weights for up to max_iter epochs."""
         n_threads = self._check_params()
-        X, y = self._validate_X(X, y, reset=True)
+        X, y = self._validate_data(X, y, reset=True)
         check_classification_targets(y)
         classes = np.unique(y)
         if len(classes) < 2:
@@ -277,14 +299,15 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
         self.classes_ = classes
         self._init_model(X)
-        self._fit_models(X, y, sample_weight, self.max_iter, n_threads, check_random_state(self.random_state))
+        self._random_state = check_random_state(self.random_state)
+        self._fit_models(X, y, sample_weight, self.max_iter, n_threads, self._random_state)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights; `classes` is required the first time."""
         n_threads = self._check_params()
         first_call = not hasattr(self, "classes_")
-        X, y = self._validate_X(X, y, reset=first_call)
+        X, y = self._validate_data(X, y, reset=first_call)
         check_classification_targets(y)
         if first_call:
             if classes is None:
@@ -296,11 +319,12 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             self._init_model(X)
             self._random_state = check_random_state(self.random_state)
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"`classes={classes!r}` is not the same as on the first call to partial_fit, "
-                             f"was: {self.classes_!r}")
+            raise ValueError(f"classes={list(classes)} is not the same as on the first call to partial_fit, "
+                             f"was: {self.classes_.tolist()}")
         unknown = np.setdiff1d(y, self.classes_)
         if len(unknown):
-            raise ValueError(f"y contains labels {unknown!r} that are not in classes {self.classes_!r}")
+            raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes "
+                             f"{self.classes_.tolist()}")
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
         self._fit_models(X, y, sample_weight, 1, n_threads, self._random_state)
         return self
@@ -330,6 +354,10 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         self.t_ = t_start + n_iter * X.shape[0]
         if max_iter > 1:
             self._warn_not_converged(converged)
+
+    def decision_function(self, X):
+        """Signed distance to the hyperplane(s): shape (n_samples,) for two classes, else (n_samples, n_classes)."""
+        return self._linear_predict(X)
 
     def predict(self, X):
         scores = self.decision_function(X)
@@ -399,7 +427,7 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
         self.n_threads = n_threads
 
     def _validate_Xy(self, X, y, reset):
-        return self._validate_X(X, y, reset=reset, y_numeric=True)
+        return self._validate_data(X, y, reset=reset, y_numeric=True)
 
     def fit(self, X, y, sample_weight=None):
         """Fit from zero weights for up to max_iter epochs."""
@@ -410,7 +438,8 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
         self.intercept_ = np.zeros(1, dtype=X.dtype)
         self.t_ = 1.0
         self.n_iter_ = 0
-        self._fit_model(X, y, sample_weight, self.max_iter, n_threads, check_random_state(self.random_state))
+        self._random_state = check_random_state(self.random_state)
+        self._fit_model(X, y, sample_weight, self.max_iter, n_threads, self._random_state)
         return self
 
     def partial_fit(self, X, y, sample_weight=None):
@@ -437,4 +466,4 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
             self._warn_not_converged(stopped)
 
     def predict(self, X):
-        return self.decision_function(X)
+        return self._linear_predict(X)
