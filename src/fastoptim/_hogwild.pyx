@@ -47,8 +47,8 @@ cdef extern from *:
 cdef enum:
     INTERCEPT_SYNC = 32
     # Rows are visited in random order, so the hardware prefetcher cannot guess the
-    # next one: a thread prefetches the row PREFETCH_AHEAD of its steps ahead (and
-    # that row's indptr entry twice as far ahead).  Up to PREFETCH_LINES cache
+    # next one: a thread prefetches the row PREFETCH_AHEAD of its steps ahead with
+    # its target and weight (and that row's indptr entry twice as far ahead).  Up to PREFETCH_LINES cache
     # lines of a row's values and indices; the hardware follows longer rows.
     PREFETCH_AHEAD = 4
     PREFETCH_LINES = 16
@@ -254,6 +254,8 @@ cdef double thread_pass(int thread, int n_threads, floating *w, const floating *
     while v < stop:
         ahead = v + PREFETCH_AHEAD * n_threads
         if ahead < stop:
+            fo_prefetch(y + order[ahead])
+            fo_prefetch(sample_weight + order[ahead])
             if indices == NULL:
                 prefetch_lines(<const char *>(data + order[ahead] * n_features), n_features * sizeof(floating))
             else:
