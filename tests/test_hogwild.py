@@ -113,6 +113,42 @@ def test_one_thread_without_shuffle_matches_sgdregressor(loss, layout):
     assert ours.n_iter_ == theirs.n_iter_
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("average", [True, 7, 1200, 10**6])
+def test_averaged_sgd_matches_scikit_learn(average, layout):
+    """ASGD from sample `average` on (never, for 10**6 samples: then coef_ is the plain iterate)."""
+    X, y = sparse_problem(500, 60, noise=0.1, layout=layout, n_classes=3)
+    options = dict(loss="log_loss", average=average, alpha=1e-3, max_iter=4, shuffle=False, tol=None,
+                   learning_rate="constant", eta0=0.05)
+    ours = HogwildSGDClassifier(**options, n_threads=1).fit(X, y)
+    theirs = SGDClassifier(**options).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-9, atol=1e-12)
+    regressor_options = dict(options, loss="squared_error", learning_rate="invscaling", eta0=0.01)
+    target = y * 1.5 - 1.0
+    ours = HogwildSGDRegressor(**regressor_options, n_threads=1).fit(X, target)
+    theirs = SGDRegressor(**regressor_options).fit(X, target)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_averaged_sgd_with_threads_and_partial_fit(n_threads, threads_on_small_data):
+    # many features, so that two threads rarely write the same weight at once (see the module's doc)
+    X, y = sparse_problem(10000, 2000, density=0.01, noise=0.1)
+    X_train, y_train, X_test, y_test = split(X, y, 2000)
+    model = HogwildSGDClassifier(average=True, max_iter=10, tol=None, random_state=0, n_threads=n_threads)
+    model.fit(X_train, y_train)
+    reference = SGDClassifier(average=True, max_iter=10, tol=None, random_state=0).fit(X_train, y_train)
+    assert abs(model.score(X_test, y_test) - reference.score(X_test, y_test)) <= 0.02
+    online = HogwildSGDClassifier(average=True, random_state=0, n_threads=n_threads)
+    for epoch in range(3):
+        for chunk in range(2):
+            online.partial_fit(X_train[chunk::2], y_train[chunk::2], classes=[0, 1])
+    assert online.score(X_test, y_test) >= reference.score(X_test, y_test) - 0.03
+    assert not np.array_equal(online.coef_, online._standard_coef)
+
+
 def reference_sgd(X, y, loss_derivative, alpha, etas, intercept_decay):
     """Plain sequential SGD on the true weights (no scale factor), epoch by epoch in row order."""
     w, b = np.zeros(X.shape[1]), 0.0
@@ -356,6 +392,8 @@ def test_classification_label_errors():
     (dict(n_threads=0), ValueError, "n_threads=0 is invalid"),
     (dict(n_threads=1.5), TypeError, "n_threads must be an integer or None"),
     (dict(shuffle="yes"), TypeError, "shuffle must be a bool"),
+    (dict(average=-1), ValueError, "average must be >= 0"),
+    (dict(average=0.5), TypeError, "average must be an integer"),
 ])
 def test_bad_parameters(params, error, message):
     X, y = sparse_problem(50, 5, layout="dense")

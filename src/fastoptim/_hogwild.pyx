@@ -142,8 +142,11 @@ def derivative(int loss, double p, double y, double epsilon):
 
 def plan_epoch(int schedule, double eta0, double power_t, double alpha, double optimal_init, double l2,
                double t_start, double scale_start, double[::1] eta, double[::1] scale_after,
-               double[::1] norm_weight):
-    """Fill the step size and the L2 scale after each position of an epoch; return the block ends.
+               double[::1] norm_weight, double average_from=0.0, double average_a=0.0,
+               double average_b=1.0, double[::1] average_weight=None):
+    """Plan an epoch: step sizes, L2 scales and the averaging coefficients of each position.
+
+    Returns (block ends, (average_a, average_b) at each block end).
 
     norm_weight[v] = sum of (scale_after[u] / scale_after[v])**2 over the positions
     u = v .. end-2 of v's block: how many times a change of the squared weight norm
@@ -158,10 +161,17 @@ def plan_epoch(int schedule, double eta0, double power_t, double alpha, double o
     starts where the running scale would fall below MIN_SCALE.  A decay factor
     1 - eta*alpha is clamped to MIN_SCALE (scikit-learn clamps it to 0 and zeroes
     the weights; the difference is below 1e-9 of the weights).
+
+    Averaged SGD (from step average_from > 0 on) keeps scikit-learn's lazy form:
+    the averaged weights are (aw + average_a * w) / average_b, and an update u*x of
+    the true weights at v adds -u * average_weight[v] * x to aw.  average_a and
+    average_b depend only on the position, so they are planned here; they restart
+    at (0, 1) with each block, when the caller folds them into aw.
     """
     cdef Py_ssize_t v, n = eta.shape[0]
-    cdef double t, e, factor, running = scale_start
-    cdef list ends = []
+    cdef double t, e, factor, mu, running = scale_start
+    cdef bint averaging = average_from > 0.0 and average_weight is not None
+    cdef list ends = [], states = []
     for v in range(n):
         t = t_start + v
         if schedule == OPTIMAL:
@@ -176,10 +186,21 @@ def plan_epoch(int schedule, double eta0, double power_t, double alpha, double o
             factor = MIN_SCALE
         if running * factor < MIN_SCALE and v > 0:
             ends.append(v)
-            running = 1.0
+            states.append((average_a, average_b))
+            running, average_a, average_b = 1.0, 0.0, 1.0
         running *= factor
         scale_after[v] = running
+        if averaging:
+            if t >= average_from:  # as scikit-learn's WeightVector.add_average
+                average_weight[v] = average_a / running
+                mu = 1.0 / (t - average_from + 1.0)
+                if mu < 1.0:
+                    average_b /= 1.0 - mu
+                average_a += mu * average_b * running
+            else:
+                average_weight[v] = 0.0
     ends.append(n)
+    states.append((average_a, average_b))
     start = 0
     for end in ends:
         if end > start:
@@ -188,7 +209,7 @@ def plan_epoch(int schedule, double eta0, double power_t, double alpha, double o
                 factor = scale_after[v + 1] / scale_after[v]
                 norm_weight[v] = 1.0 + factor * factor * norm_weight[v + 1]
         start = end
-    return ends
+    return ends, states
 
 
 cdef inline double row_dot(const floating *w, const floating *x, const index_t *ind,
@@ -231,23 +252,27 @@ cdef inline void prefetch_lines(const char *p, Py_ssize_t n_bytes) noexcept nogi
         fo_prefetch(p + offset)
 
 
-cdef double thread_pass(int thread, int n_threads, floating *w, const floating *data, const index_t *indices,
+cdef void thread_pass(int thread, int n_threads, floating *w, const floating *data, const index_t *indices,
                         const index_t *indptr, Py_ssize_t n_features, const double *y,
                         const double *sample_weight, const Py_ssize_t *order, Py_ssize_t start,
                         Py_ssize_t stop, const double *eta, double scale_start, const double *scale_after,
                         int loss,
                         double epsilon, bint fit_intercept, double intercept_decay,
-                        double *shared_intercept, const double *norm_weight,
-                        double *norm_sum) noexcept nogil:
-    """The share of a block of thread number `thread`; returns the sum of its losses (before each update).
+                        double *shared_intercept, const double *norm_weight, floating *aw,
+                        const double *average_weight, Py_ssize_t average_first,
+                        double *out) noexcept nogil:
+    """The share of a block of thread number `thread`.
 
-    With norm_weight, also adds to norm_sum[0] the weighted changes of |w|^2 its updates make.
+    Writes to out: [0] the sum of its losses (before each update); [1] with
+    norm_weight, the weighted changes of |w|^2 its updates make; [2] the sum of the
+    intercept after each of its steps from position average_first on.  With aw,
+    also updates the averaged weights.
     """
     cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0
     cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
     cdef const floating *x
     cdef const index_t *ind
-    cdef double p, dot, dloss, update, scale_before, norm_changes = 0.0
+    cdef double p, dot, dloss, update, scale_before, norm_changes = 0.0, intercept_sum = 0.0
     cdef double sum_loss = 0.0
     cdef double intercept_seen = shared_intercept[0], intercept_delta = 0.0
     v = start + thread
@@ -295,8 +320,12 @@ cdef double thread_pass(int thread, int n_threads, floating *w, const floating *
                 norm_changes += norm_weight[v] * (update * update * row_squared_norm(x, nnz)
                                                   + 2.0 * update * scale_after[v] * dot)
             row_axpy(w, x, ind, nnz, update / scale_after[v])
+            if aw != NULL and average_weight[v] != 0.0:
+                row_axpy(aw, x, ind, nnz, -update * average_weight[v])
             if fit_intercept:
                 intercept_delta += update * intercept_decay
+        if v >= average_first:
+            intercept_sum += intercept_seen + intercept_delta
         since_sync += 1
         if since_sync == sync_every:
             # publish this thread's updates and see the others'
@@ -308,8 +337,9 @@ cdef double thread_pass(int thread, int n_threads, floating *w, const floating *
         v += n_threads
     if intercept_delta != 0.0:
         shared_intercept[0] += intercept_delta
-    norm_sum[0] = norm_changes
-    return sum_loss
+    out[0] = sum_loss
+    out[1] = norm_changes
+    out[2] = intercept_sum
 
 
 def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indices,
@@ -318,12 +348,15 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
               Py_ssize_t stop, const double[::1] eta, double scale_start, const double[::1] scale_after,
               const double[::1] norm_weight, bint track_norm, int loss, double epsilon,
               bint fit_intercept, double intercept_decay, double intercept, int n_threads,
-              double[::1] scratch):
+              double[::1] scratch, floating[::1] aw=None, const double[::1] average_weight=None,
+              Py_ssize_t average_first=0):
     """Hogwild! SGD over order[start:stop] on n_threads threads.
 
     Returns (sum of losses, weighted sum of the changes of |w|^2 (0 unless
-    track_norm), intercept).  Dense rows are data[i*n_features:(i+1)*n_features]
-    (indices and indptr unused).  scratch holds at least 2*n_threads*PAD
+    track_norm), intercept, sum of the intercept after each step from position
+    average_first on).  With aw (and average_weight from plan_epoch), also
+    averaged SGD.  Dense rows are data[i*n_features:(i+1)*n_features]
+    (indices and indptr unused).  scratch holds at least n_threads*PAD
     doubles.  The true weights are scale_start * w at the start and
     scale_after[stop-1] * w at the end; the caller folds the scale into w when
     it starts a new block.
@@ -333,23 +366,33 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     cdef const index_t *indices_ptr = NULL if dense else &indices[0]
     cdef const index_t *indptr_ptr = NULL if dense else &indptr[0]
     cdef const double *norm_weight_ptr = &norm_weight[0] if track_norm else NULL
-    cdef double total = 0.0, norm_total = 0.0
+    cdef floating *aw_ptr = NULL
+    cdef const double *average_weight_ptr = NULL
+    cdef double total = 0.0, norm_total = 0.0, intercept_total = 0.0
+    if aw is not None:
+        if aw.shape[0] != w.shape[0] or average_weight is None or average_weight.shape[0] < stop:
+            raise ValueError("aw must match w and average_weight cover the block")
+        aw_ptr = &aw[0]
+        average_weight_ptr = &average_weight[0]
+    else:
+        average_first = stop
     if stop <= start:
-        return 0.0, 0.0, intercept
-    if scratch.shape[0] < 2 * n_threads * PAD:
+        return 0.0, 0.0, intercept, 0.0
+    if scratch.shape[0] < n_threads * PAD:
         raise ValueError("scratch is too small")
     shared_intercept[0] = intercept
     with nogil:
         for k in prange(n_threads, num_threads=n_threads, schedule="static", chunksize=1):
-            scratch[2 * k * PAD] = thread_pass(
+            thread_pass(
                 k, n_threads, &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0],
                 &sample_weight[0], &order[0], start, stop, &eta[0], scale_start, &scale_after[0], loss,
-                epsilon, fit_intercept, intercept_decay, shared_intercept, norm_weight_ptr,
-                &scratch[(2 * k + 1) * PAD])
+                epsilon, fit_intercept, intercept_decay, shared_intercept, norm_weight_ptr, aw_ptr,
+                average_weight_ptr, average_first, &scratch[k * PAD])
     for k in range(n_threads):
-        total += scratch[2 * k * PAD]
-        norm_total += scratch[(2 * k + 1) * PAD]
-    return total, norm_total, shared_intercept[0]
+        total += scratch[k * PAD]
+        norm_total += scratch[k * PAD + 1]
+        intercept_total += scratch[k * PAD + 2]
+    return total, norm_total, shared_intercept[0], intercept_total
 
 
-THREAD_SCRATCH = 2 * PAD
+THREAD_SCRATCH = PAD

@@ -11,7 +11,10 @@ more threads the updates race by design (a thread may read weights another is
 writing, and a write may occasionally be lost), so results vary slightly from
 run to run; on sparse data such collisions are rare and accuracy is unaffected.
 On dense data every update writes every weight, so threads contend for the
-same cache lines: there one thread is usually as fast as several.
+same cache lines: there one thread is usually as fast as several.  Averaged SGD
+(`average`) keeps scikit-learn's lazy form, in which a weight update lost to a
+race is never corrected in the average: with several threads use it on sparse
+data with many features, where two threads rarely write the same weight at once.
 
 Needs scikit-learn (>= 1.6) and SciPy: pip install 'fastoptim[hogwild]'.
 """
@@ -114,6 +117,8 @@ class _BaseHogwildSGD(BaseEstimator):
         _check_number("max_iter", self.max_iter, low=1, integer=True)
         _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
         _check_number("tol", self.tol, allow_none=True)
+        if not isinstance(self.average, (bool, np.bool_)):
+            _check_number("average", self.average, low=0, integer=True)
         for name in ("shuffle", "fit_intercept"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -149,11 +154,51 @@ class _BaseHogwildSGD(BaseEstimator):
         derivative = _hogwild.derivative(_hogwild.LOSSES[self.loss], -typw, 1.0, self.epsilon)
         return 1.0 / (typw / max(1.0, derivative) * self.alpha)
 
-    def _run_sgd(self, X, y, sample_weight, coef, intercept, max_iter, n_threads, rng, first_epoch):
-        """Hogwild! SGD of one linear model (coef updated in place).
+    def _average_from(self):
+        """The step from which the iterates are averaged (0: no averaging)."""
+        return float(self.average)
 
-        Returns (intercept, epochs run, whether the tol criterion stopped it).
+    def _init_state(self, n_models, n_features, dtype):
+        """Zero weights: the plain SGD iterates and, with `average`, their averages."""
+        self._standard_coef = np.zeros((n_models, n_features), dtype=dtype)
+        self._standard_intercept = np.zeros(n_models)
+        if self._average_from():
+            self._average_coef = np.zeros((n_models, n_features), dtype=dtype)
+            self._average_intercept = np.zeros(n_models)
+            self._n_averaged = np.zeros(n_models, dtype=np.int64)
+        self.t_ = 1.0
+        self.n_iter_ = 0
+
+    def _fit_rows(self, X, targets, sample_weight, max_iter, n_threads, rng):
+        """SGD of each row of the model on its targets (an iterable of arrays), then coef_/intercept_."""
+        t_start, epochs_done = self.t_, self.n_iter_
+        n_iter, converged = 0, True
+        for row, y in enumerate(targets):
+            self.t_ = t_start
+            epochs, stopped = self._run_sgd(X, y, sample_weight, row, max_iter, n_threads, rng, epochs_done)
+            n_iter, converged = max(n_iter, epochs), converged and stopped
+        self.n_iter_ = epochs_done + n_iter if max_iter == 1 else n_iter
+        self.t_ = t_start + n_iter * X.shape[0]
+        if max_iter > 1:
+            self._warn_not_converged(converged)
+        averaged = self._average_from() and self._average_from() <= self.t_ - 1
+        coef = self._average_coef if averaged else self._standard_coef
+        intercept = (self._average_intercept if averaged else self._standard_intercept).astype(coef.dtype)
+        self._publish(coef, intercept)
+
+    def _run_sgd(self, X, y, sample_weight, row, max_iter, n_threads, rng, first_epoch):
+        """Hogwild! SGD of one row of the model (updated in place).
+
+        Returns (epochs run, whether the tol criterion stopped it).
         """
+        coef, intercept = self._standard_coef[row], float(self._standard_intercept[row])
+        average_from = self._average_from()
+        if average_from:
+            average_coef = self._average_coef[row]
+            average_a, average_b, average_sum, n_averaged = 0.0, 1.0, 0.0, 0
+            average_weight = np.empty(X.shape[0])
+        else:
+            average_coef = average_weight = None
         n_samples, n_features = X.shape
         dense = not sp.issparse(X)
         if (X.size if dense else X.nnz) < PARALLEL_MIN_NNZ:
@@ -166,6 +211,19 @@ class _BaseHogwildSGD(BaseEstimator):
         order = np.arange(n_samples, dtype=np.intp)
         eta, scale, norm_weight = np.empty(n_samples), np.empty(n_samples), np.empty(n_samples)
         scratch = np.zeros(n_threads * _hogwild.THREAD_SCRATCH)
+
+        def fold_scale():
+            """Fold the scale (and the lazy averaging terms) into the stored weights."""
+            nonlocal scale_start, average_a, average_b
+            if average_from:
+                np.add(average_coef, average_a * coef, out=average_coef)
+                np.divide(average_coef, average_b, out=average_coef)
+                average_a, average_b = 0.0, 1.0
+            np.multiply(coef, scale_start, out=coef)
+            scale_start = 1.0
+
+        if not average_from:
+            average_a, average_b = 0.0, 1.0
         y = np.ascontiguousarray(y, dtype=np.float64)
         loss = _hogwild.LOSSES[self.loss]
         alpha = self.alpha if self.penalty == "l2" else 0.0
@@ -184,21 +242,28 @@ class _BaseHogwildSGD(BaseEstimator):
             else:
                 schedule, eta0 = _hogwild.SCHEDULES[self.learning_rate], self.eta0
             # the 'optimal' schedule uses alpha even without a penalty, as scikit-learn's
-            ends = _hogwild.plan_epoch(schedule, eta0, self.power_t, self.alpha, optimal_init, alpha,
-                                       self.t_, scale_start, eta, scale, norm_weight)
+            ends, average_states = _hogwild.plan_epoch(
+                schedule, eta0, self.power_t, self.alpha, optimal_init, alpha, self.t_, scale_start, eta,
+                scale, norm_weight, average_from, average_a, average_b, average_weight)
+            average_first = min(n_samples, max(0, int(np.ceil(average_from - self.t_)))) if average_from \
+                else n_samples
             objective, start = 0.0, 0
-            for stop in ends:
+            for stop, (block_a, block_b) in zip(ends, average_states):
                 if stop == start:
                     continue
                 if start > 0:  # a new block within the epoch starts from scale 1
-                    coef *= scale_start
-                    scale_start = 1.0
+                    fold_scale()
                 if track_norm:
                     norm_at_start = _squared_norm(coef)
-                block_loss, norm_changes, intercept = _hogwild.run_block(
+                block_loss, norm_changes, intercept, intercept_sum = _hogwild.run_block(
                     coef, data, indices, indptr, dense, n_features, y, sample_weight, order, start, stop,
                     eta, scale_start, scale, norm_weight, track_norm, loss, self.epsilon,
-                    self.fit_intercept, intercept_decay, intercept, n_threads, scratch)
+                    self.fit_intercept, intercept_decay, intercept, n_threads, scratch, average_coef,
+                    average_weight, average_first)
+                if average_from and stop > average_first:
+                    average_sum += intercept_sum
+                    n_averaged += stop - max(start, average_first)
+                average_a, average_b = block_a, block_b
                 objective += block_loss
                 if track_norm:  # the sum over the block of |w|^2 before each step
                     objective += 0.5 * alpha * (norm_at_start * (scale_start ** 2 + norm_weight[start]
@@ -214,10 +279,15 @@ class _BaseHogwildSGD(BaseEstimator):
                 no_improvement = no_improvement + 1 if objective > best_objective - self.tol else 0
                 best_objective = min(best_objective, objective)
                 if no_improvement >= self.n_iter_no_change:
-                    coef *= scale_start
-                    return intercept, epoch + 1, True
-        coef *= scale_start
-        return intercept, max_iter, False
+                    break
+        fold_scale()
+        self._standard_intercept[row] = intercept
+        if average_from and n_averaged:  # the running mean of the intercept, as scikit-learn's
+            before = self._n_averaged[row]
+            self._average_intercept[row] = ((self._average_intercept[row] * before + average_sum)
+                                            / (before + n_averaged))
+            self._n_averaged[row] = before + n_averaged
+        return epoch + 1, epoch + 1 < max_iter or no_improvement >= self.n_iter_no_change
 
     def _warn_not_converged(self, converged):
         if not converged and self.tol is not None and self.max_iter > 1:
@@ -255,6 +325,9 @@ _COMMON_PARAMS = """
     beta : float in (0, 1], default=0.9
         The per-epoch decay of learning_rate='epoch_decay'.
     n_iter_no_change : int, default=5
+    average : bool or int, default=False
+        Averaged SGD: coef_ and intercept_ become the average of the iterates from
+        sample `average` on (True: from the first), with scikit-learn's lazy updates.
     n_threads : int or None, default=None
         Threads of each epoch (None: fastoptim.get_num_threads(); -1: all usable cores).
         With more than one the updates race by design and results vary slightly.
@@ -280,7 +353,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
 
     def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, fit_intercept=True, max_iter=1000,
                  tol=1e-3, shuffle=True, epsilon=0.1, random_state=None, learning_rate="optimal",
-                 eta0=0.01, power_t=0.5, beta=0.9, n_iter_no_change=5, n_threads=None):
+                 eta0=0.01, power_t=0.5, beta=0.9, n_iter_no_change=5, average=False, n_threads=None):
         _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None):
@@ -293,9 +366,9 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
         self.classes_ = classes
-        self._init_model(X)
+        self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
         self._random_state = check_random_state(self.random_state)
-        self._fit_models(X, y, sample_weight, self.max_iter, n_threads, self._random_state)
+        self._fit_rows(X, self._binary_targets(y), sample_weight, self.max_iter, n_threads, self._random_state)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -311,7 +384,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
             self.classes_ = classes
-            self._init_model(X)
+            self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
             self._random_state = check_random_state(self.random_state)
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={list(classes)} is not the same as on the first call to partial_fit, "
@@ -321,34 +394,17 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes "
                              f"{self.classes_.tolist()}")
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
-        self._fit_models(X, y, sample_weight, 1, n_threads, self._random_state)
+        self._fit_rows(X, self._binary_targets(y), sample_weight, 1, n_threads, self._random_state)
         return self
 
-    def _init_model(self, X):
-        n_models = 1 if len(self.classes_) == 2 else len(self.classes_)
-        self.coef_ = np.zeros((n_models, X.shape[1]), dtype=X.dtype)
-        self.intercept_ = np.zeros(n_models, dtype=X.dtype)
-        self.t_ = 1.0
-        self.n_iter_ = 0
-
-    def _fit_models(self, X, y, sample_weight, max_iter, n_threads, rng):
-        """One binary problem per row of coef_ (+1 for its class, -1 for the rest)."""
+    def _binary_targets(self, y):
+        """One binary problem per row of coef_: +1 for its class, -1 for the rest (one-vs-rest)."""
         label = np.searchsorted(self.classes_, y)
         positive = [1] if len(self.classes_) == 2 else range(len(self.classes_))
-        t_start, epochs_done = self.t_, self.n_iter_
-        n_iter, converged = 0, True
-        for row, k in enumerate(positive):
-            self.t_ = t_start
-            y_binary = np.where(label == k, 1.0, -1.0)
-            intercept, epochs, stopped = self._run_sgd(X, y_binary, sample_weight, self.coef_[row],
-                                                       float(self.intercept_[row]), max_iter, n_threads,
-                                                       rng, epochs_done)
-            self.intercept_[row] = intercept
-            n_iter, converged = max(n_iter, epochs), converged and stopped
-        self.n_iter_ = epochs_done + n_iter if max_iter == 1 else n_iter
-        self.t_ = t_start + n_iter * X.shape[0]
-        if max_iter > 1:
-            self._warn_not_converged(converged)
+        return (np.where(label == k, 1.0, -1.0) for k in positive)
+
+    def _publish(self, coef, intercept):
+        self.coef_, self.intercept_ = coef, intercept
 
     def decision_function(self, X):
         """Signed distance to the hyperplane(s): shape (n_samples,) for two classes, else (n_samples, n_classes)."""
@@ -404,7 +460,7 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001, fit_intercept=True,
                  max_iter=1000, tol=1e-3, shuffle=True, epsilon=0.1, random_state=None,
                  learning_rate="invscaling", eta0=0.01, power_t=0.25, beta=0.9, n_iter_no_change=5,
-                 n_threads=None):
+                 average=False, n_threads=None):
         _store_params(self, locals())
 
     def _validate_Xy(self, X, y, reset):
@@ -415,12 +471,9 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
         n_threads = self._check_params()
         X, y = self._validate_Xy(X, y, reset=True)
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
-        self.coef_ = np.zeros(X.shape[1], dtype=X.dtype)
-        self.intercept_ = np.zeros(1, dtype=X.dtype)
-        self.t_ = 1.0
-        self.n_iter_ = 0
+        self._init_state(1, X.shape[1], X.dtype)
         self._random_state = check_random_state(self.random_state)
-        self._fit_model(X, y, sample_weight, self.max_iter, n_threads, self._random_state)
+        self._fit_rows(X, [y], sample_weight, self.max_iter, n_threads, self._random_state)
         return self
 
     def partial_fit(self, X, y, sample_weight=None):
@@ -430,21 +483,13 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
         X, y = self._validate_Xy(X, y, reset=first_call)
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
         if first_call:
-            self.coef_ = np.zeros(X.shape[1], dtype=X.dtype)
-            self.intercept_ = np.zeros(1, dtype=X.dtype)
-            self.t_ = 1.0
-            self.n_iter_ = 0
+            self._init_state(1, X.shape[1], X.dtype)
             self._random_state = check_random_state(self.random_state)
-        self._fit_model(X, y, sample_weight, 1, n_threads, self._random_state)
+        self._fit_rows(X, [y], sample_weight, 1, n_threads, self._random_state)
         return self
 
-    def _fit_model(self, X, y, sample_weight, max_iter, n_threads, rng):
-        intercept, epochs, stopped = self._run_sgd(X, y, sample_weight, self.coef_, float(self.intercept_[0]),
-                                                   max_iter, n_threads, rng, self.n_iter_)
-        self.intercept_[0] = intercept
-        self.n_iter_ = self.n_iter_ + epochs if max_iter == 1 else epochs
-        if max_iter > 1:
-            self._warn_not_converged(stopped)
+    def _publish(self, coef, intercept):
+        self.coef_, self.intercept_ = coef[0], intercept
 
     def predict(self, X):
         return self._linear_predict(X)
