@@ -309,6 +309,19 @@ def test_more_threads_than_cores(layout, threads_on_small_data):
     assert np.isfinite(tiny.coef_).all()
 
 
+def test_shuffle_is_a_uniform_permutation():
+    from fastoptim import _hogwild
+    order = np.arange(100_001, dtype=np.intp)
+    _hogwild.shuffle(order, 2**63 - 1)
+    np.testing.assert_array_equal(np.sort(order), np.arange(100_001))
+    counts = np.zeros((6, 6))
+    for seed in range(6000):
+        order = np.arange(6, dtype=np.intp)
+        _hogwild.shuffle(order, seed)
+        counts[np.arange(6), order] += 1
+    assert np.abs(counts - 1000).max() < 150  # each place gets each element 1000 +- 4.5 sigma times
+
+
 def test_other_sparse_formats_and_index_types_give_the_same_fit():
     X, y = sparse_problem(1000, 80, noise=0.1)
     reference = HogwildSGDClassifier(random_state=0, n_threads=1, max_iter=5, tol=None).fit(X, y)

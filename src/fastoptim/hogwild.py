@@ -236,7 +236,7 @@ class _BaseHogwildSGD(BaseEstimator):
         scale_start = 1.0
         for epoch in range(max_iter):
             if self.shuffle:
-                rng.shuffle(order)
+                _hogwild.shuffle(order, rng.randint(np.iinfo(np.int64).max, dtype=np.int64))
             if self.learning_rate == "epoch_decay":
                 schedule, eta0 = _hogwild.SCHEDULES["constant"], self.eta0 * self.beta ** (first_epoch + epoch)
             else:
@@ -244,7 +244,7 @@ class _BaseHogwildSGD(BaseEstimator):
             # the 'optimal' schedule uses alpha even without a penalty, as scikit-learn's
             ends, average_states = _hogwild.plan_epoch(
                 schedule, eta0, self.power_t, self.alpha, optimal_init, alpha, self.t_, scale_start, eta,
-                scale, norm_weight, average_from, average_a, average_b, average_weight)
+                scale, norm_weight if track_norm else None, average_from, average_a, average_b, average_weight)
             average_first = min(n_samples, max(0, int(np.ceil(average_from - self.t_)))) if average_from \
                 else n_samples
             objective, start = 0.0, 0
