@@ -13,8 +13,11 @@ Every contender fits the same training set with the same loss, alpha and number
 of epochs (tol=None, so exactly `epochs` epochs, shuffled, same random_state):
 SGDClassifier, then HogwildSGDClassifier with each thread count.  Fits are
 interleaved in rounds; the table shows the median time per fit of `repeats`
-rounds, the speedups as ratios of medians, and test accuracy.
+rounds, the speedups as ratios of medians, test accuracy, and the median CPU
+time over wall time of the fits: about 2 for two threads that really ran on two
+cores, lower when other processes took a core (the ratios then understate).
 """
+import os
 import platform
 import statistics
 import sys
@@ -86,29 +89,32 @@ def run(args, out=sys.stdout):
         contenders[f"Hogwild! {n} thread{'s' if n > 1 else ''}"] = (lambda n=n: HogwildSGDClassifier(
             **common, n_threads=n))
     times = {name: [] for name in contenders}
+    cpu_use = {name: [] for name in contenders}
     accuracy = {}
     for _ in range(args.repeats):
         for name, make in contenders.items():
             model = make()
-            start = time.perf_counter()
+            cpu_start, start = os.times(), time.perf_counter()
             model.fit(X, y)
-            times[name].append(time.perf_counter() - start)
+            elapsed, cpu_end = time.perf_counter() - start, os.times()
+            times[name].append(elapsed)
+            cpu_use[name].append((cpu_end.user + cpu_end.system - cpu_start.user - cpu_start.system) / elapsed)
             accuracy[name] = model.score(X_test, y_test)
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median["SGDClassifier"]
     one = next((name for name in contenders if name.startswith("Hogwild! 1 ")), None)
     print(f"\n{'':20}{'time/fit':>10}{'min':>9}{'max':>9}{'vs SGDClassifier':>18}"
-          f"{'vs 1 thread':>13}{'test acc.':>11}", file=out)
+          f"{'vs 1 thread':>13}{'test acc.':>11}{'CPU/wall':>10}", file=out)
     rows = []
     for name in contenders:
         speedup = base / median[name]
         vs_one = median[one] / median[name] if one and name.startswith("Hogwild!") else None
         rows.append({"contender": name, "seconds": median[name], "all_seconds": times[name],
                      "speedup_sgdclassifier": speedup, "speedup_one_thread": vs_one,
-                     "test_accuracy": accuracy[name]})
+                     "test_accuracy": accuracy[name], "cpu_per_wall": statistics.median(cpu_use[name])})
         print(f"{name:20}{median[name]:>9.3f}s{min(times[name]):>8.3f}s{max(times[name]):>8.3f}s"
               f"{speedup:>17.2f}x{'-' if vs_one is None else f'{vs_one:.2f}x':>13}"
-              f"{accuracy[name]:>11.4f}", file=out)
+              f"{accuracy[name]:>11.4f}{statistics.median(cpu_use[name]):>10.2f}", file=out)
     gap = max(abs(accuracy[name] - accuracy["SGDClassifier"]) for name in contenders)
     print(f"\nlargest test-accuracy gap to SGDClassifier: {100 * gap:.2f} points", file=out)
     return {"problem": {k: getattr(args, k) for k in ("n_samples", "n_features", "nnz", "label_noise",
