@@ -1,9 +1,9 @@
 # Hogwild! (Niu, Recht, Re, Wright 2011): lock-free parallel SGD for linear models.
 #
 # One call of run_block is one nogil parallel region over a block of a shuffled
-# sample order (normally a whole epoch).  Thread k of P takes the positions
-# start+k, start+k+P, ... (a strided slice of the order) and updates the shared
-# weight vector without locks or atomics, touching only the nonzeros of its row.
+# sample order (normally a whole epoch).  The threads claim slices of CHUNK
+# consecutive positions of the order in turn and update the shared weight vector
+# without locks or atomics, touching only the nonzeros of each row.
 #
 # Step sizes and L2 decay depend only on a sample's position in the order (its
 # "virtual time"), never on which thread runs it, and are planned serially per
@@ -12,19 +12,22 @@
 # update of the true weights by u*x adds u*x/scale to w.  The scale after
 # position v is the product of the decay factors of the block up to v, so every
 # thread knows it without sharing a variable; between blocks it is folded into w.
-# Strided slices keep the threads' virtual times close to one another, so a
-# thread reading another's recent writes interprets their scale almost exactly.
+# Claiming slices in order keeps the threads' virtual times close to one another,
+# so a thread reading another's recent writes interprets their scale almost exactly.
 #
 # The intercept is one shared scalar: written on every sample by every thread it
 # would bounce its cache line between cores, so with P > 1 each thread adds its
-# updates to a private delta and publishes it every INTERCEPT_SYNC samples (a
-# racy read-modify-write, as Hogwild! allows).  With P = 1 it is updated on every
-# sample and the whole block is plain sequential SGD, bit-reproducible.
+# updates to a private delta and publishes it every INTERCEPT_SYNC samples and at
+# the end of each slice (a racy read-modify-write, as Hogwild! allows).  With
+# P = 1 it is updated on every sample and the whole block is plain sequential
+# SGD, bit-reproducible.
 
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, fabs, log1p, pow
 from libc.stdint cimport int32_t, int64_t, uint64_t
+
+from ._openmp cimport omp_get_thread_num
 
 import numpy as np
 
@@ -45,6 +48,10 @@ cdef extern from *:
     void fo_prefetch(const void *p) noexcept nogil
 
 cdef enum:
+    # Threads claim CHUNK consecutive positions of the shuffled order at a time, so
+    # positions are processed roughly in order whatever the threads' speeds (a
+    # thread another process slows down holds up one chunk, not half the epoch).
+    CHUNK = 256
     INTERCEPT_SYNC = 32
     # Rows are visited in random order, so the hardware prefetcher cannot guess the
     # next one: a thread prefetches the row PREFETCH_AHEAD of its steps ahead with
@@ -281,21 +288,20 @@ cdef inline void prefetch_lines(const char *p, Py_ssize_t n_bytes) noexcept nogi
         fo_prefetch(p + offset)
 
 
-cdef void thread_pass(int thread, int n_threads, floating *w, const floating *data, const index_t *indices,
-                        const index_t *indptr, Py_ssize_t n_features, const double *y,
-                        const double *sample_weight, const Py_ssize_t *order, Py_ssize_t start,
-                        Py_ssize_t stop, const double *eta, double scale_start, const double *scale_after,
-                        int loss,
-                        double epsilon, bint fit_intercept, double intercept_decay,
-                        double *shared_intercept, const double *norm_weight, floating *aw,
-                        const double *average_weight, Py_ssize_t average_first,
-                        double *out) noexcept nogil:
-    """The share of a block of thread number `thread`.
+cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating *w, const floating *data,
+                     const index_t *indices, const index_t *indptr, Py_ssize_t n_features, const double *y,
+                     const double *sample_weight, const Py_ssize_t *order, Py_ssize_t start,
+                     Py_ssize_t stop, const double *eta, double scale_start, const double *scale_after,
+                     int loss, double epsilon, bint fit_intercept, double intercept_decay,
+                     double *shared_intercept, const double *norm_weight, floating *aw,
+                     const double *average_weight, Py_ssize_t average_first,
+                     double *out) noexcept nogil:
+    """SGD steps at positions first..last-1 of the block start..stop-1, in order.
 
-    Writes to out: [0] the sum of its losses (before each update); [1] with
-    norm_weight, the weighted changes of |w|^2 its updates make; [2] the sum of the
-    intercept after each of its steps from position average_first on.  With aw,
-    also updates the averaged weights.
+    Adds to out (the running thread's slots): [0] the losses (before each update);
+    [1] with norm_weight, the weighted changes of |w|^2 its updates make; [2] the
+    intercept after each step from position average_first on.  With aw, also
+    updates the averaged weights.
     """
     cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0
     cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
@@ -304,23 +310,22 @@ cdef void thread_pass(int thread, int n_threads, floating *w, const floating *da
     cdef double p, dot, dloss, update, scale_before, norm_changes = 0.0, intercept_sum = 0.0
     cdef double sum_loss = 0.0
     cdef double intercept_seen = shared_intercept[0], intercept_delta = 0.0
-    v = start + thread
-    while v < stop:
-        ahead = v + PREFETCH_AHEAD * n_threads
-        if ahead < stop:
+    for v in range(first, last):
+        ahead = v + PREFETCH_AHEAD
+        if ahead < last:
             fo_prefetch(y + order[ahead])
             fo_prefetch(sample_weight + order[ahead])
             if indices == NULL:
                 prefetch_lines(<const char *>(data + order[ahead] * n_features), n_features * sizeof(floating))
             else:
-                if ahead + PREFETCH_AHEAD * n_threads < stop:
-                    fo_prefetch(indptr + order[ahead + PREFETCH_AHEAD * n_threads])
+                if ahead + PREFETCH_AHEAD < last:
+                    fo_prefetch(indptr + order[ahead + PREFETCH_AHEAD])
                 row_start = indptr[order[ahead]]
                 nnz = indptr[order[ahead] + 1] - row_start
                 prefetch_lines(<const char *>(data + row_start), nnz * sizeof(floating))
                 prefetch_lines(<const char *>(indices + row_start), nnz * sizeof(index_t))
-        ahead = v + WEIGHTS_AHEAD * n_threads
-        if indices != NULL and ahead < stop:
+        ahead = v + WEIGHTS_AHEAD
+        if indices != NULL and ahead < last:
             row_start = indptr[order[ahead]]
             nnz = indptr[order[ahead] + 1] - row_start
             for k in range(nnz):
@@ -363,12 +368,11 @@ cdef void thread_pass(int thread, int n_threads, floating *w, const floating *da
                 shared_intercept[0] = intercept_seen
                 intercept_delta = 0.0
             since_sync = 0
-        v += n_threads
     if intercept_delta != 0.0:
         shared_intercept[0] += intercept_delta
-    out[0] = sum_loss
-    out[1] = norm_changes
-    out[2] = intercept_sum
+    out[0] += sum_loss
+    out[1] += norm_changes
+    out[2] += intercept_sum
 
 
 def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indices,
@@ -391,6 +395,7 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     it starts a new block.
     """
     cdef int k
+    cdef Py_ssize_t chunk, n_chunks = (stop - start + CHUNK - 1) // CHUNK
     cdef double shared_intercept[PAD]
     cdef const index_t *indices_ptr = NULL if dense else &indices[0]
     cdef const index_t *indptr_ptr = NULL if dense else &indptr[0]
@@ -410,13 +415,15 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     if scratch.shape[0] < n_threads * PAD:
         raise ValueError("scratch is too small")
     shared_intercept[0] = intercept
+    scratch[:] = 0.0
     with nogil:
-        for k in prange(n_threads, num_threads=n_threads, schedule="static", chunksize=1):
-            thread_pass(
-                k, n_threads, &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0],
-                &sample_weight[0], &order[0], start, stop, &eta[0], scale_start, &scale_after[0], loss,
-                epsilon, fit_intercept, intercept_decay, shared_intercept, norm_weight_ptr, aw_ptr,
-                average_weight_ptr, average_first, &scratch[k * PAD])
+        for chunk in prange(n_chunks, num_threads=n_threads, schedule="dynamic", chunksize=1):
+            chunk_pass(
+                start + chunk * CHUNK, min(stop, start + (chunk + 1) * CHUNK), n_threads, &w[0], &data[0],
+                indices_ptr, indptr_ptr, n_features, &y[0], &sample_weight[0], &order[0], start, stop,
+                &eta[0], scale_start, &scale_after[0], loss, epsilon, fit_intercept, intercept_decay,
+                shared_intercept, norm_weight_ptr, aw_ptr, average_weight_ptr, average_first,
+                &scratch[omp_get_thread_num() * PAD])
     for k in range(n_threads):
         total += scratch[k * PAD]
         norm_total += scratch[k * PAD + 1]
