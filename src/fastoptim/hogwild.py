@@ -2,8 +2,8 @@
 
 HogwildSGDClassifier and HogwildSGDRegressor take SGDClassifier's and
 SGDRegressor's parameter names and defaults (L2 penalty only) plus `n_threads`.
-Each epoch is one nogil OpenMP region: the threads take interleaved slices of a
-shuffled sample order and update the shared weights without locks, touching
+Each epoch is one nogil OpenMP region: the threads claim slices of a shuffled
+sample order in turn and update the shared weights without locks, touching
 only the nonzeros of their rows (Niu, Recht, Re and Wright, 2011).
 
 Results are bit-reproducible with n_threads=1 and a fixed random_state.  With
