@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, hogwild_bench
 from ._config import get_num_threads, get_simd_level, num_threads
 from ._registry import BY_NAME, SPECS
 
@@ -41,6 +41,9 @@ def add_arguments(parser):
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
     parser.add_argument("--no-many", action="store_true",
                         help="skip the many-small-tensors table (1000 x 256 and 200 x 4096 elements)")
+    parser.add_argument("--hogwild", action="store_true",
+                        help="instead: Hogwild! SGD against scikit-learn's SGDClassifier (see --hogwild options)")
+    hogwild_bench.add_arguments(parser)
 
 
 def _parse_sizes(text):
@@ -328,6 +331,8 @@ def main(args):
     if args.torch:
         from . import torch_bench
         return torch_bench.main(args)
+    if args.hogwild:
+        return hogwild_bench.main(args)
     optimizers = [o.strip() for o in args.optimizers.split(",")]
     unknown = [o for o in optimizers if o not in BY_NAME]
     if unknown:

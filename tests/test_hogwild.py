@@ -1,0 +1,438 @@
+"""Hogwild! SGD estimators: scikit-learn's estimator checks, agreement with
+SGDClassifier/SGDRegressor, convergence, reproducibility, threads and errors."""
+import io
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import SGDClassifier, SGDRegressor
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastoptim import _kernels, hogwild, hogwild_bench
+from fastoptim.hogwild import HogwildSGDClassifier, HogwildSGDRegressor
+
+CLASSIFIER_LOSSES = HogwildSGDClassifier._LOSSES
+REGRESSOR_LOSSES = HogwildSGDRegressor._LOSSES
+LAYOUTS = ("csr", "dense")
+
+
+@pytest.fixture
+def threads_on_small_data(monkeypatch):
+    """Run even the smallest epoch on the threads asked for."""
+    monkeypatch.setattr(hogwild, "PARALLEL_MIN_NNZ", 0)
+
+
+def sparse_problem(n_samples=2000, n_features=300, density=0.05, noise=0.0, seed=0, dtype=np.float64,
+                   layout="csr", n_classes=2, margin=0.0):
+    """Rows of unit scale, labels from a sparse ground truth, a fraction `noise` of labels flipped.
+
+    With margin > 0 (two classes), rows whose ground-truth score is within margin
+    times the scores' spread of zero are dropped: a separable problem with a gap.
+    """
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_samples, n_features, density=density, format="csr", random_state=seed,
+                  data_rvs=rng.standard_normal, dtype=np.float64)
+    X = (X / np.sqrt(density * n_features)).tocsr()
+    truth = np.where(rng.random((n_features, n_classes)) < 0.3, rng.standard_normal((n_features, n_classes)), 0)
+    scores = X @ truth
+    y = (scores[:, 0] > 0).astype(int) if n_classes == 2 else scores.argmax(axis=1)
+    flip = rng.random(n_samples) < noise
+    y[flip] = rng.integers(0, n_classes, flip.sum())
+    if margin:
+        keep = np.abs(scores[:, 0]) > margin * scores[:, 0].std()
+        X, y = X[keep], y[keep]
+    X = X.astype(dtype)
+    return (X if layout == "csr" else X.toarray()), y
+
+
+def split(X, y, n_test):
+    return X[:-n_test], y[:-n_test], X[-n_test:], y[-n_test:]
+
+
+# ---- scikit-learn's estimator checks -------------------------------------------
+
+SAMPLE_WEIGHT_REASON = ("SGD visits samples one at a time in a shuffled order, so a weight of 2 is not the "
+                        "same as a repeated sample (scikit-learn marks SGDClassifier/SGDRegressor alike)")
+
+
+def expected_failed_checks(estimator):
+    return {"check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON,
+            "check_sample_weight_equivalence_on_sparse_data": SAMPLE_WEIGHT_REASON}
+
+
+@parametrize_with_checks([HogwildSGDClassifier(n_threads=1), HogwildSGDRegressor(n_threads=1),
+                          HogwildSGDClassifier(n_threads=2), HogwildSGDRegressor(n_threads=2)],
+                         expected_failed_checks=expected_failed_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# ---- the same algorithm as scikit-learn's SGD ----------------------------------
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("learning_rate", ["optimal", "constant", "invscaling"])
+@pytest.mark.parametrize("loss", CLASSIFIER_LOSSES)
+def test_one_thread_without_shuffle_matches_sgdclassifier(loss, learning_rate, layout):
+    """One thread, no shuffle: the same SGD path as SGDClassifier, to rounding.
+
+    On CSR input scikit-learn 1.9's stopping objective uses a wrong |w|^2 (its
+    verbose output reports a norm far below the coef_'s), so there the number of
+    epochs is fixed (tol=None); on dense input the tol criterion must agree too.
+    """
+    X, y = sparse_problem(500, 60, noise=0.1, layout=layout, n_classes=3 if loss == "log_loss" else 2)
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, len(y))
+    options = dict(loss=loss, learning_rate=learning_rate, eta0=0.05, alpha=1e-3, max_iter=30, shuffle=False,
+                   tol=1e-3 if layout == "dense" else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = HogwildSGDClassifier(**options, n_threads=1).fit(X, y, sample_weight=weights)
+        theirs = SGDClassifier(**options).fit(X, y, sample_weight=weights)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-9, atol=1e-12)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("loss", REGRESSOR_LOSSES)
+def test_one_thread_without_shuffle_matches_sgdregressor(loss, layout):
+    X, _ = sparse_problem(400, 40, layout=layout)
+    y = np.asarray(X @ np.linspace(-2, 2, 40)).ravel() + 0.5 + 0.1 * np.random.default_rng(0).standard_normal(400)
+    options = dict(loss=loss, alpha=1e-3, max_iter=40, shuffle=False, epsilon=0.2,
+                   tol=1e-3 if layout == "dense" else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = HogwildSGDRegressor(**options, n_threads=1).fit(X, y)
+        theirs = SGDRegressor(**options).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-9, atol=1e-12)
+    assert ours.n_iter_ == theirs.n_iter_
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("average", [True, 7, 1200, 10**6])
+def test_averaged_sgd_matches_scikit_learn(average, layout):
+    """ASGD from sample `average` on (never, for 10**6 samples: then coef_ is the plain iterate)."""
+    X, y = sparse_problem(500, 60, noise=0.1, layout=layout, n_classes=3)
+    options = dict(loss="log_loss", average=average, alpha=1e-3, max_iter=4, shuffle=False, tol=None,
+                   learning_rate="constant", eta0=0.05)
+    ours = HogwildSGDClassifier(**options, n_threads=1).fit(X, y)
+    theirs = SGDClassifier(**options).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-9, atol=1e-12)
+    regressor_options = dict(options, loss="squared_error", learning_rate="invscaling", eta0=0.01)
+    target = y * 1.5 - 1.0
+    ours = HogwildSGDRegressor(**regressor_options, n_threads=1).fit(X, target)
+    theirs = SGDRegressor(**regressor_options).fit(X, target)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_averaged_sgd_with_threads_and_partial_fit(n_threads, threads_on_small_data):
+    # many features, so that two threads rarely write the same weight at once (see the module's doc)
+    X, y = sparse_problem(10000, 2000, density=0.01, noise=0.1)
+    X_train, y_train, X_test, y_test = split(X, y, 2000)
+    model = HogwildSGDClassifier(average=True, max_iter=10, tol=None, random_state=0, n_threads=n_threads)
+    model.fit(X_train, y_train)
+    reference = SGDClassifier(average=True, max_iter=10, tol=None, random_state=0).fit(X_train, y_train)
+    assert abs(model.score(X_test, y_test) - reference.score(X_test, y_test)) <= 0.02
+    online = HogwildSGDClassifier(average=True, random_state=0, n_threads=n_threads)
+    for epoch in range(3):
+        for chunk in range(2):
+            online.partial_fit(X_train[chunk::2], y_train[chunk::2], classes=[0, 1])
+    assert online.score(X_test, y_test) >= reference.score(X_test, y_test) - 0.03
+    assert not np.array_equal(online.coef_, online._standard_coef)
+
+
+def reference_sgd(X, y, loss_derivative, alpha, etas, intercept_decay):
+    """Plain sequential SGD on the true weights (no scale factor), epoch by epoch in row order."""
+    w, b = np.zeros(X.shape[1]), 0.0
+    for eta in etas:
+        for x, target in zip(X, y):
+            update = -eta * loss_derivative(x @ w + b, target)
+            w *= 1.0 - eta * alpha
+            w += update * x
+            b += update * intercept_decay
+    return w, b
+
+
+def test_epoch_decay_matches_reference():
+    """Hogwild!'s schedule eta0 * beta**epoch, against plain NumPy SGD."""
+    X, y = sparse_problem(200, 30, noise=0.1, layout="dense")
+    signs = np.where(y == 1, 1.0, -1.0)
+    model = HogwildSGDClassifier(loss="hinge", learning_rate="epoch_decay", eta0=0.3, beta=0.8, alpha=0.01,
+                                 max_iter=6, tol=None, shuffle=False, n_threads=1).fit(X, y)
+    w, b = reference_sgd(X, signs, lambda p, t: -t if p * t <= 1 else 0.0, 0.01, 0.3 * 0.8 ** np.arange(6), 1.0)
+    np.testing.assert_allclose(model.coef_[0], w, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(model.intercept_[0], b, rtol=1e-10)
+    assert model.n_iter_ == 6 and model.t_ == 1 + 6 * 200
+
+
+def test_strong_decay_splits_the_epoch():
+    """A scale that would underflow within an epoch is folded into the weights between blocks."""
+    X, y = sparse_problem(3000, 50, layout="dense")
+    signs = np.where(y == 1, 1.0, -1.0)
+    model = HogwildSGDClassifier(learning_rate="constant", eta0=0.1, alpha=0.5, max_iter=2, tol=None,
+                                 shuffle=False, n_threads=1).fit(X, y)
+    w, b = reference_sgd(X, signs, lambda p, t: -t if p * t <= 1 else 0.0, 0.5, [0.1, 0.1], 1.0)
+    np.testing.assert_allclose(model.coef_[0], w, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(model.intercept_[0], b, rtol=1e-8)
+
+
+# ---- convergence and accuracy ---------------------------------------------------
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("loss", CLASSIFIER_LOSSES)
+def test_converges_on_separable_data(loss, layout, n_threads, threads_on_small_data):
+    X, y = sparse_problem(3000, 200, layout=layout, margin=0.2)
+    # squared error with the 'optimal' step size diverges here (as SGDClassifier's does)
+    schedule = dict(learning_rate="constant", eta0=0.01) if loss == "squared_error" else {}
+    model = HogwildSGDClassifier(loss=loss, alpha=1e-5, max_iter=50, tol=None, random_state=0,
+                                 n_threads=n_threads, **schedule).fit(X, y)
+    assert model.score(X, y) >= 0.98
+    assert np.isfinite(model.coef_).all()
+
+
+# Dense rows make every update write every weight, so threads contend on each cache line
+# (slow, though correct): two threads on dense data are covered by the smaller tests below.
+@pytest.mark.parametrize("layout, n_threads", [("csr", 1), ("csr", 2), ("dense", 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", CLASSIFIER_LOSSES)
+def test_noisy_accuracy_agrees_with_sgdclassifier(loss, layout, dtype, n_threads, threads_on_small_data):
+    X, y = sparse_problem(6000, 300, noise=0.15, dtype=dtype, layout=layout)
+    X_train, y_train, X_test, y_test = split(X, y, 2000)
+    # Dense rows here are mostly zeros and the intercept takes full steps (scikit-learn damps it
+    # on sparse input only), so a dense fit's accuracy varies by a few points with the shuffle:
+    # compare means over several seeds, with a stronger penalty that steadies the steps.
+    options = dict(loss=loss, alpha=1e-4 if layout == "csr" else 1e-3, max_iter=20, tol=None)
+    if loss == "squared_error":  # 'optimal' steps are unstable for it, in SGDClassifier too
+        options.update(learning_rate="constant", eta0=0.01)
+    seeds = range(2 if layout == "csr" else 6)
+    ours = [HogwildSGDClassifier(**options, n_threads=n_threads, random_state=seed).fit(X_train, y_train)
+            for seed in seeds]
+    theirs = [SGDClassifier(**options, random_state=seed).fit(X_train, y_train) for seed in seeds]
+    assert ours[0].coef_.dtype == dtype and ours[0].intercept_.dtype == dtype
+    our_accuracy = np.mean([model.score(X_test, y_test) for model in ours])
+    assert abs(our_accuracy - np.mean([model.score(X_test, y_test) for model in theirs])) <= 0.02
+    assert our_accuracy >= 0.75  # 15% of labels are random: about 0.925 is the ceiling
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_multiclass_one_vs_rest(n_threads, threads_on_small_data):
+    X, y = sparse_problem(6000, 300, noise=0.05, n_classes=4)
+    labels = np.array(["ant", "bee", "cat", "dog"])[y]
+    X_train, y_train, X_test, y_test = split(X, labels, 2000)
+    options = dict(loss="log_loss", alpha=1e-4, max_iter=20, tol=None, random_state=0)
+    ours = HogwildSGDClassifier(**options, n_threads=n_threads).fit(X_train, y_train)
+    theirs = SGDClassifier(**options).fit(X_train, y_train)
+    assert ours.coef_.shape == (4, 300) and list(ours.classes_) == ["ant", "bee", "cat", "dog"]
+    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) <= 0.03
+    proba = ours.predict_proba(X_test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(ours.classes_[proba.argmax(axis=1)], ours.predict(X_test))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("loss", REGRESSOR_LOSSES)
+def test_regressor_converges(loss, n_threads, threads_on_small_data):
+    X, _ = sparse_problem(5000, 100)
+    rng = np.random.default_rng(0)
+    y = X @ rng.standard_normal(100) + 1.0 + 0.05 * rng.standard_normal(5000)
+    options = dict(loss=loss, alpha=1e-6, max_iter=30, tol=None, random_state=0,
+                   epsilon=1.0 if loss == "huber" else 0.01, learning_rate="constant", eta0=0.05)
+    ours = HogwildSGDRegressor(**options, n_threads=n_threads).fit(X, y)
+    theirs = SGDRegressor(**options).fit(X, y)
+    assert ours.score(X, y) >= 0.9
+    assert abs(ours.score(X, y) - theirs.score(X, y)) <= 0.02
+
+
+@pytest.mark.parametrize("loss", ["log_loss", "modified_huber"])
+def test_predict_proba(loss):
+    X, y = sparse_problem(1000, 50, noise=0.1)
+    model = HogwildSGDClassifier(loss=loss, random_state=0, n_threads=1).fit(X, y)
+    proba = model.predict_proba(X)
+    assert proba.shape == (1000, 2) and (proba >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.classes_[(proba[:, 1] > 0.5).astype(int)], model.predict(X))
+    with np.errstate(divide="ignore"):  # modified_huber gives probabilities of exactly 0
+        np.testing.assert_allclose(model.predict_log_proba(X), np.log(proba))
+
+
+def test_no_predict_proba_for_margin_losses():
+    model = HogwildSGDClassifier(loss="hinge")
+    assert not hasattr(model, "predict_proba") and not hasattr(model, "predict_log_proba")
+
+
+# ---- reproducibility and threads ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_one_thread_is_bit_reproducible(layout, dtype):
+    X, y = sparse_problem(2000, 100, noise=0.1, dtype=dtype, layout=layout, n_classes=3)
+    fits = [HogwildSGDClassifier(loss="log_loss", random_state=7, n_threads=1, max_iter=10, tol=None).fit(X, y)
+            for _ in range(2)]
+    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
+    np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)
+    other_seed = HogwildSGDClassifier(loss="log_loss", random_state=8, n_threads=1, max_iter=10, tol=None).fit(X, y)
+    assert not np.array_equal(fits[0].coef_, other_seed.coef_)
+
+
+def test_partial_fit_is_bit_reproducible_and_continues():
+    X, y = sparse_problem(2000, 100, noise=0.1)
+    models = [HogwildSGDClassifier(random_state=3, n_threads=1) for _ in range(2)]
+    for model in models:
+        for chunk in range(12):
+            model.partial_fit(X[chunk % 4::4], y[chunk % 4::4], classes=[0, 1])
+    np.testing.assert_array_equal(models[0].coef_, models[1].coef_)
+    assert models[0].n_iter_ == 12 and models[0].t_ == 1 + 3 * 2000
+    assert models[0].score(X, y) >= 0.8
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_more_threads_than_cores(layout, threads_on_small_data):
+    """Oversubscribed threads race more but never crash or produce NaN."""
+    n_threads = 4 * _kernels.usable_cores() + 1
+    X, y = sparse_problem(3000, 200, noise=0.05, layout=layout, n_classes=3)
+    model = HogwildSGDClassifier(loss="log_loss", n_threads=n_threads, random_state=0, max_iter=10,
+                                 tol=None).fit(X, y)
+    assert np.isfinite(model.coef_).all() and np.isfinite(model.intercept_).all()
+    assert model.score(X, y) >= 0.7  # chance is 1/3; races on dense rows cost a few points
+    regressor = HogwildSGDRegressor(n_threads=n_threads, random_state=0, max_iter=10, tol=None).fit(X, y * 1.0)
+    assert np.isfinite(regressor.coef_).all()
+    tiny = HogwildSGDClassifier(n_threads=n_threads, max_iter=3, tol=None).fit(X[:5], [0, 1, 2, 0, 1])
+    assert np.isfinite(tiny.coef_).all()
+
+
+def test_shuffle_is_a_uniform_permutation():
+    from fastoptim import _hogwild
+    order = np.arange(100_001, dtype=np.intp)
+    _hogwild.shuffle(order, 2**63 - 1)
+    np.testing.assert_array_equal(np.sort(order), np.arange(100_001))
+    counts = np.zeros((6, 6))
+    for seed in range(6000):
+        order = np.arange(6, dtype=np.intp)
+        _hogwild.shuffle(order, seed)
+        counts[np.arange(6), order] += 1
+    assert np.abs(counts - 1000).max() < 150  # each place gets each element 1000 +- 4.5 sigma times
+
+
+def test_other_sparse_formats_and_index_types_give_the_same_fit():
+    X, y = sparse_problem(1000, 80, noise=0.1)
+    reference = HogwildSGDClassifier(random_state=0, n_threads=1, max_iter=5, tol=None).fit(X, y)
+    wide = X.copy()
+    wide.indices, wide.indptr = wide.indices.astype(np.int64), wide.indptr.astype(np.int64)
+    for variant in (X.tocoo(), X.tocsc(), wide):
+        model = HogwildSGDClassifier(random_state=0, n_threads=1, max_iter=5, tol=None).fit(variant, y)
+        np.testing.assert_array_equal(model.coef_, reference.coef_)
+
+
+def test_dense_and_sparse_agree_without_intercept():
+    """Dense and CSR rows run the same updates (the intercept decay differs, as in scikit-learn)."""
+    X, y = sparse_problem(1000, 80, noise=0.1)
+    fits = [HogwildSGDClassifier(random_state=0, n_threads=1, max_iter=5, tol=None, fit_intercept=False).fit(data, y)
+            for data in (X, X.toarray())]
+    np.testing.assert_allclose(fits[0].coef_, fits[1].coef_, rtol=1e-12, atol=1e-15)
+
+
+def test_stops_on_tol_and_warns_at_max_iter():
+    X, y = sparse_problem(1000, 50, noise=0.1)
+    model = HogwildSGDClassifier(random_state=0, n_threads=1, tol=1e-3).fit(X, y)
+    assert model.n_iter_ < 1000
+    with pytest.warns(ConvergenceWarning, match="Maximum number of iteration"):
+        HogwildSGDClassifier(random_state=0, n_threads=1, max_iter=2, tol=1e-3).fit(X, y)
+
+
+# ---- errors -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [HogwildSGDClassifier, HogwildSGDRegressor])
+def test_bad_data_errors(cls):
+    X, y = sparse_problem(100, 10, layout="dense")
+    model = cls(n_threads=1)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        model.fit(X, y[:-1])
+    for bad in (np.nan, np.inf):
+        X_bad = X.copy()
+        X_bad[3, 2] = bad
+        with pytest.raises(ValueError, match="Input X contains"):
+            model.fit(X_bad, y)
+        with pytest.raises(ValueError, match="Input X contains"):
+            model.fit(sp.csr_matrix(X_bad), y)
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        model.fit(X, np.where(np.arange(100) == 5, np.nan, y))
+    with pytest.raises(ValueError, match="sample_weight.shape"):
+        model.fit(X, y, sample_weight=np.ones(99))
+    with pytest.raises(NotFittedError):
+        model.predict(X)
+    model.fit(X, y)
+    with pytest.raises(ValueError, match="X has 9 features, but .* is expecting 10 features"):
+        model.predict(X[:, :9])
+    with pytest.raises(ValueError, match="X has 9 features"):
+        model.partial_fit(X[:, :9], y)
+
+
+def test_classification_label_errors():
+    X, y = sparse_problem(100, 10, layout="dense")
+    with pytest.raises(ValueError, match="number of classes has to be greater than one; got 1 class"):
+        HogwildSGDClassifier().fit(X, np.zeros(100))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        HogwildSGDClassifier().fit(X, np.linspace(0, 1, 100))
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        HogwildSGDClassifier().partial_fit(X, y)
+    model = HogwildSGDClassifier().partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match=r"y contains labels \[2\] that are not in classes"):
+        model.partial_fit(X, np.where(np.arange(100) == 0, 2, y))
+    with pytest.raises(ValueError, match="is not the same as on the first call"):
+        model.partial_fit(X, y, classes=[0, 1, 2])
+
+
+@pytest.mark.parametrize("params, error, message", [
+    (dict(loss="squared_hinge"), ValueError, "loss 'squared_hinge' is not supported"),
+    (dict(penalty="l1"), ValueError, "penalty='l1' is not supported"),
+    (dict(alpha=-1.0), ValueError, "alpha must be >= 0"),
+    (dict(alpha=0.0), ValueError, "alpha must be > 0 since learning_rate is 'optimal'"),
+    (dict(learning_rate="adaptive"), ValueError, "learning_rate='adaptive' is not supported"),
+    (dict(learning_rate="constant", eta0=0.0), ValueError, "eta0 must be > 0"),
+    (dict(beta=1.5), ValueError, "beta must be <= 1"),
+    (dict(max_iter=0), ValueError, "max_iter must be >= 1"),
+    (dict(max_iter=2.5), TypeError, "max_iter must be an integer"),
+    (dict(tol=np.nan), ValueError, "tol must be finite"),
+    (dict(n_threads=0), ValueError, "n_threads=0 is invalid"),
+    (dict(n_threads=1.5), TypeError, "n_threads must be an integer or None"),
+    (dict(shuffle="yes"), TypeError, "shuffle must be a bool"),
+    (dict(average=-1), ValueError, "average must be >= 0"),
+    (dict(average=0.5), TypeError, "average must be an integer"),
+])
+def test_bad_parameters(params, error, message):
+    X, y = sparse_problem(50, 5, layout="dense")
+    with pytest.raises(error, match=message):
+        HogwildSGDClassifier(**params).fit(X, y)
+
+
+def test_regressor_rejects_classification_losses():
+    with pytest.raises(ValueError, match="loss 'hinge' is not supported by HogwildSGDRegressor"):
+        HogwildSGDRegressor(loss="hinge").fit(np.ones((4, 2)), np.arange(4.0))
+
+
+# ---- the benchmark ------------------------------------------------------------------
+
+def test_benchmark_runs_on_a_small_problem():
+    import argparse
+    parser = argparse.ArgumentParser()
+    hogwild_bench.add_arguments(parser)
+    args = parser.parse_args(["--n-samples", "3000", "--n-features", "500", "--nnz", "10", "--repeats", "1",
+                              "--epochs", "3"])
+    out = io.StringIO()
+    results = hogwild_bench.run(args, out=out)
+    text = out.getvalue()
+    assert "SGDClassifier" in text and "Hogwild! 1 thread" in text and "Hogwild! 2 threads" in text
+    assert len(results["rows"]) == 3
+    assert all(0.5 < row["test_accuracy"] <= 1.0 for row in results["rows"])
+    X, y, X_test, y_test = hogwild_bench.make_problem(1000, 200, 7, 0.0)
+    assert X.shape == (1000, 200) and X_test.shape == (100, 200)
+    assert (np.diff(X.indptr) == 7).all() and set(np.unique(y)) == {-1, 1}
