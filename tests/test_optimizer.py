@@ -253,3 +253,35 @@ def test_numpy_scalar_grad_for_a_0d_param():
         opt.step({"b": 2.0})
     with pytest.raises(TypeError, match=r"grads\[0\] must be a numpy.ndarray"):
         Adam([np.zeros(3)]).step([np.float64(1.0)])  # only 0-d params take scalars
+
+
+def test_options_changed_between_steps_take_effect():
+    """The step skips re-checking options that are the very objects of the last step;
+    anything reassigned or mutated in place must still be seen."""
+    p, q = np.ones(4), np.ones(4)
+    opt = Adam([p], lr=0.1, betas=[0.9, 0.999])  # a list: mutable, so never taken from the cache
+    ref_m, ref_v = np.zeros(4), np.zeros(4)
+    g = np.full(4, 2.0)
+    for step, (lr, beta1) in enumerate([(0.1, 0.9), (0.1, 0.9), (0.05, 0.9), (0.05, 0.5)], start=1):
+        opt.param_groups[0]["lr"] = lr
+        opt.param_groups[0]["betas"][0] = beta1  # in place
+        opt.step([g])
+        functional.adam(q, g, ref_m, ref_v, step=step, lr=lr, beta1=beta1, beta2=0.999, eps=1e-8)
+        np.testing.assert_array_equal(p, q)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="learning rate"):
+        opt.step([g])
+
+
+def test_fast_path_still_checks_grads_and_plan():
+    p = [np.zeros(3), np.zeros(3)]
+    opt = SGD(p, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.step([np.ones(3), np.ones(3)])
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape"):
+        opt.step([np.ones(3), np.ones(2)])
+    replacement, old = np.zeros(3), p[1].copy()
+    opt.param_groups[0]["params"][1] = replacement
+    opt.step([None, np.ones(3)])
+    assert replacement[0] < 0  # the swapped-in array is the one updated (state stays with position 1)
+    np.testing.assert_array_equal(p[1], old)

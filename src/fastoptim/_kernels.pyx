@@ -796,3 +796,29 @@ def scale_add_inplace(double[::1] a, const double[::1] b, double s, int n_thread
     with nogil:
         for i in prange(n, schedule="static", num_threads=max(1, n_threads)):
             a[i] = s * a[i] + b[i]
+
+
+# ---- the stateful step's fast path -------------------------------------------------
+
+def same_options(list groups, tuple keys, list remembered):
+    """Whether every group holds, under each key, the very object remembered for it,
+    and follows no lr schedule: then its checked hyperparameters are still valid.
+
+    The caller keeps `remembered` alive, so an id cannot be recycled meanwhile.
+    """
+    cdef Py_ssize_t gi, j, n_keys = len(keys)
+    cdef dict group
+    cdef list values
+    if remembered is None or len(groups) != len(remembered):
+        return False
+    for gi in range(len(groups)):
+        if type(groups[gi]) is not dict:
+            return False
+        group = <dict>groups[gi]
+        values = <list>remembered[gi]
+        if "lr_schedule" in group:
+            return False
+        for j in range(n_keys):
+            if group.get(keys[j], values) is not values[j]:
+                return False
+    return True

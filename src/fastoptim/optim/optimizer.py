@@ -176,6 +176,8 @@ class Optimizer(ScheduledLR):
         self._step_count = 0         # step() calls made: the t schedules are evaluated at
         self._lr_written = {}        # group index -> (schedule, lr) this optimizer last wrote there
         self.defaults = dict(defaults)
+        self._option_keys = tuple(k for k in self.defaults if k != "lr_schedule")
+        self._remembered_options = self._remembered_hyper = None  # the step's fast path
         self._install_schedule(self.defaults, "defaults")
         self._check_group(self.defaults, "defaults")
         self.param_groups = []
@@ -300,6 +302,10 @@ class Optimizer(ScheduledLR):
         Groups with a schedule use its value at t = step_count (see the module docstring).
         """
         t = self._step_count
+        if _kernels.same_options(self.param_groups, self._option_keys, self._remembered_options):
+            # Every option is the object it was at the last step: same checks, same state slots.
+            self._step_checked(grads, t, self._remembered_hyper, None, self._plan_key[1])
+            return
         hyper = []
         lr_changes = None  # (group index, group, schedule or None, lr), written once all checks pass
         for gi, g in enumerate(self.param_groups):
@@ -319,8 +325,23 @@ class Optimizer(ScheduledLR):
             if lr_changes is None:
                 lr_changes = []
             lr_changes.append((gi, g, schedule, lr))
+        self._step_checked(grads, t, hyper, lr_changes, None)
+        if lr_changes is None:
+            self._remember_options(hyper)
+
+    def _remember_options(self, hyper):
+        """Keep this step's option objects and checked hyperparameters for the fast path,
+        unless a value could change in place (a list of betas, say)."""
+        remembered = [[g[k] for k in self._option_keys] for g in self.param_groups]
+        if all([_immutable(v) for values in remembered for v in values]):
+            self._remembered_options, self._remembered_hyper = remembered, hyper
+        else:
+            self._remembered_options = self._remembered_hyper = None
+
+    def _step_checked(self, grads, t, hyper, lr_changes, slots):
+        """The step once its hyperparameters are checked: grads, state, kernels."""
         flat_grads = self._flatten_grads(grads)
-        plan = self._current_plan()
+        plan = self._current_plan(slots)
         if plan.gather(flat_grads):
             # First grad of some params: create their state, now that every check passed.
             params, group_of = self._flat_params(), self._group_of()
@@ -388,8 +409,9 @@ class Optimizer(ScheduledLR):
         # A list comprehension: in CPython 3.11 tuple(generator) leaves 48 bytes in tracemalloc per call.
         return tuple([self._state_slots(g) for g in self.param_groups])
 
-    def _current_plan(self):
-        key = (self._state_version, self._slots_by_group())
+    def _current_plan(self, slots=None):
+        """The plan for the current params and state (slots: the groups' state slots, if known)."""
+        key = (self._state_version, self._slots_by_group() if slots is None else slots)
         if self._plan is None or self._plan_key != key or not self._plan.matches(self.param_groups):
             self._plan = self._build_plan()
             self._plan_key = (self._state_version, key[1])
@@ -592,6 +614,14 @@ def state_operands(state, slots, new_array, checked):
 
 
 _STAND_IN_LR = 0.0
+_IMMUTABLE_OPTION_TYPES = frozenset([float, int, bool, str, type(None), np.float64, np.float32,
+                                     np.int64, np.int32, np.bool_])
+
+
+def _immutable(value):
+    if type(value) is tuple:
+        return all([type(v) in _IMMUTABLE_OPTION_TYPES for v in value])
+    return type(value) in _IMMUTABLE_OPTION_TYPES
 
 
 def _scheduled_lr(schedule, t, where):
