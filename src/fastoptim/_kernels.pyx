@@ -822,3 +822,14 @@ def same_options(list groups, tuple keys, list remembered):
             if group.get(keys[j], values) is not values[j]:
                 return False
     return True
+
+
+def same_objects(tuple a, tuple b):
+    """Whether a and b hold the very same objects, position by position."""
+    cdef Py_ssize_t i, n = len(a)
+    if len(b) != n:
+        return False
+    for i in range(n):
+        if a[i] is not b[i]:
+            return False
+    return True
