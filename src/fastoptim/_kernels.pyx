@@ -419,7 +419,9 @@ cdef class StepPlan:
     cdef readonly list params
     cdef readonly list states
     cdef list keys
-    cdef list held             # arrays made from NumPy scalar grads, until run()
+    cdef list kept             # per tensor, a grad object that must outlive run(): an array made
+                               # from a NumPy scalar, or a torch grad read through DLPack
+    cdef bint keeping          # whether kept holds anything
     cdef fo_index *offsets
     cdef char **data
     cdef fo_args *args
@@ -433,7 +435,6 @@ cdef class StepPlan:
     cdef int64_t[::1] steps
     cdef readonly object steps_array
     cdef readonly list tensors      # torch face: the param tensors the views belong to
-    cdef list grad_refs             # torch face: the grads gathered for this step, kept alive
 
     def __cinit__(self):
         self.offsets = NULL
@@ -463,7 +464,8 @@ cdef class StepPlan:
         self.params = params
         self.states = states
         self.keys = keys
-        self.held = []
+        self.kept = [None] * n
+        self.keeping = False
         self.steps_array = steps
         self.steps = steps
         self.offsets = <fo_index *>calloc(n + 1, sizeof(fo_index))
@@ -556,7 +558,7 @@ cdef class StepPlan:
             if not cnp.PyArray_Check(gobj):
                 gobj = scalar_as_array(gobj, p)
                 if cnp.PyArray_Check(gobj):
-                    self.held.append(gobj)  # alive until run() has read it
+                    self.keep(i, gobj)
             # The common case is checked with C tests alone; messages are
             # formatted only once something is wrong.
             if not (cnp.PyArray_Check(gobj) and cnp.PyArray_ISWRITEABLE(p)):
@@ -580,12 +582,19 @@ cdef class StepPlan:
         return [i for i in range(self.n_tensors)
                 if self.data[i * FO_MAX_OPERANDS + 1] != NULL and not self.has_state[i]]
 
+    cdef void keep(self, Py_ssize_t i, grad):
+        """Keep `grad` alive until the grads are forgotten."""
+        self.kept[i] = grad
+        self.keeping = True
+
     def forget_grads(self):
         cdef Py_ssize_t i
         for i in range(self.n_tensors):
             self.data[i * FO_MAX_OPERANDS + 1] = NULL
-        if self.held:
-            self.held.clear()
+        if self.keeping:
+            for i in range(self.n_tensors):
+                self.kept[i] = None
+            self.keeping = False
 
     cdef int raise_bad_grad(self, Py_ssize_t i, gobj) except -1:
         cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
@@ -607,7 +616,6 @@ cdef class StepPlan:
         if len(tensors) != self.n_tensors:
             raise ValueError(f"got {len(tensors)} tensors for {self.n_tensors} params")
         self.tensors = tensors
-        self.grad_refs = [None] * self.n_tensors
 
     def gather_torch(self, list param_groups, to_dlpack):
         """gather() for torch params: read each param's .grad itself.
@@ -624,15 +632,15 @@ cdef class StepPlan:
         cdef fo_index nbytes
         if self.tensors is None:
             raise ValueError("attach_tensors() was not called")
-        self.forget_torch_grads()
+        self.forget_grads()
         for group in param_groups:
             for t in group["params"]:
                 if i >= n or t is not self.tensors[i]:
-                    self.forget_torch_grads()
+                    self.forget_grads()
                     return -1
                 p = <cnp.ndarray>self.params[i]
                 if PyLong_AsSsize_t(t.data_ptr()) != <Py_ssize_t>cnp.PyArray_DATA(p) and cnp.PyArray_NBYTES(p) > 0:
-                    self.forget_torch_grads()
+                    self.forget_grads()
                     return -1  # the tensor's storage was swapped (p.data = ..., module.to(...))
                 g = t.grad
                 if g is not None:
@@ -643,34 +651,20 @@ cdef class StepPlan:
                     begin = dlpack_grad_data(capsule, p, &nbytes)
                     if begin == NULL:
                         if self.tensor_reshaped(i):  # same memory, new shape or dtype: rebuild
-                            self.forget_torch_grads()
+                            self.forget_grads()
                             return -1
                         self.raise_bad_torch_grad(i, g, "")
                     if nbytes > 0 and self.find_overlap(begin, begin + nbytes) >= 0:
                         self.raise_bad_torch_grad(i, g, "shares memory")
                     if not self.has_state[i]:
                         n_missing += 1
-                    self.grad_refs[i] = g
+                    self.keep(i, g)
                     self.data[i * FO_MAX_OPERANDS + 1] = begin
                 i += 1
         if i != n:
-            self.forget_torch_grads()
+            self.forget_grads()
             return -1
         return n_missing
-
-    def run_torch(self, list group_hyper):
-        """run(), then let go of the grads gather_torch() kept alive."""
-        try:
-            self.run(group_hyper)
-        finally:
-            self.forget_torch_grads()
-
-    cdef forget_torch_grads(self):
-        cdef Py_ssize_t i
-        self.forget_grads()
-        if self.grad_refs is not None:
-            for i in range(self.n_tensors):
-                self.grad_refs[i] = None
 
     cdef bint tensor_reshaped(self, Py_ssize_t i) except -1:
         t, p = self.tensors[i], self.params[i]
@@ -681,7 +675,7 @@ cdef class StepPlan:
         cdef str name = f"params[{self.keys[i]!r}].grad"
         cdef char *begin
         cdef fo_index nbytes
-        self.forget_torch_grads()
+        self.forget_grads()
         if problem:
             begin = <char *><Py_ssize_t>g.data_ptr()
             nbytes = g.numel() * g.element_size()
@@ -709,9 +703,14 @@ cdef class StepPlan:
         """
         cdef Py_ssize_t n = self.n_tensors, i, prev = -1
         if len(group_hyper) != self.n_groups:
+            self.forget_grads()
             raise ValueError(f"got hyperparameters for {len(group_hyper)} groups, expected {self.n_groups}")
-        for i in range(self.n_groups):
-            fill_args(self.rule, &self.group_args[i], group_hyper[i])
+        try:
+            for i in range(self.n_groups):
+                fill_args(self.rule, &self.group_args[i], group_hyper[i])
+        except BaseException:
+            self.forget_grads()
+            raise
         with nogil:
             for i in range(n):
                 if self.data[i * FO_MAX_OPERANDS + 1] == NULL:

@@ -131,11 +131,18 @@ TORCH_VARIANTS = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True)
 
 def torch_step(torch, variant, spec, options, n, dtype):
     """A step of torch.optim's `variant` implementation, or None where torch has none on the CPU."""
-    param0, grad = _problem(n, dtype)
-    param = torch.tensor(param0, requires_grad=True)
-    param.grad = torch.tensor(grad)
+    param, grad = _problem(n, dtype)
+    return torch_multi_step(torch, variant, spec, options, [param], [grad])
+
+
+def torch_multi_step(torch, variant, spec, options, params, grads):
+    """A step of torch.optim's `variant` over copies of params (NumPy arrays) with grads set,
+    state already created; None where torch has no such implementation on the CPU."""
+    tparams = [torch.tensor(p, requires_grad=True) for p in params]
+    for t, g in zip(tparams, grads):
+        t.grad = torch.tensor(g)
     try:
-        opt = getattr(torch.optim, spec.torch_name)([param], **options, **TORCH_VARIANTS[variant])
+        opt = getattr(torch.optim, spec.torch_name)(tparams, **options, **TORCH_VARIANTS[variant])
         opt.step()
     except (RuntimeError, TypeError, ValueError):
         return None
@@ -216,17 +223,10 @@ def many_tensor_contenders(spec, count, n, dtype, rng, torch=None):
     opt.step(grads)
     contenders = {"fastoptim": lambda: opt.step(grads)}
     if torch is not None:
-        tdtype = getattr(torch, np.dtype(dtype).name)
-        for variant, flags in TORCH_VARIANTS.items():
-            tparams = [torch.tensor(p, dtype=tdtype, requires_grad=True) for p in params]
-            for t, g in zip(tparams, grads):
-                t.grad = torch.tensor(g, dtype=tdtype)
-            try:
-                topt = getattr(torch.optim, spec.torch_name)(tparams, **options, **flags)
-                topt.step()
-            except (RuntimeError, TypeError, ValueError):
-                continue
-            contenders[f"torch {variant}"] = topt.step
+        for variant in TORCH_VARIANTS:
+            step = torch_multi_step(torch, variant, spec, options, params, grads)
+            if step is not None:
+                contenders[f"torch {variant}"] = step
     return contenders
 
 

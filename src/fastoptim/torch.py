@@ -332,7 +332,7 @@ class Optimizer(ScheduledLR, torch.optim.Optimizer):
             plan.gather_torch(self.param_groups, _to_dlpack)
         if lr_changes is not None:
             self._write_lrs(lr_changes)
-        plan.run_torch(hyper)
+        plan.run(hyper)
         self._fresh.clear()
         self._step_count = t + 1
         return loss

@@ -16,13 +16,12 @@ import numpy as np
 from . import _kernels
 from ._config import get_num_threads, get_simd_level, num_threads
 from ._registry import BY_NAME
-from .bench import _format_time, _parse_threads, measure
+from .bench import TORCH_VARIANTS, _format_time, _parse_threads, measure
 
 MODELS = {
     "large": "MLP 2048-2048-2048-1024 (6 tensors)",
     "many": "500 x Linear(16, 16) (1000 tensors)",
 }
-TORCH_VARIANTS = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 
 
 def make_model(torch, name):
