@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastoptim import _kernels, hogwild, hogwild_bench
+from fastoptim import _hogwild, _kernels, hogwild, hogwild_bench
 from fastoptim.hogwild import HogwildSGDClassifier, HogwildSGDRegressor
 
 CLASSIFIER_LOSSES = HogwildSGDClassifier._LOSSES
@@ -310,7 +310,6 @@ def test_more_threads_than_cores(layout, threads_on_small_data):
 
 
 def test_shuffle_is_a_uniform_permutation():
-    from fastoptim import _hogwild
     order = np.arange(100_001, dtype=np.intp)
     _hogwild.shuffle(order, 2**63 - 1)
     np.testing.assert_array_equal(np.sort(order), np.arange(100_001))
@@ -320,6 +319,62 @@ def test_shuffle_is_a_uniform_permutation():
         _hogwild.shuffle(order, seed)
         counts[np.arange(6), order] += 1
     assert np.abs(counts - 1000).max() < 150  # each place gets each element 1000 +- 4.5 sigma times
+
+
+def planned_epoch(n, shuffle_from=None, seed=0, t_start=1.0, scale_start=1.0, alpha=1e-3, eta0=0.05):
+    """An Epoch of n positions with a pending shuffle and a plan that tracks the norm and averages."""
+    epoch = _hogwild.Epoch(n, True, True)
+    epoch.set_shuffle(shuffle_from, seed)
+    epoch.set_plan(_hogwild.SCHEDULES["invscaling"], eta0, 0.5, alpha, 0.0, alpha, t_start, scale_start,
+                   average_from=50.0, average_a=0.25, average_b=2.0)
+    return epoch
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 5])
+@pytest.mark.parametrize("alpha", [1e-3, 20.0])  # 20: the scale underflows, so the plan has many blocks
+def test_next_epoch_prepared_in_the_parallel_loop_equals_serial(n_threads, alpha):
+    """The next epoch's shuffle and plan, run as tasks of this epoch's loop, are the serial ones."""
+    X, y = sparse_problem(3000, 100, noise=0.1)
+    n = X.shape[0]
+    current = planned_epoch(n, seed=1)
+    current.prepare()
+    assert not current.pending and current.blocks()[-1][1] == n
+    in_loop = planned_epoch(n, current, 7, n + 1.0, current.scale_after[-1], alpha)
+    serial = planned_epoch(n, current, 7, n + 1.0, current.scale_after[-1], alpha)
+    serial.prepare()
+    assert in_loop.pending
+    order_before = current.order.copy()
+    w, aw = np.zeros(X.shape[1]), np.zeros(X.shape[1])
+    result = _hogwild.run_block(w, X.data, X.indices, X.indptr, False, X.shape[1], np.where(y == 1, 1.0, -1.0),
+                                np.ones(n), current, 0, n, 1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0,
+                                n_threads, np.zeros(n_threads * _hogwild.THREAD_SCRATCH), aw, 0, in_loop)
+    assert not in_loop.pending and result[4] == 0
+    np.testing.assert_array_equal(current.order, order_before)  # the source of the shuffle is only read
+    for name in ("order", "eta", "scale_after", "norm_weight", "average_weight"):
+        np.testing.assert_array_equal(getattr(in_loop, name), getattr(serial, name), err_msg=name)
+    assert in_loop.blocks() == serial.blocks()
+    assert (len(serial.blocks()) > 1) == (alpha > 1)
+    assert not np.array_equal(in_loop.order, current.order)
+    np.testing.assert_array_equal(np.sort(in_loop.order), np.arange(n))
+
+
+def test_epoch_misuse_is_refused():
+    X, y = sparse_problem(200, 20)
+    n, d = X.shape
+    epoch, other = planned_epoch(n), planned_epoch(n)
+    args = (np.zeros(d), X.data, X.indices, X.indptr, False, d, np.ones(n), np.ones(n))
+    tail = (1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0, 1, np.zeros(_hogwild.THREAD_SCRATCH))
+    with pytest.raises(ValueError, match="pending tasks"):
+        _hogwild.run_block(*args, epoch, 0, n, *tail)
+    with pytest.raises(RuntimeError, match="pending tasks"):
+        epoch.blocks()
+    epoch.prepare()
+    with pytest.raises(ValueError, match="cannot prepare itself"):
+        _hogwild.run_block(*args, epoch, 0, n, *tail, None, 0, epoch)
+    with pytest.raises(ValueError, match="not within the epoch"):
+        _hogwild.run_block(*args, epoch, 0, n + 1, *tail)
+    with pytest.raises(ValueError, match="differ in length"):
+        other.set_shuffle(planned_epoch(n + 1), 0)
 
 
 def test_other_sparse_formats_and_index_types_give_the_same_fit():
@@ -356,12 +411,13 @@ def test_bad_data_errors(cls):
     model = cls(n_threads=1)
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         model.fit(X, y[:-1])
-    for bad in (np.nan, np.inf):
+    for bad in (np.nan, np.inf, -np.inf):
         X_bad = X.copy()
         X_bad[3, 2] = bad
-        with pytest.raises(ValueError, match="Input X contains"):
+        message = "Input X contains " + ("NaN" if np.isnan(bad) else "infinity")
+        with pytest.raises(ValueError, match=message):
             model.fit(X_bad, y)
-        with pytest.raises(ValueError, match="Input X contains"):
+        with pytest.raises(ValueError, match=message):
             model.fit(sp.csr_matrix(X_bad), y)
     with pytest.raises(ValueError, match="Input y contains NaN"):
         model.fit(X, np.where(np.arange(100) == 5, np.nan, y))
@@ -374,6 +430,34 @@ def test_bad_data_errors(cls):
         model.predict(X[:, :9])
     with pytest.raises(ValueError, match="X has 9 features"):
         model.partial_fit(X[:, :9], y)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fit_finds_nonfinite_input_in_its_first_epoch(layout, n_threads, threads_on_small_data):
+    """fit checks X for NaN and infinity during the first epoch, wherever they are; partial_fit
+    checks before it writes anything."""
+    X, y = sparse_problem(500, 40, noise=0.1, layout=layout, n_classes=3)
+    rng = np.random.default_rng(0)
+    for bad in (np.nan, np.inf, -np.inf):
+        X_bad = X.copy()
+        values = X_bad if layout == "dense" else X_bad.data
+        values.flat[rng.integers(values.size)] = bad
+        with pytest.raises(ValueError, match="Input X contains"):
+            HogwildSGDClassifier(n_threads=n_threads, max_iter=3, tol=None).fit(X_bad, y)
+        with pytest.raises(ValueError, match="Input X contains"):
+            HogwildSGDRegressor(n_threads=n_threads, max_iter=3, tol=None).fit(X_bad, y * 1.0)
+        model = HogwildSGDClassifier(n_threads=n_threads, random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+        coef, intercept = model.coef_.copy(), model.intercept_.copy()
+        with pytest.raises(ValueError, match="Input X contains"):
+            model.partial_fit(X_bad, y)
+        np.testing.assert_array_equal(model.coef_, coef)
+        np.testing.assert_array_equal(model.intercept_, intercept)
+    # huge but finite values overflow the dot products: never reported as bad input
+    try:
+        HogwildSGDClassifier(n_threads=n_threads, max_iter=3, tol=None).fit(X * 1e300, y)
+    except ValueError as error:
+        assert "Input X" not in str(error)
 
 
 def test_classification_label_errors():

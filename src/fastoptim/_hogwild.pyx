@@ -15,6 +15,13 @@
 # Claiming slices in order keeps the threads' virtual times close to one another,
 # so a thread reading another's recent writes interprets their scale almost exactly.
 #
+# An Epoch holds a sample order and its plan.  Shuffling and planning are serial
+# (Fisher-Yates and the running scale are sequential), so the next epoch's are
+# two tasks of this epoch's parallel loop, claimed before its first slice: while
+# one thread shuffles, the other already runs samples.  Only the first epoch's
+# are done before the loop.  The next epoch's plan depends only on this one's
+# (its last scale and averaging state), never on the weights.
+#
 # The intercept is one shared scalar: written on every sample by every thread it
 # would bounce its cache line between cores, so with P > 1 each thread adds its
 # updates to a private delta and publishes it every INTERCEPT_SYNC samples and at
@@ -24,12 +31,18 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, log1p, pow
 from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memcpy
+
+cimport numpy as cnp
 
 from ._openmp cimport omp_get_thread_num
 
 import numpy as np
+
+cnp.import_array()
 
 cdef enum:
     # loss codes
@@ -44,8 +57,21 @@ cdef extern from *:
     #else
     #define fo_prefetch(p) ((void)(p))
     #endif
+    /* Prefetch a line in the modified state: a weight is read and then often
+       written, and with P > 1 the line is usually in the other core's cache, so
+       fetching it for writing saves a second round trip to invalidate that copy.
+       x86 CPUs without PREFETCHW execute it as a no-op; GCC emits a plain
+       prefetch for the builtin unless the target has the instruction. */
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #define fo_prefetch_write(p) __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)(p)))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define fo_prefetch_write(p) __builtin_prefetch((const void *)(p), 1)
+    #else
+    #define fo_prefetch_write(p) ((void)(p))
+    #endif
     """
     void fo_prefetch(const void *p) noexcept nogil
+    void fo_prefetch_write(const void *p) noexcept nogil
 
 cdef enum:
     # Threads claim CHUNK consecutive positions of the shuffled order at a time, so
@@ -151,24 +177,28 @@ cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
     return z ^ (z >> 31)
 
 
-def shuffle(Py_ssize_t[::1] order, uint64_t seed):
-    """Fisher-Yates shuffle of order in place from a 64-bit seed.
+cdef void fisher_yates(Py_ssize_t *order, Py_ssize_t n, uint64_t seed) noexcept nogil:
+    """Shuffle order in place from a 64-bit seed.
 
     NumPy's shuffle costs about 30 ns an element, a tenth of an epoch on the
     benchmark; splitmix64 with a 53-bit uniform scaled to the range (bias below
     2**-53 * n) does the same job in a few ns.
     """
-    cdef Py_ssize_t i, j, n = order.shape[0]
-    cdef Py_ssize_t swap
+    cdef Py_ssize_t i, j, swap
     cdef uint64_t state = seed
+    for i in range(n - 1, 0, -1):
+        j = <Py_ssize_t>(<double>(splitmix64(&state) >> 11) * (1.0 / 9007199254740992.0) * (i + 1))
+        if j > i:  # rounding guard
+            j = i
+        swap = order[i]
+        order[i] = order[j]
+        order[j] = swap
+
+
+def shuffle(Py_ssize_t[::1] order, uint64_t seed):
+    """Fisher-Yates shuffle of order in place from a 64-bit seed (as an epoch's shuffle task)."""
     with nogil:
-        for i in range(n - 1, 0, -1):
-            j = <Py_ssize_t>(<double>(splitmix64(&state) >> 11) * (1.0 / 9007199254740992.0) * (i + 1))
-            if j > i:  # rounding guard
-                j = i
-            swap = order[i]
-            order[i] = order[j]
-            order[j] = swap
+        fisher_yates(&order[0], order.shape[0], seed)
 
 
 def derivative(int loss, double p, double y, double epsilon):
@@ -176,76 +206,210 @@ def derivative(int loss, double p, double y, double epsilon):
     return loss_derivative(loss, p, y, epsilon)
 
 
-def plan_epoch(int schedule, double eta0, double power_t, double alpha, double optimal_init, double l2,
-               double t_start, double scale_start, double[::1] eta, double[::1] scale_after,
-               double[::1] norm_weight=None, double average_from=0.0, double average_a=0.0,
-               double average_b=1.0, double[::1] average_weight=None):
-    """Plan an epoch: step sizes, L2 scales and the averaging coefficients of each position.
+cdef struct PlanInputs:
+    int schedule
+    double eta0, power_t, alpha, optimal_init, l2, t_start, scale_start
+    double average_from, average_a, average_b
 
-    Returns (block ends, (average_a, average_b) at each block end).
 
-    norm_weight[v] (if given) = sum of (scale_after[u] / scale_after[v])**2 over the positions
-    u = v .. end-2 of v's block: how many times a change of the squared weight norm
-    made at v counts in the sum of the norm before each later step of the block
-    (scikit-learn's stopping objective adds alpha/2 * |w|^2 before every step).
+cdef struct EpochArrays:
+    # what an epoch's tasks read and write, for use without the GIL
+    Py_ssize_t n
+    Py_ssize_t *order
+    double *eta
+    double *scale_after
+    double *norm_weight      # NULL unless the norm is tracked
+    double *average_weight   # NULL unless averaging
+    Py_ssize_t *ends         # block ends (room for n)
+    double *end_states       # (average_a, average_b) at each block end
+    Py_ssize_t n_blocks
+    PlanInputs plan
+    # pending tasks: copy shuffle_source (unless NULL) into order and shuffle it; plan
+    int n_tasks
+    int tasks[2]
+    const Py_ssize_t *shuffle_source
+    uint64_t shuffle_seed
+
+
+cdef enum:
+    SHUFFLE_TASK, PLAN_TASK
+
+
+cdef Py_ssize_t plan_positions(const PlanInputs *p, Py_ssize_t n, double *eta, double *scale_after,
+                               double *norm_weight, double *average_weight, Py_ssize_t *ends,
+                               double *end_states) noexcept nogil:
+    """Step sizes, L2 scales and averaging weights of positions 0..n-1; returns the number of blocks.
 
     Position v runs at scikit-learn's step counter t = t_start + v; alpha sets the
     'optimal' schedule, l2 the decay (alpha with an L2 penalty, else 0).  The
     first block continues from scale_start (the scale is carried across epochs
     as scikit-learn does, so one thread follows its arithmetic); later blocks
-    start from 1.  A new block
-    starts where the running scale would fall below MIN_SCALE.  A decay factor
-    1 - eta*alpha is clamped to MIN_SCALE (scikit-learn clamps it to 0 and zeroes
-    the weights; the difference is below 1e-9 of the weights).
+    start from 1.  A new block starts where the running scale would fall below
+    MIN_SCALE.  A decay factor 1 - eta*alpha is clamped to MIN_SCALE
+    (scikit-learn clamps it to 0 and zeroes the weights; the difference is below
+    1e-9 of the weights).
 
     Averaged SGD (from step average_from > 0 on) keeps scikit-learn's lazy form:
     the averaged weights are (aw + average_a * w) / average_b, and an update u*x of
     the true weights at v adds -u * average_weight[v] * x to aw.  average_a and
     average_b depend only on the position, so they are planned here; they restart
     at (0, 1) with each block, when the caller folds them into aw.
+
+    norm_weight[v] (if not NULL) = sum of (scale_after[u] / scale_after[v])**2 over
+    the positions u = v .. end-2 of v's block: how many times a change of the
+    squared weight norm made at v counts in the sum of the norm before each later
+    step of the block (scikit-learn's stopping objective adds alpha/2 * |w|^2
+    before every step).
     """
-    cdef Py_ssize_t v, n = eta.shape[0]
-    cdef double t, e, factor, mu, running = scale_start
-    cdef bint averaging = average_from > 0.0 and average_weight is not None
-    cdef list ends = [], states = []
+    cdef Py_ssize_t v, block, start, n_blocks = 0
+    cdef double t, e, factor, mu, running = p.scale_start
+    cdef double average_a = p.average_a, average_b = p.average_b
+    cdef bint averaging = p.average_from > 0.0 and average_weight != NULL
     for v in range(n):
-        t = t_start + v
-        if schedule == OPTIMAL:
-            e = 1.0 / (alpha * (optimal_init + t - 1.0))
-        elif schedule == INVSCALING:
-            e = eta0 / pow(t, power_t)
+        t = p.t_start + v
+        if p.schedule == OPTIMAL:
+            e = 1.0 / (p.alpha * (p.optimal_init + t - 1.0))
+        elif p.schedule == INVSCALING:
+            e = p.eta0 / pow(t, p.power_t)
         else:
-            e = eta0
+            e = p.eta0
         eta[v] = e
-        factor = 1.0 - e * l2
+        factor = 1.0 - e * p.l2
         if factor < MIN_SCALE:
             factor = MIN_SCALE
         if running * factor < MIN_SCALE and v > 0:
-            ends.append(v)
-            states.append((average_a, average_b))
+            ends[n_blocks] = v
+            end_states[2 * n_blocks] = average_a
+            end_states[2 * n_blocks + 1] = average_b
+            n_blocks += 1
             running, average_a, average_b = 1.0, 0.0, 1.0
         running *= factor
         scale_after[v] = running
         if averaging:
-            if t >= average_from:  # as scikit-learn's WeightVector.add_average
+            if t >= p.average_from:  # as scikit-learn's WeightVector.add_average
                 average_weight[v] = average_a / running
-                mu = 1.0 / (t - average_from + 1.0)
+                mu = 1.0 / (t - p.average_from + 1.0)
                 if mu < 1.0:
                     average_b /= 1.0 - mu
                 average_a += mu * average_b * running
             else:
                 average_weight[v] = 0.0
-    ends.append(n)
-    states.append((average_a, average_b))
-    start = 0
-    for end in ends:
-        if end > start and norm_weight is not None:
-            norm_weight[end - 1] = 0.0
-            for v in range(end - 2, start - 1, -1):
+    ends[n_blocks] = n
+    end_states[2 * n_blocks] = average_a
+    end_states[2 * n_blocks + 1] = average_b
+    n_blocks += 1
+    if norm_weight != NULL:
+        start = 0
+        for block in range(n_blocks):
+            norm_weight[ends[block] - 1] = 0.0
+            for v in range(ends[block] - 2, start - 1, -1):
                 factor = scale_after[v + 1] / scale_after[v]
                 norm_weight[v] = 1.0 + factor * factor * norm_weight[v + 1]
-        start = end
-    return ends, states
+            start = ends[block]
+    return n_blocks
+
+
+cdef void run_task(EpochArrays *epoch, int task) noexcept nogil:
+    """Pending task number `task` of an epoch (the tasks are independent of each other)."""
+    if epoch.tasks[task] == SHUFFLE_TASK:
+        if epoch.shuffle_source != NULL:
+            memcpy(epoch.order, epoch.shuffle_source, epoch.n * sizeof(Py_ssize_t))
+        fisher_yates(epoch.order, epoch.n, epoch.shuffle_seed)
+    else:
+        epoch.n_blocks = plan_positions(&epoch.plan, epoch.n, epoch.eta, epoch.scale_after,
+                                        epoch.norm_weight, epoch.average_weight, epoch.ends,
+                                        epoch.end_states)
+
+
+cdef class Epoch:
+    """One epoch's sample order and its plan: per position the step size, the L2
+    scale after the step and the averaging weight; and the blocks the scale splits
+    the epoch into.
+
+    set_shuffle and set_plan only record what to do; prepare() does it now, or
+    run_block(..., prepare=epoch) does it in its parallel loop.
+    """
+    cdef readonly object order, eta, scale_after, norm_weight, average_weight
+    cdef object ends, end_states
+    cdef EpochArrays arrays
+
+    def __cinit__(self, Py_ssize_t n_samples, bint track_norm, bint averaging):
+        self.order = np.arange(n_samples, dtype=np.intp)
+        self.eta = np.empty(n_samples)
+        self.scale_after = np.empty(n_samples)
+        self.norm_weight = np.empty(n_samples) if track_norm else None
+        self.average_weight = np.empty(n_samples) if averaging else None
+        self.ends = np.empty(n_samples + 1, dtype=np.intp)
+        self.end_states = np.empty(2 * (n_samples + 1))
+        self.arrays.n = n_samples
+        self.arrays.order = <Py_ssize_t *>cnp.PyArray_DATA(<cnp.ndarray>self.order)
+        self.arrays.eta = <double *>cnp.PyArray_DATA(<cnp.ndarray>self.eta)
+        self.arrays.scale_after = <double *>cnp.PyArray_DATA(<cnp.ndarray>self.scale_after)
+        self.arrays.norm_weight = <double *>cnp.PyArray_DATA(<cnp.ndarray>self.norm_weight) if track_norm else NULL
+        self.arrays.average_weight = <double *>cnp.PyArray_DATA(<cnp.ndarray>self.average_weight) if averaging else NULL
+        self.arrays.ends = <Py_ssize_t *>cnp.PyArray_DATA(<cnp.ndarray>self.ends)
+        self.arrays.end_states = <double *>cnp.PyArray_DATA(<cnp.ndarray>self.end_states)
+        self.arrays.n_blocks = 0
+        self.arrays.n_tasks = 0
+
+    def set_shuffle(self, Epoch source, uint64_t seed):
+        """Shuffle source's order (None: this epoch's own) into this epoch's."""
+        if source is not None and source.arrays.n != self.arrays.n:
+            raise ValueError("the epochs differ in length")
+        self.arrays.shuffle_source = NULL if source is None or source is self else source.arrays.order
+        self.arrays.shuffle_seed = seed
+        self._add_task(SHUFFLE_TASK)
+
+    def set_plan(self, int schedule, double eta0, double power_t, double alpha, double optimal_init,
+                 double l2, double t_start, double scale_start, double average_from=0.0,
+                 double average_a=0.0, double average_b=1.0):
+        """Plan the positions (see plan_positions)."""
+        self.arrays.plan = PlanInputs(schedule, eta0, power_t, alpha, optimal_init, l2, t_start,
+                                      scale_start, average_from, average_a, average_b)
+        self._add_task(PLAN_TASK)
+
+    cdef _add_task(self, int task):
+        cdef int k
+        for k in range(self.arrays.n_tasks):
+            if self.arrays.tasks[k] == task:
+                return
+        self.arrays.tasks[self.arrays.n_tasks] = task
+        self.arrays.n_tasks += 1
+
+    def prepare(self):
+        """Run the pending tasks now."""
+        cdef int k
+        with nogil:
+            for k in range(self.arrays.n_tasks):
+                run_task(&self.arrays, k)
+        self.arrays.n_tasks = 0
+
+    @property
+    def pending(self):
+        return self.arrays.n_tasks > 0
+
+    def blocks(self):
+        """[(start, stop, average_a, average_b at stop)] of the planned blocks."""
+        if self.arrays.n_tasks:
+            raise RuntimeError("the epoch has pending tasks; prepare it first")
+        cdef Py_ssize_t b, start = 0
+        result = []
+        for b in range(self.arrays.n_blocks):
+            result.append((start, self.arrays.ends[b], self.arrays.end_states[2 * b],
+                           self.arrays.end_states[2 * b + 1]))
+            start = self.arrays.ends[b]
+        return result
+
+
+def plan_epoch(int schedule, double eta0, double power_t, double alpha, double optimal_init, double l2,
+               double t_start, double scale_start, Py_ssize_t n_samples, bint track_norm=False,
+               double average_from=0.0, double average_a=0.0, double average_b=1.0):
+    """A planned (unshuffled) Epoch of n_samples positions, for inspection and tests."""
+    epoch = Epoch(n_samples, track_norm, average_from > 0.0)
+    epoch.set_plan(schedule, eta0, power_t, alpha, optimal_init, l2, t_start, scale_start, average_from,
+                   average_a, average_b)
+    epoch.prepare()
+    return epoch
 
 
 cdef inline double row_dot(const floating *w, const floating *x, const index_t *ind,
@@ -300,10 +464,12 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
 
     Adds to out (the running thread's slots): [0] the losses (before each update);
     [1] with norm_weight, the weighted changes of |w|^2 its updates make; [2] the
-    intercept after each step from position average_first on.  With aw, also
+    intercept after each step from position average_first on; [3] the number of
+    rows whose dot product with w is not finite (with finite weights: rows holding
+    a NaN or an infinity, so the first epoch checks X on its way).  With aw, also
     updates the averaged weights.
     """
-    cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0
+    cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0, nonfinite = 0
     cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
     cdef const floating *x
     cdef const index_t *ind
@@ -329,7 +495,7 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
             row_start = indptr[order[ahead]]
             nnz = indptr[order[ahead] + 1] - row_start
             for k in range(nnz):
-                fo_prefetch(w + indices[row_start + k])
+                fo_prefetch_write(w + indices[row_start + k])
         i = order[v]
         if indices == NULL:
             x = data + i * n_features
@@ -341,6 +507,8 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
             nnz = indptr[i + 1] - indptr[i]
         scale_before = scale_start if v == start else scale_after[v - 1]
         dot = row_dot(w, x, ind, nnz)
+        if not fabs(dot) <= DBL_MAX:  # NaN fails the comparison too
+            nonfinite += 1
         p = dot * scale_before + intercept_seen + intercept_delta
         sum_loss += loss_value(loss, p, y[i], epsilon)
         dloss = loss_derivative(loss, p, y[i], epsilon)
@@ -373,62 +541,76 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
     out[0] += sum_loss
     out[1] += norm_changes
     out[2] += intercept_sum
+    out[3] += nonfinite
 
 
 def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indices,
               const index_t[::1] indptr, bint dense, Py_ssize_t n_features, const double[::1] y,
-              const double[::1] sample_weight, const Py_ssize_t[::1] order, Py_ssize_t start,
-              Py_ssize_t stop, const double[::1] eta, double scale_start, const double[::1] scale_after,
-              const double[::1] norm_weight, bint track_norm, int loss, double epsilon,
-              bint fit_intercept, double intercept_decay, double intercept, int n_threads,
-              double[::1] scratch, floating[::1] aw=None, const double[::1] average_weight=None,
-              Py_ssize_t average_first=0):
-    """Hogwild! SGD over order[start:stop] on n_threads threads.
+              const double[::1] sample_weight, Epoch epoch, Py_ssize_t start, Py_ssize_t stop,
+              double scale_start, int loss, double epsilon, bint fit_intercept, double intercept_decay,
+              double intercept, int n_threads, double[::1] scratch, floating[::1] aw=None,
+              Py_ssize_t average_first=0, Epoch prepare=None):
+    """Hogwild! SGD over positions start..stop-1 of a prepared epoch, on n_threads threads.
 
-    Returns (sum of losses, weighted sum of the changes of |w|^2 (0 unless
-    track_norm), intercept, sum of the intercept after each step from position
-    average_first on).  With aw (and average_weight from plan_epoch), also
-    averaged SGD.  Dense rows are data[i*n_features:(i+1)*n_features]
-    (indices and indptr unused).  scratch holds at least n_threads*PAD
-    doubles.  The true weights are scale_start * w at the start and
-    scale_after[stop-1] * w at the end; the caller folds the scale into w when
-    it starts a new block.
+    Returns (sum of losses, weighted sum of the changes of |w|^2 (0 unless the
+    epoch tracks the norm), intercept, sum of the intercept after each step from
+    position average_first on, number of rows with a non-finite dot product).
+    With aw (and an averaging epoch), also averaged SGD.  Dense rows are
+    data[i*n_features:(i+1)*n_features] (indices and indptr unused).  scratch
+    holds at least n_threads*PAD doubles.  The true weights are scale_start * w
+    at the start and epoch.scale_after[stop-1] * w at the end; the caller folds
+    the scale into w when it starts a new block.  prepare (another Epoch) has
+    its pending tasks run by the first threads free, before their first slice.
     """
     cdef int k
-    cdef Py_ssize_t chunk, n_chunks = (stop - start + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t it, n_tasks = 0, n_chunks = (stop - start + CHUNK - 1) // CHUNK
     cdef double shared_intercept[PAD]
     cdef const index_t *indices_ptr = NULL if dense else &indices[0]
     cdef const index_t *indptr_ptr = NULL if dense else &indptr[0]
-    cdef const double *norm_weight_ptr = &norm_weight[0] if track_norm else NULL
+    cdef EpochArrays *arrays = &epoch.arrays
+    cdef EpochArrays *next_arrays = NULL
     cdef floating *aw_ptr = NULL
-    cdef const double *average_weight_ptr = NULL
-    cdef double total = 0.0, norm_total = 0.0, intercept_total = 0.0
+    cdef double total = 0.0, norm_total = 0.0, intercept_total = 0.0, nonfinite = 0.0
+    if arrays.n_tasks:
+        raise ValueError("the epoch has pending tasks; prepare it first")
+    if not 0 <= start <= stop <= arrays.n or y.shape[0] < arrays.n or sample_weight.shape[0] < arrays.n:
+        raise ValueError("the block is not within the epoch and its samples")
     if aw is not None:
-        if aw.shape[0] != w.shape[0] or average_weight is None or average_weight.shape[0] < stop:
-            raise ValueError("aw must match w and average_weight cover the block")
+        if aw.shape[0] != w.shape[0] or arrays.average_weight == NULL:
+            raise ValueError("aw must match w and the epoch plan averaging")
         aw_ptr = &aw[0]
-        average_weight_ptr = &average_weight[0]
     else:
         average_first = stop
-    if stop <= start:
-        return 0.0, 0.0, intercept, 0.0
+    if prepare is not None:
+        if prepare is epoch:
+            raise ValueError("an epoch cannot prepare itself while it runs")
+        next_arrays = &prepare.arrays
+        n_tasks = next_arrays.n_tasks
     if scratch.shape[0] < n_threads * PAD:
         raise ValueError("scratch is too small")
+    if stop <= start and n_tasks == 0:
+        return 0.0, 0.0, intercept, 0.0, 0
     shared_intercept[0] = intercept
     scratch[:] = 0.0
     with nogil:
-        for chunk in prange(n_chunks, num_threads=n_threads, schedule="dynamic", chunksize=1):
-            chunk_pass(
-                start + chunk * CHUNK, min(stop, start + (chunk + 1) * CHUNK), n_threads, &w[0], &data[0],
-                indices_ptr, indptr_ptr, n_features, &y[0], &sample_weight[0], &order[0], start, stop,
-                &eta[0], scale_start, &scale_after[0], loss, epsilon, fit_intercept, intercept_decay,
-                shared_intercept, norm_weight_ptr, aw_ptr, average_weight_ptr, average_first,
-                &scratch[omp_get_thread_num() * PAD])
+        for it in prange(n_tasks + n_chunks, num_threads=n_threads, schedule="dynamic", chunksize=1):
+            if it < n_tasks:
+                run_task(next_arrays, it)
+            else:
+                chunk_pass(
+                    start + (it - n_tasks) * CHUNK, min(stop, start + (it - n_tasks + 1) * CHUNK), n_threads,
+                    &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0], &sample_weight[0],
+                    arrays.order, start, stop, arrays.eta, scale_start, arrays.scale_after, loss, epsilon,
+                    fit_intercept, intercept_decay, shared_intercept, arrays.norm_weight, aw_ptr,
+                    arrays.average_weight, average_first, &scratch[omp_get_thread_num() * PAD])
+    if n_tasks:
+        next_arrays.n_tasks = 0
     for k in range(n_threads):
         total += scratch[k * PAD]
         norm_total += scratch[k * PAD + 1]
         intercept_total += scratch[k * PAD + 2]
-    return total, norm_total, shared_intercept[0], intercept_total
+        nonfinite += scratch[k * PAD + 3]
+    return total, norm_total, shared_intercept[0], intercept_total, int(nonfinite)
 
 
 THREAD_SCRATCH = PAD

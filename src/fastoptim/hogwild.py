@@ -30,7 +30,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _hogwild, _kernels
 from ._config import _resolve_threads
@@ -169,13 +169,17 @@ class _BaseHogwildSGD(BaseEstimator):
         self.t_ = 1.0
         self.n_iter_ = 0
 
-    def _fit_rows(self, X, targets, sample_weight, max_iter, n_threads, rng):
-        """SGD of each row of the model on its targets (an iterable of arrays), then coef_/intercept_."""
+    def _fit_rows(self, X, targets, sample_weight, max_iter, n_threads, rng, check_finite=False):
+        """SGD of each row of the model on its targets (an iterable of arrays), then coef_/intercept_.
+
+        check_finite: X is not yet checked for NaN and infinity (see _run_sgd).
+        """
         t_start, epochs_done = self.t_, self.n_iter_
         n_iter, converged = 0, True
         for row, y in enumerate(targets):
             self.t_ = t_start
-            epochs, stopped = self._run_sgd(X, y, sample_weight, row, max_iter, n_threads, rng, epochs_done)
+            epochs, stopped = self._run_sgd(X, y, sample_weight, row, max_iter, n_threads, rng, epochs_done,
+                                            check_finite and row == 0)
             n_iter, converged = max(n_iter, epochs), converged and stopped
         self.n_iter_ = epochs_done + n_iter if max_iter == 1 else n_iter
         self.t_ = t_start + n_iter * X.shape[0]
@@ -186,19 +190,19 @@ class _BaseHogwildSGD(BaseEstimator):
         intercept = (self._average_intercept if averaged else self._standard_intercept).astype(coef.dtype)
         self._publish(coef, intercept)
 
-    def _run_sgd(self, X, y, sample_weight, row, max_iter, n_threads, rng, first_epoch):
+    def _run_sgd(self, X, y, sample_weight, row, max_iter, n_threads, rng, first_epoch, check_finite):
         """Hogwild! SGD of one row of the model (updated in place).
 
+        With check_finite, the first epoch checks X for NaN and infinity on its way
+        (each stored value enters some row's dot product with the finite weights),
+        which saves fit a separate pass over X; the weights are new, so an error
+        after that epoch destroys nothing.
         Returns (epochs run, whether the tol criterion stopped it).
         """
         coef, intercept = self._standard_coef[row], float(self._standard_intercept[row])
         average_from = self._average_from()
-        if average_from:
-            average_coef = self._average_coef[row]
-            average_a, average_b, average_sum, n_averaged = 0.0, 1.0, 0.0, 0
-            average_weight = np.empty(X.shape[0])
-        else:
-            average_coef = average_weight = None
+        average_coef = self._average_coef[row] if average_from else None
+        average_sum, n_averaged = 0.0, 0
         n_samples, n_features = X.shape
         dense = not sp.issparse(X)
         if (X.size if dense else X.nnz) < PARALLEL_MIN_NNZ:
@@ -208,9 +212,26 @@ class _BaseHogwildSGD(BaseEstimator):
         else:
             data, indices = X.data, X.indices
             indptr = X.indptr.astype(indices.dtype, copy=False)
-        order = np.arange(n_samples, dtype=np.intp)
-        eta, scale, norm_weight = np.empty(n_samples), np.empty(n_samples), np.empty(n_samples)
         scratch = np.zeros(n_threads * _hogwild.THREAD_SCRATCH)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        loss = _hogwild.LOSSES[self.loss]
+        alpha = self.alpha if self.penalty == "l2" else 0.0
+        # the stopping objective: mean loss plus alpha/2 |w|^2 before each step, as scikit-learn's
+        track_norm = self.tol is not None and alpha > 0.0
+        intercept_decay = 1.0 if dense else SPARSE_INTERCEPT_DECAY
+        optimal_init = self._optimal_init() if self.learning_rate == "optimal" else 0.0
+
+        def set_up(epoch, index, t_start, scale_start, average_a, average_b, shuffle_from):
+            """Record epoch number `index`'s shuffle (of shuffle_from's order) and plan."""
+            if self.shuffle:
+                epoch.set_shuffle(shuffle_from, rng.randint(np.iinfo(np.int64).max, dtype=np.int64))
+            if self.learning_rate == "epoch_decay":
+                schedule, eta0 = "constant", self.eta0 * self.beta ** (first_epoch + index)
+            else:
+                schedule, eta0 = self.learning_rate, self.eta0
+            # the 'optimal' schedule uses alpha even without a penalty, as scikit-learn's
+            epoch.set_plan(_hogwild.SCHEDULES[schedule], eta0, self.power_t, self.alpha, optimal_init, alpha,
+                           t_start, scale_start, average_from, average_a, average_b)
 
         def fold_scale():
             """Fold the scale (and the lazy averaging terms) into the stored weights."""
@@ -222,55 +243,48 @@ class _BaseHogwildSGD(BaseEstimator):
             np.multiply(coef, scale_start, out=coef)
             scale_start = 1.0
 
-        if not average_from:
-            average_a, average_b = 0.0, 1.0
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        loss = _hogwild.LOSSES[self.loss]
-        alpha = self.alpha if self.penalty == "l2" else 0.0
-        # the stopping objective: mean loss plus alpha/2 |w|^2 before each step, as scikit-learn's
-        track_norm = self.tol is not None and alpha > 0.0
-        intercept_decay = 1.0 if dense else SPARSE_INTERCEPT_DECAY
-        optimal_init = self._optimal_init() if self.learning_rate == "optimal" else 0.0
+        # The true weights are scale_start * coef; the scale carries over epochs until
+        # folded.  Two Epochs take turns: the one running prepares the other.
+        scale_start, average_a, average_b = 1.0, 0.0, 1.0
+        current = _hogwild.Epoch(n_samples, track_norm, bool(average_from))
+        following = _hogwild.Epoch(n_samples, track_norm, bool(average_from)) if max_iter > 1 else None
+        set_up(current, 0, self.t_, scale_start, average_a, average_b, None)
+        current.prepare()
         best_objective, no_improvement = np.inf, 0
-        # the true weights are scale_start * coef; the scale carries over epochs until folded
-        scale_start = 1.0
         for epoch in range(max_iter):
-            if self.shuffle:
-                _hogwild.shuffle(order, rng.randint(np.iinfo(np.int64).max, dtype=np.int64))
-            if self.learning_rate == "epoch_decay":
-                schedule, eta0 = _hogwild.SCHEDULES["constant"], self.eta0 * self.beta ** (first_epoch + epoch)
-            else:
-                schedule, eta0 = _hogwild.SCHEDULES[self.learning_rate], self.eta0
-            # the 'optimal' schedule uses alpha even without a penalty, as scikit-learn's
-            ends, average_states = _hogwild.plan_epoch(
-                schedule, eta0, self.power_t, self.alpha, optimal_init, alpha, self.t_, scale_start, eta,
-                scale, norm_weight if track_norm else None, average_from, average_a, average_b, average_weight)
+            blocks = current.blocks()
+            prepare = None
+            if epoch + 1 < max_iter:
+                set_up(following, epoch + 1, self.t_ + n_samples, current.scale_after[-1], *blocks[-1][2:],
+                       current)
+                prepare = following
             average_first = min(n_samples, max(0, int(np.ceil(average_from - self.t_)))) if average_from \
                 else n_samples
-            objective, start = 0.0, 0
-            for stop, (block_a, block_b) in zip(ends, average_states):
-                if stop == start:
-                    continue
+            objective, nonfinite = 0.0, 0
+            for start, stop, block_a, block_b in blocks:
                 if start > 0:  # a new block within the epoch starts from scale 1
                     fold_scale()
                 if track_norm:
                     norm_at_start = _squared_norm(coef)
-                block_loss, norm_changes, intercept, intercept_sum = _hogwild.run_block(
-                    coef, data, indices, indptr, dense, n_features, y, sample_weight, order, start, stop,
-                    eta, scale_start, scale, norm_weight, track_norm, loss, self.epsilon,
-                    self.fit_intercept, intercept_decay, intercept, n_threads, scratch, average_coef,
-                    average_weight, average_first)
+                block_loss, norm_changes, intercept, intercept_sum, block_nonfinite = _hogwild.run_block(
+                    coef, data, indices, indptr, dense, n_features, y, sample_weight, current, start, stop,
+                    scale_start, loss, self.epsilon, self.fit_intercept, intercept_decay, intercept, n_threads,
+                    scratch, average_coef, average_first, prepare)
+                prepare = None
+                nonfinite += block_nonfinite
                 if average_from and stop > average_first:
                     average_sum += intercept_sum
                     n_averaged += stop - max(start, average_first)
                 average_a, average_b = block_a, block_b
                 objective += block_loss
                 if track_norm:  # the sum over the block of |w|^2 before each step
-                    objective += 0.5 * alpha * (norm_at_start * (scale_start ** 2 + norm_weight[start]
-                                                                 * scale[start] ** 2) + norm_changes)
-                scale_start = scale[stop - 1]
-                start = stop
+                    objective += 0.5 * alpha * (norm_at_start * (scale_start ** 2 + current.norm_weight[start]
+                                                                 * current.scale_after[start] ** 2)
+                                                + norm_changes)
+                scale_start = current.scale_after[stop - 1]
             self.t_ += n_samples
+            if check_finite and epoch == 0 and nonfinite:
+                check_array(X, accept_sparse="csr", dtype=None, input_name="X", estimator=self)  # raises
             if not (np.isfinite(intercept) and np.isfinite(coef).all() and scale_start > 0):
                 raise ValueError(f"Floating-point under-/overflow occurred at epoch #{epoch + 1}. Scaling "
                                  "input data with StandardScaler or MinMaxScaler might help.")
@@ -280,6 +294,7 @@ class _BaseHogwildSGD(BaseEstimator):
                 best_objective = min(best_objective, objective)
                 if no_improvement >= self.n_iter_no_change:
                     break
+            current, following = following, current
         fold_scale()
         self._standard_intercept[row] = intercept
         if average_from and n_averaged:  # the running mean of the intercept, as scikit-learn's
@@ -359,16 +374,18 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
     def fit(self, X, y, sample_weight=None):
         """Fit from zero weights for up to max_iter epochs."""
         n_threads = self._check_params()
-        X, y = self._validate_data(X, y, reset=True)
-        check_classification_targets(y)
-        classes = np.unique(y)
+        # X's NaN and infinities are found by the first epoch (see _run_sgd)
+        X, y = self._validate_data(X, y, reset=True, ensure_all_finite=False)
+        classes, label = np.unique(y, return_inverse=True)
+        check_classification_targets(classes)  # y's type is its classes' (and y is 1-d here)
         if len(classes) < 2:
             raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
         self.classes_ = classes
         self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
         self._random_state = check_random_state(self.random_state)
-        self._fit_rows(X, self._binary_targets(y), sample_weight, self.max_iter, n_threads, self._random_state)
+        self._fit_rows(X, self._binary_targets(label), sample_weight, self.max_iter, n_threads,
+                       self._random_state, check_finite=True)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -394,14 +411,18 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes "
                              f"{self.classes_.tolist()}")
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
-        self._fit_rows(X, self._binary_targets(y), sample_weight, 1, n_threads, self._random_state)
+        label = np.searchsorted(self.classes_, y)
+        self._fit_rows(X, self._binary_targets(label), sample_weight, 1, n_threads, self._random_state)
         return self
 
-    def _binary_targets(self, y):
-        """One binary problem per row of coef_: +1 for its class, -1 for the rest (one-vs-rest)."""
-        label = np.searchsorted(self.classes_, y)
-        positive = [1] if len(self.classes_) == 2 else range(len(self.classes_))
-        return (np.where(label == k, 1.0, -1.0) for k in positive)
+    def _binary_targets(self, label):
+        """One binary problem per row of coef_: +1 for its class, -1 for the rest (one-vs-rest).
+
+        label holds each sample's index in classes_.
+        """
+        if len(self.classes_) == 2:
+            return [label * 2.0 - 1.0]
+        return (np.where(label == k, 1.0, -1.0) for k in range(len(self.classes_)))
 
     def _publish(self, coef, intercept):
         self.coef_, self.intercept_ = coef, intercept
@@ -463,17 +484,18 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
                  average=False, n_threads=None):
         _store_params(self, locals())
 
-    def _validate_Xy(self, X, y, reset):
-        return self._validate_data(X, y, reset=reset, y_numeric=True)
+    def _validate_Xy(self, X, y, reset, **kwargs):
+        return self._validate_data(X, y, reset=reset, y_numeric=True, **kwargs)
 
     def fit(self, X, y, sample_weight=None):
         """Fit from zero weights for up to max_iter epochs."""
         n_threads = self._check_params()
-        X, y = self._validate_Xy(X, y, reset=True)
+        # X's NaN and infinities are found by the first epoch (see _run_sgd)
+        X, y = self._validate_Xy(X, y, reset=True, ensure_all_finite=False)
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
         self._init_state(1, X.shape[1], X.dtype)
         self._random_state = check_random_state(self.random_state)
-        self._fit_rows(X, [y], sample_weight, self.max_iter, n_threads, self._random_state)
+        self._fit_rows(X, [y], sample_weight, self.max_iter, n_threads, self._random_state, check_finite=True)
         return self
 
     def partial_fit(self, X, y, sample_weight=None):
