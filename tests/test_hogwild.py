@@ -283,6 +283,27 @@ def test_one_thread_is_bit_reproducible(layout, dtype):
     assert not np.array_equal(fits[0].coef_, other_seed.coef_)
 
 
+def test_unit_sample_weights_are_no_weights():
+    """Without sample_weight the kernel reads no weights; the fit is that of weights all 1."""
+    X, y = sparse_problem(1000, 60, noise=0.1)
+    options = dict(n_threads=1, random_state=0, max_iter=4, tol=None, average=100)
+    plain = HogwildSGDClassifier(**options).fit(X, y)
+    ones = HogwildSGDClassifier(**options).fit(X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_array_equal(plain.coef_, ones.coef_)
+    np.testing.assert_array_equal(plain.intercept_, ones.intercept_)
+
+
+@pytest.mark.parametrize("y", [[3, -1, 3, 7, 7, -1], np.array([1, 0, 1], np.uint8), [5, 5, 5], [2**40, 2**40 + 3],
+                               [0, 10**6, 0], ["b", "a", "b"], [1.0, 2.0, 1.0], [True, False, True]])
+def test_label_encoding_is_numpy_unique(y):
+    y = np.asarray(y)
+    classes, label = hogwild._encode_labels(y)
+    expected_classes, expected_label = np.unique(y, return_inverse=True)
+    assert classes.dtype == expected_classes.dtype
+    np.testing.assert_array_equal(classes, expected_classes)
+    np.testing.assert_array_equal(label, expected_label)
+
+
 def test_partial_fit_is_bit_reproducible_and_continues():
     X, y = sparse_problem(2000, 100, noise=0.1)
     models = [HogwildSGDClassifier(random_state=3, n_threads=1) for _ in range(2)]
@@ -321,10 +342,10 @@ def test_shuffle_is_a_uniform_permutation():
     assert np.abs(counts - 1000).max() < 150  # each place gets each element 1000 +- 4.5 sigma times
 
 
-def planned_epoch(n, shuffle_from=None, seed=0, t_start=1.0, scale_start=1.0, alpha=1e-3, eta0=0.05):
+def planned_epoch(n, seed=0, t_start=1.0, scale_start=1.0, alpha=1e-3, eta0=0.05):
     """An Epoch of n positions with a pending shuffle and a plan that tracks the norm and averages."""
     epoch = _hogwild.Epoch(n, True, True)
-    epoch.set_shuffle(shuffle_from, seed)
+    epoch.set_shuffle(seed)
     epoch.set_plan(_hogwild.SCHEDULES["invscaling"], eta0, 0.5, alpha, 0.0, alpha, t_start, scale_start,
                    average_from=50.0, average_a=0.25, average_b=2.0)
     return epoch
@@ -339,9 +360,9 @@ def test_next_epoch_prepared_in_the_parallel_loop_equals_serial(n_threads, alpha
     current = planned_epoch(n, seed=1)
     current.prepare()
     assert not current.pending and current.blocks()[-1][1] == n
-    in_loop = planned_epoch(n, current, 7, n + 1.0, current.scale_after[-1], alpha)
-    serial = planned_epoch(n, current, 7, n + 1.0, current.scale_after[-1], alpha)
-    serial.prepare()
+    in_loop = planned_epoch(n, 7, n + 1.0, current.scale_after[-1], alpha)
+    serial = planned_epoch(n, 7, n + 1.0, current.scale_after[-1], alpha)
+    serial.prepare(n_threads)
     assert in_loop.pending
     order_before = current.order.copy()
     w, aw = np.zeros(X.shape[1]), np.zeros(X.shape[1])
@@ -349,7 +370,7 @@ def test_next_epoch_prepared_in_the_parallel_loop_equals_serial(n_threads, alpha
                                 np.ones(n), current, 0, n, 1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0,
                                 n_threads, np.zeros(n_threads * _hogwild.THREAD_SCRATCH), aw, 0, in_loop)
     assert not in_loop.pending and result[4] == 0
-    np.testing.assert_array_equal(current.order, order_before)  # the source of the shuffle is only read
+    np.testing.assert_array_equal(current.order, order_before)
     for name in ("order", "eta", "scale_after", "norm_weight", "average_weight"):
         np.testing.assert_array_equal(getattr(in_loop, name), getattr(serial, name), err_msg=name)
     assert in_loop.blocks() == serial.blocks()
@@ -361,7 +382,7 @@ def test_next_epoch_prepared_in_the_parallel_loop_equals_serial(n_threads, alpha
 def test_epoch_misuse_is_refused():
     X, y = sparse_problem(200, 20)
     n, d = X.shape
-    epoch, other = planned_epoch(n), planned_epoch(n)
+    epoch = planned_epoch(n)
     args = (np.zeros(d), X.data, X.indices, X.indptr, False, d, np.ones(n), np.ones(n))
     tail = (1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0, 1, np.zeros(_hogwild.THREAD_SCRATCH))
     with pytest.raises(ValueError, match="pending tasks"):
@@ -373,8 +394,8 @@ def test_epoch_misuse_is_refused():
         _hogwild.run_block(*args, epoch, 0, n, *tail, None, 0, epoch)
     with pytest.raises(ValueError, match="not within the epoch"):
         _hogwild.run_block(*args, epoch, 0, n + 1, *tail)
-    with pytest.raises(ValueError, match="differ in length"):
-        other.set_shuffle(planned_epoch(n + 1), 0)
+    with pytest.raises(ValueError, match="not within the epoch"):
+        _hogwild.run_block(*args[:-1], np.ones(n - 1), epoch, 0, n, *tail)
 
 
 def test_other_sparse_formats_and_index_types_give_the_same_fit():

@@ -19,8 +19,9 @@
 # (Fisher-Yates and the running scale are sequential), so the next epoch's are
 # two tasks of this epoch's parallel loop, claimed before its first slice: while
 # one thread shuffles, the other already runs samples.  Only the first epoch's
-# are done before the loop.  The next epoch's plan depends only on this one's
-# (its last scale and averaging state), never on the weights.
+# are done before the loop (the two at once).  The next epoch's plan depends only
+# on this one's (its last scale and averaging state), never on the weights.  Two
+# Epochs take turns, each shuffling the order it holds.
 #
 # The intercept is one shared scalar: written on every sample by every thread it
 # would bounce its cache line between cores, so with P > 1 each thread adds its
@@ -33,8 +34,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, log1p, pow
-from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
 
 cimport numpy as cnp
 
@@ -77,7 +77,13 @@ cdef enum:
     # Threads claim CHUNK consecutive positions of the shuffled order at a time, so
     # positions are processed roughly in order whatever the threads' speeds (a
     # thread another process slows down holds up one chunk, not half the epoch).
-    CHUNK = 256
+    # With P > 1 a thread cannot prefetch past its chunk (it does not know its next
+    # one), so each chunk starts with a few unprefetched rows: chunks of 1024 keep
+    # that below 1% of the rows.
+    CHUNK = 1024
+    # With P > 1, each thread publishes its intercept updates every INTERCEPT_SYNC
+    # samples.  Less often, the threads' stale views of the intercept add up: on
+    # dense rows (no intercept damping) 256 already made two threads oscillate.
     INTERCEPT_SYNC = 32
     # Rows are visited in random order, so the hardware prefetcher cannot guess the
     # next one: a thread prefetches the row PREFETCH_AHEAD of its steps ahead with
@@ -89,6 +95,8 @@ cdef enum:
     WEIGHTS_AHEAD = 2
     # doubles between two threads' slots in a shared array: one 64-byte cache line
     PAD = 8
+    # a shuffle step's partner is drawn and prefetched this many steps early
+    SHUFFLE_AHEAD = 16
 
 # The scale is folded into the weights before it falls below this (scikit-learn's threshold).
 cdef double MIN_SCALE = 1e-9
@@ -177,19 +185,33 @@ cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
     return z ^ (z >> 31)
 
 
+cdef inline Py_ssize_t uniform_index(uint64_t *state, Py_ssize_t i) noexcept nogil:
+    """A uniform index in 0..i: a 53-bit uniform scaled to the range (bias below 2**-53 * i)."""
+    cdef Py_ssize_t j = <Py_ssize_t>(<double>(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0) * (i + 1))
+    return i if j > i else j  # rounding guard
+
+
 cdef void fisher_yates(Py_ssize_t *order, Py_ssize_t n, uint64_t seed) noexcept nogil:
     """Shuffle order in place from a 64-bit seed.
 
     NumPy's shuffle costs about 30 ns an element, a tenth of an epoch on the
-    benchmark; splitmix64 with a 53-bit uniform scaled to the range (bias below
-    2**-53 * n) does the same job in a few ns.
+    benchmark; splitmix64 does the same job in a few ns.  The swaps hit random
+    elements of an array the epoch has evicted from the caches, so each step's
+    partner is drawn SHUFFLE_AHEAD steps early and prefetched (the draws keep
+    their order, so the permutation is the same).
     """
     cdef Py_ssize_t i, j, swap
+    cdef Py_ssize_t partner[SHUFFLE_AHEAD]
     cdef uint64_t state = seed
+    for i in range(n - 1, max(n - 1 - SHUFFLE_AHEAD, 0), -1):
+        j = uniform_index(&state, i)
+        partner[i % SHUFFLE_AHEAD] = j
+        fo_prefetch_write(order + j)
     for i in range(n - 1, 0, -1):
-        j = <Py_ssize_t>(<double>(splitmix64(&state) >> 11) * (1.0 / 9007199254740992.0) * (i + 1))
-        if j > i:  # rounding guard
-            j = i
+        j = partner[i % SHUFFLE_AHEAD]
+        if i > SHUFFLE_AHEAD:
+            partner[(i - SHUFFLE_AHEAD) % SHUFFLE_AHEAD] = uniform_index(&state, i - SHUFFLE_AHEAD)
+            fo_prefetch_write(order + partner[(i - SHUFFLE_AHEAD) % SHUFFLE_AHEAD])
         swap = order[i]
         order[i] = order[j]
         order[j] = swap
@@ -224,10 +246,9 @@ cdef struct EpochArrays:
     double *end_states       # (average_a, average_b) at each block end
     Py_ssize_t n_blocks
     PlanInputs plan
-    # pending tasks: copy shuffle_source (unless NULL) into order and shuffle it; plan
+    # pending tasks: shuffle order (whatever it holds) from shuffle_seed; plan
     int n_tasks
     int tasks[2]
-    const Py_ssize_t *shuffle_source
     uint64_t shuffle_seed
 
 
@@ -312,8 +333,6 @@ cdef Py_ssize_t plan_positions(const PlanInputs *p, Py_ssize_t n, double *eta, d
 cdef void run_task(EpochArrays *epoch, int task) noexcept nogil:
     """Pending task number `task` of an epoch (the tasks are independent of each other)."""
     if epoch.tasks[task] == SHUFFLE_TASK:
-        if epoch.shuffle_source != NULL:
-            memcpy(epoch.order, epoch.shuffle_source, epoch.n * sizeof(Py_ssize_t))
         fisher_yates(epoch.order, epoch.n, epoch.shuffle_seed)
     else:
         epoch.n_blocks = plan_positions(&epoch.plan, epoch.n, epoch.eta, epoch.scale_after,
@@ -334,11 +353,15 @@ cdef class Epoch:
     cdef EpochArrays arrays
 
     def __cinit__(self, Py_ssize_t n_samples, bint track_norm, bint averaging):
-        self.order = np.arange(n_samples, dtype=np.intp)
-        self.eta = np.empty(n_samples)
-        self.scale_after = np.empty(n_samples)
-        self.norm_weight = np.empty(n_samples) if track_norm else None
-        self.average_weight = np.empty(n_samples) if averaging else None
+        # One allocation: from 4 MiB on NumPy asks Linux for huge pages, and first
+        # touching fresh memory costs a page fault every 4 KiB otherwise (a few ms
+        # an array on the benchmark, in a VM).
+        cdef int n_arrays = 3 + track_norm + averaging
+        buffer = np.empty((n_arrays, n_samples))
+        self.order = buffer[0].view(np.intp)[:n_samples]
+        self.eta, self.scale_after = buffer[1], buffer[2]
+        self.norm_weight = buffer[3] if track_norm else None
+        self.average_weight = buffer[n_arrays - 1] if averaging else None
         self.ends = np.empty(n_samples + 1, dtype=np.intp)
         self.end_states = np.empty(2 * (n_samples + 1))
         self.arrays.n = n_samples
@@ -351,12 +374,12 @@ cdef class Epoch:
         self.arrays.end_states = <double *>cnp.PyArray_DATA(<cnp.ndarray>self.end_states)
         self.arrays.n_blocks = 0
         self.arrays.n_tasks = 0
+        cdef Py_ssize_t i
+        for i in range(n_samples):
+            self.arrays.order[i] = i
 
-    def set_shuffle(self, Epoch source, uint64_t seed):
-        """Shuffle source's order (None: this epoch's own) into this epoch's."""
-        if source is not None and source.arrays.n != self.arrays.n:
-            raise ValueError("the epochs differ in length")
-        self.arrays.shuffle_source = NULL if source is None or source is self else source.arrays.order
+    def set_shuffle(self, uint64_t seed):
+        """Shuffle the order this epoch holds (a uniform shuffle of any order is uniform)."""
         self.arrays.shuffle_seed = seed
         self._add_task(SHUFFLE_TASK)
 
@@ -376,11 +399,11 @@ cdef class Epoch:
         self.arrays.tasks[self.arrays.n_tasks] = task
         self.arrays.n_tasks += 1
 
-    def prepare(self):
-        """Run the pending tasks now."""
+    def prepare(self, int n_threads=1):
+        """Run the pending tasks now, on up to n_threads threads (one task each)."""
         cdef int k
         with nogil:
-            for k in range(self.arrays.n_tasks):
+            for k in prange(self.arrays.n_tasks, num_threads=n_threads, schedule="dynamic", chunksize=1):
                 run_task(&self.arrays, k)
         self.arrays.n_tasks = 0
 
@@ -471,6 +494,8 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
     """
     cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0, nonfinite = 0
     cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
+    # one thread runs the chunks one after another, so it prefetches across them
+    cdef Py_ssize_t prefetch_end = stop if n_threads == 1 else last
     cdef const floating *x
     cdef const index_t *ind
     cdef double p, dot, dloss, update, scale_before, norm_changes = 0.0, intercept_sum = 0.0
@@ -478,20 +503,21 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
     cdef double intercept_seen = shared_intercept[0], intercept_delta = 0.0
     for v in range(first, last):
         ahead = v + PREFETCH_AHEAD
-        if ahead < last:
+        if ahead < prefetch_end:
             fo_prefetch(y + order[ahead])
-            fo_prefetch(sample_weight + order[ahead])
+            if sample_weight != NULL:
+                fo_prefetch(sample_weight + order[ahead])
             if indices == NULL:
                 prefetch_lines(<const char *>(data + order[ahead] * n_features), n_features * sizeof(floating))
             else:
-                if ahead + PREFETCH_AHEAD < last:
+                if ahead + PREFETCH_AHEAD < prefetch_end:
                     fo_prefetch(indptr + order[ahead + PREFETCH_AHEAD])
                 row_start = indptr[order[ahead]]
                 nnz = indptr[order[ahead] + 1] - row_start
                 prefetch_lines(<const char *>(data + row_start), nnz * sizeof(floating))
                 prefetch_lines(<const char *>(indices + row_start), nnz * sizeof(index_t))
         ahead = v + WEIGHTS_AHEAD
-        if indices != NULL and ahead < last:
+        if indices != NULL and ahead < prefetch_end:
             row_start = indptr[order[ahead]]
             nnz = indptr[order[ahead] + 1] - row_start
             for k in range(nnz):
@@ -516,7 +542,9 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
             dloss = MAX_DLOSS
         elif dloss < -MAX_DLOSS:
             dloss = -MAX_DLOSS
-        update = -eta[v] * dloss * sample_weight[i]
+        update = -eta[v] * dloss
+        if sample_weight != NULL:
+            update *= sample_weight[i]
         if update != 0.0:
             if norm_weight != NULL:  # |w + u x|^2 - |w|^2 in true units, as scikit-learn's WeightVector
                 norm_changes += norm_weight[v] * (update * update * row_squared_norm(x, nnz)
@@ -555,7 +583,8 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     Returns (sum of losses, weighted sum of the changes of |w|^2 (0 unless the
     epoch tracks the norm), intercept, sum of the intercept after each step from
     position average_first on, number of rows with a non-finite dot product).
-    With aw (and an averaging epoch), also averaged SGD.  Dense rows are
+    sample_weight None weighs every sample 1 (and reads nothing).  With aw (and
+    an averaging epoch), also averaged SGD.  Dense rows are
     data[i*n_features:(i+1)*n_features] (indices and indptr unused).  scratch
     holds at least n_threads*PAD doubles.  The true weights are scale_start * w
     at the start and epoch.scale_after[stop-1] * w at the end; the caller folds
@@ -564,16 +593,20 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     """
     cdef int k
     cdef Py_ssize_t it, n_tasks = 0, n_chunks = (stop - start + CHUNK - 1) // CHUNK
-    cdef double shared_intercept[PAD]
+    # the shared intercept gets a cache line of its own: the line of this array at &line[PAD] rounded down
+    cdef double intercept_line[2 * PAD]
+    cdef double *shared_intercept = <double *>(<uintptr_t>&intercept_line[PAD] & ~(<uintptr_t>63))
     cdef const index_t *indices_ptr = NULL if dense else &indices[0]
     cdef const index_t *indptr_ptr = NULL if dense else &indptr[0]
     cdef EpochArrays *arrays = &epoch.arrays
     cdef EpochArrays *next_arrays = NULL
     cdef floating *aw_ptr = NULL
+    cdef const double *sample_weight_ptr = NULL if sample_weight is None else &sample_weight[0]
     cdef double total = 0.0, norm_total = 0.0, intercept_total = 0.0, nonfinite = 0.0
     if arrays.n_tasks:
         raise ValueError("the epoch has pending tasks; prepare it first")
-    if not 0 <= start <= stop <= arrays.n or y.shape[0] < arrays.n or sample_weight.shape[0] < arrays.n:
+    if not 0 <= start <= stop <= arrays.n or y.shape[0] < arrays.n or (
+            sample_weight is not None and sample_weight.shape[0] < arrays.n):
         raise ValueError("the block is not within the epoch and its samples")
     if aw is not None:
         if aw.shape[0] != w.shape[0] or arrays.average_weight == NULL:
@@ -599,7 +632,7 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
             else:
                 chunk_pass(
                     start + (it - n_tasks) * CHUNK, min(stop, start + (it - n_tasks + 1) * CHUNK), n_threads,
-                    &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0], &sample_weight[0],
+                    &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0], sample_weight_ptr,
                     arrays.order, start, stop, arrays.eta, scale_start, arrays.scale_after, loss, epsilon,
                     fit_intercept, intercept_decay, shared_intercept, arrays.norm_weight, aw_ptr,
                     arrays.average_weight, average_first, &scratch[omp_get_thread_num() * PAD])
