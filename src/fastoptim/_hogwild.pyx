@@ -31,7 +31,7 @@
 # SGD, bit-reproducible.
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, log1p, pow
 from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
@@ -73,13 +73,23 @@ cdef extern from *:
     void fo_prefetch(const void *p) noexcept nogil
     void fo_prefetch_write(const void *p) noexcept nogil
 
+cdef extern from *:
+    """
+    /* The next item of a shared counter, claimed atomically. */
+    static inline Py_ssize_t fo_claim(Py_ssize_t *counter) {
+        Py_ssize_t claimed;
+        #pragma omp atomic capture
+        claimed = (*counter)++;
+        return claimed;
+    }
+    """
+    Py_ssize_t fo_claim(Py_ssize_t *counter) noexcept nogil
+
 cdef enum:
     # Threads claim CHUNK consecutive positions of the shuffled order at a time, so
     # positions are processed roughly in order whatever the threads' speeds (a
     # thread another process slows down holds up one chunk, not half the epoch).
-    # With P > 1 a thread cannot prefetch past its chunk (it does not know its next
-    # one), so each chunk starts with a few unprefetched rows: chunks of 1024 keep
-    # that below 1% of the rows.
+    # A thread claims its next chunk when it starts one, to prefetch across them.
     CHUNK = 1024
     # With P > 1, each thread publishes its intercept updates every INTERCEPT_SYNC
     # samples.  Less often, the threads' stale views of the intercept add up: on
@@ -475,7 +485,19 @@ cdef inline void prefetch_lines(const char *p, Py_ssize_t n_bytes) noexcept nogi
         fo_prefetch(p + offset)
 
 
-cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating *w, const floating *data,
+cdef inline Py_ssize_t position_ahead(Py_ssize_t v, Py_ssize_t steps, Py_ssize_t last, Py_ssize_t next_first,
+                                      Py_ssize_t next_last) noexcept nogil:
+    """The position `steps` after v in a thread's sequence: its chunk up to last, then its next chunk
+    (-1 past both)."""
+    v += steps
+    if v < last:
+        return v
+    v += next_first - last
+    return v if v < next_last else -1
+
+
+cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, Py_ssize_t next_first, Py_ssize_t next_last,
+                     int n_threads, floating *w, const floating *data,
                      const index_t *indices, const index_t *indptr, Py_ssize_t n_features, const double *y,
                      const double *sample_weight, const Py_ssize_t *order, Py_ssize_t start,
                      Py_ssize_t stop, const double *eta, double scale_start, const double *scale_after,
@@ -483,7 +505,8 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
                      double *shared_intercept, const double *norm_weight, floating *aw,
                      const double *average_weight, Py_ssize_t average_first,
                      double *out) noexcept nogil:
-    """SGD steps at positions first..last-1 of the block start..stop-1, in order.
+    """SGD steps at positions first..last-1 of the block start..stop-1, in order (prefetching
+    from next_first..next_last-1, the thread's next chunk, near the end).
 
     Adds to out (the running thread's slots): [0] the losses (before each update);
     [1] with norm_weight, the weighted changes of |w|^2 its updates make; [2] the
@@ -494,30 +517,29 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, int n_threads, floating 
     """
     cdef Py_ssize_t v, i, k, nnz, ahead, row_start, since_sync = 0, nonfinite = 0
     cdef int sync_every = 1 if n_threads == 1 else INTERCEPT_SYNC
-    # one thread runs the chunks one after another, so it prefetches across them
-    cdef Py_ssize_t prefetch_end = stop if n_threads == 1 else last
     cdef const floating *x
     cdef const index_t *ind
     cdef double p, dot, dloss, update, scale_before, norm_changes = 0.0, intercept_sum = 0.0
     cdef double sum_loss = 0.0
     cdef double intercept_seen = shared_intercept[0], intercept_delta = 0.0
     for v in range(first, last):
-        ahead = v + PREFETCH_AHEAD
-        if ahead < prefetch_end:
+        ahead = position_ahead(v, PREFETCH_AHEAD, last, next_first, next_last)
+        if ahead >= 0:
             fo_prefetch(y + order[ahead])
             if sample_weight != NULL:
                 fo_prefetch(sample_weight + order[ahead])
             if indices == NULL:
                 prefetch_lines(<const char *>(data + order[ahead] * n_features), n_features * sizeof(floating))
             else:
-                if ahead + PREFETCH_AHEAD < prefetch_end:
-                    fo_prefetch(indptr + order[ahead + PREFETCH_AHEAD])
+                k = position_ahead(v, 2 * PREFETCH_AHEAD, last, next_first, next_last)
+                if k >= 0:
+                    fo_prefetch(indptr + order[k])
                 row_start = indptr[order[ahead]]
                 nnz = indptr[order[ahead] + 1] - row_start
                 prefetch_lines(<const char *>(data + row_start), nnz * sizeof(floating))
                 prefetch_lines(<const char *>(indices + row_start), nnz * sizeof(index_t))
-        ahead = v + WEIGHTS_AHEAD
-        if indices != NULL and ahead < prefetch_end:
+        ahead = position_ahead(v, WEIGHTS_AHEAD, last, next_first, next_last)
+        if indices != NULL and ahead >= 0:
             row_start = indptr[order[ahead]]
             nnz = indptr[order[ahead] + 1] - row_start
             for k in range(nnz):
@@ -592,7 +614,11 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     its pending tasks run by the first threads free, before their first slice.
     """
     cdef int k
-    cdef Py_ssize_t it, n_tasks = 0, n_chunks = (stop - start + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t n_tasks = 0, n_chunks = (stop - start + CHUNK - 1) // CHUNK
+    # shared counters the threads claim tasks, then chunks from (see fo_claim)
+    cdef Py_ssize_t tasks_claimed = 0, chunks_claimed = 0
+    cdef Py_ssize_t task, chunk, following
+    cdef double *thread_out
     # the shared intercept gets a cache line of its own: the line of this array at &line[PAD] rounded down
     cdef double intercept_line[2 * PAD]
     cdef double *shared_intercept = <double *>(<uintptr_t>&intercept_line[PAD] & ~(<uintptr_t>63))
@@ -625,17 +651,23 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
         return 0.0, 0.0, intercept, 0.0, 0
     shared_intercept[0] = intercept
     scratch[:] = 0.0
-    with nogil:
-        for it in prange(n_tasks + n_chunks, num_threads=n_threads, schedule="dynamic", chunksize=1):
-            if it < n_tasks:
-                run_task(next_arrays, it)
-            else:
-                chunk_pass(
-                    start + (it - n_tasks) * CHUNK, min(stop, start + (it - n_tasks + 1) * CHUNK), n_threads,
-                    &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0], sample_weight_ptr,
-                    arrays.order, start, stop, arrays.eta, scale_start, arrays.scale_after, loss, epsilon,
-                    fit_intercept, intercept_decay, shared_intercept, arrays.norm_weight, aw_ptr,
-                    arrays.average_weight, average_first, &scratch[omp_get_thread_num() * PAD])
+    with nogil, parallel(num_threads=n_threads):
+        thread_out = &scratch[omp_get_thread_num() * PAD]
+        task = fo_claim(&tasks_claimed)
+        while task < n_tasks:
+            run_task(next_arrays, task)
+            task = fo_claim(&tasks_claimed)
+        chunk = fo_claim(&chunks_claimed)
+        while chunk < n_chunks:
+            following = fo_claim(&chunks_claimed)
+            chunk_pass(
+                start + chunk * CHUNK, min(stop, start + (chunk + 1) * CHUNK),
+                start + following * CHUNK, min(stop, start + (following + 1) * CHUNK), n_threads,
+                &w[0], &data[0], indices_ptr, indptr_ptr, n_features, &y[0], sample_weight_ptr,
+                arrays.order, start, stop, arrays.eta, scale_start, arrays.scale_after, loss, epsilon,
+                fit_intercept, intercept_decay, shared_intercept, arrays.norm_weight, aw_ptr,
+                arrays.average_weight, average_first, thread_out)
+            chunk = following
     if n_tasks:
         next_arrays.n_tasks = 0
     for k in range(n_threads):
