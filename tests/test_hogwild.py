@@ -223,6 +223,27 @@ def test_noisy_accuracy_agrees_with_sgdclassifier(loss, layout, dtype, n_threads
     assert our_accuracy >= 0.75  # 15% of labels are random: about 0.925 is the ceiling
 
 
+@pytest.fixture(scope="module")
+def large_sparse_problem():
+    """The benchmark's generator at 200k x 20k (30 nonzeros a row), and SGDClassifier's test accuracy."""
+    X, y, X_test, y_test = hogwild_bench.make_problem(200_000, 20_000, 30, 0.05)
+    options = {loss: dict(loss=loss, alpha=1e-5, max_iter=5, tol=None, random_state=0)
+               for loss in ("hinge", "log_loss")}
+    reference = {loss: SGDClassifier(**options[loss]).fit(X, y).score(X_test, y_test) for loss in options}
+    return X, y, X_test, y_test, options, reference
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("loss", ["hinge", "log_loss"])
+def test_large_sparse_problem_accuracy_within_half_a_point_of_sgdclassifier(large_sparse_problem, loss, n_threads):
+    """The benchmark's criterion on a problem big enough for real threads (6M stored values)."""
+    X, y, X_test, y_test, options, reference = large_sparse_problem
+    model = HogwildSGDClassifier(**options[loss], n_threads=n_threads).fit(X, y)
+    accuracy = model.score(X_test, y_test)
+    assert abs(accuracy - reference[loss]) <= 0.005, (accuracy, reference[loss])
+    assert accuracy >= 0.78  # 5% of labels flipped; 5 epochs of 200k rows over 20k features
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_multiclass_one_vs_rest(n_threads, threads_on_small_data):
     X, y = sparse_problem(6000, 300, noise=0.05, n_classes=4)

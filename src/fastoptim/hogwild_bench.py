@@ -12,11 +12,15 @@ Train and test rows are drawn the same way (test: n_samples // 10 rows).
 Every contender fits the same training set with the same loss, alpha and number
 of epochs (tol=None, so exactly `epochs` epochs, shuffled, same random_state):
 SGDClassifier, then HogwildSGDClassifier with each thread count.  Fits are
-interleaved in rounds; the table shows the median time per fit of `repeats`
-rounds, the speedups as ratios of medians, test accuracy, and the median CPU
+interleaved in rounds, each round taking the contenders in another order (all
+orders in turn): a fit runs measurably slower right after SGDClassifier's, so a
+fixed order would favour whoever follows someone else.  The table shows the
+median time per fit of `repeats` rounds, the speedups as ratios of medians, test
+accuracy, and the median CPU
 time over wall time of the fits: about 2 for two threads that really ran on two
 cores, lower when other processes took a core (the ratios then understate).
 """
+import itertools
 import os
 import platform
 import statistics
@@ -37,7 +41,8 @@ def add_arguments(parser):
     group.add_argument("--loss", default="hinge", help="loss of both classifiers (default hinge)")
     group.add_argument("--alpha", type=float, default=1e-6, help="L2 strength (default 1e-6)")
     group.add_argument("--epochs", type=int, default=5, help="epochs per fit (default 5)")
-    group.add_argument("--repeats", type=int, default=5, help="fits per contender; medians reported")
+    group.add_argument("--repeats", type=int, default=6,
+                       help="fits per contender, medians reported (default 6: each order of three contenders once)")
     group.add_argument("--hogwild-threads", default="1,2", help="thread counts of Hogwild! (default 1,2)")
     group.add_argument("--hogwild-dtype", default="float64", choices=("float32", "float64"),
                        help="dtype of X (SGDClassifier always computes in float64)")
@@ -91,9 +96,10 @@ def run(args, out=sys.stdout):
     times = {name: [] for name in contenders}
     cpu_use = {name: [] for name in contenders}
     accuracy = {}
-    for _ in range(args.repeats):
-        for name, make in contenders.items():
-            model = make()
+    orders = list(itertools.permutations(contenders))
+    for round_ in range(args.repeats):
+        for name in orders[round_ % len(orders)]:
+            model = contenders[name]()
             cpu_start, start = os.times(), time.perf_counter()
             model.fit(X, y)
             elapsed, cpu_end = time.perf_counter() - start, os.times()
