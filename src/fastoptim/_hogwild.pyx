@@ -7,7 +7,7 @@
 #
 # Step sizes and L2 decay depend only on a sample's position in the order (its
 # "virtual time"), never on which thread runs it, and are planned serially per
-# epoch by plan_epoch.  L2 keeps updates sparse with scikit-learn's WeightVector
+# epoch by plan_positions.  L2 keeps updates sparse with scikit-learn's WeightVector
 # trick: the true weights are scale * w, decay multiplies the scale, and an
 # update of the true weights by u*x adds u*x/scale to w.  The scale after
 # position v is the product of the decay factors of the block up to v, so every
@@ -432,17 +432,6 @@ cdef class Epoch:
                            self.arrays.end_states[2 * b + 1]))
             start = self.arrays.ends[b]
         return result
-
-
-def plan_epoch(int schedule, double eta0, double power_t, double alpha, double optimal_init, double l2,
-               double t_start, double scale_start, Py_ssize_t n_samples, bint track_norm=False,
-               double average_from=0.0, double average_a=0.0, double average_b=1.0):
-    """A planned (unshuffled) Epoch of n_samples positions, for inspection and tests."""
-    epoch = Epoch(n_samples, track_norm, average_from > 0.0)
-    epoch.set_plan(schedule, eta0, power_t, alpha, optimal_init, l2, t_start, scale_start, average_from,
-                   average_a, average_b)
-    epoch.prepare()
-    return epoch
 
 
 cdef inline double row_dot(const floating *w, const floating *x, const index_t *ind,
