@@ -315,7 +315,9 @@ def test_unit_sample_weights_are_no_weights():
 
 
 @pytest.mark.parametrize("y", [[3, -1, 3, 7, 7, -1], np.array([1, 0, 1], np.uint8), [5, 5, 5], [2**40, 2**40 + 3],
-                               [0, 10**6, 0], ["b", "a", "b"], [1.0, 2.0, 1.0], [True, False, True]])
+                               [0, 10**6, 0], ["b", "a", "b"], [1.0, 2.0, 1.0], [True, False, True],
+                               np.array([-100, 0, 100, 0], np.int8), np.array([2**63 + 7, 2**63 + 5], np.uint64),
+                               np.array([-2**63, 2**63 - 1], np.int64)])
 def test_label_encoding_is_numpy_unique(y):
     y = np.asarray(y)
     classes, label = hogwild._encode_labels(y)
@@ -349,6 +351,29 @@ def test_more_threads_than_cores(layout, threads_on_small_data):
     assert np.isfinite(regressor.coef_).all()
     tiny = HogwildSGDClassifier(n_threads=n_threads, max_iter=3, tol=None).fit(X[:5], [0, 1, 2, 0, 1])
     assert np.isfinite(tiny.coef_).all()
+
+
+def splitmix64_fisher_yates(n, seed):
+    """The shuffle's definition: plain Fisher-Yates on 0..n-1 with splitmix64 draws."""
+    mask, state, order = 2**64 - 1, seed, list(range(n))
+    for i in range(n - 1, 0, -1):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+        j = min(int((z >> 11) * (1.0 / 9007199254740992.0) * (i + 1)), i)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 16, 17, 18, 33, 1000, 4097])
+def test_prefetching_shuffle_is_plain_fisher_yates(n):
+    """Drawing partners ahead to prefetch them keeps the permutation (the draws keep their order)."""
+    for seed in (0, 1, 2**63 + 12345):
+        order = np.arange(n, dtype=np.intp)
+        _hogwild.shuffle(order, seed)
+        assert order.tolist() == splitmix64_fisher_yates(n, seed)
 
 
 def test_shuffle_is_a_uniform_permutation():
@@ -500,6 +525,50 @@ def test_fit_finds_nonfinite_input_in_its_first_epoch(layout, n_threads, threads
         HogwildSGDClassifier(n_threads=n_threads, max_iter=3, tol=None).fit(X * 1e300, y)
     except ValueError as error:
         assert "Input X" not in str(error)
+
+
+@pytest.mark.parametrize("cls", [HogwildSGDClassifier, HogwildSGDRegressor])
+def test_failed_fit_keeps_the_previous_model(cls):
+    """NaN in X is found during fit's first epoch; the estimator is then as before the call."""
+    X, y = sparse_problem(500, 40, noise=0.1, n_classes=3)
+    y = y if cls is HogwildSGDClassifier else y * 1.0
+    model = cls(n_threads=1, random_state=0, max_iter=3, tol=None).fit(X, y)
+    before = {name: getattr(model, name) for name in ("coef_", "intercept_", "n_iter_", "t_", "n_features_in_")}
+    before = {name: value.copy() if isinstance(value, np.ndarray) else value for name, value in before.items()}
+    predictions = model.predict(X)
+    X_bad = X[:, :30].tocsr()
+    X_bad.data[7] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        model.fit(X_bad, (y > 0).astype(int) if cls is HogwildSGDClassifier else y)
+    for name, value in before.items():
+        np.testing.assert_array_equal(getattr(model, name), value, err_msg=name)
+    np.testing.assert_array_equal(model.predict(X), predictions)
+    if cls is HogwildSGDClassifier:
+        np.testing.assert_array_equal(model.classes_, [0, 1, 2])
+    model.partial_fit(X, y)  # the weights are the old ones, not the failed fit's
+    assert np.isfinite(model.coef_).all()
+
+
+def test_epoch_sizes_and_threads_are_checked():
+    with pytest.raises(ValueError, match="at least one sample"):
+        _hogwild.Epoch(0, True, True)
+    epoch = planned_epoch(10)
+    with pytest.raises(ValueError, match="n_threads must be at least 1"):
+        epoch.prepare(0)
+    epoch.prepare()
+    args = (np.zeros(3), np.ones(10), np.zeros(10, np.int32), np.arange(11, dtype=np.int32), False, 3,
+            np.ones(10), None, epoch, 0, 10, 1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0)
+    with pytest.raises(ValueError, match="n_threads must be at least 1"):
+        _hogwild.run_block(*args, 0, np.zeros(_hogwild.THREAD_SCRATCH))
+
+
+def test_benchmark_orders_are_balanced():
+    for n in range(2, 7):
+        orders = hogwild_bench.balanced_orders(n)
+        assert all(sorted(order) == list(range(n)) for order in orders)
+        follows = [(a, b) for order in orders for a, b in zip(order, order[1:])]
+        counts = {pair: follows.count(pair) for pair in follows}
+        assert len(counts) == n * (n - 1) and len(set(counts.values())) == 1
 
 
 def test_classification_label_errors():

@@ -363,6 +363,8 @@ cdef class Epoch:
     cdef EpochArrays arrays
 
     def __cinit__(self, Py_ssize_t n_samples, bint track_norm, bint averaging):
+        if n_samples < 1:
+            raise ValueError(f"an epoch needs at least one sample, got n_samples={n_samples}")
         # One allocation: from 4 MiB on NumPy asks Linux for huge pages, and first
         # touching fresh memory costs a page fault every 4 KiB otherwise (a few ms
         # an array on the benchmark, in a VM).
@@ -412,6 +414,8 @@ cdef class Epoch:
     def prepare(self, int n_threads=1):
         """Run the pending tasks now, on up to n_threads threads (one task each)."""
         cdef int k
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be at least 1, got {n_threads}")
         with nogil:
             for k in prange(self.arrays.n_tasks, num_threads=n_threads, schedule="dynamic", chunksize=1):
                 run_task(&self.arrays, k)
@@ -634,6 +638,8 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
             raise ValueError("an epoch cannot prepare itself while it runs")
         next_arrays = &prepare.arrays
         n_tasks = next_arrays.n_tasks
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
     if scratch.shape[0] < n_threads * PAD:
         raise ValueError("scratch is too small")
     if stop <= start and n_tasks == 0:

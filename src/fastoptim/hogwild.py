@@ -16,8 +16,15 @@ same cache lines: there one thread is usually as fast as several.  Averaged SGD
 race is never corrected in the average: with several threads use it on sparse
 data with many features, where two threads rarely write the same weight at once.
 
+fit reads X once per epoch and nothing more: it finds NaN and infinities in X
+during the first epoch (each stored value enters a dot product) and then raises
+scikit-learn's error, and the next epoch's shuffle and step-size plan are done
+by the threads while the current epoch runs.  partial_fit checks X before it
+writes anything.
+
 Needs scikit-learn (>= 1.6) and SciPy: pip install 'fastoptim[hogwild]'.
 """
+import contextlib
 import numbers
 import warnings
 
@@ -88,11 +95,12 @@ def _encode_labels(y):
     times faster on large y (about 1.5 ms instead of 4 for 500k labels).
     """
     if y.dtype.kind in "iu" and y.size:
-        low, high = int(y.min()), int(y.max())
-        if high - low < 1 << 16:
-            offset = (y - low).astype(np.intp, copy=False)
+        wide = y.astype(np.int64 if y.dtype.kind == "i" else np.uint64, copy=False)
+        low, high = wide.min(), wide.max()
+        if int(high) - int(low) < 1 << 16:
+            offset = (wide - low).astype(np.intp, copy=False)
             present = np.bincount(offset) > 0
-            classes = (np.flatnonzero(present) + low).astype(y.dtype)
+            classes = (np.flatnonzero(present).astype(wide.dtype) + low).astype(y.dtype)
             if len(classes) <= 2:
                 return classes, (y != classes[0]).view(np.int8)
             return classes, (np.cumsum(present) - 1)[offset]
@@ -158,6 +166,19 @@ class _BaseHogwildSGD(BaseEstimator):
             pass
         return tags
 
+    @contextlib.contextmanager
+    def _previous_fit_kept_on_error(self):
+        """A fit that fails (on NaN in X only found in its first epoch, say) leaves the
+        estimator as it was: fit rebinds every fitted attribute to new objects, so
+        restoring the old bindings restores the old model."""
+        before = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
     def _validate_data(self, X, y="no_validation", reset=False, **kwargs):
         """float32/float64, CSR (other sparse formats converted once) or dense C-contiguous.
 
@@ -214,8 +235,8 @@ class _BaseHogwildSGD(BaseEstimator):
 
         With check_finite, the first epoch checks X for NaN and infinity on its way
         (each stored value enters some row's dot product with the finite weights),
-        which saves fit a separate pass over X; the weights are new, so an error
-        after that epoch destroys nothing.
+        which saves fit a separate pass over X (fit restores the previous model
+        when it raises).
         Returns (epochs run, whether the tol criterion stopped it).
         """
         coef, intercept = self._standard_coef[row], float(self._standard_intercept[row])
@@ -391,19 +412,20 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
 
     def fit(self, X, y, sample_weight=None):
         """Fit from zero weights for up to max_iter epochs."""
-        n_threads = self._check_params()
-        # X's NaN and infinities are found by the first epoch (see _run_sgd)
-        X, y = self._validate_data(X, y, reset=True, ensure_all_finite=False)
-        classes, label = _encode_labels(y)
-        check_classification_targets(classes)  # y's type is its classes' (and y is 1-d here)
-        if len(classes) < 2:
-            raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
-        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
-        self.classes_ = classes
-        self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
-        self._random_state = check_random_state(self.random_state)
-        self._fit_rows(X, self._binary_targets(label), sample_weight, self.max_iter, n_threads,
-                       self._random_state, check_finite=True)
+        with self._previous_fit_kept_on_error():
+            n_threads = self._check_params()
+            # X's NaN and infinities are found by the first epoch (see _run_sgd)
+            X, y = self._validate_data(X, y, reset=True, ensure_all_finite=False)
+            classes, label = _encode_labels(y)
+            check_classification_targets(classes)  # y's type is its classes' (and y is 1-d here)
+            if len(classes) < 2:
+                raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
+            sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+            self.classes_ = classes
+            self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
+            self._random_state = check_random_state(self.random_state)
+            self._fit_rows(X, self._binary_targets(label), sample_weight, self.max_iter, n_threads,
+                           self._random_state, check_finite=True)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -507,13 +529,14 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
 
     def fit(self, X, y, sample_weight=None):
         """Fit from zero weights for up to max_iter epochs."""
-        n_threads = self._check_params()
-        # X's NaN and infinities are found by the first epoch (see _run_sgd)
-        X, y = self._validate_Xy(X, y, reset=True, ensure_all_finite=False)
-        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
-        self._init_state(1, X.shape[1], X.dtype)
-        self._random_state = check_random_state(self.random_state)
-        self._fit_rows(X, [y], sample_weight, self.max_iter, n_threads, self._random_state, check_finite=True)
+        with self._previous_fit_kept_on_error():
+            n_threads = self._check_params()
+            # X's NaN and infinities are found by the first epoch (see _run_sgd)
+            X, y = self._validate_Xy(X, y, reset=True, ensure_all_finite=False)
+            sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+            self._init_state(1, X.shape[1], X.dtype)
+            self._random_state = check_random_state(self.random_state)
+            self._fit_rows(X, [y], sample_weight, self.max_iter, n_threads, self._random_state, check_finite=True)
         return self
 
     def partial_fit(self, X, y, sample_weight=None):

@@ -12,15 +12,15 @@ Train and test rows are drawn the same way (test: n_samples // 10 rows).
 Every contender fits the same training set with the same loss, alpha and number
 of epochs (tol=None, so exactly `epochs` epochs, shuffled, same random_state):
 SGDClassifier, then HogwildSGDClassifier with each thread count.  Fits are
-interleaved in rounds, each round taking the contenders in another order (all
-orders in turn): a fit runs measurably slower right after SGDClassifier's, so a
-fixed order would favour whoever follows someone else.  The table shows the
+interleaved in rounds, each round taking the contenders in another order, so
+that over a cycle of rounds each contender follows each other equally often
+(balanced_orders): a fit runs measurably slower right after SGDClassifier's, so
+a fixed order would favour whoever follows someone else.  The table shows the
 median time per fit of `repeats` rounds, the speedups as ratios of medians, test
 accuracy, and the median CPU
 time over wall time of the fits: about 2 for two threads that really ran on two
 cores, lower when other processes took a core (the ratios then understate).
 """
-import itertools
 import os
 import platform
 import statistics
@@ -42,10 +42,24 @@ def add_arguments(parser):
     group.add_argument("--alpha", type=float, default=1e-6, help="L2 strength (default 1e-6)")
     group.add_argument("--epochs", type=int, default=5, help="epochs per fit (default 5)")
     group.add_argument("--repeats", type=int, default=6,
-                       help="fits per contender, medians reported (default 6: each order of three contenders once)")
+                       help="fits per contender, medians reported (default 6: a whole cycle of orders for "
+                            "three contenders, see balanced_orders)")
     group.add_argument("--hogwild-threads", default="1,2", help="thread counts of Hogwild! (default 1,2)")
     group.add_argument("--hogwild-dtype", default="float64", choices=("float32", "float64"),
                        help="dtype of X (SGDClassifier always computes in float64)")
+
+
+def balanced_orders(n):
+    """Orders of n contenders in which each one directly follows each other equally often.
+
+    Williams' balanced Latin square: rows 0, 1, n-1, 2, n-2, ... shifted by each r,
+    and for odd n their reverses too (2n orders; n orders for even n).
+    """
+    first = [0]
+    for k in range(1, n):
+        first.append((k + 1) // 2 if k % 2 else n - k // 2)
+    orders = [[(item + shift) % n for item in first] for shift in range(n)]
+    return orders + [order[::-1] for order in orders] if n % 2 else orders
 
 
 def make_problem(n_samples, n_features, nnz, label_noise, dtype=np.float64, seed=0):
@@ -96,7 +110,7 @@ def run(args, out=sys.stdout):
     times = {name: [] for name in contenders}
     cpu_use = {name: [] for name in contenders}
     accuracy = {}
-    orders = list(itertools.permutations(contenders))
+    orders = [[list(contenders)[k] for k in order] for order in balanced_orders(len(contenders))]
     for round_ in range(args.repeats):
         for name in orders[round_ % len(orders)]:
             model = contenders[name]()
