@@ -461,7 +461,9 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         label holds each sample's index in classes_.
         """
         if len(self.classes_) == 2:
-            return [label * 2.0 - 1.0]
+            targets = label * 2.0
+            targets -= 1.0
+            return [targets]
         return (np.where(label == k, 1.0, -1.0) for k in range(len(self.classes_)))
 
     def _publish(self, coef, intercept):
