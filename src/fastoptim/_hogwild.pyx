@@ -31,7 +31,7 @@
 # SGD, bit-reproducible.
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel
 from libc.float cimport DBL_MAX
 from libc.math cimport exp, fabs, log1p, pow
 from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
@@ -350,6 +350,14 @@ cdef void run_task(EpochArrays *epoch, int task) noexcept nogil:
                                         epoch.end_states)
 
 
+cdef void run_claimed_tasks(EpochArrays *epoch, Py_ssize_t *claimed) noexcept nogil:
+    """Run the epoch's pending tasks that this thread claims from the shared counter."""
+    cdef Py_ssize_t task = fo_claim(claimed)
+    while task < epoch.n_tasks:
+        run_task(epoch, task)
+        task = fo_claim(claimed)
+
+
 cdef class Epoch:
     """One epoch's sample order and its plan: per position the step size, the L2
     scale after the step and the averaging weight; and the blocks the scale splits
@@ -413,12 +421,11 @@ cdef class Epoch:
 
     def prepare(self, int n_threads=1):
         """Run the pending tasks now, on up to n_threads threads (one task each)."""
-        cdef int k
+        cdef Py_ssize_t claimed = 0
         if n_threads < 1:
             raise ValueError(f"n_threads must be at least 1, got {n_threads}")
-        with nogil:
-            for k in prange(self.arrays.n_tasks, num_threads=n_threads, schedule="dynamic", chunksize=1):
-                run_task(&self.arrays, k)
+        with nogil, parallel(num_threads=min(n_threads, self.arrays.n_tasks) or 1):
+            run_claimed_tasks(&self.arrays, &claimed)
         self.arrays.n_tasks = 0
 
     @property
@@ -610,7 +617,7 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     cdef Py_ssize_t n_tasks = 0, n_chunks = (stop - start + CHUNK - 1) // CHUNK
     # shared counters the threads claim tasks, then chunks from (see fo_claim)
     cdef Py_ssize_t tasks_claimed = 0, chunks_claimed = 0
-    cdef Py_ssize_t task, chunk, following
+    cdef Py_ssize_t chunk, following
     cdef double *thread_out
     # the shared intercept gets a cache line of its own: the line of this array at &line[PAD] rounded down
     cdef double intercept_line[2 * PAD]
@@ -648,10 +655,8 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     scratch[:] = 0.0
     with nogil, parallel(num_threads=n_threads):
         thread_out = &scratch[omp_get_thread_num() * PAD]
-        task = fo_claim(&tasks_claimed)
-        while task < n_tasks:
-            run_task(next_arrays, task)
-            task = fo_claim(&tasks_claimed)
+        if next_arrays != NULL:
+            run_claimed_tasks(next_arrays, &tasks_claimed)
         chunk = fo_claim(&chunks_claimed)
         while chunk < n_chunks:
             following = fo_claim(&chunks_claimed)

@@ -157,12 +157,16 @@ def make_contenders(spec, n, dtype, torch=None):
         "fastoptim.functional": functional_step(spec, options, n, dtype, spec.functional),
         "numpy": functional_step(spec, options, n, dtype, spec.reference),
     }
-    if torch is not None:
-        for variant in TORCH_VARIANTS:
-            step = torch_step(torch, variant, spec, options, n, dtype)
-            if step is not None:
-                contenders[f"torch {variant}"] = step
+    contenders.update(torch_contenders(torch, lambda variant: torch_step(torch, variant, spec, options, n, dtype)))
     return contenders
+
+
+def torch_contenders(torch, build):
+    """"torch <variant>" -> build(variant) for each variant that builds (none without torch)."""
+    if torch is None:
+        return {}
+    steps = {f"torch {variant}": build(variant) for variant in TORCH_VARIANTS}
+    return {name: step for name, step in steps.items() if step is not None}
 
 
 def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_seconds=0.02, many=True,
@@ -222,11 +226,8 @@ def many_tensor_contenders(spec, count, n, dtype, rng, torch=None):
     opt = spec.cls(params, **options)
     opt.step(grads)
     contenders = {"fastoptim": lambda: opt.step(grads)}
-    if torch is not None:
-        for variant in TORCH_VARIANTS:
-            step = torch_multi_step(torch, variant, spec, options, params, grads)
-            if step is not None:
-                contenders[f"torch {variant}"] = step
+    contenders.update(torch_contenders(
+        torch, lambda variant: torch_multi_step(torch, variant, spec, options, params, grads)))
     return contenders
 
 
