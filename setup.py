@@ -104,33 +104,39 @@ def extension_flags():
 
 
 compile_args, link_args = extension_flags()
+numpy_api = ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")
+kernel_headers = ["csrc/fastoptim/" + name for name in (
+    "kernels.h", "update_rules.h", "rules.h", "loops.inc", "loop_helpers.inc", "level_table.inc")]
+kernel_headers += ["csrc/fastoptim/rules/" + name for name in sorted(os.listdir("csrc/fastoptim/rules"))]
+
+
+def extension(name, sources=(), depends=(), macros=()):
+    """fastoptim._ext.<name>, from src/fastoptim/_ext/<name>.pyx and `sources`."""
+    return Extension(
+        f"fastoptim._ext.{name}",
+        sources=[f"src/fastoptim/_ext/{name}.pyx", *sources],
+        depends=[*kernel_headers, *depends],
+        include_dirs=["csrc", numpy.get_include()],
+        define_macros=[numpy_api, *macros],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+
+
 extensions = [
-    Extension(
-        "fastoptim._kernels",
-        sources=["src/fastoptim/_kernels.pyx", "csrc/kernels.c"],
-        include_dirs=["csrc", numpy.get_include()],
-        define_macros=[
-            ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
-            # reported by fastoptim.show_config()
-            ("FASTOPTIM_COMPILE_ARGS", '"' + " ".join(compile_args).replace('"', "") + '"'),
-        ],
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-    ),
-    Extension(
-        "fastoptim._train_kernels",
-        sources=["src/fastoptim/_train_kernels.pyx"],
-        depends=["csrc/fastoptim/counter_rng.h", "csrc/fastoptim/reductions.h"],
-        include_dirs=["csrc", numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-    ),
+    # The kernel tables (csrc/kernels.c) are compiled into runtime alone.
+    extension("runtime", sources=["csrc/kernels.c"], macros=[
+        # reported by fastoptim.show_config()
+        ("FASTOPTIM_COMPILE_ARGS", '"' + " ".join(compile_args).replace('"', "") + '"')]),
+    extension("checks"),
+    extension("step"),
+    extension("train", depends=["csrc/fastoptim/counter_rng.h", "csrc/fastoptim/reductions.h"]),
+    extension("bandwidth"),
     Extension(
         "fastoptim._hogwild",
         sources=["src/fastoptim/_hogwild.pyx"],
         include_dirs=[numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+        define_macros=[numpy_api],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     ),

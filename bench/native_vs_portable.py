@@ -17,7 +17,7 @@ import numpy as np
 
 import fastoptim
 from fastoptim._registry import BY_NAME
-from fastoptim.bench import _format_time, _parse_sizes, measure
+from fastoptim.benchmarks.timing import format_time, measure, parse_sizes
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,14 +43,14 @@ def main():
         native = build_native(target)
         print(f"portable: {fastoptim.__file__} (SIMD {fastoptim.get_simd_level()})")
         print(f"native:   {native.__file__} (SIMD {native.get_simd_level()}), "
-              f"flags {native._kernels.COMPILE_ARGS} + CFLAGS=-march=native")
+              f"flags {native._ext.runtime.COMPILE_ARGS} + CFLAGS=-march=native")
         dtype = np.dtype(args.dtype).type
         rng = np.random.default_rng(0)
         print(f"\n{'':10}{'size':>10}{'portable':>12}{'native':>12}{'native/portable':>17}")
         for name in args.optimizers.split(","):
             spec = BY_NAME[name]
             native_cls = getattr(native, spec.cls.__name__)
-            for n in _parse_sizes(args.sizes):
+            for n in parse_sizes(args.sizes):
                 contenders = {}
                 for label, cls in (("portable", spec.cls), ("native", native_cls)):
                     params = [rng.standard_normal(n).astype(dtype)]
@@ -59,7 +59,7 @@ def main():
                     opt.step(grads)
                     contenders[label] = (lambda o, g: lambda: o.step(g))(opt, grads)
                 times = measure(contenders, rounds=9, min_seconds=0.02)
-                print(f"{name:10}{n:>10}{_format_time(times['portable']):>12}{_format_time(times['native']):>12}"
+                print(f"{name:10}{n:>10}{format_time(times['portable']):>12}{format_time(times['native']):>12}"
                       f"{times['portable'] / times['native']:>16.3f}x")
     finally:
         shutil.rmtree(target, ignore_errors=True)

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import _kernels
+from fastoptim._ext import runtime
 from fastoptim._registry import SPECS
-from fastoptim.bench import TORCH_VARIANTS, fastoptim_step, functional_step, torch_step
+from fastoptim.benchmarks.optim import TORCH_VARIANTS, fastoptim_step, functional_step, torch_step
 
 SIZES = [2**k for k in range(10, 27, 2)]
-THREADS = sorted({1, _kernels.usable_cores()})
+THREADS = sorted({1, runtime.usable_cores()})
 IMPLEMENTATIONS = ["fastoptim", "fastoptim.functional", "numpy", *(f"torch {v}" for v in TORCH_VARIANTS)]
 
 

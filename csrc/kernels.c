@@ -15,6 +15,8 @@
 
 #define FO_CAT3_(a, b, c) a##_##b##_##c
 #define FO_CAT3(a, b, c) FO_CAT3_(a, b, c)
+#define FO_CAT4_(a, b, c, d) a##_##b##_##c##_##d
+#define FO_CAT4(a, b, c, d) FO_CAT4_(a, b, c, d)
 #define FO_STR_(x) #x
 #define FO_STR(x) FO_STR_(x)
 
@@ -56,6 +58,19 @@
 #pragma GCC pop_options
 #endif
 #endif
+
+/* The field tables: names, kinds and offsets of each rule's fields. */
+#define FO_FIELD_ENTRY(r, kind, name) {#name, FO_FIELD_##kind, offsetof(fo_args, rule.r.name)},
+#define FO_FIELD_TABLE(NAME, name) static const fo_field fo_fields_##name[] = {FO_##NAME##_FIELDS(FO_FIELD_ENTRY)};
+FO_RULES(FO_FIELD_TABLE)
+#define FO_DESC_ROW(NAME, name) \
+    [FO_##NAME] = {#name, (int)(sizeof(fo_fields_##name) / sizeof(fo_field)), fo_fields_##name},
+static const fo_rule_desc fo_rule_descs[FO_N_RULES] = {FO_RULES(FO_DESC_ROW)};
+
+const fo_rule_desc *fo_rule_describe(int rule)
+{
+    return rule >= 0 && rule < FO_N_RULES ? &fo_rule_descs[rule] : NULL;
+}
 
 const fo_kernel_table *fo_compiled_table(int level)
 {

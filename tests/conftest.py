@@ -4,7 +4,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastoptim import _kernels
+from fastoptim._ext import runtime
 
 # Sizes that hit every SIMD tail (4, 8 and 16 lanes), empty and large arrays.
 SIZES = (0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 1000, 4097, 2**17 + 5)
@@ -23,17 +23,17 @@ def torch():
 @pytest.fixture
 def split_everything():
     """Split even the smallest step across threads, so every split boundary is exercised."""
-    old = _kernels._set_parallel_min_elements(0)
+    old = runtime._set_parallel_min_elements(0)
     yield
-    _kernels._set_parallel_min_elements(old)
+    runtime._set_parallel_min_elements(old)
 
 
-@pytest.fixture(params=_kernels.supported_simd_levels())
+@pytest.fixture(params=runtime.supported_simd_levels())
 def simd_level(request):
     """Each SIMD level this CPU supports, in turn."""
-    old = _kernels.set_simd_level(request.param)
+    old = runtime.set_simd_level(request.param)
     yield request.param
-    _kernels.set_simd_level(old)
+    runtime.set_simd_level(old)
 
 
 def snapshot(arrays):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import _kernels
+from fastoptim._ext import runtime
 from fastoptim._registry import SPECS
 
 from conftest import traced_memory_growth
@@ -17,13 +17,13 @@ from conftest import traced_memory_growth
 @pytest.mark.skipif(os.environ.get("FASTOPTIM_ALLOW_SERIAL_BUILD", "") not in ("", "0"),
                     reason="FASTOPTIM_ALLOW_SERIAL_BUILD is set: a serial build is expected")
 def test_openmp_is_compiled_in():
-    assert _kernels.OPENMP, "fastoptim was built without OpenMP (see the banner printed by the build)"
-    assert "-fopenmp" in _kernels.COMPILE_ARGS or "openmp" in _kernels.COMPILE_ARGS
+    assert runtime.OPENMP, "fastoptim was built without OpenMP (see the banner printed by the build)"
+    assert "-fopenmp" in runtime.COMPILE_ARGS or "openmp" in runtime.COMPILE_ARGS
 
 
 def test_compile_flags_are_portable():
-    assert "-O3" in _kernels.COMPILE_ARGS and "-fno-math-errno" in _kernels.COMPILE_ARGS
-    assert "march=native" not in _kernels.COMPILE_ARGS
+    assert "-O3" in runtime.COMPILE_ARGS and "-fno-math-errno" in runtime.COMPILE_ARGS
+    assert "march=native" not in runtime.COMPILE_ARGS
 
 
 def test_show_config():
@@ -33,7 +33,7 @@ def test_show_config():
     for key in ("fastoptim:", "NumPy:", "Cython:", "compiler:", "OpenMP:", "threads:", "SIMD level:"):
         assert key in text
     assert np.__version__ in text and fastoptim.__version__ in text
-    assert ("OpenMP:          on" in text) == _kernels.OPENMP
+    assert ("OpenMP:          on" in text) == runtime.OPENMP
 
 
 def test_thread_controls():
@@ -42,12 +42,12 @@ def test_thread_controls():
         fastoptim.set_num_threads(1)
         assert fastoptim.get_num_threads() == 1
         with fastoptim.num_threads(2) as n:
-            assert n == fastoptim.get_num_threads() == (2 if _kernels.OPENMP else 1)
+            assert n == fastoptim.get_num_threads() == (2 if runtime.OPENMP else 1)
         assert fastoptim.get_num_threads() == 1
         fastoptim.set_num_threads(-1)
-        assert fastoptim.get_num_threads() == (_kernels.usable_cores() if _kernels.OPENMP else 1)
+        assert fastoptim.get_num_threads() == (runtime.usable_cores() if runtime.OPENMP else 1)
         fastoptim.set_num_threads(None)
-        assert fastoptim.get_num_threads() == _kernels.default_num_threads()
+        assert fastoptim.get_num_threads() == runtime.default_num_threads()
         with pytest.raises(ValueError, match="n_threads=0"):
             fastoptim.set_num_threads(0)
         with pytest.raises(TypeError, match="integer or None"):
@@ -67,7 +67,7 @@ def test_default_threads_follow_omp_num_threads():
     assert run_python("import fastoptim; print(fastoptim.get_num_threads())", OMP_NUM_THREADS="1") == "1"
 
 
-@pytest.mark.parametrize("level", _kernels.supported_simd_levels())
+@pytest.mark.parametrize("level", runtime.supported_simd_levels())
 def test_fastoptim_simd_env_forces_a_level(level):
     assert run_python("import fastoptim; print(fastoptim.get_simd_level())", FASTOPTIM_SIMD=level) == level
 
@@ -76,13 +76,13 @@ def test_best_simd_level_by_default():
     env = {k: v for k, v in os.environ.items() if k != "FASTOPTIM_SIMD"}
     code = "import fastoptim; print(fastoptim.get_simd_level())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/")
-    assert out.stdout.strip() == _kernels.supported_simd_levels()[-1]
+    assert out.stdout.strip() == runtime.supported_simd_levels()[-1]
 
 
 def test_unsupported_simd_level_is_refused():
     with pytest.raises(ValueError, match="Invalid SIMD level"):
         fastoptim.set_simd_level("sse9")
-    for level in set(_kernels.SIMD_LEVELS) - set(_kernels.supported_simd_levels()):
+    for level in set(runtime.SIMD_LEVELS) - set(runtime.supported_simd_levels()):
         with pytest.raises(ValueError, match="not (supported|compiled)"):
             fastoptim.set_simd_level(level)
 

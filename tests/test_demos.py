@@ -81,7 +81,7 @@ def test_trajectories_command_writes_every_png(tmp_path):
 
 
 def test_trajectories_show_what_they_claim():
-    from fastoptim import problems
+    from fastoptim.demos import problems
     # Plain descent settles in the local minimum of x cos(pi x); momentum carries over the bump.
     steps, overrides = demos.TRAJECTORY_SETTINGS["x_cos_pi_x"]
     by_label = {c.label: c for c in demos.CONTENDERS}

@@ -10,7 +10,9 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastoptim import _hogwild, _kernels, hogwild, hogwild_bench
+from fastoptim import _hogwild, hogwild
+from fastoptim._ext import runtime as _kernels
+from fastoptim.benchmarks import hogwild as hogwild_bench
 from fastoptim.hogwild import HogwildSGDClassifier, HogwildSGDRegressor
 
 CLASSIFIER_LOSSES = HogwildSGDClassifier._LOSSES

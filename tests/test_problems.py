@@ -1,9 +1,10 @@
-"""fastoptim.problems: values and gradients (checked numerically), data sets and models."""
+"""fastoptim.demos.problems: values and gradients (checked numerically), data sets and models."""
 import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import problems, train
+from fastoptim import train
+from fastoptim.demos import problems
 
 ALL_FUNCTIONS = problems.FUNCTIONS_1D + problems.FUNCTIONS_2D
 

@@ -518,15 +518,16 @@ def test_reduce_lr_on_plateau_drives_an_optimizer_and_survives_a_checkpoint():
 
 
 def test_memoized_checks_return_each_lr_they_are_given():
-    from fastoptim._hyper import check_sgd
+    from fastoptim.rules import SGD
+    # SGD.check(lr, maximize, momentum, dampening, weight_decay, nesterov, where)
     for lr in (0.1, 0.2, 1, np.float64(0.3), np.float32(0.5)):
-        out = check_sgd(lr, 0.0, 0.0, 0.0, False, False)
+        out = SGD.check(lr, False, 0.0, 0.0, 0.0, False, "")
         assert type(out[0]) is float and out[0] == float(lr)
     for bad in (float("nan"), -1e-3, math.inf):
         with pytest.raises(ValueError, match="lr="):
-            check_sgd(bad, 0.0, 0.0, 0.0, False, False)
+            SGD.check(bad, False, 0.0, 0.0, 0.0, False, "")
     with pytest.raises(ValueError, match="momentum="):
-        check_sgd(0.123, -1.0, 0.0, 0.0, False, False)
+        SGD.check(0.123, False, -1.0, 0.0, 0.0, False, "")
 
 
 def test_scheduled_steps_allocate_nothing():

@@ -526,8 +526,8 @@ def test_batchnorm_mlp_learns_digits(torch, ft):
 
 
 def test_bench_torch_runs(torch, monkeypatch):
-    """python -m fastoptim bench --torch, on small stand-ins for its two models."""
-    from fastoptim import torch_bench
+    """python -m fastoptim bench torch, on small stand-ins for its two models."""
+    from fastoptim.benchmarks import torch as torch_bench
     monkeypatch.setattr(torch_bench, "make_model", lambda torch, name: torch.nn.Sequential(
         *[torch.nn.Linear(8, 8) for _ in range(2 if name == "large" else 20)]))
     out = io.StringIO()

@@ -7,19 +7,22 @@ import pytest
 from conftest import DTYPES, assert_unchanged, snapshot
 
 import fastoptim
-from fastoptim import _kernels, _train_kernels, problems, train
+from fastoptim import train
+from fastoptim._ext import runtime
+from fastoptim._ext import train as train_kernels
+from fastoptim.demos import problems
 
 
 @pytest.fixture
 def split_train_kernels():
     """Split even the smallest call across threads, so every boundary is exercised."""
-    old = _train_kernels._set_parallel_min_elements(0)
+    old = runtime._set_parallel_min_elements(0)
     yield
-    _train_kernels._set_parallel_min_elements(old)
+    runtime._set_parallel_min_elements(old)
 
 
 def two_threads():
-    if not _kernels.OPENMP:
+    if not runtime.OPENMP:
         pytest.fail("fastoptim was built without OpenMP: the thread-count tests need it")
     return fastoptim.num_threads(2)
 
@@ -166,8 +169,8 @@ def test_noise_has_the_right_mean_and_variance(dtype):
 def test_normals_are_box_muller_of_philox_words():
     # The kernel's series for log, sin and cos against NumPy's, on the same random words.
     first, quads, stream, step, key = 2**33 + 5, 16, 3, 7, (11, 13)
-    z = _train_kernels._standard_normals(first, quads, stream, step, *key)
-    words = np.array([_train_kernels.philox4x32_10((q & 0xFFFFFFFF, q >> 32, stream, step), key)
+    z = train_kernels._standard_normals(first, quads, stream, step, *key)
+    words = np.array([train_kernels.philox4x32_10((q & 0xFFFFFFFF, q >> 32, stream, step), key)
                       for q in range(first, first + quads)], dtype=np.float64).reshape(-1, 2)
     radius = np.sqrt(-2 * np.log((words[:, 0] + 1) / 2**32))
     angle = 2 * np.pi * words[:, 1] / 2**32
@@ -183,10 +186,10 @@ def test_noise_defaults_follow_neelakantan():
 
 def test_philox_known_answers():
     # Random123's known-answer vectors for philox4x32-10.
-    assert _train_kernels.philox4x32_10((0, 0, 0, 0), (0, 0)) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)
-    assert _train_kernels.philox4x32_10((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2) == (
+    assert train_kernels.philox4x32_10((0, 0, 0, 0), (0, 0)) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)
+    assert train_kernels.philox4x32_10((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2) == (
         0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)
-    assert _train_kernels.philox4x32_10((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+    assert train_kernels.philox4x32_10((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
                                         (0xA4093822, 0x299F31D0)) == (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
 
 

@@ -1,15 +1,25 @@
-/* The update rules of fastoptim, part 1 of 2: per-call arguments and the
- * scalars derived from them once per call, in double.
+/* The update rules of fastoptim: what every rule shares, and the expansions
+ * of the rule list (rules.h) into the enum, the argument union and the
+ * prepare dispatch.
  *
- * Part 2, update_loops.inc, holds the per-element math, generic over the
- * array dtype.  Between them, each optimizer's math is written exactly once;
- * the operation order mirrors torch.optim's single-tensor implementation so
- * that results agree with it to rounding, and agree bit for bit with
- * fastoptim.reference (NumPy, same operation order).
+ * A rule is one file, csrc/fastoptim/rules/<name>.inc, included twice:
+ *   - once without FO_T: its hyperparameter fields (FO_<NAME>_FIELDS), its
+ *     argument struct and fo_<name>_prepare, which derives the per-call
+ *     scalars in double once per call;
+ *   - once per (dtype, grad mode, SIMD level) with FO_T set: its loops
+ *     over a range [begin, end) of one tensor (see loops.inc).
+ * rules.h lists the rules: one #include and one X(NAME, name) line each.
  *
- * Operand slots passed to a loop: data[0] = param, data[1] = grad, data[2..]
- * = the rule's state arrays in the order listed beside each struct (NULL where
- * the options do not need that array).
+ * Every rule's arguments are a fo_common header (lr, step, maximize,
+ * grad_scale, set alike for every rule by the step engine) followed by the
+ * rule's own fields, so nothing outside the rule's file knows its layout:
+ * the Cython layer fills the fields through the table fo_rule_describe()
+ * returns (name, kind, offset), in the order of FO_<NAME>_FIELDS, which is
+ * the order of the Python Rule's kernel fields (a test checks they agree).
+ *
+ * Operand slots passed to a loop: data[0] = param, data[1] = grad,
+ * data[2..] = the rule's state arrays in the order of the Python Rule's
+ * state slots (NULL where the options do not need that array).
  */
 #ifndef FASTOPTIM_UPDATE_RULES_H
 #define FASTOPTIM_UPDATE_RULES_H
@@ -20,109 +30,62 @@
 
 typedef ptrdiff_t fo_index;
 
-enum fo_rule { FO_SGD, FO_ADAGRAD, FO_RMSPROP, FO_ADADELTA, FO_ADAM, FO_N_RULES };
+/* The header of every rule's arguments. */
+typedef struct {
+    double lr;
+    int64_t step;          /* 1-based count of this tensor's steps, this one included */
+    int maximize;
+    double grad_scale;     /* the grad is divided by it, as in torch's fused kernels; 1 = unscaled */
+} fo_common;
+
+/* The kinds of a rule's fields, and how FO_<NAME>_FIELDS(F) entries F(rule, kind, name) declare them. */
+enum fo_field_kind { FO_FIELD_REAL, FO_FIELD_FLAG };
+#define FO_CTYPE_REAL double
+#define FO_CTYPE_FLAG int
+#define FO_DECLARE_FIELD(rule, kind, name) FO_CTYPE_##kind name;
+
+/* Dimensions of the kernel tables besides the rule.  The element type is
+ * one index today; mixed precision (param dtype, state dtype) grows it. */
 enum fo_dtype { FO_FLOAT32, FO_FLOAT64, FO_N_DTYPES };
+/* Whether the loop divides the grad by grad_scale: a compile-time variant, so 1 costs nothing. */
+enum fo_grad_mode { FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_N_GRAD_MODES };
 #define FO_MAX_OPERANDS 5
 
-/* state: momentum_buffer (only when momentum != 0) */
-typedef struct {
-    double lr, momentum, dampening, weight_decay;
-    int64_t step;                 /* 1-based; at step 1 the buffer is set to the gradient */
-    int nesterov, maximize;
-    double one_minus_dampening;   /* derived */
-} fo_sgd_args;
+#include "rules.h"
 
-/* state: sum */
-typedef struct {
-    double lr, lr_decay, weight_decay, eps;
-    int64_t step;
-    int maximize;
-    double clr;                   /* derived: lr / (1 + (step - 1) * lr_decay) */
-} fo_adagrad_args;
+#define FO_ENUM_ENTRY(NAME, name) FO_##NAME,
+enum fo_rule { FO_RULES(FO_ENUM_ENTRY) FO_N_RULES };
+#undef FO_ENUM_ENTRY
 
-/* state: square_avg, momentum_buffer (momentum > 0), grad_avg (centered) */
+#define FO_UNION_MEMBER(NAME, name) fo_##name##_args name;
 typedef struct {
-    double lr, alpha, eps, weight_decay, momentum;
-    int64_t step;
-    int centered, maximize;
-    double one_minus_alpha;       /* derived */
-} fo_rmsprop_args;
-
-/* state: square_avg, acc_delta */
-typedef struct {
-    double lr, rho, eps, weight_decay;
-    int64_t step;
-    int maximize;
-    double one_minus_rho;         /* derived */
-} fo_adadelta_args;
-
-/* state: exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad).  AdamW is Adam with
- * decoupled_weight_decay set, exactly as torch.optim.AdamW is. */
-typedef struct {
-    double lr, beta1, beta2, eps, weight_decay;
-    int64_t step;
-    int amsgrad, maximize, decoupled_weight_decay;
-    /* derived */
-    double one_minus_beta1, one_minus_beta2, step_size, bias_correction2_sqrt;
-    double l2_weight_decay;       /* weight_decay folded into the gradient (Adam) */
-    double decay_factor;          /* 1 - lr * weight_decay (AdamW), else 1: p * 1 is exact */
-} fo_adam_args;
-
-typedef union {
-    fo_sgd_args sgd;
-    fo_adagrad_args adagrad;
-    fo_rmsprop_args rmsprop;
-    fo_adadelta_args adadelta;
-    fo_adam_args adam;
+    fo_common common;
+    union { FO_RULES(FO_UNION_MEMBER) } rule;
 } fo_args;
+#undef FO_UNION_MEMBER
 
-static inline void fo_sgd_prepare(fo_sgd_args *a)
-{
-    a->one_minus_dampening = 1.0 - a->dampening;
-}
-
-static inline void fo_adagrad_prepare(fo_adagrad_args *a)
-{
-    a->clr = a->lr / (1.0 + (double)(a->step - 1) * a->lr_decay);
-}
-
-static inline void fo_rmsprop_prepare(fo_rmsprop_args *a)
-{
-    a->one_minus_alpha = 1.0 - a->alpha;
-}
-
-static inline void fo_adadelta_prepare(fo_adadelta_args *a)
-{
-    a->one_minus_rho = 1.0 - a->rho;
-}
-
-static inline void fo_adam_prepare(fo_adam_args *a)
-{
-    const double step = (double)a->step;
-    const double bias_correction1 = 1.0 - pow(a->beta1, step);
-    const double bias_correction2 = 1.0 - pow(a->beta2, step);
-    a->one_minus_beta1 = 1.0 - a->beta1;
-    a->one_minus_beta2 = 1.0 - a->beta2;
-    a->step_size = a->lr / bias_correction1;
-    a->bias_correction2_sqrt = pow(bias_correction2, 0.5);  /* torch: bias_correction2 ** 0.5 */
-    if (a->decoupled_weight_decay) {
-        a->l2_weight_decay = 0.0;
-        a->decay_factor = 1.0 - a->lr * a->weight_decay;
-    } else {
-        a->l2_weight_decay = a->weight_decay;
-        a->decay_factor = 1.0;
-    }
-}
-
+/* Derive the per-call scalars of `rule` from its fields and the header. */
 static inline void fo_prepare(int rule, fo_args *a)
 {
+#define FO_PREPARE_CASE(NAME, name) case FO_##NAME: fo_##name##_prepare(&a->common, &a->rule.name); break;
     switch (rule) {
-    case FO_SGD: fo_sgd_prepare(&a->sgd); break;
-    case FO_ADAGRAD: fo_adagrad_prepare(&a->adagrad); break;
-    case FO_RMSPROP: fo_rmsprop_prepare(&a->rmsprop); break;
-    case FO_ADADELTA: fo_adadelta_prepare(&a->adadelta); break;
-    case FO_ADAM: fo_adam_prepare(&a->adam); break;
+    FO_RULES(FO_PREPARE_CASE)
+    default: break;
     }
+#undef FO_PREPARE_CASE
 }
+
+/* A rule's fields as the Cython layer fills them. */
+typedef struct {
+    const char *name;
+    int kind;              /* enum fo_field_kind */
+    size_t offset;         /* in fo_args */
+} fo_field;
+
+typedef struct {
+    const char *name;      /* the rule's lower-case name, as the Python Rule's `kernel` */
+    int n_fields;
+    const fo_field *fields;
+} fo_rule_desc;
 
 #endif

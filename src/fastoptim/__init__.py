@@ -8,13 +8,13 @@ learning-rate schedule from fastoptim.schedules.
 """
 __version__ = "0.1.0"
 
-from . import functional, reference, schedules
+from . import functional, optim, reference, schedules
 from ._config import (get_num_threads, get_simd_level, num_threads, set_num_threads,
                       set_simd_level, show_config)
-from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .optim import *  # noqa: F403 - Optimizer and one class per face of each rule (fastoptim.rules)
 
 __all__ = [
-    "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Optimizer",
+    *optim.__all__,
     "functional", "reference", "schedules",
     "set_num_threads", "get_num_threads", "num_threads",
     "get_simd_level", "set_simd_level", "show_config",

@@ -2,25 +2,28 @@
 import argparse
 import sys
 
+from . import benchmarks, demos
+
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m fastoptim", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="print versions, compiler, OpenMP, threads and SIMD level")
-    from . import bench, demos
-    bench.add_arguments(commands.add_parser("bench", help="time the optimizers against NumPy and torch"))
+    benchmarks.add_arguments(commands.add_parser(
+        "bench", help="benchmarks: bench optim|torch|hogwild (no subcommand: optim)"))
     demos.add_compare_arguments(commands.add_parser(
         "compare", help="train softmax regression on iris or digits with every optimizer; table and loss curves"))
     demos.add_trajectories_arguments(commands.add_parser(
         "trajectories", help="plot each optimizer's path over the 2-D test functions and x cos(pi x)"))
-    args = parser.parse_args(argv)
+    args = parser.parse_args(benchmarks.subcommand_argv(argv))
     if args.command == "info":
         from . import show_config
         show_config()
         return 0
     if args.command in ("compare", "trajectories"):
         return demos.main(args)
-    return bench.main(args)
+    return benchmarks.main(args)
 
 
 if __name__ == "__main__":

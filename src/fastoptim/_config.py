@@ -4,7 +4,7 @@ import operator
 import os
 import sys
 
-from . import _kernels
+from ._ext import runtime as _kernels
 
 
 def _resolve_threads(n):

@@ -38,7 +38,7 @@ from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
 
 cimport numpy as cnp
 
-from ._openmp cimport omp_get_thread_num
+from ._ext.openmp cimport omp_get_thread_num
 
 import numpy as np
 

@@ -1,22 +1,21 @@
 """One function per optimizer: check everything, then update in place.
 
 Each takes the param, its grad and its state arrays, the 1-based `step`
-and the hyperparameters, with torch.optim's names and semantics.  Arrays
-must be C-contiguous, of one float dtype (float32 or float64) and shape;
-param and state must be writeable.  Nothing is written unless every check
-passes, and nothing is allocated.  fastoptim.reference has the same
-functions in plain NumPy.
+and the hyperparameters, with torch.optim's names, semantics and defaults
+(betas as beta1 and beta2).  grad_scale (None: 1) divides the grad inside
+the kernel, as torch's fused kernels do.  Arrays must be C-contiguous, of
+one float dtype (float32 or float64) and shape; param and state must be
+writeable.  Nothing is written unless every check passes, and nothing is
+allocated.  fastoptim.reference has the same functions in plain NumPy.
+
+The functions are generated from fastoptim.rules: one per face of a rule
+(adam and adamw are one rule).
 """
-from . import _kernels
-from ._hyper import check_adadelta, check_adagrad, check_adam, check_rmsprop, check_sgd
+from ._ext.step import run_single
+from .rules import VARIANTS, kernel_id
+from .rules._codegen import compile_function, field_arguments, fixed_namespace, functional_parameters
 
-__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
-
-_SGD_NAMES = ("param", "grad", "momentum_buffer")
-_ADAGRAD_NAMES = ("param", "grad", "state_sum")
-_RMSPROP_NAMES = ("param", "grad", "square_avg", "momentum_buffer", "grad_avg")
-_ADADELTA_NAMES = ("param", "grad", "square_avg", "acc_delta")
-_ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+__all__ = [variant.function for _, variant in VARIANTS]
 
 
 def _require(array, name, reason):
@@ -26,59 +25,37 @@ def _require(array, name, reason):
     return array
 
 
-def sgd(param, grad, momentum_buffer=None, *, step, lr, momentum=0.0, dampening=0.0,
-        weight_decay=0.0, nesterov=False, maximize=False):
-    """SGD with optional momentum, dampening and Nesterov momentum (torch.optim.SGD).
-
-    At step 1 the momentum buffer is set to the gradient, as torch does; its
-    previous content is not read.  momentum_buffer is needed only when momentum != 0.
-    """
-    hyper = check_sgd(lr, momentum, dampening, weight_decay, nesterov, maximize)
-    buf = _require(momentum_buffer, "momentum_buffer", "momentum != 0") if hyper[1] != 0 else None
-    _kernels.run_single(_kernels.SGD, (param, grad, buf), _SGD_NAMES, step, hyper)
+def _state_operand(rule, slot):
+    """Source of a state operand: the argument, or None when the options leave the slot unused."""
+    if slot.when is None:
+        return slot.arg
+    index = 2 + rule.field_names.index(slot.when[0])
+    used = f"hyper[{index}]" if slot.when[1] is bool else f"_used_{slot.arg}(hyper[{index}])"  # a flag: itself
+    return f"(_require({slot.arg}, {slot.arg!r}, {slot.reason!r}) if {used} else None)"
 
 
-def adagrad(param, grad, state_sum, *, step, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-            maximize=False):
-    """Adagrad (torch.optim.Adagrad); state_sum starts at initial_accumulator_value."""
-    hyper = check_adagrad(lr, lr_decay, weight_decay, eps, maximize)
-    _kernels.run_single(_kernels.ADAGRAD, (param, grad, state_sum), _ADAGRAD_NAMES, step, hyper)
+def _generate(rule, variant):
+    parameters, namespace = functional_parameters(rule, variant)
+    operands = ["param", "grad"] + [_state_operand(rule, slot) for slot in rule.state]
+    namespace.update(fixed_namespace(variant), _check=rule.check, _run=run_single, _require=_require,
+                     _rule=kernel_id(rule), _names=("param", "grad") + tuple(s.arg for s in rule.state),
+                     **{f"_used_{s.arg}": s.when[1] for s in rule.state if s.when is not None})
+    body = [f"hyper = _check(lr, maximize, {', '.join(field_arguments(rule, variant))}, '')",
+            f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale)"]
+    torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
+    doc = (f"{variant.summary}{torch_name}: update param and its state in place, one tensor.\n\n"
+           f"State arrays: {', '.join(_describe_slot(s) for s in rule.state)}.")
+    function = compile_function(variant.function, parameters, body, namespace, doc)
+    function.__module__ = __name__
+    return function
 
 
-def rmsprop(param, grad, square_avg, *, step, lr, alpha, eps, weight_decay=0.0, momentum=0.0,
-            centered=False, momentum_buffer=None, grad_avg=None, maximize=False):
-    """RMSprop (torch.optim.RMSprop); momentum_buffer is needed when momentum > 0,
-    grad_avg when centered."""
-    hyper = check_rmsprop(lr, alpha, eps, weight_decay, momentum, centered, maximize)
-    buf = _require(momentum_buffer, "momentum_buffer", "momentum > 0") if hyper[4] > 0 else None
-    avg = _require(grad_avg, "grad_avg", "centered=True") if hyper[5] else None
-    _kernels.run_single(_kernels.RMSPROP, (param, grad, square_avg, buf, avg), _RMSPROP_NAMES,
-                        step, hyper)
+def _describe_slot(slot):
+    start = f"starts at {slot.fill}" if slot.fill else "zeros before the first step"
+    needed = f", needed when {slot.reason}" if slot.when is not None else ""
+    return f"{slot.arg} ({start}{needed})"
 
 
-def adadelta(param, grad, square_avg, acc_delta, *, step, lr, rho, eps, weight_decay=0.0,
-             maximize=False):
-    """Adadelta (torch.optim.Adadelta)."""
-    hyper = check_adadelta(lr, rho, eps, weight_decay, maximize)
-    _kernels.run_single(_kernels.ADADELTA, (param, grad, square_avg, acc_delta), _ADADELTA_NAMES,
-                        step, hyper)
-
-
-def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hyper):
-    maximum = _require(max_exp_avg_sq, "max_exp_avg_sq", "amsgrad=True") if hyper[5] else None
-    _kernels.run_single(_kernels.ADAM, (param, grad, exp_avg, exp_avg_sq, maximum), _ADAM_NAMES,
-                        step, hyper)
-
-
-def adam(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
-         amsgrad=False, max_exp_avg_sq=None, maximize=False):
-    """Adam (torch.optim.Adam): L2 weight decay added to the gradient."""
-    hyper = check_adam(lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, False)
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hyper)
-
-
-def adamw(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay=1e-2,
-          amsgrad=False, max_exp_avg_sq=None, maximize=False):
-    """AdamW (torch.optim.AdamW): decoupled weight decay, param *= 1 - lr * weight_decay."""
-    hyper = check_adam(lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, True)
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, hyper)
+for _rule, _variant in VARIANTS:
+    globals()[_variant.function] = _generate(_rule, _variant)
+del _rule, _variant

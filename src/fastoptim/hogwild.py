@@ -39,7 +39,8 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import _hogwild, _kernels
+from . import _hogwild
+from ._ext import runtime as _kernels
 from ._config import _resolve_threads
 
 __all__ = ["HogwildSGDClassifier", "HogwildSGDRegressor"]

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._hyper import _number
+from . import _validation
 
 __all__ = [
     "Schedule", "constant", "piecewise_constant", "exponential", "polynomial", "polynomial_decay",
@@ -41,25 +41,18 @@ __all__ = [
 # ---- argument checks ------------------------------------------------------------
 def _rate(owner, name, value):
     """A learning rate argument: a finite real number >= 0, as a float."""
-    return _number("argument", name, value, f" ({owner})")
+    return _validation.real(value, name, low=0.0, label="argument", where=f" ({owner})")
 
 
 def _positive(owner, name, value, high=math.inf, high_open=False):
-    return _number("argument", name, value, f" ({owner})", low=0.0, low_open=True,
-                   high=high, high_open=high_open)
-
-
-def _is_integer(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    return _validation.real(value, name, low=0.0, low_open=True, high=high, high_open=high_open,
+                            label="argument", where=f" ({owner})")
 
 
 def _count(owner, name, value, minimum=0):
     """A number of steps: an integer >= minimum, as an int."""
-    if not _is_integer(value):
-        raise TypeError(f"Invalid argument: {name}={value!r} ({owner}); expected an integer number of steps")
-    if value < minimum:
-        raise ValueError(f"Invalid argument: {name}={value!r} ({owner}); must be >= {minimum}")
-    return int(value)
+    return _validation.integer(value, name, minimum=minimum, label="argument", where=f" ({owner})",
+                               kind="an integer number of steps")
 
 
 def _increasing_steps(owner, name, values):
@@ -84,7 +77,7 @@ def _schedule(owner, name, value):
 def _check_step(t):
     """The step t a schedule is called with: an integer >= 0, as an int."""
     if type(t) is not int:
-        if not _is_integer(t):
+        if not _validation.is_integer(t):
             raise TypeError(f"a schedule's step must be an integer (int or NumPy integer), got {t!r}")
         t = int(t)
     if t < 0:
@@ -408,7 +401,8 @@ class ReduceLROnPlateau(Schedule):
             raise ValueError(f"Invalid argument: threshold_mode={threshold_mode!r} ({where}); "
                              f"expected 'rel' or 'abs'")
         self.mode, self.threshold_mode = mode, threshold_mode
-        self.factor = _number("argument", "factor", factor, f" ({where})", high=1.0, high_open=True)
+        self.factor = _validation.real(factor, "factor", low=0.0, high=1.0, high_open=True, label="argument",
+                                       where=f" ({where})")
         self.patience = _count(where, "patience", patience)
         self.threshold = _rate(where, "threshold", threshold)
         self.cooldown = _count(where, "cooldown", cooldown)
@@ -466,7 +460,7 @@ class ReduceLROnPlateau(Schedule):
         if missing:
             raise ValueError(f"{where}: state_dict lacks {missing}")
         lr = _rate(where, "lr", state_dict["lr"])
-        best = _number("argument", "best", state_dict["best"], f" ({where})", low=-math.inf)
+        best = _validation.real(state_dict["best"], "best", low=-math.inf, label="argument", where=f" ({where})")
         counters = {name: _count(where, name, state_dict[name])
                     for name in ("num_bad_epochs", "cooldown_counter", "last_epoch")}
         self.lr, self.best = lr, best

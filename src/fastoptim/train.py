@@ -3,7 +3,7 @@ stopping, gradient noise and clipping, and a `fit` loop that uses them all.
 
 Grads may come in any structure an optimizer's step() takes (an array, a
 list, a dict, a list of groups); the gradient functions walk it, check every
-array first and then work in place through fastoptim._train_kernels, with no
+array first and then work in place through fastoptim._ext.train, with no
 temporaries and results that never depend on the thread count.
 """
 import math
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _train_kernels
+from . import _validation
+from ._ext import train as _kernels
 from ._config import get_num_threads
 
 __all__ = [
@@ -29,43 +30,6 @@ __all__ = [
 
 
 # ---- argument checks ---------------------------------------------------------------
-
-def _positive_int(value, name, allow_none=False):
-    if value is None and allow_none:
-        return None
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
-                        f"got {value!r}") from None
-    if n < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {n}")
-    return n
-
-
-def _real(value, name, *, minimum=None, strict=False, allow_inf=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    x = float(value)
-    if math.isnan(x) or (math.isinf(x) and not allow_inf):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if minimum is not None and (x < minimum or (strict and x == minimum)):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
-    return x
-
-
-def _seed_value(seed, name="seed"):
-    """A 64-bit integer seed: `seed` itself, or fresh entropy when it is None."""
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-    try:
-        s = operator.index(seed)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer or None, got {seed!r}") from None
-    if s < 0:
-        raise ValueError(f"{name} must be >= 0, got {s}")
-    return s & 0xFFFFFFFFFFFFFFFF
-
 
 # ---- batches and curriculum ------------------------------------------------------------
 
@@ -89,7 +53,7 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     n = operator.index(n_samples) if not isinstance(n_samples, bool) else None
     if n is None or n < 0:
         raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
-    batch_size = _positive_int(batch_size, "batch_size", allow_none=True)
+    batch_size = _validation.positive_int(batch_size, "batch_size", allow_none=True)
     epoch = operator.index(epoch)
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
@@ -108,7 +72,7 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
         order = np.arange(n)  # pacing alone grows a prefix of the samples as they are
     if order is not None:
         if pacing is not None:
-            fraction = _real(pacing(epoch), f"pacing({epoch})")
+            fraction = _validation.real(pacing(epoch), f"pacing({epoch})")
             if not 0.0 < fraction <= 1.0:
                 raise ValueError(f"pacing({epoch}) must be in (0, 1], got {fraction!r}")
             # Rounded first so that 0.6 * 100 (= 60.00000000000001) shows 60 samples.
@@ -119,7 +83,7 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     size = n if visible is None else visible.size
     if shuffle and size:
         # A generator per (seed, epoch): any epoch can be replayed on its own.
-        rng = np.random.default_rng(None if seed is None else [_seed_value(seed), epoch])
+        rng = np.random.default_rng(None if seed is None else [_validation.seed(seed), epoch])
         visible = rng.permutation(size) if visible is None else rng.permutation(visible)
     return Batches(visible, size, max(1, size) if batch_size is None else batch_size, drop_last)
 
@@ -155,10 +119,10 @@ class Batches(Sequence):
 
 
 def _check_pacing_args(start_fraction, epochs, epochs_name="full_epoch"):
-    start_fraction = _real(start_fraction, "start_fraction", minimum=0.0, strict=True)
+    start_fraction = _validation.real(start_fraction, "start_fraction", low=0.0, low_open=True)
     if start_fraction > 1:
         raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction}")
-    return start_fraction, _positive_int(epochs, epochs_name)
+    return start_fraction, _validation.positive_int(epochs, epochs_name)
 
 
 def linear_pacing(start_fraction=0.2, full_epoch=10):
@@ -173,7 +137,7 @@ def root_pacing(start_fraction=0.2, full_epoch=10, power=2):
     Grows fast at first, when the easy samples are few, then slower.
     """
     c0, t_full = _check_pacing_args(start_fraction, full_epoch)
-    p = _real(power, "power", minimum=0.0, strict=True)
+    p = _validation.real(power, "power", low=0.0, low_open=True)
     return lambda epoch: min(1.0, (epoch * (1.0 - c0 ** p) / t_full + c0 ** p) ** (1.0 / p))
 
 
@@ -181,7 +145,7 @@ def step_pacing(start_fraction=0.2, step_epochs=2, increase=2.0):
     """Baby-steps pacing (Hacohen & Weinshall 2019): start_fraction * increase ** (epoch // step_epochs),
     capped at 1."""
     c0, every = _check_pacing_args(start_fraction, step_epochs, "step_epochs")
-    factor = _real(increase, "increase", minimum=1.0, strict=True)
+    factor = _validation.real(increase, "increase", low=1.0, low_open=True)
     return lambda epoch: min(1.0, c0 * factor ** (epoch // every))
 
 
@@ -246,23 +210,23 @@ def add_gradient_noise(grads, step, *, eta=0.01, gamma=0.55, seed=0):
     step = operator.index(step)
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
-    eta = _real(eta, "eta", minimum=0.0)
-    gamma = _real(gamma, "gamma", minimum=0.0)
-    seed = _seed_value(seed)
+    eta = _validation.real(eta, "eta", low=0.0)
+    gamma = _validation.real(gamma, "gamma", low=0.0)
+    seed = _validation.seed(seed)
     arrays, labels = _writable_arrays(grads, "grads")
     std = noise_std(step, eta, gamma)
-    _train_kernels.add_noise(arrays, labels, std, seed, step, get_num_threads())
+    _kernels.add_noise(arrays, labels, std, seed, step, get_num_threads())
     return std
 
 
 # ---- clipping and norms -------------------------------------------------------------------
 
 def _norm_type(norm_type):
-    return _real(norm_type, "norm_type", minimum=0.0, strict=True, allow_inf=True)
+    return _validation.real(norm_type, "norm_type", low=0.0, low_open=True, allow_inf=True)
 
 
 def _reduce(arrays, labels, mode, p=1.0, scale=1.0):
-    return _train_kernels.reduce(arrays, labels, _train_kernels.REDUCE_MODES[mode], p, scale, get_num_threads())
+    return _kernels.reduce(arrays, labels, _kernels.REDUCE_MODES[mode], p, scale, get_num_threads())
 
 
 def _norm_of(arrays, labels, p):
@@ -308,7 +272,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     raises with error_if_nonfinite, else leaves the grads as they are (torch
     would spread the NaN to every grad).
     """
-    max_norm = _real(max_norm, "max_norm", minimum=0.0)
+    max_norm = _validation.real(max_norm, "max_norm", low=0.0)
     p = _norm_type(norm_type)
     arrays, labels = _writable_arrays(grads, "grads")
     total = _norm_of(arrays, labels, p)
@@ -324,14 +288,14 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
 def _scale_to_norm(arrays, labels, total, max_norm):
     coefficient = max_norm / (total + 1e-6)
     if coefficient < 1.0:
-        _train_kernels.scale(arrays, labels, coefficient, get_num_threads())
+        _kernels.scale(arrays, labels, coefficient, get_num_threads())
 
 
 def clip_grad_value(grads, clip_value):
     """Clamp every grad element to [-clip_value, clip_value] in place (NaN stays NaN)."""
-    clip_value = _real(clip_value, "clip_value", minimum=0.0)
+    clip_value = _validation.real(clip_value, "clip_value", low=0.0)
     arrays, labels = _writable_arrays(grads, "grads")
-    _train_kernels.clip_value(arrays, labels, clip_value, get_num_threads())
+    _kernels.clip_value(arrays, labels, clip_value, get_num_threads())
 
 
 def grads_are_finite(grads):
@@ -359,8 +323,8 @@ class EarlyStopping:
     """
 
     def __init__(self, patience, min_delta=0.0, mode="min", restore_best=True):
-        self.patience = _positive_int(patience, "patience")
-        self.min_delta = _real(min_delta, "min_delta", minimum=0.0)
+        self.patience = _validation.positive_int(patience, "patience")
+        self.min_delta = _validation.real(min_delta, "min_delta", low=0.0)
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.mode = mode
@@ -528,7 +492,7 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
         epoch's entries ({'loss', 'lr', 'time', 'val', ...}); True stops.
     progress: a tqdm bar over epochs (None: if tqdm is installed).
     """
-    epochs = _positive_int(epochs, "epochs")
+    epochs = _validation.positive_int(epochs, "epochs")
     n = _n_samples(data)
     if n == 0:
         raise ValueError("data has no samples")
@@ -542,8 +506,8 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
             a is not b for a, b in zip(param_arrays, optimizer_arrays)):
         raise ValueError("params must be the arrays the optimizer updates (the same objects, in its order): "
                          f"got {len(param_arrays)} arrays, the optimizer has {len(optimizer_arrays)}")
-    clip_value = None if clip_value is None else _real(clip_value, "clip_value", minimum=0.0)
-    clip_norm = None if clip_norm is None else _real(clip_norm, "clip_norm", minimum=0.0)
+    clip_value = None if clip_value is None else _validation.real(clip_value, "clip_value", low=0.0)
+    clip_norm = None if clip_norm is None else _validation.real(clip_norm, "clip_norm", low=0.0)
     p = _norm_type(norm_type)
     noise = _noise_options(grad_noise)
     for name, fn in (("validation", validation), ("callback", callback)):
@@ -551,7 +515,7 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
             raise TypeError(f"{name} must be callable, got {fn!r}")
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(f"early_stopping must be an EarlyStopping, got {type(early_stopping).__qualname__}")
-    base_seed = _seed_value(seed)
+    base_seed = _validation.seed(seed)
     # Validates batch_size, order and pacing before any step.
     minibatches(n, batch_size, shuffle=shuffle, seed=base_seed, epoch=0, order=order, pacing=pacing,
                 drop_last=drop_last)
@@ -588,10 +552,10 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
                     skipped += 1
                     continue
                 if clip_value is not None:
-                    _train_kernels.clip_value(arrays, labels, clip_value, get_num_threads())
+                    _kernels.clip_value(arrays, labels, clip_value, get_num_threads())
                 if noise is not None:
                     std = noise_std(history.steps, noise["eta"], noise["gamma"])
-                    _train_kernels.add_noise(arrays, labels, std, noise_seed, history.steps, get_num_threads())
+                    _kernels.add_noise(arrays, labels, std, noise_seed, history.steps, get_num_threads())
                 optimizer.step(grads)
                 history.steps += 1
             train_loss = loss_sum / seen if seen else math.nan
@@ -638,4 +602,4 @@ def _noise_options(grad_noise):
         if not isinstance(grad_noise, Mapping) or set(grad_noise) - set(options):
             raise ValueError(f"grad_noise must be None, True or a dict with 'eta' and/or 'gamma', got {grad_noise!r}")
         options.update(grad_noise)
-    return {name: _real(value, f"grad_noise[{name!r}]", minimum=0.0) for name, value in options.items()}
+    return {name: _validation.real(value, f"grad_noise[{name!r}]", low=0.0) for name, value in options.items()}

@@ -1,8 +1,10 @@
-"""The stateful optimizer: param groups, state, state_dict, as torch.optim has them.
+"""The NumPy adapter of the step engine: param groups, state and state_dict of
+NumPy arrays, as torch.optim has them.
 
-A subclass names its kernel rule and says three things about a group: its
-kernel hyperparameters (checked), the state arrays its options need, and how
-a new state entry starts.  Everything else lives here.
+The step itself (checks, schedules, state creation, pointer tables) is
+fastoptim._engine's; this module says what the arrays are.  The optimizer
+classes (SGD, Adam, ...) are generated from fastoptim.rules by
+fastoptim.optim.
 
 Arrays are NumPy's, so state is keyed by the param's flat index over all
 groups (the key torch uses in state_dicts) instead of by the param itself.
@@ -17,62 +19,14 @@ step will use).  Assigning to a group's 'lr' takes effect at the next step:
 a schedule installs it, a number replaces the group's schedule.
 """
 import copy
-import math
 from collections.abc import Mapping
 
 import numpy as np
 
-from .. import _kernels
-from .._hyper import _number
-
-_TORCH_ONLY_GROUP_KEYS = ("foreach", "capturable", "differentiable", "fused")
-
-
-class _State(dict):
-    """A param's state; assigning to it tells the optimizer to rebuild its pointer tables."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner, *args):
-        super().__init__(*args)
-        self._owner = owner
-
-    def _changed(self):
-        self._owner._state_version += 1
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key):
-        super().__delitem__(key)
-        self._changed()
-
-    def update(self, *args, **kwargs):
-        super().update(*args, **kwargs)
-        self._changed()
-
-    def setdefault(self, key, default=None):
-        self._changed()
-        return super().setdefault(key, default)
-
-    def pop(self, *args):
-        self._changed()
-        return super().pop(*args)
-
-    def popitem(self):
-        self._changed()
-        return super().popitem()
-
-    def clear(self):
-        super().clear()
-        self._changed()
-
-    def __reduce__(self):
-        return (dict, (dict(self),))
-
-    def __deepcopy__(self, memo):
-        return copy.deepcopy(dict(self), memo)
+from .. import _validation
+from .._engine import State, StepEngine
+from .._ext.step import StepPlan
+from ..rules import TORCH_ONLY_DEFAULTS
 
 
 def _check_param(p, where):
@@ -94,70 +48,7 @@ def _check_param(p, where):
         raise ValueError(f"{where} is misaligned; expected an aligned float32 or float64 array")
 
 
-class ScheduledLR:
-    """Learning-rate schedules for an optimizer with `param_groups`, `_step_count` and
-    `_lr_written`: fastoptim.optim.Optimizer and fastoptim.torch's optimizers.
-
-    A group's lr may be a schedule (any callable taking the step): at step
-    t = step_count it uses schedule(t).  The schedule lives in the group under
-    'lr_schedule', and 'lr' shows the float value used (before the first step,
-    the value the first step will use).  Assigning to a group's 'lr' takes
-    effect at the next step: a schedule installs it, a number replaces it.
-    """
-
-    # ---- learning-rate schedules ---------------------------------------------
-    @property
-    def step_count(self):
-        """The number of step() calls made: the t at which the next step evaluates schedules."""
-        return self._step_count
-
-    @step_count.setter
-    def step_count(self, value):
-        self._step_count = _checked_step_count(value, "step_count")
-
-    def _install_schedule(self, group, where):
-        """Move a schedule given as 'lr' to 'lr_schedule', and set 'lr' to its value at the current step."""
-        schedule = group.get("lr_schedule")
-        if callable(group.get("lr")):
-            schedule = group["lr"]
-        if schedule is None:
-            group.pop("lr_schedule", None)
-            return
-        if not callable(schedule):
-            raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
-                            f"(a callable taking the step)")
-        group["lr"] = _scheduled_lr(schedule, self._step_count, where)
-        group["lr_schedule"] = schedule
-
-    def _group_schedule(self, gi, group):
-        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
-
-        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
-        but the value this optimizer wrote there) replaces the group's schedule.
-        """
-        lr = group["lr"]
-        if callable(lr):
-            return lr
-        schedule = group.get("lr_schedule")
-        if schedule is not None:
-            written = self._lr_written.get(gi)
-            if written is not None and written[0] is schedule and written[1] is not lr:
-                return None
-        return schedule
-
-    def _write_lrs(self, lr_changes):
-        for gi, g, schedule, lr in lr_changes:
-            if schedule is None:
-                del g["lr_schedule"]
-                self._lr_written.pop(gi, None)
-                continue
-            g["lr"] = lr
-            if g.get("lr_schedule") is not schedule:
-                g["lr_schedule"] = schedule
-            self._lr_written[gi] = (schedule, lr)
-
-
-class Optimizer(ScheduledLR):
+class Optimizer(StepEngine):
     """Base class of fastoptim's stateful optimizers (see torch.optim.Optimizer).
 
     params: a list of arrays, a dict name -> array, or a list of param group
@@ -168,26 +59,17 @@ class Optimizer(ScheduledLR):
     the group's 'lr_schedule', and 'lr' shows the value used at the last step.
     """
 
-    _rule = None            # _kernels rule id, set by subclasses
-    _has_step = True        # whether torch keeps a 'step' in this optimizer's state
-    _eager_state = False    # whether torch creates the state at construction (Adagrad)
+    rule = None             # the fastoptim.rules.Rule, set by the generated classes
 
     def __init__(self, params, defaults):
-        self._step_count = 0         # step() calls made: the t schedules are evaluated at
-        self._lr_written = {}        # group index -> (schedule, lr) this optimizer last wrote there
         self.defaults = dict(defaults)
-        self._option_keys = tuple(k for k in self.defaults if k != "lr_schedule")
-        self._remembered_options = self._remembered_hyper = None  # the step's fast path
+        self._init_engine(self.defaults)
         self._install_schedule(self.defaults, "defaults")
-        self._check_group(self.defaults, "defaults")
+        self._checked_hyper(self.defaults, "defaults")
         self.param_groups = []
         self._keys = []              # per flat param: its name or flat index
         self._named = None           # True if params were given by name
-        self._states = []            # per flat param: its _State (possibly empty)
-        self._state_version = 0
-        self._fresh = set()          # params whose state began this step (SGD's first step)
-        self._plan = None
-        self._plan_key = None
+        self._states = []            # per flat param: its State (possibly empty)
         if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
             raise TypeError("params must be a list of arrays, a dict name -> array, or a list "
                             f"of param group dicts, got {type(params).__qualname__}")
@@ -253,35 +135,19 @@ class Optimizer(ScheduledLR):
         if names is not None:
             group["param_names"] = names
         self._install_schedule(group, where)
-        self._check_group(group, where)
+        self._checked_hyper(group, where)
         # Checked before anything is recorded, so a bad group leaves no trace.
-        self._build_plan(extra=params, extra_keys=keys)
+        self._build_plan(extra=params, extra_keys=keys, extra_group=group)
         self.param_groups.append(group)
         if "lr_schedule" in group:
             self._lr_written[gi] = (group["lr_schedule"], group["lr"])
         self._keys.extend(keys)
         for p in params:
-            state = _State(self)
+            state = State(self)
             self._states.append(state)
-            if self._eager_state:
+            if self.rule.eager_state:
                 self._fill_state(state, group, p)
         self._state_version += 1
-
-    def _check_group(self, group, where):
-        """Checked kernel hyperparameters of a group (a tuple in _kernels.KERNEL_FIELDS order)."""
-        return self._check_hyper(group, group["lr"], where)
-
-    def _check_hyper(self, group, lr, where):
-        """Checked kernel hyperparameters of a group, with `lr` as its learning rate."""
-        raise NotImplementedError
-
-    def _state_slots(self, group):
-        """Names of the state arrays in kernel operand order, None for slots the options leave unused."""
-        raise NotImplementedError
-
-    def _new_state(self, group, param, name):
-        """A new state array named `name` for `param`."""
-        return np.zeros_like(param)
 
     # ---- state -----------------------------------------------------------
     @property
@@ -296,66 +162,57 @@ class Optimizer(ScheduledLR):
         return [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
 
     # ---- the step ---------------------------------------------------------
-    def step(self, grads):
+    def step(self, grads, *, grad_scale=None):
         """Update every param that has a grad, in place, in one call into the kernels.
 
         Groups with a schedule use its value at t = step_count (see the module docstring).
+        grad_scale (None: 1) divides every grad inside the kernels, as torch's fused
+        kernels do; it is checked (finite, > 0) before anything is written.
         """
-        t = self._step_count
-        if _kernels.same_options(self.param_groups, self._option_keys, self._remembered_options):
-            # Every option is the object it was at the last step: same checks, same state slots.
-            self._step_checked(grads, t, self._remembered_hyper, None, self._plan_key[1])
-            return
-        hyper = []
-        lr_changes = None  # (group index, group, schedule or None, lr), written once all checks pass
-        for gi, g in enumerate(self.param_groups):
-            # A plain float lr and no schedule, the usual case, skips the schedule logic.
-            schedule = None if type(g["lr"]) is float and "lr_schedule" not in g else self._group_schedule(gi, g)
-            if schedule is None:
-                hyper.append(self._check_group(g, f"param_groups[{gi}]"))
-                if "lr_schedule" in g:  # replaced by a number written to 'lr'
-                    lr_changes = (lr_changes or []) + [(gi, g, None, g["lr"])]
-                continue
-            where = f"param_groups[{gi}]"
-            lr = _scheduled_lr(schedule, t, where)
-            # The memoized check sees a fixed stand-in lr, so it hits although the value changes
-            # every step (no rule checks lr against the others); lr itself was checked above and
-            # comes first in every rule's kernel fields.
-            hyper.append((lr,) + self._check_hyper(g, _STAND_IN_LR, where)[1:])
-            if lr_changes is None:
-                lr_changes = []
-            lr_changes.append((gi, g, schedule, lr))
-        self._step_checked(grads, t, hyper, lr_changes, None)
-        if lr_changes is None:
-            self._remember_options(hyper)
+        self._run_step(grads, grad_scale)
 
-    def _remember_options(self, hyper):
-        """Keep this step's option objects and checked hyperparameters for the fast path,
-        unless a value could change in place (a list of betas, say)."""
-        remembered = [[g[k] for k in self._option_keys] for g in self.param_groups]
-        if all([_immutable(v) for values in remembered for v in values]):
-            self._remembered_options, self._remembered_hyper = remembered, hyper
-        else:
-            self._remembered_options = self._remembered_hyper = None
+    # ---- engine hooks: NumPy arrays, state by flat index ----------------------------
+    _check_plan_params = True    # an array swapped into a group is noticed at the next step
 
-    def _step_checked(self, grads, t, hyper, lr_changes, slots):
-        """The step once its hyperparameters are checked: grads, state, kernels."""
-        flat_grads = self._flatten_grads(grads)
-        plan = self._current_plan(slots)
-        if plan.gather(flat_grads):
-            # First grad of some params: create their state, now that every check passed.
-            params, group_of = self._flat_params(), self._group_of()
-            for i in plan.missing_state():
-                self._create_state(i, self.param_groups[group_of[i]], params[i])
-            plan = self._current_plan()
-            plan.gather(flat_grads)
-        if lr_changes is not None:
-            self._write_lrs(lr_changes)
-        plan.run(hyper)
-        self._fresh.clear()
-        self._step_count = t + 1
+    def _flat(self):
+        return self._flat_params(), self._group_of(), list(self._keys)
 
-    def _flatten_grads(self, grads):
+    def _param_array(self, p, key):
+        return p
+
+    def _state_of(self, i, p):
+        return self._states[i] if i < len(self._states) else None
+
+    def _new_state_for(self, i, p):
+        return self._states[i]
+
+    def _state_array(self, array, param, i, key, name):
+        where = f"state[{i}][{name!r}]"
+        if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
+            raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {param.shape} "
+                             f"like params[{key!r}], got "
+                             + (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
+                                else type(array).__qualname__))
+        _check_param(array, where)
+        return array
+
+    def _new_array(self, p, fill):
+        return np.full_like(p, fill) if fill else np.zeros_like(p)
+
+    def _zero_step(self):
+        return 0
+
+    def _step_value(self, value, i, key):
+        return _step_value(value, i)
+
+    def _live_step(self, steps, i):
+        return steps[i:i + 1].reshape(())
+
+    # plan.gather(grads), called without a Python frame of its own (the step's fast path)
+    _gather = staticmethod(StepPlan.gather)
+
+    def _prepare_grads(self, grads):
+        """grads in any of the structures step() takes, as one flat list in param order."""
         n = len(self._keys)
         if self._structure == "dict":
             if not isinstance(grads, Mapping):
@@ -404,68 +261,6 @@ class Optimizer(ScheduledLR):
             raise ValueError(f"{where} does not match the params' names: " + "; ".join(parts))
         return [grads[k] for k in keys]
 
-    # ---- pointer tables -------------------------------------------------------
-    def _slots_by_group(self):
-        # A list comprehension: in CPython 3.11 tuple(generator) leaves 48 bytes in tracemalloc per call.
-        return tuple([self._state_slots(g) for g in self.param_groups])
-
-    def _current_plan(self, slots=None):
-        """The plan for the current params and state (slots: the groups' state slots, if known)."""
-        key = (self._state_version, self._slots_by_group() if slots is None else slots)
-        if self._plan is None or self._plan_key != key or not self._plan.matches(self.param_groups):
-            self._plan = self._build_plan()
-            self._plan_key = (self._state_version, key[1])
-        return self._plan
-
-    def _build_plan(self, extra=(), extra_keys=()):
-        """Pointer tables over all params (and `extra`, when checking a new group)."""
-        params = self._flat_params() + list(extra)
-        groups = self._group_of() + [len(self.param_groups)] * len(extra)
-        keys = self._keys + list(extra_keys)
-        slots = self._slots_by_group()
-        steps = np.zeros(len(params), dtype=np.int64)
-        state_arrays = []
-        for i, p in enumerate(params):
-            state = self._states[i] if i < len(self._states) else None
-            group_slots = slots[groups[i]] if groups[i] < len(slots) else ()
-            operands = state_operands(
-                state, group_slots,
-                lambda name: self._new_state(self.param_groups[groups[i]], p, name),
-                lambda array, name: self._checked_state(array, p, i, name))
-            state_arrays.append(operands)
-            if operands is None or all(a is None for a in operands):
-                continue
-            if self._has_step:
-                steps[i] = _step_value(state.get("step", 0), i)
-                # The state's 'step' is a live 0-d view of the count the kernels advance.
-                dict.__setitem__(state, "step", steps[i:i + 1].reshape(()))
-            else:
-                steps[i] = 0 if i in self._fresh else 1
-        return _kernels.StepPlan(self._rule, params, state_arrays, groups,
-                                 len(self.param_groups) + (1 if len(extra) else 0), keys, steps)
-
-    def _checked_state(self, array, param, i, name):
-        where = f"state[{i}][{name!r}]"
-        if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
-            raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {param.shape} "
-                             f"like params[{self._keys[i]!r}], got "
-                             + (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
-                                else type(array).__qualname__))
-        _check_param(array, where)
-        return array
-
-    def _create_state(self, i, group, p):
-        self._fill_state(self._states[i], group, p)
-        self._fresh.add(i)
-        self._state_version += 1
-
-    def _fill_state(self, state, group, p):
-        if self._has_step:
-            dict.__setitem__(state, "step", 0)
-        for name in self._state_slots(group):
-            if name is not None:
-                dict.__setitem__(state, name, self._new_state(group, p, name))
-
     # ---- checkpoints ----------------------------------------------------------
     def state_dict(self):
         """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]},
@@ -511,7 +306,7 @@ class Optimizer(ScheduledLR):
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(self.param_groups)}")
-        step_count = _checked_step_count(state_dict.get("step_count", 0), "loaded step_count")
+        step_count = _validation.step_count(state_dict.get("step_count", 0), "loaded step_count")
         index_map = {}
         new_groups = []
         schedule_states = []  # (live schedule, saved state) to load once everything is checked
@@ -525,7 +320,7 @@ class Optimizer(ScheduledLR):
             for j, saved_index in enumerate(saved_params):
                 index_map[saved_index] = base + j
             merged = {k: v for k, v in saved.items()
-                      if k not in ("params",) + _TORCH_ONLY_GROUP_KEYS and (k in group or k == "lr_schedule")}
+                      if k not in ("params", *TORCH_ONLY_DEFAULTS) and (k in group or k == "lr_schedule")}
             new_group = dict(group)
             new_group.pop("lr_schedule", None)
             new_group.update(copy.deepcopy(merged, shared))
@@ -543,10 +338,10 @@ class Optimizer(ScheduledLR):
                     copy.deepcopy(live).load_state_dict(saved_state)  # checks it, changing nothing
                     schedule_states.append((live, saved_state))
                     new_group["lr_schedule"] = live
-            self._check_group(new_group, where)
+            self._checked_hyper(new_group, where)
             new_groups.append(new_group)
         params = self._flat_params()
-        new_states = [_State(self) for _ in params]
+        new_states = [State(self) for _ in params]
         for saved_index, entry in state_dict["state"].items():
             if saved_index not in index_map:
                 raise ValueError(f"loaded state has an entry for param {saved_index!r}, "
@@ -592,50 +387,6 @@ class Optimizer(ScheduledLR):
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
-
-
-def state_operands(state, slots, new_array, checked):
-    """One param's state arrays in kernel operand order (None for slots its options
-    leave unused), or None while it has no state yet.  A slot switched on after the
-    state began gets new_array(name); every array passes through checked(array, name)."""
-    if all(name is None for name in slots):
-        return (None,) * len(slots)  # nothing to keep for these options
-    if not state:
-        return None
-    arrays = []
-    for name in slots:
-        if name is None:
-            arrays.append(None)
-            continue
-        if name not in state:  # an option switched on after this state began
-            dict.__setitem__(state, name, new_array(name))
-        arrays.append(checked(state[name], name))
-    return tuple(arrays)
-
-
-_STAND_IN_LR = 0.0
-_IMMUTABLE_OPTION_TYPES = frozenset([float, int, bool, str, type(None), np.float64, np.float32,
-                                     np.int64, np.int32, np.bool_])
-
-
-def _immutable(value):
-    if type(value) is tuple:
-        return all([type(v) in _IMMUTABLE_OPTION_TYPES for v in value])
-    return type(value) in _IMMUTABLE_OPTION_TYPES
-
-
-def _scheduled_lr(schedule, t, where):
-    """A schedule's lr at step t, checked like any lr (a finite float >= 0)."""
-    lr = schedule(t)
-    if type(lr) is float and 0.0 <= lr < math.inf:  # the usual case, kept fast
-        return lr
-    return _number("learning rate", "lr", lr, f" ({where}['lr_schedule'] at step t={t})")
-
-
-def _checked_step_count(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0 (the number of steps taken), got {value!r}")
-    return int(value)
 
 
 def _step_value(value, i):

@@ -1,4 +1,4 @@
-"""python -m fastoptim bench --hogwild: Hogwild! SGD against scikit-learn's SGDClassifier.
+"""python -m fastoptim bench hogwild: Hogwild! SGD against scikit-learn's SGDClassifier.
 
 The problem (make_problem) is a sparse synthetic classification task:
   * X: n_samples x n_features CSR, `nnz` nonzeros per row at feature indices drawn
@@ -29,11 +29,11 @@ import time
 
 import numpy as np
 
-from . import _kernels
+from .._ext import runtime
 
 
 def add_arguments(parser):
-    group = parser.add_argument_group("--hogwild options")
+    group = parser.add_argument_group("Hogwild! options")
     group.add_argument("--n-samples", type=int, default=500_000, help="training rows (default 500000)")
     group.add_argument("--n-features", type=int, default=100_000, help="columns (default 100000)")
     group.add_argument("--nnz", type=int, default=50, help="nonzeros per row (default 50)")
@@ -47,6 +47,7 @@ def add_arguments(parser):
     group.add_argument("--hogwild-threads", default="1,2", help="thread counts of Hogwild! (default 1,2)")
     group.add_argument("--hogwild-dtype", default="float64", choices=("float32", "float64"),
                        help="dtype of X (SGDClassifier always computes in float64)")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
 
 
 def balanced_orders(n):
@@ -90,7 +91,7 @@ def make_problem(n_samples, n_features, nnz, label_noise, dtype=np.float64, seed
 def run(args, out=sys.stdout):
     from sklearn.linear_model import SGDClassifier
 
-    from .hogwild import HogwildSGDClassifier
+    from ..hogwild import HogwildSGDClassifier
 
     threads = [int(t) for t in args.hogwild_threads.split(",")]
     dtype = np.dtype(args.hogwild_dtype).type
@@ -100,7 +101,7 @@ def run(args, out=sys.stdout):
           f"nonzeros/row, label noise {args.label_noise:.0%}, test {X_test.shape[0]} rows "
           f"(generated in {time.perf_counter() - start:.1f} s)", file=out)
     print(f"loss={args.loss}, alpha={args.alpha:g}, {args.epochs} epochs, tol=None, random_state=0; "
-          f"{_kernels.usable_cores()} usable cores, Python {platform.python_version()}; "
+          f"{runtime.usable_cores()} usable cores, Python {platform.python_version()}; "
           f"median of {args.repeats} interleaved fits", file=out)
     common = dict(loss=args.loss, alpha=args.alpha, max_iter=args.epochs, tol=None, random_state=0)
     contenders = {"SGDClassifier": lambda: SGDClassifier(**common)}

@@ -1,4 +1,4 @@
-"""python -m fastoptim bench: fastoptim against NumPy and torch.optim, side by side.
+"""python -m fastoptim bench optim: fastoptim against NumPy and torch.optim, side by side.
 
 Every contender steps the same problem (one param of n elements, a constant
 grad, state already created) in interleaved rounds; the table reports medians.
@@ -10,92 +10,31 @@ the same run (a = s * a + b over 512 MiB, all threads).
 import functools
 import json
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
 
-from . import _kernels, hogwild_bench
-from ._config import get_num_threads, get_simd_level, num_threads
-from ._registry import BY_NAME, SPECS
+from .._config import get_simd_level, num_threads
+from .._ext import runtime
+from .._registry import BY_NAME
+from .timing import (add_selection_arguments, format_time, machine_bandwidth, measure, parse_sizes,
+                     parse_threads, selected_optimizers, size_label)
 
 QUICK_SIZES = (2**10, 2**16, 2**20, 2**24)
 FULL_SIZES = tuple(2**k for k in range(10, 27, 2))
 
 
 def add_arguments(parser):
-    parser.add_argument("--torch", action="store_true",
-                        help="fastoptim.torch against torch.optim: one step over a ~10M-parameter MLP "
-                             "and over 1000 small tensors")
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
-    parser.add_argument("--optimizers", default=",".join(s.name for s in SPECS),
-                        help="comma-separated names (default: all)")
+    add_selection_arguments(parser)
     parser.add_argument("--sizes", default=None,
                         help="comma-separated element counts, e.g. 1024,2**20 (default: 2^10..2^26)")
-    parser.add_argument("--threads", default=None,
-                        help="comma-separated thread counts (default: all usable cores; 'all' allowed)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even if installed")
     parser.add_argument("--no-many", action="store_true",
                         help="skip the many-small-tensors table (1000 x 256 and 200 x 4096 elements)")
-    parser.add_argument("--hogwild", action="store_true",
-                        help="instead: Hogwild! SGD against scikit-learn's SGDClassifier (see --hogwild options)")
-    hogwild_bench.add_arguments(parser)
-
-
-def _parse_sizes(text):
-    sizes = []
-    for part in text.split(","):
-        part = part.strip()
-        base, _, exponent = part.partition("**")
-        sizes.append(int(base) ** int(exponent) if exponent else int(part))
-    return tuple(sizes)
-
-
-def _parse_threads(text):
-    if text is None:
-        return (get_num_threads(),)
-    return tuple(_kernels.usable_cores() if t.strip() == "all" else int(t) for t in text.split(","))
-
-
-# ---- timing --------------------------------------------------------------------
-
-def _time_calls(fn, calls):
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def _calibrate(fn, min_seconds):
-    calls = 1
-    while True:
-        t = _time_calls(fn, calls)
-        if t * calls >= min_seconds or calls >= 1 << 20:
-            return calls
-        calls = max(calls * 2, int(calls * min_seconds / max(t * calls, 1e-9)) + 1)
-
-
-def measure(contenders, rounds, min_seconds):
-    """Median seconds per call of each contender, timed in interleaved rounds."""
-    calls = {name: _calibrate(fn, min_seconds) for name, fn in contenders.items()}
-    samples = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            samples[name].append(_time_calls(fn, calls[name]))
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-def machine_bandwidth(threads, rounds=5):
-    """Bytes per second of a = s * a + b on 2 x 256 MiB float64 arrays (3 streams of 8 bytes)."""
-    n = 2**25
-    a, b = np.ones(n), np.full(n, 1e-9)
-    _kernels.scale_add_inplace(a, b, 0.5, threads)
-    t = min(_time_calls(lambda: _kernels.scale_add_inplace(a, b, 0.5, threads), 1) for _ in range(rounds))
-    return 3 * 8 * n / t
 
 
 # ---- contenders ----------------------------------------------------------------
@@ -178,7 +117,7 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
         except ImportError:
             print("torch is not installed: comparing with NumPy only (pip install torch==2.13.0)", file=out)
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
-                           "simd_level": get_simd_level(), "cores": _kernels.usable_cores(),
+                           "simd_level": get_simd_level(), "cores": runtime.usable_cores(),
                            "torch": getattr(torch, "__version__", None)},
                "dtype": np.dtype(dtype).name, "runs": []}
     itemsize = np.dtype(dtype).itemsize
@@ -249,7 +188,7 @@ def run_many(optimizers, dtype, threads, torch, rounds, min_seconds, out):
                             "times": times,
                             "speedup_torch_fused": fused / times["fastoptim"] if fused else None,
                             "speedup_torch": fastest / times["fastoptim"] if fastest else None})
-            cell = _format_time(times["fastoptim"])
+            cell = format_time(times["fastoptim"])
             cell += f"  {fused / times['fastoptim']:.1f}x" if fused else "     -"
             cell += f" / {fastest / times['fastoptim']:.1f}x" if fastest else ""
             cells.append(cell)
@@ -263,7 +202,7 @@ def _print_scaling(runs, optimizers, sizes, out):
     counts = sorted({r["threads"] for r in runs})
     if 1 not in counts or len(counts) < 2:
         return
-    header = "".join(f"{'2^' + str(n.bit_length() - 1) if n & (n - 1) == 0 else n:>12}" for n in sizes)
+    header = "".join(f"{size_label(n):>12}" for n in sizes)
     for threads in counts[1:]:
         print(f"\nspeedup of {threads} threads over 1\n{'':10}{header}", file=out)
         for name in optimizers:
@@ -271,18 +210,11 @@ def _print_scaling(runs, optimizers, sizes, out):
                 f"{by_key[(name, n, 1)] / by_key[(name, n, threads)]:>11.2f}x" for n in sizes), file=out)
 
 
-def _format_time(seconds):
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
 def _print_table(rows, optimizers, sizes, bandwidth, out):
-    header = "".join(f"{'2^' + str(n.bit_length() - 1) if n & (n - 1) == 0 else n:>12}" for n in sizes)
+    header = "".join(f"{size_label(n):>12}" for n in sizes)
     blocks = [
-        ("time per step (fastoptim optimizer)", lambda r: _format_time(r["times"]["fastoptim"])),
-        ("time per step (fastoptim.functional)", lambda r: _format_time(r["times"]["fastoptim.functional"])),
+        ("time per step (fastoptim optimizer)", lambda r: format_time(r["times"]["fastoptim"])),
+        ("time per step (fastoptim.functional)", lambda r: format_time(r["times"]["fastoptim.functional"])),
         ("speedup over NumPy", lambda r: f"{r['speedup_numpy']:.1f}x"),
         ("speedup over torch's fastest", lambda r: "-" if r["speedup_torch"] is None else f"{r['speedup_torch']:.2f}x"),
         (f"effective GB/s (machine: {bandwidth / 1e9:.1f})", lambda r: f"{r['gb_per_s']:.1f}"),
@@ -329,17 +261,9 @@ def plot(results, path):
 
 
 def main(args):
-    if args.torch:
-        from . import torch_bench
-        return torch_bench.main(args)
-    if args.hogwild:
-        return hogwild_bench.main(args)
-    optimizers = [o.strip() for o in args.optimizers.split(",")]
-    unknown = [o for o in optimizers if o not in BY_NAME]
-    if unknown:
-        raise SystemExit(f"unknown optimizers {unknown}; choose from {list(BY_NAME)}")
-    sizes = _parse_sizes(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
-    threads = _parse_threads(args.threads)
+    optimizers = selected_optimizers(args.optimizers)
+    sizes = parse_sizes(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
+    threads = parse_threads(args.threads)
     rounds, min_seconds = (3, 0.005) if args.quick else (7, 0.02)
     dtype = np.dtype(args.dtype).type
     results = run(optimizers, sizes, threads, dtype, use_torch=not args.no_torch, rounds=rounds,

@@ -3,7 +3,7 @@
 #
 # Every function takes a list of arrays (the grads of one step, any mix of
 # float32 and float64) laid end to end as one range of elements, like
-# _kernels.StepPlan.  Nothing of the arrays' size is allocated, and no result
+# fastoptim._ext.step.StepPlan.  Nothing of the arrays' size is allocated, and no result
 # depends on the thread count:
 #   - elementwise work (clip, scale, noise) splits the range in equal shares;
 #     each element's result depends on that element alone;
@@ -21,8 +21,10 @@ from cython.parallel cimport prange
 from libc.math cimport fabs, pow
 from libc.stdint cimport uint32_t, uint64_t
 
-from ._kernels cimport check_float_array, check_layout
-from ._openmp cimport FASTOPTIM_OPENMP
+from .checks cimport check_float_array, check_layout
+from .common cimport split_point
+from .openmp cimport FASTOPTIM_OPENMP
+from .runtime cimport parallel_threads
 
 cimport cython
 
@@ -67,19 +69,6 @@ cdef enum:
 REDUCE_MODES = {"sum_squares": SUM_SQUARES, "sum_abs": SUM_ABS, "sum_power": SUM_POWER,
                 "sum_zero": SUM_ZERO, "max_abs": MAX_ABS, "count_nan": COUNT_NAN}
 
-# Below this many elements a call runs on one thread: starting a parallel
-# region costs more than the work.  Tests lower it to exercise the splits.
-cdef Py_ssize_t _parallel_min_elements = 1 << 15
-
-
-def _set_parallel_min_elements(Py_ssize_t n):
-    """Test hook: the size from which a call is split across threads; returns the old one."""
-    global _parallel_min_elements
-    old = _parallel_min_elements
-    _parallel_min_elements = n
-    return old
-
-
 ctypedef struct tensor:
     char *data
     Py_ssize_t offset      # index of its first element in the concatenated range
@@ -121,19 +110,6 @@ cdef class Tensors:
 
     def __dealloc__(self):
         PyMem_Free(self.items)
-
-
-cdef inline int threads_for(Py_ssize_t n_elements, int n_threads) noexcept nogil:
-    if n_threads <= 1 or n_elements < _parallel_min_elements:
-        return 1
-    return n_threads
-
-
-cdef inline Py_ssize_t share(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
-    # Boundaries on multiples of 16 elements so threads never write one cache line.
-    if part >= parts:
-        return n
-    return (<Py_ssize_t>((<double>n * part) / parts)) & ~(<Py_ssize_t>15)
 
 
 cdef inline Py_ssize_t first_tensor(const tensor *t, Py_ssize_t count, Py_ssize_t element) noexcept nogil:
@@ -263,12 +239,13 @@ cdef void run_range(const tensor *t, Py_ssize_t count, Py_ssize_t begin, Py_ssiz
 
 
 cdef void apply_all(Tensors ts, const op_args *a, int n_threads) noexcept nogil:
-    cdef Py_ssize_t parts = threads_for(ts.total, n_threads), k
+    # The optimizer step's split (fastoptim._ext.common) and parallel threshold (runtime).
+    cdef int parts = parallel_threads(ts.total, n_threads), k
     if parts == 1:
         run_range(ts.items, ts.count, 0, ts.total, a, NULL)
         return
     for k in prange(parts, schedule="static", num_threads=parts):
-        run_range(ts.items, ts.count, share(ts.total, k, parts), share(ts.total, k + 1, parts), a, NULL)
+        run_range(ts.items, ts.count, split_point(ts.total, k, parts), split_point(ts.total, k + 1, parts), a, NULL)
 
 
 cdef int run_in_place(list arrays, list labels, op_args *a, int n_threads) except -1:
@@ -341,7 +318,7 @@ def reduce(list arrays, list labels, int mode, double p, double scale, int n_thr
     """
     cdef Tensors ts = Tensors(arrays, labels, False)
     cdef double parts[NORM_BLOCKS]
-    cdef Py_ssize_t b, n_threads_used = threads_for(ts.total, n_threads)
+    cdef Py_ssize_t b, n_threads_used = parallel_threads(ts.total, n_threads)
     cdef double result = 0.0
     cdef op_args a
     if mode < SUM_SQUARES or mode > COUNT_NAN:

@@ -1,4 +1,4 @@
-"""python -m fastoptim bench --torch: fastoptim.torch against torch.optim, one step.
+"""python -m fastoptim bench torch: fastoptim.torch against torch.optim, one step.
 
 Two models' parameters (float32, grads set, state already created):
   large: an MLP 2048-2048-2048-1024 (3 weights + 3 biases, ~10.5M parameters);
@@ -13,10 +13,11 @@ import sys
 
 import numpy as np
 
-from . import _kernels
-from ._config import get_num_threads, get_simd_level, num_threads
-from ._registry import BY_NAME
-from .bench import TORCH_VARIANTS, _format_time, _parse_threads, measure
+from .._config import get_num_threads, get_simd_level, num_threads
+from .._ext import runtime
+from .._registry import BY_NAME
+from .optim import TORCH_VARIANTS
+from .timing import add_selection_arguments, format_time, measure, parse_threads, selected_optimizers
 
 MODELS = {
     "large": "MLP 2048-2048-2048-1024 (6 tensors)",
@@ -62,7 +63,7 @@ def run(optimizers, threads_list, variants, rounds, min_seconds, out=sys.stdout)
     import torch
     results = {"machine": {"python": platform.python_version(), "numpy": np.__version__,
                            "torch": torch.__version__, "simd_level": get_simd_level(),
-                           "cores": _kernels.usable_cores()},
+                           "cores": runtime.usable_cores()},
                "dtype": "float32", "runs": []}
     torch_threads = torch.get_num_threads()
     try:
@@ -91,22 +92,25 @@ def _run_threads(torch, optimizers, threads, variants, rounds, min_seconds, resu
             speedups = {v: times[f"torch {v}"] / ours for v in variants if f"torch {v}" in times}
             results["runs"].append({"optimizer": name, "model": model_name, "parameters": n,
                                     "threads": threads, "times": times, "speedups": speedups})
-            cells = [_format_time(times[f"torch {v}"]) if f"torch {v}" in times else "-" for v in variants]
+            cells = [format_time(times[f"torch {v}"]) if f"torch {v}" in times else "-" for v in variants]
             ratios = [f"{speedups[v]:.2f}x" if v in speedups else "-" for v in variants]
-            print(f"{name:10}{_format_time(ours):>16}" + "".join(f"{c:>16}" for c in cells)
+            print(f"{name:10}{format_time(ours):>16}" + "".join(f"{c:>16}" for c in cells)
                   + "".join(f"{r:>12}" for r in ratios), file=out)
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true", help="fused and foreach only, fewer rounds")
+    add_selection_arguments(parser)
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
 
 
 def main(args):
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise SystemExit("--torch needs PyTorch: pip install 'fastoptim[torch]'") from None
-    optimizers = [o.strip() for o in args.optimizers.split(",")]
-    unknown = [o for o in optimizers if o not in BY_NAME]
-    if unknown:
-        raise SystemExit(f"unknown optimizers {unknown}; choose from {list(BY_NAME)}")
-    threads = _parse_threads(args.threads) if args.threads else (get_num_threads(),)
+        raise SystemExit("bench torch needs PyTorch: pip install 'fastoptim[torch]'") from None
+    optimizers = selected_optimizers(args.optimizers)
+    threads = parse_threads(args.threads) if args.threads else (get_num_threads(),)
     variants = ["fused", "foreach"] if args.quick else list(TORCH_VARIANTS)
     rounds, min_seconds = (5, 0.05) if args.quick else (9, 0.2)
     results = run(optimizers, threads, variants, rounds, min_seconds)

@@ -1,0 +1,21 @@
+/* The list of update rules: one #include and one X(NAME, name) line each.
+ *
+ * Included without FO_T (by update_rules.h: fields, argument structs,
+ * prepare) and with FO_T set (by loops.inc, once per dtype, grad mode and
+ * SIMD level: the loops).  FO_RULES(X) drives the enum, the argument union,
+ * the prepare dispatch, the field tables and the kernel table rows.
+ */
+#include "rules/sgd.inc"
+#include "rules/adagrad.inc"
+#include "rules/rmsprop.inc"
+#include "rules/adadelta.inc"
+#include "rules/adam.inc"
+
+#ifndef FO_RULES
+#define FO_RULES(X)        \
+    X(SGD, sgd)            \
+    X(ADAGRAD, adagrad)    \
+    X(RMSPROP, rmsprop)    \
+    X(ADADELTA, adadelta)  \
+    X(ADAM, adam)
+#endif

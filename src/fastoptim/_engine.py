@@ -1,0 +1,384 @@
+"""The step engine: what a step does, whatever holds the arrays.
+
+One step, for any rule and either backend:
+  1. each group's hyperparameters: its lr (a number, or a schedule's value at
+     t = step_count) and options, checked by the group's Rule;
+  2. the grad scale, checked;
+  3. the pointer tables (a cached StepPlan over the params and their state);
+  4. the grads, checked and recorded by the plan;
+  5. state for params that got their first grad (now that every check passed);
+  6. the lrs written back to the groups, the kernels run, step_count advanced.
+Nothing is written before 5, so a failed step changes nothing.
+
+StepEngine holds that logic once.  The two adapters subclass it and say what
+their arrays are: fastoptim.optim.Optimizer (NumPy arrays, state keyed by
+flat index) and fastoptim.torch.Optimizer (torch tensors read through
+zero-copy NumPy views, state keyed by tensor, as torch.optim has it).  Their
+hooks are listed under "adapter hooks" below.
+"""
+import copy
+import math
+
+import numpy as np
+
+from . import _validation
+from ._ext.step import StepPlan, checked_grad_scale, same_options
+from .rules import kernel_id
+
+# The lr the memoized checks see when a group's lr is a valid float: they then hit
+# although schedules and lr_schedulers change lr every step (no rule checks lr
+# against the others); lr itself is checked by the caller and comes first.
+_STAND_IN_LR = 0.0
+_IMMUTABLE_OPTION_TYPES = frozenset([float, int, bool, str, type(None), np.float64, np.float32,
+                                     np.int64, np.int32, np.bool_])
+
+
+def _immutable(value):
+    if type(value) is tuple:
+        return all([type(v) in _IMMUTABLE_OPTION_TYPES for v in value])
+    return type(value) in _IMMUTABLE_OPTION_TYPES
+
+
+def scheduled_lr(schedule, t, where):
+    """A schedule's lr at step t, checked like any lr (a finite float >= 0)."""
+    lr = schedule(t)
+    if type(lr) is float and 0.0 <= lr < math.inf:  # the usual case, kept fast
+        return lr
+    return _validation.real(lr, "lr", low=0.0, label="learning rate",
+                            where=f" ({where}['lr_schedule'] at step t={t})")
+
+
+def state_operands(state, slots, new_array, checked):
+    """One param's state arrays in kernel operand order (None for slots its options
+    leave unused), or None while it has no state yet.  A slot switched on after the
+    state began gets new_array(name); every array passes through checked(array, name)."""
+    if all(name is None for name in slots):
+        return (None,) * len(slots)  # nothing to keep for these options
+    if not state:
+        return None
+    arrays = []
+    for name in slots:
+        if name is None:
+            arrays.append(None)
+            continue
+        if name not in state:  # an option switched on after this state began
+            dict.__setitem__(state, name, new_array(name))
+        arrays.append(checked(state[name], name))
+    return tuple(arrays)
+
+
+class State(dict):
+    """A param's state; any assignment to it calls owner._invalidate(), so the next step
+    rebuilds its pointer tables instead of pointing at a replaced array."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner, *args):
+        super().__init__(*args)
+        self._owner = owner
+
+    def _changed(self):
+        self._owner._invalidate()
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key, default=None):
+        self._changed()
+        return super().setdefault(key, default)
+
+    def pop(self, *args):
+        self._changed()
+        return super().pop(*args)
+
+    def popitem(self):
+        self._changed()
+        return super().popitem()
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+    def __deepcopy__(self, memo):
+        return copy.deepcopy(dict(self), memo)
+
+
+class ScheduledLR:
+    """Learning-rate schedules of an optimizer with `param_groups`, `_step_count` and `_lr_written`.
+
+    A group's lr may be a schedule (any callable taking the step): at step
+    t = step_count it uses schedule(t).  The schedule lives in the group under
+    'lr_schedule', and 'lr' shows the float value used (before the first step,
+    the value the first step will use).  Assigning to a group's 'lr' takes
+    effect at the next step: a schedule installs it, a number replaces it.
+    """
+
+    @property
+    def step_count(self):
+        """The number of step() calls made: the t at which the next step evaluates schedules."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        self._step_count = _validation.step_count(value, "step_count")
+
+    def _install_schedule(self, group, where):
+        """Move a schedule given as 'lr' to 'lr_schedule', and set 'lr' to its value at the current step."""
+        schedule = group.get("lr_schedule")
+        if callable(group.get("lr")):
+            schedule = group["lr"]
+        if schedule is None:
+            group.pop("lr_schedule", None)
+            return
+        if not callable(schedule):
+            raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
+                            f"(a callable taking the step)")
+        group["lr"] = scheduled_lr(schedule, self._step_count, where)
+        group["lr_schedule"] = schedule
+
+    def _group_schedule(self, gi, group):
+        """The schedule group `gi` follows at this step, or None for its plain 'lr'.
+
+        A schedule assigned to 'lr' is followed; a number assigned to 'lr' (anything
+        but the value this optimizer wrote there) replaces the group's schedule.
+        """
+        lr = group["lr"]
+        if callable(lr):
+            return lr
+        schedule = group.get("lr_schedule")
+        if schedule is not None:
+            written = self._lr_written.get(gi)
+            if written is not None and written[0] is schedule and written[1] is not lr:
+                return None
+        return schedule
+
+    def _write_lrs(self, lr_changes):
+        for gi, g, schedule, lr in lr_changes:
+            if schedule is None:
+                del g["lr_schedule"]
+                self._lr_written.pop(gi, None)
+                continue
+            g["lr"] = lr
+            if g.get("lr_schedule") is not schedule:
+                g["lr_schedule"] = schedule
+            self._lr_written[gi] = (schedule, lr)
+
+
+class StepEngine(ScheduledLR):
+    """The step of fastoptim's optimizers, for a subclass that sets `rule` (a fastoptim.rules.Rule)
+    and implements the adapter hooks."""
+
+    rule = None
+
+    def _init_engine(self, option_keys):
+        self._state_version = 0       # bumped (_invalidate) whenever params or state containers change
+        self._step_count = 0          # step() calls made: the t schedules are evaluated at
+        self._lr_written = {}         # group index -> (schedule, lr) this optimizer last wrote there
+        self._fresh = set()           # flat indices of params whose state began this step (SGD)
+        self._plan = None
+        self._plan_key = None
+        self._plan_params = []        # the params (arrays or tensors) of the current plan, in plan order
+        self._option_keys = tuple(k for k in option_keys if k != "lr_schedule")
+        self._remembered_options = self._remembered_hyper = None  # the step's fast path
+
+    # Whether each step checks that the groups still hold the plan's params (the NumPy
+    # adapter; the torch adapter's gather checks it itself).
+    _check_plan_params = False
+
+    def _invalidate(self):
+        """Make the next _current_plan() rebuild the tables."""
+        self._state_version += 1
+
+    # ---- adapter hooks ----------------------------------------------------------
+
+    def _flat(self):
+        """(params, group index of each, key of each: its name or flat index), over all groups."""
+        raise NotImplementedError
+
+    def _plain_lr(self, lr, where):
+        """A group's 'lr' as a number (torch allows a one-element tensor)."""
+        return lr
+
+    def _param_array(self, p, key):
+        """The NumPy array the kernels update for param p (checked)."""
+        raise NotImplementedError
+
+    def _state_of(self, i, p):
+        """Param i's state dict, or None while it has none."""
+        raise NotImplementedError
+
+    def _new_state_for(self, i, p):
+        """Param i's (empty) state dict, to be filled at its first grad."""
+        raise NotImplementedError
+
+    def _state_array(self, value, p, i, key, name):
+        """The NumPy array of a state entry, checked against its param."""
+        raise NotImplementedError
+
+    def _new_array(self, p, fill):
+        """A new state entry like p, filled with `fill`."""
+        raise NotImplementedError
+
+    def _zero_step(self):
+        """A new state's 'step' entry."""
+        raise NotImplementedError
+
+    def _step_value(self, value, i, key):
+        """A state's 'step' entry as an int."""
+        raise NotImplementedError
+
+    def _live_step(self, steps, i):
+        """The state's 'step' entry: a live 0-d view of the count the kernels advance."""
+        raise NotImplementedError
+
+    def _prepare_grads(self, grads):
+        """The step's grads as the gather hook takes them."""
+        return grads
+
+    def _gather(self, plan, grads):
+        """Check and record the grads in `plan`; how many params got a first grad.  May
+        rebuild the plan (self._plan is then the one to run)."""
+        raise NotImplementedError
+
+    def _attach(self, plan, params):
+        """Anything the adapter records on a new plan."""
+
+    # ---- hyperparameters ------------------------------------------------------------
+    def _checked_hyper(self, group, where, lr=None):
+        """The group's checked (lr, maximize, *fields), at `lr` if given (a schedule's value)."""
+        if lr is None:
+            lr = self._plain_lr(group["lr"], where)
+        if type(lr) is float and 0.0 <= lr < math.inf:
+            return (lr,) + self.rule.check_options(group, _STAND_IN_LR, where)[1:]
+        return self.rule.check_options(group, lr, where)
+
+    def _slots(self, group):
+        return self.rule.slots(group)
+
+    def _slots_by_group(self):
+        # A list comprehension: in CPython 3.11 tuple(generator) leaves 48 bytes in tracemalloc per call.
+        return tuple([self.rule.slots(g) for g in self.param_groups])
+
+    # ---- the step -------------------------------------------------------------------
+    def _run_step(self, grads, grad_scale=None):
+        """One step (see the module docstring); grads as the adapter's _prepare_grads takes them."""
+        t = self._step_count
+        fast = same_options(self.param_groups, self._option_keys, self._remembered_options)
+        if fast:
+            # Every option is the object it was at the last step: same checks, same state slots.
+            hyper, lr_changes, slots = self._remembered_hyper, None, self._plan_key[1]
+        else:
+            hyper, lr_changes = self._checked_groups(t)
+            slots = self._slots_by_group()
+        scale = 1.0 if grad_scale is None else checked_grad_scale(grad_scale)
+        grads = self._prepare_grads(grads)
+        if self._gather(self._current_plan(slots), grads):
+            # First grad of some params: create their state, now that every check passed.
+            params, group_of = self._plan_params, self._flat()[1]
+            for i in self._plan.missing_state():
+                self._fill_state(self._new_state_for(i, params[i]), self.param_groups[group_of[i]], params[i])
+                self._fresh.add(i)
+            self._invalidate()
+            self._gather(self._current_plan(slots), grads)
+        if lr_changes is not None:
+            self._write_lrs(lr_changes)
+        if grad_scale is None:
+            self._plan.run(hyper)
+        else:
+            self._plan.run(hyper, scale)
+        self._fresh.clear()
+        self._step_count = t + 1
+        if not fast and lr_changes is None:
+            self._remember_options(hyper)
+
+    def _checked_groups(self, t):
+        """Every group's checked hyperparameters at step t, and the lr changes to write
+        once the step is sure to run: (group index, group, schedule or None, lr)."""
+        hyper = []
+        lr_changes = None
+        for gi, g in enumerate(self.param_groups):
+            where = f"param_groups[{gi}]"
+            # A plain float lr and no schedule, the usual case, skips the schedule logic.
+            schedule = None if type(g["lr"]) is float and "lr_schedule" not in g else self._group_schedule(gi, g)
+            if schedule is None:
+                hyper.append(self._checked_hyper(g, where))
+                if "lr_schedule" in g:  # replaced by a number written to 'lr'
+                    lr_changes = (lr_changes or []) + [(gi, g, None, g["lr"])]
+                continue
+            lr = scheduled_lr(schedule, t, where)
+            hyper.append(self._checked_hyper(g, where, lr))
+            lr_changes = (lr_changes or []) + [(gi, g, schedule, lr)]
+        return hyper, lr_changes
+
+    def _remember_options(self, hyper):
+        """Keep this step's option objects and checked hyperparameters for the fast path,
+        unless a value could change in place (a list of betas, say)."""
+        remembered = [[g[k] for k in self._option_keys] for g in self.param_groups]
+        if all([_immutable(v) for values in remembered for v in values]):
+            self._remembered_options, self._remembered_hyper = remembered, hyper
+        else:
+            self._remembered_options = self._remembered_hyper = None
+
+    # ---- state ------------------------------------------------------------------------
+    def _fill_state(self, state, group, p):
+        if self.rule.step_in_state:
+            dict.__setitem__(state, "step", self._zero_step())
+        for slot in self.rule.state:
+            if slot.used(group.__getitem__):
+                dict.__setitem__(state, slot.name, self._new_array(p, self.rule.start_value(slot, group)))
+
+    def _new_slot_array(self, group, p, name):
+        slot = next(s for s in self.rule.state if s.name == name)
+        return self._new_array(p, self.rule.start_value(slot, group))
+
+    # ---- pointer tables -----------------------------------------------------------------
+    def _current_plan(self, slots):
+        """The plan for the current params and state, given the groups' state slots."""
+        key = (self._state_version, slots)
+        if (self._plan is None or self._plan_key != key
+                or (self._check_plan_params and not self._plan.matches(self.param_groups))):
+            self._plan, self._plan_params = self._build_plan()
+            self._plan_key = (self._state_version, slots)
+        return self._plan
+
+    def _build_plan(self, extra=(), extra_keys=(), extra_group=None):
+        """(pointer tables, their params in plan order) over all params, and `extra`, the params
+        of `extra_group` being added (a check that they share no memory with the others)."""
+        params, groups, keys = self._flat()
+        params, keys = params + list(extra), keys + list(extra_keys)
+        groups = groups + [len(self.param_groups)] * len(extra)
+        all_groups = list(self.param_groups) + ([extra_group] if extra_group is not None else [])
+        slots = tuple([self.rule.slots(g) for g in all_groups])
+        steps = np.zeros(len(params), dtype=np.int64)
+        arrays, state_arrays = [], []
+        for i, p in enumerate(params):
+            key, group = keys[i], all_groups[groups[i]]
+            arrays.append(self._param_array(p, key))
+            state = self._state_of(i, p)
+            operands = state_operands(
+                state, slots[groups[i]],
+                lambda name: self._new_slot_array(group, p, name),
+                lambda value, name: self._state_array(value, p, i, key, name))
+            state_arrays.append(operands)
+            if operands is None or all(a is None for a in operands):
+                continue
+            if self.rule.step_in_state:
+                steps[i] = self._step_value(state.get("step", 0), i, key)
+                dict.__setitem__(state, "step", self._live_step(steps, i))
+            else:
+                steps[i] = 0 if i in self._fresh else 1
+        plan = StepPlan(kernel_id(self.rule), arrays, state_arrays, groups, len(all_groups), keys, steps)
+        self._attach(plan, params)
+        return plan, params

@@ -1,0 +1,95 @@
+# Argument checks at C speed, shared by the extension modules (step, train):
+# each raises a TypeError or ValueError naming the argument and the problem.
+
+cimport numpy as cnp
+from libc.math cimport isfinite
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+cnp.import_array()
+
+
+cdef str describe(obj):
+    if isinstance(obj, np.ndarray):
+        return f"an array of dtype {obj.dtype}"
+    t = type(obj)
+    return f"a {t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else f"a {t.__qualname__}"
+
+
+cdef int check_layout(cnp.ndarray a, str name, bint written) except -1:
+    """Memory layout a kernel can update in place: never copied behind the user's back."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{name} is not C-contiguous (strides {(<object>a).strides} for shape {(<object>a).shape}); "
+                         f"fastoptim never updates or reads through a hidden copy: "
+                         f"pass np.ascontiguousarray({name.split('[')[0]}) or a contiguous array")
+    if not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{name} is byte-swapped or misaligned ({a.dtype.str}); "
+                         f"expected native-endian, aligned float32 or float64")
+    if written and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{name} is read-only; fastoptim updates it in place and needs a writeable array")
+    return 0
+
+
+cdef int check_float_array(obj, str name) except -1:
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"{name} must be a numpy.ndarray of float32 or float64, got {describe(obj)}")
+    if dtype_index(cnp.PyArray_TYPE(<cnp.ndarray>obj)) < 0:
+        raise TypeError(f"{name} has dtype {(<cnp.ndarray>obj).dtype}; "
+                        f"expected float32 or float64 (complex, integer and other dtypes are not supported)")
+    return 0
+
+
+cdef int check_like(obj, str name, cnp.ndarray ref, str ref_name) except -1:
+    """obj is a float array with ref's dtype and shape."""
+    cdef cnp.ndarray a
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"{name} must be a numpy.ndarray with {ref_name}'s dtype {ref.dtype}, "
+                        f"got {describe(obj)}")
+    a = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(ref):
+        if dtype_index(cnp.PyArray_TYPE(a)) < 0:
+            raise TypeError(f"{name} has dtype {a.dtype}; expected {ref.dtype} like {ref_name} "
+                            f"(complex, integer and other dtypes are not supported)")
+        raise TypeError(f"{name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}")
+    if not same_shape(a, ref):
+        raise ValueError(f"{name} has shape {(<object>a).shape} but {ref_name} has shape {(<object>ref).shape}")
+    return 0
+
+
+cdef int64_t check_step(step) except -1:
+    try:
+        s = int(step)
+        bad = s != step or s < 1
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ValueError(f"Invalid step: {step!r}; expected the 1-based count of this step, an integer >= 1")
+    return s
+
+
+cdef double check_grad_scale(grad_scale) except -1:
+    """1.0 for None, else a finite real number > 0 as a double (the grad is divided by it)."""
+    cdef double s
+    if grad_scale is None:
+        return 1.0
+    if type(grad_scale) is not float and (isinstance(grad_scale, (bool, np.bool_))
+                                          or not isinstance(grad_scale, (int, float, np.integer, np.floating))):
+        raise TypeError(f"Invalid grad_scale={grad_scale!r}; expected a real number > 0 (the grads are "
+                        f"divided by it) or None")
+    s = float(grad_scale)
+    if not (isfinite(s) and s > 0):
+        raise ValueError(f"Invalid grad_scale={grad_scale!r}; must be finite and > 0 (the grads are divided by it)")
+    return s
+
+
+cdef object scalar_as_array(obj, cnp.ndarray param):
+    """A NumPy scalar grad of a 0-d param, as a 0-d array (grads are only read), else obj.
+
+    `err.mean()` is the natural gradient of a scalar bias; only exact dtype
+    matches are taken, so nothing is rounded on the way in.
+    """
+    if (cnp.PyArray_NDIM(param) == 0 and isinstance(obj, np.generic)
+            and (<object>obj).dtype == param.dtype):
+        return np.asarray(obj)
+    return obj

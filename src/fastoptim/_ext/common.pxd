@@ -1,0 +1,68 @@
+# Declarations and inline helpers shared by the extension modules: the C
+# kernels' interface (csrc/fastoptim/kernels.h) and the split of a range of
+# elements over threads.  Everything here is inline or extern: each module
+# that cimports it compiles its own copy, with no call across modules.
+
+from libc.stdint cimport int64_t
+
+cdef extern from "fastoptim/kernels.h" nogil:
+    ctypedef Py_ssize_t fo_index
+
+    enum:
+        FO_FLOAT32, FO_FLOAT64, FO_N_DTYPES
+        FO_GRAD_PLAIN, FO_GRAD_SCALED
+        FO_MAX_OPERANDS
+        FO_FIELD_REAL, FO_FIELD_FLAG
+        FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS
+
+    # The header every rule's arguments start with; the rest of fo_args is
+    # filled through the field tables (fo_rule_describe), never named here.
+    ctypedef struct fo_common:
+        double lr
+        int64_t step
+        int maximize
+        double grad_scale
+
+    ctypedef struct fo_args:
+        fo_common common
+
+    ctypedef struct fo_field:
+        const char *name
+        int kind
+        size_t offset
+
+    ctypedef struct fo_rule_desc:
+        const char *name
+        int n_fields
+        const fo_field *fields
+
+    ctypedef void (*fo_range_fn)(const fo_args *args, char *const *data, fo_index begin, fo_index end) noexcept
+
+    ctypedef struct fo_kernel_table:
+        const char *name
+
+    fo_range_fn fo_range(const fo_kernel_table *table, int rule, int dtype, int grad_mode)
+    void fo_prepare(int rule, fo_args *a)
+    const fo_kernel_table *fo_compiled_table(int level)
+    int fo_cpu_supports(int level)
+    const fo_rule_desc *fo_rule_describe(int rule)
+
+
+cdef inline fo_index split_point(fo_index n, int part, int parts) noexcept nogil:
+    """Where part `part` of `parts` equal shares of n elements begins.
+
+    Boundaries fall on multiples of 16 elements (64 bytes of float32), so two
+    threads never write one cache line of an aligned array; the split depends
+    on n and parts alone, never on timing.
+    """
+    if part >= parts:
+        return n
+    return (<fo_index>((<double>n * part) / parts)) & ~(<fo_index>15)
+
+
+cdef inline int threads_for(fo_index n_elements, int n_threads, fo_index min_elements) noexcept nogil:
+    """Threads for a call over n_elements: one below min_elements, where starting
+    a parallel region costs more than the work."""
+    if n_threads <= 1 or n_elements < min_elements:
+        return 1
+    return n_threads

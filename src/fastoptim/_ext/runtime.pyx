@@ -1,0 +1,147 @@
+# Threads, SIMD level and build facts, and the C kernel tables they select
+# (csrc/kernels.c is compiled into this module only; the other modules reach
+# the tables through the functions of runtime.pxd).
+
+from .common cimport (FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index,
+                      fo_kernel_table, fo_rule_desc, fo_rule_describe, threads_for)
+from .openmp cimport FASTOPTIM_OPENMP, omp_get_max_threads
+
+import os
+
+OPENMP = bool(FASTOPTIM_OPENMP)
+
+cdef int _n_threads = 1
+# Below this many elements per call, work runs on one thread: starting a
+# parallel region costs more than the work.  Tests lower it to exercise splits.
+cdef fo_index _parallel_min_elements = 1 << 15
+
+
+cdef const fo_kernel_table *kernel_table() noexcept nogil:
+    return _table
+
+
+cdef int parallel_threads(fo_index n_elements, int n_threads) noexcept nogil:
+    return threads_for(n_elements, n_threads, _parallel_min_elements)
+
+
+cdef int step_threads(fo_index n_elements) noexcept nogil:
+    return threads_for(n_elements, _n_threads, _parallel_min_elements)
+
+
+cdef const fo_rule_desc *rule_describe(int rule) noexcept nogil:
+    return fo_rule_describe(rule)
+
+
+# ---- threads ------------------------------------------------------------------
+
+def usable_cores():
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_num_threads():
+    """OMP_NUM_THREADS if set (as omp_get_max_threads reports it), else the usable cores."""
+    if not FASTOPTIM_OPENMP:
+        return 1
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, omp_get_max_threads())
+    return usable_cores()
+
+
+def _set_num_threads(int n):
+    global _n_threads
+    _n_threads = n if FASTOPTIM_OPENMP else 1
+
+
+def get_num_threads():
+    """The number of threads a step uses."""
+    return _n_threads
+
+
+def _set_parallel_min_elements(fo_index n):
+    """Test hook: the size from which a call is split across threads; returns the old one."""
+    global _parallel_min_elements
+    old = _parallel_min_elements
+    _parallel_min_elements = n
+    return old
+
+
+# ---- SIMD level ---------------------------------------------------------------------
+
+SIMD_LEVELS = ("baseline", "avx2", "avx512")
+cdef const fo_kernel_table *_table = fo_compiled_table(FO_SIMD_BASELINE)
+
+
+def compiled_simd_levels():
+    """SIMD levels this build has code for."""
+    return tuple(name for i, name in enumerate(SIMD_LEVELS) if fo_compiled_table(i) != NULL)
+
+
+def supported_simd_levels():
+    """SIMD levels this build has code for and this CPU can run."""
+    return tuple(name for i, name in enumerate(SIMD_LEVELS)
+                 if fo_compiled_table(i) != NULL and fo_cpu_supports(i))
+
+
+def get_simd_level():
+    """The SIMD level of the kernels in use."""
+    return _table.name.decode()
+
+
+def set_simd_level(level):
+    """Use the kernels of `level` ('baseline', 'avx2' or 'avx512'); returns the previous level."""
+    global _table
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"Invalid SIMD level {level!r}: expected one of {SIMD_LEVELS}")
+    i = SIMD_LEVELS.index(level)
+    if fo_compiled_table(i) == NULL:
+        raise ValueError(f"SIMD level {level!r} is not compiled into this build "
+                         f"(compiled: {compiled_simd_levels()})")
+    if not fo_cpu_supports(i):
+        raise ValueError(f"SIMD level {level!r} is not supported by this CPU "
+                         f"(supported: {supported_simd_levels()})")
+    previous = get_simd_level()
+    _table = fo_compiled_table(i)
+    return previous
+
+
+# ---- the rules the C side has ---------------------------------------------------------
+
+def rule_fields():
+    """{rule name: (its number, its field names in kernel order)}, as csrc/fastoptim/rules.h lists them."""
+    cdef const fo_rule_desc *d
+    cdef int rule = 0, i
+    out = {}
+    while True:
+        d = fo_rule_describe(rule)
+        if d == NULL:
+            return out
+        out[d.name.decode()] = (rule, tuple(d.fields[i].name.decode() for i in range(d.n_fields)))
+        rule += 1
+
+
+# ---- build facts for show_config --------------------------------------------------------
+
+cdef extern from *:
+    """
+    #ifndef FASTOPTIM_COMPILE_ARGS
+    #define FASTOPTIM_COMPILE_ARGS "unknown"
+    #endif
+    #if defined(__clang__)
+    #define FASTOPTIM_COMPILER "clang " __clang_version__
+    #elif defined(__GNUC__)
+    #define FASTOPTIM_COMPILER "gcc " __VERSION__
+    #elif defined(_MSC_VER)
+    #define FASTOPTIM_COMPILER "msvc"
+    #else
+    #define FASTOPTIM_COMPILER "unknown"
+    #endif
+    """
+    const char *FASTOPTIM_COMPILE_ARGS
+    const char *FASTOPTIM_COMPILER
+
+COMPILER = FASTOPTIM_COMPILER.decode()
+COMPILE_ARGS = FASTOPTIM_COMPILE_ARGS.decode()

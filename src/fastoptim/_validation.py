@@ -1,0 +1,123 @@
+"""Argument checks: every check of a number, a flag or a count in fastoptim.
+
+Each check returns the value converted (float, bool or int) or raises a
+TypeError (wrong kind) or ValueError (out of range) that names the argument,
+its value and where it came from.  Two wordings exist, because users and
+tests know both:
+
+  - with a `label`, torch.optim's: "Invalid learning rate: lr=-1 (param_groups[0]);
+    must be finite and >= 0" (hyperparameters and schedule arguments);
+  - without one, the plain form: "max_norm must be >= 0.0, got -1"
+    (training helpers, estimators).
+
+NaN is never accepted, nor infinities unless `allow_inf`.
+"""
+import math
+import numbers
+import operator
+
+import numpy as np
+
+_REAL_TYPES = (float, int, np.floating, np.integer)
+_BOOL_TYPES = (bool, np.bool_)
+
+
+def _is_real(value):
+    # Concrete types first: an ABC check is slower and grows abc's caches.
+    if type(value) is float:
+        return True
+    if isinstance(value, _BOOL_TYPES):
+        return False
+    return isinstance(value, _REAL_TYPES) or isinstance(value, numbers.Real)
+
+
+def is_integer(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, _BOOL_TYPES)
+
+
+def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open=False, allow_inf=False,
+         label=None, where=""):
+    """A real number in the bounds (closed unless *_open), as a float.
+
+    label/where: torch.optim's wording, "Invalid {label}: {name}={value!r}{where}; ..."
+    (where is appended as given, e.g. " (param_groups[1])").
+    """
+    if not _is_real(value):
+        if label is not None:
+            raise TypeError(f"Invalid {label}: {name}={value!r}{where}; expected a real number")
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    x = float(value)
+    finite = math.isfinite(x) or (allow_inf and not math.isnan(x))
+    above = x > low if low_open else x >= low
+    below = x < high if high_open else x <= high
+    if finite and above and below:
+        return x
+    if label is not None:
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        bound = f">= {low:g}" if math.isinf(high) else f"in {lo}, {hi}"
+        raise ValueError(f"Invalid {label}: {name}={value!r}{where}; must be finite and {bound}")
+    if not finite:
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if not above:
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+
+
+def flag(value, name, where=""):
+    """True or False (also NumPy bools, and the integers 0 and 1), as a bool."""
+    if isinstance(value, _BOOL_TYPES) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"Invalid {name}={value!r}{where}; expected True or False")
+
+
+def integer(value, name, *, minimum=None, label=None, where="", kind="an integer"):
+    """An integer (not a bool) >= minimum, as an int.
+
+    label/where: the "Invalid {label}: {name}={value!r}{where}; ..." wording, where
+    `kind` says what was expected ("an integer number of steps").
+    """
+    if not is_integer(value):
+        if label is not None:
+            raise TypeError(f"Invalid {label}: {name}={value!r}{where}; expected {kind}")
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if minimum is not None and value < minimum:
+        if label is not None:
+            raise ValueError(f"Invalid {label}: {name}={value!r}{where}; must be >= {minimum}")
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _index(value, name, what):
+    """value as an int (anything with __index__), or a TypeError saying what was expected."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, got {value!r}") from None
+
+
+def positive_int(value, name, allow_none=False):
+    """An integer >= 1 (anything with __index__), as an int; None passes if allow_none."""
+    if value is None and allow_none:
+        return None
+    what = f"a positive integer{' or None' if allow_none else ''}"
+    n = _index(value, name, what)
+    if n < 1:
+        raise ValueError(f"{name} must be {what}, got {n}")
+    return n
+
+
+def step_count(value, name):
+    """A number of steps taken: an integer >= 0, as an int."""
+    if not is_integer(value) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (the number of steps taken), got {value!r}")
+    return int(value)
+
+
+def seed(value, name="seed"):
+    """A 64-bit integer seed: `value` itself (>= 0), or fresh entropy when it is None."""
+    if value is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    s = _index(value, name, "an integer or None")
+    if s < 0:
+        raise ValueError(f"{name} must be >= 0, got {s}")
+    return s & 0xFFFFFFFFFFFFFFFF

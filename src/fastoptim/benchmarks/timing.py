@@ -1,0 +1,94 @@
+"""How every benchmark of fastoptim times and reports: calibrated calls timed in
+interleaved rounds, medians, ratios of medians from the same run, and the
+machine's streaming bandwidth for the roofline."""
+import statistics
+import time
+
+import numpy as np
+
+from .._config import get_num_threads
+from .._registry import BY_NAME, SPECS
+from .._ext import bandwidth, runtime
+
+
+def add_selection_arguments(parser):
+    """--optimizers and --threads, as every optimizer benchmark takes them."""
+    parser.add_argument("--optimizers", default=",".join(s.name for s in SPECS),
+                        help="comma-separated names (default: all)")
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated thread counts (default: all usable cores; 'all' allowed)")
+
+
+def selected_optimizers(text):
+    """The registry names in '--optimizers', or a SystemExit naming the unknown ones."""
+    optimizers = [o.strip() for o in text.split(",")]
+    unknown = [o for o in optimizers if o not in BY_NAME]
+    if unknown:
+        raise SystemExit(f"unknown optimizers {unknown}; choose from {list(BY_NAME)}")
+    return optimizers
+
+
+def parse_sizes(text):
+    """'1024,2**20' -> (1024, 1048576)."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        base, _, exponent = part.partition("**")
+        sizes.append(int(base) ** int(exponent) if exponent else int(part))
+    return tuple(sizes)
+
+
+def parse_threads(text):
+    """'1,all' -> (1, usable cores); None -> the current thread count."""
+    if text is None:
+        return (get_num_threads(),)
+    return tuple(runtime.usable_cores() if t.strip() == "all" else int(t) for t in text.split(","))
+
+
+def time_calls(fn, calls):
+    """Seconds per call of `calls` calls of fn()."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def calibrate(fn, min_seconds):
+    """How many calls of fn() take at least min_seconds."""
+    calls = 1
+    while True:
+        t = time_calls(fn, calls)
+        if t * calls >= min_seconds or calls >= 1 << 20:
+            return calls
+        calls = max(calls * 2, int(calls * min_seconds / max(t * calls, 1e-9)) + 1)
+
+
+def measure(contenders, rounds, min_seconds):
+    """Median seconds per call of each contender, timed in interleaved rounds."""
+    calls = {name: calibrate(fn, min_seconds) for name, fn in contenders.items()}
+    samples = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            samples[name].append(time_calls(fn, calls[name]))
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def machine_bandwidth(threads, rounds=5):
+    """Bytes per second of a = s * a + b on 2 x 256 MiB float64 arrays (3 streams of 8 bytes)."""
+    n = 2**25
+    a, b = np.ones(n), np.full(n, 1e-9)
+    bandwidth.scale_add_inplace(a, b, 0.5, threads)
+    t = min(time_calls(lambda: bandwidth.scale_add_inplace(a, b, 0.5, threads), 1) for _ in range(rounds))
+    return 3 * 8 * n / t
+
+
+def format_time(seconds):
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def size_label(n):
+    """2^k for powers of two, else n."""
+    return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)

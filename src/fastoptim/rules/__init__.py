@@ -1,0 +1,45 @@
+"""Every update rule, described once (see _rule.py for what a Rule holds).
+
+RULES lists them; fastoptim.functional, fastoptim.reference,
+fastoptim.optim, fastoptim.torch, the test and benchmark registry and the
+demos are generated from this list.  Adding a rule: see docs/adding_a_rule.md.
+"""
+from .._ext.runtime import rule_fields
+from ._rule import TORCH_ONLY_DEFAULTS, Demo, Flag, Pair, Real, Rule, Slot, Variant
+from .adadelta import ADADELTA
+from .adagrad import ADAGRAD
+from .adam import ADAM
+from .rmsprop import RMSPROP
+from .sgd import SGD
+
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM)
+
+# (rule, variant) for every public face, in RULES order.
+VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)
+
+__all__ = ["RULES", "VARIANTS", "Rule", "Real", "Flag", "Pair", "Slot", "Variant", "Demo",
+           "TORCH_ONLY_DEFAULTS", "kernel_id"]
+
+
+def _kernel_ids():
+    """Each rule's number in the C rule list, after checking that both sides name the same fields."""
+    compiled = rule_fields()
+    ids = {}
+    for rule in RULES:
+        if rule.kernel not in compiled:
+            raise ImportError(f"fastoptim: rule {rule.kernel!r} has no C kernel; add it to csrc/fastoptim/rules.h "
+                              f"(compiled: {sorted(compiled)})")
+        number, fields = compiled[rule.kernel]
+        if fields != rule.field_names:
+            raise ImportError(f"fastoptim: rule {rule.kernel!r} lists the kernel fields {rule.field_names} but "
+                              f"csrc/fastoptim/rules/{rule.kernel}.inc has {fields}")
+        ids[rule.kernel] = number
+    return ids
+
+
+_IDS = _kernel_ids()
+
+
+def kernel_id(rule):
+    """The rule's number in the C kernel tables."""
+    return _IDS[rule.kernel]
