@@ -8,7 +8,8 @@ import pytest
 
 from fastoptim import demos
 
-LABELS = ["SGD", "Momentum", "Nesterov", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+# Every contender, from the registry (fastoptim.rules): SGD, Momentum, Nesterov, Adagrad, ...
+LABELS = [c.label for c in demos.CONTENDERS]
 
 
 def assert_png(path, min_width=600):
