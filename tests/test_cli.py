@@ -1,0 +1,36 @@
+"""python -m fastoptim's command line: bench's subcommands and the older flags that still pick them."""
+import argparse
+
+import pytest
+
+from fastoptim import benchmarks
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["bench"], ["bench", "optim"]),
+    (["bench", "--quick", "--sizes", "1024"], ["bench", "optim", "--quick", "--sizes", "1024"]),
+    (["bench", "--torch", "--quick"], ["bench", "torch", "--quick"]),
+    (["bench", "--hogwild", "--n-samples", "10"], ["bench", "hogwild", "--n-samples", "10"]),
+    (["bench", "hogwild", "--epochs", "2"], ["bench", "hogwild", "--epochs", "2"]),
+    (["compare", "--epochs", "2"], ["compare", "--epochs", "2"]),
+])
+def test_older_bench_spellings_pick_a_subcommand(argv, expected):
+    assert benchmarks.subcommand_argv(argv) == expected
+
+
+def test_every_flag_of_each_benchmark_parses():
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    benchmarks.add_arguments(commands.add_parser("bench"))
+    args = parser.parse_args(benchmarks.subcommand_argv(
+        ["bench", "--optimizers", "adam", "--sizes", "2**10", "--threads", "1", "--dtype", "float64", "--json", "x",
+         "--plot", "y", "--no-torch", "--no-many", "--quick"]))
+    assert (args.benchmark, args.optimizers, args.dtype, args.no_many) == ("optim", "adam", "float64", True)
+    args = parser.parse_args(benchmarks.subcommand_argv(["bench", "--torch", "--optimizers", "sgd", "--threads",
+                                                         "1,2", "--json", "x", "--quick"]))
+    assert (args.benchmark, args.optimizers, args.threads) == ("torch", "sgd", "1,2")
+    args = parser.parse_args(benchmarks.subcommand_argv(
+        ["bench", "--hogwild", "--n-samples", "10", "--n-features", "5", "--nnz", "2", "--label-noise", "0.1",
+         "--loss", "log_loss", "--alpha", "1e-4", "--epochs", "2", "--repeats", "1", "--hogwild-threads", "1",
+         "--hogwild-dtype", "float32", "--json", "x"]))
+    assert (args.benchmark, args.n_samples, args.loss, args.hogwild_dtype) == ("hogwild", 10, "log_loss", "float32")
