@@ -44,6 +44,18 @@ PER_ELEMENT = ("adamax", "nadam", "radam", "asgd", "rprop", "adafactor")
 IMPLEMENTATION_FLAGS = ("capturable", "differentiable", "foreach", "fused")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tensors of a few elements: torch's second OpenMP thread only spins (40x the CPU time when busy)."""
+    if torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _info(name):
     return next(info for info in OPTIM_DB if info.optim_cls.__name__ == TORCH_NAMES[name])
 
