@@ -476,6 +476,8 @@ def test_lbfgs_rejects_bad_arguments():
         R.LBFGS([np.zeros(2)], line_search_fn="armijo")
     with pytest.raises(ValueError, match="one dtype"):
         R.LBFGS([np.zeros(2), np.zeros(2, np.float32)])
+    with pytest.raises(ValueError, match=r"params\[0\] must be a C-contiguous, writeable array"):
+        R.LBFGS([np.zeros((3, 4))[:, 1]])
     with pytest.raises(ValueError, match="1 grads for 2 params"):
         R.LBFGS([np.zeros(2), np.zeros(3)]).step(lambda: (0.0, [np.ones(2)]))
     with pytest.raises(ValueError, match=r"grads\[1\] has shape \(2,\) but params\[1\] has shape \(3,\)"):

@@ -310,7 +310,7 @@ def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.
 # ---- Muon ----------------------------------------------------------------------------
 
 def _to_bfloat16(x):
-    """Round to bfloat16 (nearest even) and back to float32, as torch's .bfloat16() rounds."""
+    """Round to bfloat16 (nearest even) and back to float32, as torch's .bfloat16() rounds (needs ml_dtypes)."""
     import ml_dtypes
     return np.asarray(x, dtype=np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
 
@@ -527,6 +527,9 @@ class LBFGS:
         self.params = list(params)
         if len({p.dtype for p in self.params}) != 1:
             raise ValueError("LBFGS params must share one dtype")
+        for i, p in enumerate(self.params):
+            if not (p.flags.c_contiguous and p.flags.writeable):
+                raise ValueError(f"params[{i}] must be a C-contiguous, writeable array (updated in place)")
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         self.lr, self.max_iter, self.max_eval = lr, max_iter, max_eval
@@ -799,7 +802,7 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     dtype is float64).  ``lr`` is needed for ASGD's eta and Rprop's step_size.
     """
     zeros = lambda: np.zeros_like(param)  # noqa: E731
-    if name in ("adamax",):
+    if name == "adamax":
         return {"exp_avg": zeros(), "exp_inf": zeros()}
     if name == "nadam":
         return {"mu_product": np.ones((), scalar_dtype), "exp_avg": zeros(), "exp_avg_sq": zeros()}
