@@ -565,18 +565,17 @@ BLOCK_SIZES = [0, 1, 7, 8, 9, 255, 256, 257, 2047, 2048, 2055, 4097, 100003]
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_block_norm_is_the_clipping_norm_bit_for_bit(dtype):
     """block_sum_squares equals the C kernel of fastoptim.train's clipping norm exactly (1 and 2 threads)."""
-    from fastoptim import _train_kernels
+    from fastoptim._ext import runtime, train
     rng = np.random.default_rng(7)
     for n in BLOCK_SIZES:
         x = (rng.standard_normal(n) * rng.uniform(0.1, 10, n)).astype(dtype)
         ours = R.block_sum_squares(x)
         for threads in (1, 2):
-            old = _train_kernels._set_parallel_min_elements(0)
+            old = runtime._set_parallel_min_elements(0)
             try:
-                theirs = _train_kernels.reduce([x], ["x"], _train_kernels.REDUCE_MODES["sum_squares"], 2.0, 1.0,
-                                               threads)
+                theirs = train.reduce([x], ["x"], train.REDUCE_MODES["sum_squares"], 2.0, 1.0, threads)
             finally:
-                _train_kernels._set_parallel_min_elements(old)
+                runtime._set_parallel_min_elements(old)
             assert ours == theirs, (n, threads, ours, theirs)
         np.testing.assert_allclose(R.block_norm(x), np.linalg.norm(x.astype(np.float64)), rtol=1e-14)
 
