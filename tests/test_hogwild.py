@@ -10,7 +10,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastoptim import _hogwild, _kernels, hogwild, hogwild_bench
+from fastoptim import _kernels, hogwild_bench
+from fastoptim.hogwild import _estimators, _kernel
 from fastoptim.hogwild import HogwildSGDClassifier, HogwildSGDRegressor
 
 CLASSIFIER_LOSSES = HogwildSGDClassifier._LOSSES
@@ -21,7 +22,7 @@ LAYOUTS = ("csr", "dense")
 @pytest.fixture
 def threads_on_small_data(monkeypatch):
     """Run even the smallest epoch on the threads asked for."""
-    monkeypatch.setattr(hogwild, "PARALLEL_MIN_NNZ", 0)
+    monkeypatch.setattr(_estimators, "PARALLEL_MIN_NNZ", 0)
 
 
 def sparse_problem(n_samples=2000, n_features=300, density=0.05, noise=0.0, seed=0, dtype=np.float64,
@@ -320,7 +321,7 @@ def test_unit_sample_weights_are_no_weights():
                                np.array([-2**63, 2**63 - 1], np.int64)])
 def test_label_encoding_is_numpy_unique(y):
     y = np.asarray(y)
-    classes, label = hogwild._encode_labels(y)
+    classes, label = _estimators._encode_labels(y)
     expected_classes, expected_label = np.unique(y, return_inverse=True)
     assert classes.dtype == expected_classes.dtype
     np.testing.assert_array_equal(classes, expected_classes)
@@ -372,27 +373,27 @@ def test_prefetching_shuffle_is_plain_fisher_yates(n):
     """Drawing partners ahead to prefetch them keeps the permutation (the draws keep their order)."""
     for seed in (0, 1, 2**63 + 12345):
         order = np.arange(n, dtype=np.intp)
-        _hogwild.shuffle(order, seed)
+        _kernel.shuffle(order, seed)
         assert order.tolist() == splitmix64_fisher_yates(n, seed)
 
 
 def test_shuffle_is_a_uniform_permutation():
     order = np.arange(100_001, dtype=np.intp)
-    _hogwild.shuffle(order, 2**63 - 1)
+    _kernel.shuffle(order, 2**63 - 1)
     np.testing.assert_array_equal(np.sort(order), np.arange(100_001))
     counts = np.zeros((6, 6))
     for seed in range(6000):
         order = np.arange(6, dtype=np.intp)
-        _hogwild.shuffle(order, seed)
+        _kernel.shuffle(order, seed)
         counts[np.arange(6), order] += 1
     assert np.abs(counts - 1000).max() < 150  # each place gets each element 1000 +- 4.5 sigma times
 
 
 def planned_epoch(n, seed=0, t_start=1.0, scale_start=1.0, alpha=1e-3, eta0=0.05):
     """An Epoch of n positions with a pending shuffle and a plan that tracks the norm and averages."""
-    epoch = _hogwild.Epoch(n, True, True)
+    epoch = _kernel.Epoch(n, True, True)
     epoch.set_shuffle(seed)
-    epoch.set_plan(_hogwild.SCHEDULES["invscaling"], eta0, 0.5, alpha, 0.0, alpha, t_start, scale_start,
+    epoch.set_plan(_kernel.SCHEDULES["invscaling"], eta0, 0.5, alpha, 0.0, alpha, t_start, scale_start,
                    average_from=50.0, average_a=0.25, average_b=2.0)
     return epoch
 
@@ -412,9 +413,9 @@ def test_next_epoch_prepared_in_the_parallel_loop_equals_serial(n_threads, alpha
     assert in_loop.pending
     order_before = current.order.copy()
     w, aw = np.zeros(X.shape[1]), np.zeros(X.shape[1])
-    result = _hogwild.run_block(w, X.data, X.indices, X.indptr, False, X.shape[1], np.where(y == 1, 1.0, -1.0),
-                                np.ones(n), current, 0, n, 1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0,
-                                n_threads, np.zeros(n_threads * _hogwild.THREAD_SCRATCH), aw, 0, in_loop)
+    result = _kernel.run_block(w, X.data, X.indices, X.indptr, False, X.shape[1], np.where(y == 1, 1.0, -1.0),
+                                np.ones(n), current, 0, n, 1.0, _kernel.LOSSES["hinge"], 0.1, True, 0.01, 0.0,
+                                n_threads, np.zeros(n_threads * _kernel.THREAD_SCRATCH), aw, 0, in_loop)
     assert not in_loop.pending and result[4] == 0
     np.testing.assert_array_equal(current.order, order_before)
     for name in ("order", "eta", "scale_after", "norm_weight", "average_weight"):
@@ -430,18 +431,18 @@ def test_epoch_misuse_is_refused():
     n, d = X.shape
     epoch = planned_epoch(n)
     args = (np.zeros(d), X.data, X.indices, X.indptr, False, d, np.ones(n), np.ones(n))
-    tail = (1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0, 1, np.zeros(_hogwild.THREAD_SCRATCH))
+    tail = (1.0, _kernel.LOSSES["hinge"], 0.1, True, 0.01, 0.0, 1, np.zeros(_kernel.THREAD_SCRATCH))
     with pytest.raises(ValueError, match="pending tasks"):
-        _hogwild.run_block(*args, epoch, 0, n, *tail)
+        _kernel.run_block(*args, epoch, 0, n, *tail)
     with pytest.raises(RuntimeError, match="pending tasks"):
         epoch.blocks()
     epoch.prepare()
     with pytest.raises(ValueError, match="cannot prepare itself"):
-        _hogwild.run_block(*args, epoch, 0, n, *tail, None, 0, epoch)
+        _kernel.run_block(*args, epoch, 0, n, *tail, None, 0, epoch)
     with pytest.raises(ValueError, match="not within the epoch"):
-        _hogwild.run_block(*args, epoch, 0, n + 1, *tail)
+        _kernel.run_block(*args, epoch, 0, n + 1, *tail)
     with pytest.raises(ValueError, match="not within the epoch"):
-        _hogwild.run_block(*args[:-1], np.ones(n - 1), epoch, 0, n, *tail)
+        _kernel.run_block(*args[:-1], np.ones(n - 1), epoch, 0, n, *tail)
 
 
 def test_other_sparse_formats_and_index_types_give_the_same_fit():
@@ -551,15 +552,15 @@ def test_failed_fit_keeps_the_previous_model(cls):
 
 def test_epoch_sizes_and_threads_are_checked():
     with pytest.raises(ValueError, match="at least one sample"):
-        _hogwild.Epoch(0, True, True)
+        _kernel.Epoch(0, True, True)
     epoch = planned_epoch(10)
     with pytest.raises(ValueError, match="n_threads must be at least 1"):
         epoch.prepare(0)
     epoch.prepare()
     args = (np.zeros(3), np.ones(10), np.zeros(10, np.int32), np.arange(11, dtype=np.int32), False, 3,
-            np.ones(10), None, epoch, 0, 10, 1.0, _hogwild.LOSSES["hinge"], 0.1, True, 0.01, 0.0)
+            np.ones(10), None, epoch, 0, 10, 1.0, _kernel.LOSSES["hinge"], 0.1, True, 0.01, 0.0)
     with pytest.raises(ValueError, match="n_threads must be at least 1"):
-        _hogwild.run_block(*args, 0, np.zeros(_hogwild.THREAD_SCRATCH))
+        _kernel.run_block(*args, 0, np.zeros(_kernel.THREAD_SCRATCH))
 
 
 def test_benchmark_orders_are_balanced():

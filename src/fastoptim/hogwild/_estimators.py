@@ -1,31 +1,5 @@
-"""Hogwild!: lock-free parallel SGD for sparse linear models, as scikit-learn estimators.
-
-HogwildSGDClassifier and HogwildSGDRegressor take SGDClassifier's and
-SGDRegressor's parameter names and defaults (L2 penalty only) plus `n_threads`.
-Each epoch is one nogil OpenMP region: the threads claim slices of a shuffled
-sample order in turn and update the shared weights without locks, touching
-only the nonzeros of their rows (Niu, Recht, Re and Wright, 2011).
-
-Results are bit-reproducible with n_threads=1 and a fixed random_state.  With
-more threads the updates race by design (a thread may read weights another is
-writing, and a write may occasionally be lost), so results vary slightly from
-run to run; on sparse data such collisions are rare and accuracy is unaffected.
-On dense data every update writes every weight, so threads contend for the
-same cache lines: there one thread is usually as fast as several.  Averaged SGD
-(`average`) keeps scikit-learn's lazy form, in which a weight update lost to a
-race is never corrected in the average: with several threads use it on sparse
-data with many features, where two threads rarely write the same weight at once.
-
-fit reads X once per epoch and nothing more: it finds NaN and infinities in X
-during the first epoch (each stored value enters a dot product) and then raises
-scikit-learn's error, and the next epoch's shuffle and step-size plan are done
-by the threads while the current epoch runs.  partial_fit checks X before it
-writes anything.
-
-Needs scikit-learn (>= 1.6) and SciPy: pip install 'fastoptim[hogwild]'.
-"""
+"""HogwildSGDClassifier and HogwildSGDRegressor: scikit-learn estimators around the Hogwild! kernel."""
 import contextlib
-import numbers
 import warnings
 
 import numpy as np
@@ -39,10 +13,10 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import _hogwild, _kernels
-from ._config import _resolve_threads
-
-__all__ = ["HogwildSGDClassifier", "HogwildSGDRegressor"]
+from .. import _kernels
+from .._config import _resolve_threads
+from . import _kernel
+from ._checks import check_number, check_sample_weight
 
 # scikit-learn damps intercept updates on sparse input by this factor (SPARSE_INTERCEPT_DECAY).
 SPARSE_INTERCEPT_DECAY = 0.01
@@ -53,39 +27,6 @@ _NO_INDEX = np.zeros(1, dtype=np.int32)
 # threads would cost more than the work, and small fits stay deterministic.
 # Tests lower it to exercise the threads on small problems.
 PARALLEL_MIN_NNZ = 1 << 16
-
-
-def _check_number(name, value, low=None, high=None, low_open=False, integer=False, allow_none=False):
-    if value is None and allow_none:
-        return
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}"
-                        f"{' or None' if allow_none else ''}, got {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
-
-
-def _check_sample_weight(sample_weight, n_samples):
-    """sample_weight as float64 (None stays None: all ones, and the kernel reads nothing)."""
-    if sample_weight is None:
-        return None
-    sample_weight = np.asarray(sample_weight, dtype=np.float64)
-    if sample_weight.ndim == 0:
-        return np.full(n_samples, float(sample_weight))
-    if sample_weight.shape != (n_samples,):
-        raise ValueError(f"sample_weight.shape == {sample_weight.shape}, expected {(n_samples,)}!")
-    if not np.isfinite(sample_weight).all():
-        raise ValueError("sample_weight contains NaN or infinity")
-    if (sample_weight < 0).any():
-        raise ValueError("sample_weight must be non-negative")
-    if n_samples and not sample_weight.any():
-        raise ValueError("Sample weights must contain at least one non-zero number.")
-    return np.ascontiguousarray(sample_weight)
 
 
 def _encode_labels(y):
@@ -133,19 +74,19 @@ class _BaseHogwildSGD(BaseEstimator):
         if self.learning_rate not in LEARNING_RATES:
             raise ValueError(f"learning_rate={self.learning_rate!r} is not supported; "
                              f"choose from {LEARNING_RATES}")
-        _check_number("alpha", self.alpha, low=0.0)
+        check_number("alpha", self.alpha, low=0.0)
         if self.learning_rate == "optimal" and self.alpha == 0:
             raise ValueError("alpha must be > 0 since learning_rate is 'optimal'. alpha is used to "
                              "compute the optimal learning rate.")
-        _check_number("eta0", self.eta0, low=0.0, low_open=self.learning_rate != "optimal")
-        _check_number("power_t", self.power_t)
-        _check_number("beta", self.beta, low=0.0, high=1.0, low_open=True)
-        _check_number("epsilon", self.epsilon, low=0.0)
-        _check_number("max_iter", self.max_iter, low=1, integer=True)
-        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
-        _check_number("tol", self.tol, allow_none=True)
+        check_number("eta0", self.eta0, low=0.0, low_open=self.learning_rate != "optimal")
+        check_number("power_t", self.power_t)
+        check_number("beta", self.beta, low=0.0, high=1.0, low_open=True)
+        check_number("epsilon", self.epsilon, low=0.0)
+        check_number("max_iter", self.max_iter, low=1, integer=True)
+        check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
+        check_number("tol", self.tol, allow_none=True)
         if not isinstance(self.average, (bool, np.bool_)):
-            _check_number("average", self.average, low=0, integer=True)
+            check_number("average", self.average, low=0, integer=True)
         for name in ("shuffle", "fit_intercept"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -191,7 +132,7 @@ class _BaseHogwildSGD(BaseEstimator):
     def _optimal_init(self):
         """scikit-learn's offset of the 'optimal' schedule (Bottou's heuristic for the first step)."""
         typw = np.sqrt(1.0 / np.sqrt(self.alpha))
-        derivative = _hogwild.derivative(_hogwild.LOSSES[self.loss], -typw, 1.0, self.epsilon)
+        derivative = _kernel.derivative(_kernel.LOSSES[self.loss], -typw, 1.0, self.epsilon)
         return 1.0 / (typw / max(1.0, derivative) * self.alpha)
 
     def _average_from(self):
@@ -252,9 +193,9 @@ class _BaseHogwildSGD(BaseEstimator):
         else:
             data, indices = X.data, X.indices
             indptr = X.indptr.astype(indices.dtype, copy=False)
-        scratch = np.zeros(n_threads * _hogwild.THREAD_SCRATCH)
+        scratch = np.zeros(n_threads * _kernel.THREAD_SCRATCH)
         y = np.ascontiguousarray(y, dtype=np.float64)
-        loss = _hogwild.LOSSES[self.loss]
+        loss = _kernel.LOSSES[self.loss]
         alpha = self.alpha if self.penalty == "l2" else 0.0
         # the stopping objective: mean loss plus alpha/2 |w|^2 before each step, as scikit-learn's
         track_norm = self.tol is not None and alpha > 0.0
@@ -270,7 +211,7 @@ class _BaseHogwildSGD(BaseEstimator):
             else:
                 schedule, eta0 = self.learning_rate, self.eta0
             # the 'optimal' schedule uses alpha even without a penalty, as scikit-learn's
-            epoch.set_plan(_hogwild.SCHEDULES[schedule], eta0, self.power_t, self.alpha, optimal_init, alpha,
+            epoch.set_plan(_kernel.SCHEDULES[schedule], eta0, self.power_t, self.alpha, optimal_init, alpha,
                            t_start, scale_start, average_from, average_a, average_b)
 
         def fold_scale():
@@ -286,8 +227,8 @@ class _BaseHogwildSGD(BaseEstimator):
         # The true weights are scale_start * coef; the scale carries over epochs until
         # folded.  Two Epochs take turns: the one running prepares the other.
         scale_start, average_a, average_b = 1.0, 0.0, 1.0
-        current = _hogwild.Epoch(n_samples, track_norm, bool(average_from))
-        following = _hogwild.Epoch(n_samples, track_norm, bool(average_from)) if max_iter > 1 else None
+        current = _kernel.Epoch(n_samples, track_norm, bool(average_from))
+        following = _kernel.Epoch(n_samples, track_norm, bool(average_from)) if max_iter > 1 else None
         set_up(current, 0, self.t_, scale_start, average_a, average_b)
         current.prepare(n_threads)
         best_objective, no_improvement = np.inf, 0
@@ -305,7 +246,7 @@ class _BaseHogwildSGD(BaseEstimator):
                     fold_scale()
                 if track_norm:
                     norm_at_start = _squared_norm(coef)
-                block_loss, norm_changes, intercept, intercept_sum, block_nonfinite = _hogwild.run_block(
+                block_loss, norm_changes, intercept, intercept_sum, block_nonfinite = _kernel.run_block(
                     coef, data, indices, indptr, dense, n_features, y, sample_weight, current, start, stop,
                     scale_start, loss, self.epsilon, self.fit_intercept, intercept_decay, intercept, n_threads,
                     scratch, average_coef, average_first, prepare)
@@ -420,7 +361,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             check_classification_targets(classes)  # y's type is its classes' (and y is 1-d here)
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
-            sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+            sample_weight = check_sample_weight(sample_weight, X.shape[0])
             self.classes_ = classes
             self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
             self._random_state = check_random_state(self.random_state)
@@ -450,7 +391,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         if len(unknown):
             raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes "
                              f"{self.classes_.tolist()}")
-        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
         label = np.searchsorted(self.classes_, y)
         self._fit_rows(X, self._binary_targets(label), sample_weight, 1, n_threads, self._random_state)
         return self
@@ -535,7 +476,7 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
             n_threads = self._check_params()
             # X's NaN and infinities are found by the first epoch (see _run_sgd)
             X, y = self._validate_Xy(X, y, reset=True, ensure_all_finite=False)
-            sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+            sample_weight = check_sample_weight(sample_weight, X.shape[0])
             self._init_state(1, X.shape[1], X.dtype)
             self._random_state = check_random_state(self.random_state)
             self._fit_rows(X, [y], sample_weight, self.max_iter, n_threads, self._random_state, check_finite=True)
@@ -546,7 +487,7 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
         n_threads = self._check_params()
         first_call = not hasattr(self, "coef_")
         X, y = self._validate_Xy(X, y, reset=first_call)
-        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
         if first_call:
             self._init_state(1, X.shape[1], X.dtype)
             self._random_state = check_random_state(self.random_state)
