@@ -6,8 +6,10 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import SGDClassifier, SGDRegressor
+from sklearn.utils._test_common.instance_generator import _get_expected_failed_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastoptim import _kernels, hogwild_bench
@@ -54,13 +56,10 @@ def split(X, y, n_test):
 
 # ---- scikit-learn's estimator checks -------------------------------------------
 
-SAMPLE_WEIGHT_REASON = ("SGD visits samples one at a time in a shuffled order, so a weight of 2 is not the "
-                        "same as a repeated sample (scikit-learn marks SGDClassifier/SGDRegressor alike)")
-
-
 def expected_failed_checks(estimator):
-    return {"check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON,
-            "check_sample_weight_equivalence_on_sparse_data": SAMPLE_WEIGHT_REASON}
+    """The checks scikit-learn itself marks as expected failures for SGDClassifier/SGDRegressor
+    (scikit-learn 1.9: sample_weight is not equivalent to removing/repeating samples)."""
+    return _get_expected_failed_checks(SGDClassifier() if is_classifier(estimator) else SGDRegressor())
 
 
 @parametrize_with_checks([HogwildSGDClassifier(n_threads=1), HogwildSGDRegressor(n_threads=1),
@@ -522,6 +521,299 @@ def test_stops_on_tol_and_warns_at_max_iter():
     assert model.n_iter_ < 1000
     with pytest.warns(ConvergenceWarning, match="Maximum number of iteration"):
         HogwildSGDClassifier(random_state=0, n_threads=1, max_iter=2, tol=1e-3).fit(X, y)
+
+
+# ---- parity with SGDClassifier/SGDRegressor: class_weight, warm_start, coef_init, early_stopping, verbose ----
+
+def same_model(ours, theirs):
+    np.testing.assert_array_equal(ours.coef_, theirs.coef_)
+    np.testing.assert_array_equal(ours.intercept_, theirs.intercept_)
+
+
+def regression_problem(n_samples=600, n_features=30, layout="csr", seed=0):
+    X, _ = sparse_problem(n_samples, n_features, layout=layout, seed=seed)
+    rng = np.random.default_rng(seed)
+    return X, np.asarray(X @ rng.standard_normal(n_features)).ravel() + 0.3 + 0.1 * rng.standard_normal(n_samples)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("class_weight", ["balanced", {0: 3.0, 1: 0.5}, {1: 2.0}])
+def test_class_weight_matches_sgdclassifier(class_weight, n_classes):
+    """class_weight (times sample_weight) follows SGDClassifier bit for bit; in one-vs-rest a
+    class's weight applies to its own binary problem, the rest weighing 1."""
+    X, y = sparse_problem(600, 30, noise=0.1, n_classes=n_classes)
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, len(y))
+    options = dict(loss="log_loss", class_weight=class_weight, max_iter=5, shuffle=False, tol=None)
+    ours = HogwildSGDClassifier(**options, n_threads=1).fit(X, y, sample_weight=weights)
+    same_model(ours, SGDClassifier(**options).fit(X, y, sample_weight=weights))
+    plain = HogwildSGDClassifier(**dict(options, class_weight=None), n_threads=1).fit(X, y, sample_weight=weights)
+    assert not np.array_equal(ours.coef_, plain.coef_)
+
+
+@pytest.mark.parametrize("with_sample_weight", [False, True])
+def test_class_weight_is_a_sample_weight_per_class(with_sample_weight):
+    """Two classes: class_weight gives the fit of sample weights set per class (shuffled, 1 thread)."""
+    X, y = sparse_problem(800, 40, noise=0.1)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, len(y)) if with_sample_weight else None
+    options = dict(random_state=0, n_threads=1, max_iter=4, tol=None)
+    by_class = HogwildSGDClassifier(class_weight={0: 3.0, 1: 0.25}, **options).fit(X, y, sample_weight=weights)
+    per_sample = np.where(y == 0, 3.0, 0.25) * (1.0 if weights is None else weights)
+    same_model(by_class, HogwildSGDClassifier(**options).fit(X, y, sample_weight=per_sample))
+    balanced = HogwildSGDClassifier(class_weight="balanced", **options).fit(X, y)
+    counts = np.bincount(y)
+    same_model(balanced, HogwildSGDClassifier(**options).fit(X, y, sample_weight=len(y) / (2 * counts[y])))
+
+
+def test_class_weight_errors():
+    X, y = sparse_problem(100, 10, layout="dense")
+    with pytest.raises(ValueError, match="class_weight 'balanced' is not supported for partial_fit"):
+        HogwildSGDClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="class_weight must be None, 'balanced' or a dict"):
+        HogwildSGDClassifier(class_weight="even").fit(X, y)
+    with pytest.raises(ValueError, match=r"class_weight\[1\] must be >= 0"):
+        HogwildSGDClassifier(class_weight={1: -2.0}).fit(X, y)
+    with pytest.raises(ValueError, match=r"class_weight\[0\] must be finite"):
+        HogwildSGDClassifier(class_weight={0: np.inf}).fit(X, y)
+    with pytest.raises(ValueError, match="not in class_weight|not in classes"):  # scikit-learn's check
+        HogwildSGDClassifier(class_weight={7: 2.0}).fit(X, y)
+    model = HogwildSGDClassifier(class_weight={0: 2.0}, n_threads=1).partial_fit(X, y, classes=[0, 1])
+    assert np.isfinite(model.coef_).all()
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_warm_start_matches_sgdclassifier(n_classes):
+    """A second fit with warm_start starts from the first's coef_ and intercept_ (averaged ones
+    with `average`) and restarts the step count, as SGDClassifier's; equal to passing them as
+    coef_init/intercept_init."""
+    X, y = sparse_problem(600, 30, noise=0.1, n_classes=n_classes)
+    options = dict(max_iter=3, shuffle=False, tol=None, warm_start=True)
+    ours, theirs = HogwildSGDClassifier(**options, n_threads=1), SGDClassifier(**options)
+    ours.fit(X, y)
+    first = ours.coef_.copy(), ours.intercept_.copy()
+    ours.fit(X, y)
+    theirs.fit(X, y).fit(X, y)
+    same_model(ours, theirs)
+    assert ours.t_ == 1 + 3 * len(y) and ours.n_iter_ == 3
+    continued = HogwildSGDClassifier(**dict(options, warm_start=False), n_threads=1).fit(
+        X, y, coef_init=first[0], intercept_init=first[1])
+    same_model(ours, continued)
+    cold = HogwildSGDClassifier(**dict(options, warm_start=False), n_threads=1)
+    cold.fit(X, y)
+    np.testing.assert_array_equal(cold.fit(X, y).coef_, first[0])  # without warm_start: from zero again
+    averaged = dict(options, average=10)
+    ours, theirs = HogwildSGDClassifier(**averaged, n_threads=1), SGDClassifier(**averaged)
+    ours.fit(X, y).fit(X, y)
+    theirs.fit(X, y).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9, atol=1e-12)  # as test_averaged_sgd_...
+
+
+def test_warm_start_regressor_and_a_changed_problem():
+    X, y = regression_problem()
+    options = dict(max_iter=3, shuffle=False, tol=None, warm_start=True)
+    ours, theirs = HogwildSGDRegressor(**options, n_threads=1), SGDRegressor(**options)
+    same_model(ours.fit(X, y).fit(X, y), theirs.fit(X, y).fit(X, y))
+    classifier = HogwildSGDClassifier(warm_start=True, n_threads=1, max_iter=2, tol=None)
+    Xc, yc = sparse_problem(300, 20, noise=0.1)
+    classifier.fit(Xc, yc)
+    coef = classifier.coef_.copy()
+    with pytest.raises(ValueError, match=r"coef_ \(warm_start\) has shape \(1, 20\), but the data need \(3, 20\)"):
+        classifier.fit(Xc, yc % 3 + (np.arange(len(yc)) % 3 == 0))
+    np.testing.assert_array_equal(classifier.coef_, coef)  # the failed fit kept the model
+    with pytest.raises(ValueError, match=r"coef_ \(warm_start\) has shape \(1, 20\), but the data need \(19,\)"):
+        classifier.fit(Xc[:, :19], yc)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_coef_init_matches_scikit_learn_and_is_not_modified(layout):
+    rng = np.random.default_rng(3)
+    options = dict(max_iter=3, shuffle=False, tol=None)
+    for n_classes in (2, 3):
+        X, y = sparse_problem(500, 25, noise=0.1, layout=layout, n_classes=n_classes)
+        n_models = 1 if n_classes == 2 else n_classes
+        coef_init, intercept_init = rng.standard_normal((n_models, 25)), rng.standard_normal(n_models)
+        given = coef_init.copy(), intercept_init.copy()
+        ours = HogwildSGDClassifier(**options, n_threads=1).fit(X, y, coef_init=coef_init,
+                                                                 intercept_init=intercept_init)
+        np.testing.assert_array_equal(coef_init, given[0])
+        np.testing.assert_array_equal(intercept_init, given[1])
+        # (SGDClassifier trains in the caller's coef_init array, hence its copy)
+        same_model(ours, SGDClassifier(**options).fit(X, y, coef_init=given[0].copy(), intercept_init=given[1]))
+    X, y = regression_problem(layout=layout)
+    coef_init = rng.standard_normal(30)
+    ours = HogwildSGDRegressor(**options, n_threads=1).fit(X, y, coef_init=coef_init, intercept_init=0.7)
+    same_model(ours, SGDRegressor(**options).fit(X, y, coef_init=coef_init.copy(), intercept_init=0.7))
+    # a fixed intercept: fit_intercept=False keeps intercept_init, as scikit-learn does
+    fixed = HogwildSGDRegressor(**options, fit_intercept=False, n_threads=1).fit(X, y, intercept_init=[0.7])
+    assert fixed.intercept_[0] == 0.7
+
+
+@pytest.mark.parametrize("coef_init, intercept_init, error, message", [
+    (np.zeros(24), None, ValueError, r"coef_init has shape \(24,\), but the data need \(25,\)"),
+    (np.zeros((2, 25)), None, ValueError, r"coef_init has shape \(2, 25\)"),
+    (np.full(25, np.nan), None, ValueError, "coef_init contains NaN or infinity"),
+    (np.array(["a"] * 25), None, TypeError, "coef_init must hold real numbers"),
+    (None, np.zeros(2), ValueError, r"intercept_init has shape \(2,\), but the data need \(1,\)"),
+    (None, np.inf, ValueError, "intercept_init contains NaN or infinity"),
+])
+def test_coef_init_errors(coef_init, intercept_init, error, message):
+    X, y = sparse_problem(100, 25, layout="dense")
+    with pytest.raises(error, match=message):
+        HogwildSGDClassifier(n_threads=1).fit(X, y, coef_init=coef_init, intercept_init=intercept_init)
+    with pytest.raises(ValueError, match=r"coef_init has shape \(25,\), but the data need \(3, 25\)"):
+        HogwildSGDClassifier(n_threads=1).fit(X, y % 3 + (np.arange(100) % 3 == 0), coef_init=np.zeros(25))
+
+
+def stratified_split(y, fraction=0.1, seed=0, classifier=True):
+    from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+    splitter = StratifiedShuffleSplit if classifier else ShuffleSplit
+    return next(splitter(test_size=fraction, random_state=seed).split(np.zeros((len(y), 1)), y))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("loss", ["hinge", "modified_huber", "squared_error"])
+def test_early_stopping_stops_at_sgdclassifiers_epoch(loss, n_classes):
+    """Without a penalty the weights carry no scale, and early stopping follows SGDClassifier
+    bit for bit: the same held-out rows, the same scores, the same epoch.  (With an L2 penalty
+    scikit-learn 1.9 scores the weight array without its scale factor, and for log_loss
+    compares 0/1 targets with -1/+1 predictions; we score the true weights, see
+    test_early_stopping_scores_the_true_weights.)"""
+    X, y = sparse_problem(1000, 50, noise=0.1, layout="dense", n_classes=n_classes)
+    options = dict(loss=loss, early_stopping=True, penalty=None, learning_rate="constant", shuffle=False,
+                   eta0=0.02 if loss != "squared_error" else 0.002, max_iter=100, n_iter_no_change=3,
+                   random_state=0)
+    ours = HogwildSGDClassifier(**options, n_threads=1).fit(X, y)
+    theirs = SGDClassifier(**options).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ < 100
+    same_model(ours, theirs)
+    scores = ours.validation_scores_ if n_classes == 2 else ours.validation_scores_[0]
+    assert len(scores) <= ours.n_iter_ and ours.best_loss_ is None
+    assert ours.best_validation_score_ == pytest.approx(np.max(ours.validation_scores_, axis=-1)) \
+        if n_classes == 2 else len(ours.best_validation_score_) == 3
+
+
+@pytest.mark.parametrize("loss", REGRESSOR_LOSSES)
+def test_early_stopping_stops_at_sgdregressors_epoch(loss):
+    X, y = regression_problem(800, 30, layout="dense")
+    options = dict(loss=loss, early_stopping=True, penalty=None, shuffle=False, eta0=0.2, epsilon=0.5,
+                   max_iter=100, n_iter_no_change=2, tol=1e-3, random_state=2)
+    ours = HogwildSGDRegressor(**options, n_threads=1).fit(X, y)
+    theirs = SGDRegressor(**options).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ < 100
+    same_model(ours, theirs)
+    assert len(ours.validation_scores_) == ours.n_iter_
+
+
+def test_early_stopping_with_a_weak_penalty_stops_at_scikit_learns_epoch():
+    """With L2, a constant step eta0=0.01 and alpha=1e-6, the scale scikit-learn leaves out of its
+    validation scores stays within 1e-4 of 1 over these fits (eta0 * alpha per step, at most
+    100 epochs of 900 rows), too little to change an accuracy: the same epochs and weights."""
+    for seed in range(4):
+        X, y = sparse_problem(1000, 50, noise=0.1, layout="dense", seed=seed)
+        options = dict(loss="hinge", early_stopping=True, alpha=1e-6, learning_rate="constant", eta0=0.01,
+                       shuffle=False, max_iter=100, random_state=seed)
+        ours = HogwildSGDClassifier(**options, n_threads=1).fit(X, y)
+        theirs = SGDClassifier(**options).fit(X, y)
+        assert ours.n_iter_ == theirs.n_iter_
+        same_model(ours, theirs)
+
+
+@pytest.mark.parametrize("cls", [HogwildSGDClassifier, HogwildSGDRegressor])
+def test_early_stopping_holds_out_the_validation_rows(cls):
+    """The held-out rows are scikit-learn's split (stratified for the classifier) and are never
+    trained on: the fit equals one on the training rows alone.  The score after the last epoch
+    is that of the final (true, scaled) weights, with L2 and 'optimal' steps whose scale is far
+    from 1, where scikit-learn 1.9 would score the unscaled array."""
+    classifier = cls is HogwildSGDClassifier
+    X, y = sparse_problem(900, 40, noise=0.1, n_classes=3) if classifier else regression_problem(900, 40)
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, len(y))
+    options = dict(shuffle=False, tol=None, max_iter=4, random_state=5, n_threads=1, validation_fraction=0.2)
+    if not classifier:
+        options.update(learning_rate="optimal", alpha=1e-3)
+    model = cls(**options, early_stopping=True).fit(X, y, sample_weight=weights)
+    train, validation = stratified_split(y, 0.2, 5, classifier)
+    on_train = cls(**options).fit(X[np.sort(train)], y[np.sort(train)], sample_weight=weights[np.sort(train)])
+    same_model(model, on_train)
+    assert model.t_ == 1 + 4 * len(train)
+    last = [scores[-1] for scores in model.validation_scores_] if classifier else [model.validation_scores_[-1]]
+    if classifier:
+        for k, klass in enumerate(model.classes_):
+            targets = np.where(y[validation] == klass, 1.0, -1.0)
+            predicted = np.where(X[validation] @ model.coef_[k] + model.intercept_[k] > 0, 1.0, -1.0)
+            assert last[k] == pytest.approx(np.average(predicted == targets, weights=weights[validation]), abs=1e-12)
+    else:
+        assert last[0] == pytest.approx(model.score(X[validation], y[validation], weights[validation]), rel=1e-12)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_early_stopping_with_threads(n_threads, threads_on_small_data):
+    X, y = sparse_problem(6000, 300, noise=0.1)
+    X_train, y_train, X_test, y_test = split(X, y, 2000)
+    model = HogwildSGDClassifier(early_stopping=True, n_iter_no_change=3, random_state=0, n_threads=n_threads)
+    model.fit(X_train, y_train)
+    assert 4 <= model.n_iter_ < 1000 and len(model.validation_scores_) == model.n_iter_
+    assert model.best_validation_score_ == max(model.validation_scores_) >= 0.8
+    assert model.score(X_test, y_test) >= 0.8
+
+
+def test_early_stopping_errors_and_fitted_attributes():
+    X, y = sparse_problem(200, 10, layout="dense")
+    with pytest.raises(ValueError, match="validation_fraction must be < 1"):
+        HogwildSGDClassifier(early_stopping=True, validation_fraction=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="validation_fraction must be > 0"):
+        HogwildSGDRegressor(validation_fraction=0.0).fit(X, y * 1.0)
+    with pytest.raises(ValueError, match="early_stopping should be False with partial_fit"):
+        HogwildSGDClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="early_stopping should be False with partial_fit"):
+        HogwildSGDRegressor(early_stopping=True).partial_fit(X, y * 1.0)
+    with pytest.raises(ValueError, match="sample weights for validation set are all zero"):
+        HogwildSGDRegressor(early_stopping=True, random_state=0).fit(
+            X, y * 1.0, sample_weight=np.where(np.isin(np.arange(200), stratified_split(y, classifier=False)[1]), 0, 1))
+    with pytest.raises(ValueError, match="train set will be empty"):  # scikit-learn's splitter says so
+        HogwildSGDRegressor(early_stopping=True, validation_fraction=0.99).fit(X[:20], y[:20] * 1.0)
+    X_bad = X.copy()
+    X_bad[stratified_split(y)[1][0], 3] = np.nan  # a held-out row: the epochs never visit it
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        HogwildSGDClassifier(early_stopping=True, random_state=0).fit(X_bad, y)
+    plain = HogwildSGDClassifier(n_threads=1, random_state=0).fit(X, y)
+    assert plain.validation_scores_ is None and plain.best_validation_score_ is None
+    assert plain.best_loss_ > 0
+    assert HogwildSGDClassifier(n_threads=1, tol=None, max_iter=3).fit(X, y).best_loss_ is None
+    ovr = HogwildSGDClassifier(n_threads=1, random_state=0).fit(X, y % 3 + (np.arange(200) % 3 == 0))
+    assert ovr.best_loss_.shape == (3,) and ovr.validation_scores_ is None
+
+
+@pytest.mark.parametrize("cls, options", [
+    (HogwildSGDClassifier, dict(max_iter=4, tol=None)),
+    (HogwildSGDClassifier, dict(max_iter=30, tol=1e-2)),
+    (HogwildSGDClassifier, dict(max_iter=30, early_stopping=True, penalty=None, learning_rate="constant")),
+    (HogwildSGDRegressor, dict(max_iter=30, tol=1e-2)),
+])
+def test_verbose_prints_scikit_learns_lines(cls, options, capsys):
+    """Dense input (where scikit-learn's printed norm is the true one): the same lines as
+    SGDClassifier/SGDRegressor's, but for the times."""
+    X, y = sparse_problem(600, 30, noise=0.1, layout="dense", n_classes=3)
+    reference = SGDClassifier if cls is HogwildSGDClassifier else SGDRegressor
+    y = y if cls is HogwildSGDClassifier else y * 1.5 - 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cls(**options, verbose=1, shuffle=False, random_state=0, n_threads=1).fit(X, y)
+        ours = capsys.readouterr().out
+        reference(**options, verbose=1, shuffle=False, random_state=0).fit(X, y)
+        theirs = capsys.readouterr().out
+
+    def lines(text):
+        return [line for line in text.splitlines() if "seconds" not in line]
+    assert lines(ours) == lines(theirs)
+    assert ours.count("-- Epoch") >= 4 and "Total training time" in ours
+    assert ("Validation score" in ours) == ("early_stopping" in options)
+    assert ours.count("Convergence after") == theirs.count("Convergence after")
+    assert ("Convergence after" in ours) == (options.get("tol", 1e-3) is not None)
+
+
+def test_fits_are_silent_by_default(capsys):
+    X, y = sparse_problem(200, 10, layout="dense")
+    HogwildSGDClassifier(n_threads=1).fit(X, y)
+    assert capsys.readouterr().out == ""
 
 
 # ---- errors -------------------------------------------------------------------------

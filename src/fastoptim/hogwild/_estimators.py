@@ -1,13 +1,17 @@
 """HogwildSGDClassifier and HogwildSGDRegressor: scikit-learn estimators around the Hogwild! kernel."""
 import contextlib
+import time
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
@@ -16,11 +20,10 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .. import _kernels
 from .._config import _resolve_threads
 from . import _kernel
-from ._checks import check_number, check_sample_weight
+from ._checks import check_init, check_params, check_sample_weight
 
 # scikit-learn damps intercept updates on sparse input by this factor (SPARSE_INTERCEPT_DECAY).
 SPARSE_INTERCEPT_DECAY = 0.01
-LEARNING_RATES = ("constant", "optimal", "invscaling", "epoch_decay")
 # Unused indices for dense input (the kernel reads dense rows by position).
 _NO_INDEX = np.zeros(1, dtype=np.int32)
 # An epoch with fewer stored values than this runs on one thread: starting the
@@ -65,31 +68,8 @@ class _BaseHogwildSGD(BaseEstimator):
     _LOSSES = ()
 
     def _check_params(self):
-        cls = type(self).__name__
-        if self.loss not in self._LOSSES:
-            raise ValueError(f"The loss {self.loss!r} is not supported by {cls}; choose from {self._LOSSES}")
-        if self.penalty not in ("l2", None):
-            raise ValueError(f"penalty={self.penalty!r} is not supported: Hogwild! keeps updates sparse "
-                             "with an L2 penalty ('l2') or none (None)")
-        if self.learning_rate not in LEARNING_RATES:
-            raise ValueError(f"learning_rate={self.learning_rate!r} is not supported; "
-                             f"choose from {LEARNING_RATES}")
-        check_number("alpha", self.alpha, low=0.0)
-        if self.learning_rate == "optimal" and self.alpha == 0:
-            raise ValueError("alpha must be > 0 since learning_rate is 'optimal'. alpha is used to "
-                             "compute the optimal learning rate.")
-        check_number("eta0", self.eta0, low=0.0, low_open=self.learning_rate != "optimal")
-        check_number("power_t", self.power_t)
-        check_number("beta", self.beta, low=0.0, high=1.0, low_open=True)
-        check_number("epsilon", self.epsilon, low=0.0)
-        check_number("max_iter", self.max_iter, low=1, integer=True)
-        check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
-        check_number("tol", self.tol, allow_none=True)
-        if not isinstance(self.average, (bool, np.bool_)):
-            check_number("average", self.average, low=0, integer=True)
-        for name in ("shuffle", "fit_intercept"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        """Check the hyperparameters (see _checks); returns the number of threads."""
+        check_params(self, self._LOSSES)
         return self._threads()
 
     def _threads(self):
@@ -129,6 +109,44 @@ class _BaseHogwildSGD(BaseEstimator):
         return validate_data(self, X, y, accept_sparse="csr", dtype=dtype, order="C",
                              accept_large_sparse=True, reset=reset, **kwargs)
 
+    def _check_partial_fit(self, first_call):
+        if first_call and self.early_stopping:
+            raise ValueError("early_stopping should be False with partial_fit")
+
+    def _start_fit(self, n_models, n_features, dtype, coef_init, intercept_init):
+        """The starting weights of fit: coef_init/intercept_init, else with warm_start the
+        current model (coef_ and intercept_, averaged or not, as scikit-learn's), else zeros."""
+        names = ["coef_init", "intercept_init"]
+        if self.warm_start and hasattr(self, "coef_"):
+            if coef_init is None:
+                coef_init, names[0] = self.coef_, "coef_ (warm_start)"
+            if intercept_init is None:
+                intercept_init, names[1] = self.intercept_, "intercept_ (warm_start)"
+        coef, intercept = check_init(coef_init, intercept_init, n_models, n_features, dtype, names)
+        self._init_state(coef, intercept)
+        self._random_state = check_random_state(self.random_state)
+
+    def _validation_mask(self, y, sample_weight):
+        """With early_stopping, the validation rows scikit-learn holds out (stratified by class
+        for a classifier), as a boolean mask; else None."""
+        if not self.early_stopping:
+            return None
+        n_samples = len(y)
+        splitter = StratifiedShuffleSplit if is_classifier(self) else ShuffleSplit
+        train, validation = next(splitter(test_size=self.validation_fraction, random_state=self.random_state)
+                                 .split(np.zeros((n_samples, 1)), y))
+        if len(train) == 0 or len(validation) == 0:
+            raise ValueError(f"Splitting {n_samples} samples into a train set and a validation set with "
+                             f"validation_fraction={self.validation_fraction!r} led to an empty set "
+                             f"({len(train)} and {len(validation)} samples). Please either change "
+                             "validation_fraction, increase number of samples, or disable early_stopping.")
+        if sample_weight is not None and not sample_weight[validation].any():
+            raise ValueError("The sample weights for validation set are all zero, consider using a "
+                             "different random state.")
+        mask = np.zeros(n_samples, dtype=bool)
+        mask[validation] = True
+        return mask
+
     def _optimal_init(self):
         """scikit-learn's offset of the 'optimal' schedule (Bottou's heuristic for the first step)."""
         typw = np.sqrt(1.0 / np.sqrt(self.alpha))
@@ -139,52 +157,95 @@ class _BaseHogwildSGD(BaseEstimator):
         """The step from which the iterates are averaged (0: no averaging)."""
         return float(self.average)
 
-    def _init_state(self, n_models, n_features, dtype):
-        """Zero weights: the plain SGD iterates and, with `average`, their averages."""
-        self._standard_coef = np.zeros((n_models, n_features), dtype=dtype)
-        self._standard_intercept = np.zeros(n_models)
+    def _init_state(self, coef, intercept):
+        """The plain SGD iterates from (coef, intercept) and, with `average`, their averages from zero."""
+        self._standard_coef, self._standard_intercept = coef, intercept
         if self._average_from():
-            self._average_coef = np.zeros((n_models, n_features), dtype=dtype)
-            self._average_intercept = np.zeros(n_models)
-            self._n_averaged = np.zeros(n_models, dtype=np.int64)
+            self._average_coef = np.zeros_like(coef)
+            self._average_intercept = np.zeros_like(intercept)
+            self._n_averaged = np.zeros(len(intercept), dtype=np.int64)
         self.t_ = 1.0
         self.n_iter_ = 0
 
-    def _fit_rows(self, X, targets, sample_weight, max_iter, n_threads, rng, check_finite=False):
-        """SGD of each row of the model on its targets (an iterable of arrays), then coef_/intercept_.
+    def _fit_rows(self, X, problems, max_iter, n_threads, rng, fitting=False, validation=None,
+                  sample_weight=None):
+        """SGD of each row of the model on its problem, then coef_/intercept_.
 
-        check_finite: X is not yet checked for NaN and infinity (see _run_sgd).
+        problems: an iterable of (targets, training weights or None), one per row.
+        fitting (fit, not partial_fit): X is not yet checked for NaN and infinity (see
+        _run_sgd), and fit's record and warning follow.  validation: None, or the boolean
+        mask of the rows held out for early stopping (not trained on), whose score is
+        weighted by sample_weight (class weights are not, as in scikit-learn).
         """
+        rows = X_validation = validation_weight = None
+        n_train = X.shape[0]
+        if validation is not None:
+            rows = np.flatnonzero(~validation)
+            n_train = len(rows)
+            # not visited by the epochs, so not checked by them
+            X_validation = check_array(X[validation], accept_sparse="csr", dtype=None, input_name="X",
+                                       estimator=self)
+            validation_weight = (np.ones(int(validation.sum())) if sample_weight is None
+                                 else sample_weight[validation])
         t_start, epochs_done = self.t_, self.n_iter_
-        n_iter, converged = 0, True
-        for row, y in enumerate(targets):
+        n_iter, converged, monitors = 0, True, []
+        for row, (y, weights) in enumerate(problems):
             self.t_ = t_start
-            epochs, stopped = self._run_sgd(X, y, sample_weight, row, max_iter, n_threads, rng, epochs_done,
-                                            check_finite and row == 0)
-            n_iter, converged = max(n_iter, epochs), converged and stopped
-        self.n_iter_ = epochs_done + n_iter if max_iter == 1 else n_iter
-        self.t_ = t_start + n_iter * X.shape[0]
-        if max_iter > 1:
-            self._warn_not_converged(converged)
+            monitor = _Monitor(self, n_train)
+            if validation is not None:
+                monitor.score = self._validation_score(X_validation, y[validation], validation_weight)
+            epochs = self._run_sgd(X, y, weights, row, max_iter, n_threads, rng, epochs_done,
+                                   fitting and row == 0, rows, monitor)
+            n_iter, converged = max(n_iter, epochs), converged and monitor.stopped
+            monitors.append(monitor)
+        self.n_iter_ = n_iter if fitting else epochs_done + n_iter
+        self.t_ = t_start + n_iter * n_train
+        if fitting:
+            if not converged and self.tol is not None:
+                warnings.warn("Maximum number of iteration reached before convergence. Consider increasing "
+                              "max_iter to improve the fit.", ConvergenceWarning)
+            self._record(monitors)
         averaged = self._average_from() and self._average_from() <= self.t_ - 1
         coef = self._average_coef if averaged else self._standard_coef
         intercept = (self._average_intercept if averaged else self._standard_intercept).astype(coef.dtype)
         self._publish(coef, intercept)
 
-    def _run_sgd(self, X, y, sample_weight, row, max_iter, n_threads, rng, first_epoch, check_finite):
-        """Hogwild! SGD of one row of the model (updated in place).
+    def _record(self, monitors):
+        """fit's validation_scores_, best_validation_score_ and best_loss_, as MLPClassifier's
+        (scikit-learn's SGD keeps none): for one-vs-rest, one of each per class."""
+        scores = [m.scores if self.early_stopping else None for m in monitors]
+        best_scores = [max(m.scores) if self.early_stopping else None for m in monitors]
+        best_losses = [m.best_objective if m.stops_on_objective else None for m in monitors]
+        if len(monitors) == 1:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = (
+                scores[0], best_scores[0], best_losses[0])
+        else:
+            self.validation_scores_ = scores if self.early_stopping else None
+            self.best_validation_score_ = np.array(best_scores) if self.early_stopping else None
+            self.best_loss_ = np.array(best_losses) if monitors[0].stops_on_objective else None
+
+    @staticmethod
+    def _decision(X, coef, intercept):
+        """X @ coef + intercept for one row of the model, computed as scikit-learn's predictions are."""
+        return (safe_sparse_dot(X, coef.reshape(1, -1).T, dense_output=True) + np.atleast_1d(intercept)).ravel()
+
+    def _run_sgd(self, X, y, sample_weight, row, max_iter, n_threads, rng, first_epoch, check_finite, rows,
+                 monitor):
+        """Hogwild! SGD of one row of the model (updated in place) over the given rows of X
+        (None: all), until max_iter epochs or the monitor's stopping rule.
 
         With check_finite, the first epoch checks X for NaN and infinity on its way
         (each stored value enters some row's dot product with the finite weights),
         which saves fit a separate pass over X (fit restores the previous model
         when it raises).
-        Returns (epochs run, whether the tol criterion stopped it).
+        Returns the number of epochs run.
         """
         coef, intercept = self._standard_coef[row], float(self._standard_intercept[row])
         average_from = self._average_from()
         average_coef = self._average_coef[row] if average_from else None
         average_sum, n_averaged = 0.0, 0
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
+        n_samples = X.shape[0] if rows is None else len(rows)
         dense = not sp.issparse(X)
         if (X.size if dense else X.nnz) < PARALLEL_MIN_NNZ:
             n_threads = 1
@@ -197,8 +258,8 @@ class _BaseHogwildSGD(BaseEstimator):
         y = np.ascontiguousarray(y, dtype=np.float64)
         loss = _kernel.LOSSES[self.loss]
         alpha = self.alpha if self.penalty == "l2" else 0.0
-        # the stopping objective: mean loss plus alpha/2 |w|^2 before each step, as scikit-learn's
-        track_norm = self.tol is not None and alpha > 0.0
+        # the objective: mean loss plus alpha/2 |w|^2 before each step, as scikit-learn's
+        track_norm = monitor.tracks_objective and alpha > 0.0
         intercept_decay = 1.0 if dense else SPARSE_INTERCEPT_DECAY
         optimal_init = self._optimal_init() if self.learning_rate == "optimal" else 0.0
 
@@ -227,12 +288,12 @@ class _BaseHogwildSGD(BaseEstimator):
         # The true weights are scale_start * coef; the scale carries over epochs until
         # folded.  Two Epochs take turns: the one running prepares the other.
         scale_start, average_a, average_b = 1.0, 0.0, 1.0
-        current = _kernel.Epoch(n_samples, track_norm, bool(average_from))
-        following = _kernel.Epoch(n_samples, track_norm, bool(average_from)) if max_iter > 1 else None
+        current = _kernel.Epoch(n_samples, track_norm, bool(average_from), rows)
+        following = _kernel.Epoch(n_samples, track_norm, bool(average_from), rows) if max_iter > 1 else None
         set_up(current, 0, self.t_, scale_start, average_a, average_b)
         current.prepare(n_threads)
-        best_objective, no_improvement = np.inf, 0
         for epoch in range(max_iter):
+            monitor.epoch_starts(epoch)
             blocks = current.blocks()
             prepare = None
             if epoch + 1 < max_iter:
@@ -240,7 +301,7 @@ class _BaseHogwildSGD(BaseEstimator):
                 prepare = following
             average_first = min(n_samples, max(0, int(np.ceil(average_from - self.t_)))) if average_from \
                 else n_samples
-            objective, nonfinite = 0.0, 0
+            loss_sum, objective, nonfinite = 0.0, 0.0, 0
             for start, stop, block_a, block_b in blocks:
                 if start > 0:  # a new block within the epoch starts from scale 1
                     fold_scale()
@@ -256,6 +317,7 @@ class _BaseHogwildSGD(BaseEstimator):
                     average_sum += intercept_sum
                     n_averaged += stop - max(start, average_first)
                 average_a, average_b = block_a, block_b
+                loss_sum += block_loss
                 objective += block_loss
                 if track_norm:  # the sum over the block of |w|^2 before each step
                     objective += 0.5 * alpha * (norm_at_start * (scale_start ** 2 + current.norm_weight[start]
@@ -268,12 +330,8 @@ class _BaseHogwildSGD(BaseEstimator):
             if not (np.isfinite(intercept) and np.isfinite(coef).all() and scale_start > 0):
                 raise ValueError(f"Floating-point under-/overflow occurred at epoch #{epoch + 1}. Scaling "
                                  "input data with StandardScaler or MinMaxScaler might help.")
-            if self.tol is not None:
-                objective /= n_samples
-                no_improvement = no_improvement + 1 if objective > best_objective - self.tol else 0
-                best_objective = min(best_objective, objective)
-                if no_improvement >= self.n_iter_no_change:
-                    break
+            if monitor.epoch_ends(epoch, coef, scale_start, intercept, loss_sum, objective):
+                break
             current, following = following, current
         fold_scale()
         self._standard_intercept[row] = intercept
@@ -282,18 +340,67 @@ class _BaseHogwildSGD(BaseEstimator):
             self._average_intercept[row] = ((self._average_intercept[row] * before + average_sum)
                                             / (before + n_averaged))
             self._n_averaged[row] = before + n_averaged
-        return epoch + 1, epoch + 1 < max_iter or no_improvement >= self.n_iter_no_change
-
-    def _warn_not_converged(self, converged):
-        if not converged and self.tol is not None and self.max_iter > 1:
-            warnings.warn("Maximum number of iteration reached before convergence. Consider increasing "
-                          "max_iter to improve the fit.", ConvergenceWarning)
+        return epoch + 1
 
     def _linear_predict(self, X):
         check_is_fitted(self, "coef_")
         X = self._validate_data(X)
         scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
         return scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
+
+
+class _Monitor:
+    """The stopping rule and the record of the fit of one row of the model, as scikit-learn's
+    SGD: after each epoch, with early_stopping the score on the held-out rows (accuracy or
+    R^2, the estimator's score) must beat the best by tol, else the mean training objective
+    (loss plus alpha/2 |w|^2 before each step) must fall below the best by tol; n_iter_no_change
+    epochs in a row without that stop the fit.  verbose prints scikit-learn's lines."""
+
+    def __init__(self, estimator, n_train):
+        self.tol = -np.inf if estimator.tol is None else estimator.tol
+        self.patience = estimator.n_iter_no_change
+        self.verbose = estimator.verbose
+        self.early_stopping = estimator.early_stopping
+        self.stops_on_objective = estimator.tol is not None and not estimator.early_stopping
+        # the objective is computed for the tol criterion, and for verbose's lines
+        self.tracks_objective = self.stops_on_objective or bool(self.verbose)
+        self.n_train = n_train
+        self.score = None  # callable (true coef, intercept) -> validation score, with early_stopping
+        self.scores, self.best_score = [], -np.inf
+        self.best_objective = np.inf
+        self.no_improvement, self.stopped = 0, False
+        self.started = time.perf_counter()
+
+    def epoch_starts(self, epoch):
+        if self.verbose:
+            print(f"-- Epoch {epoch + 1}")
+
+    def epoch_ends(self, epoch, coef, scale, intercept, loss_sum, objective_sum):
+        """After epoch number `epoch` (true weights scale * coef): True to stop."""
+        line = None
+        if self.verbose:
+            norm = scale * np.sqrt(_squared_norm(coef))
+            line = (f"Norm: {norm:.2f}, NNZs: {np.count_nonzero(coef)}, Bias: {intercept:.6f}, "
+                    f"T: {(epoch + 1) * self.n_train}, Avg. loss: {loss_sum / self.n_train:.6f}, "
+                    f"Objective: {objective_sum / self.n_train:.6f}")
+        if self.early_stopping:
+            score = self.score(coef * scale if scale != 1.0 else coef, intercept)
+            self.scores.append(score)
+            if line:
+                line += f", Validation score: {score:.6f}"
+            self.no_improvement = self.no_improvement + 1 if score < self.best_score + self.tol else 0
+            self.best_score = max(self.best_score, score)
+        elif self.stops_on_objective:
+            objective = objective_sum / self.n_train
+            self.no_improvement = self.no_improvement + 1 if objective > self.best_objective - self.tol else 0
+            self.best_objective = min(self.best_objective, objective)
+        if line:
+            print(line)
+            print(f"Total training time: {time.perf_counter() - self.started:.2f} seconds.")
+        self.stopped = self.no_improvement >= self.patience
+        if self.stopped and self.verbose:
+            print(f"Convergence after {epoch + 1} epochs took {time.perf_counter() - self.started:.2f} seconds")
+        return self.stopped
 
 
 _COMMON_PARAMS = """
@@ -305,27 +412,57 @@ _COMMON_PARAMS = """
     max_iter : int, default=1000
         Maximum number of epochs.
     tol : float or None, default=1e-3
-        Stop when an epoch's summed loss is not below the best by tol * n_samples for
-        n_iter_no_change epochs in a row (scikit-learn's criterion); None runs max_iter epochs.
+        Stop when for n_iter_no_change epochs in a row the epoch's mean objective (loss plus
+        alpha/2 |w|^2 before each step) is not below the best by tol, or with early_stopping
+        the validation score is not above the best by tol (scikit-learn's criteria); None
+        runs max_iter epochs.
     shuffle : bool, default=True
+    verbose : int, default=0
+        Print scikit-learn's lines per epoch (norm, nonzeros, intercept, samples seen,
+        mean loss and objective, validation score).
     epsilon : float, default=0.1
         Width of the 'huber' and 'epsilon_insensitive' losses.
     random_state : int, RandomState or None
-        Seeds the shuffles.  With n_threads=1 a fixed seed gives bit-identical results.
+        Seeds the shuffles and the validation split.  With n_threads=1 a fixed seed gives
+        bit-identical results.
     learning_rate : {'constant', 'optimal', 'invscaling', 'epoch_decay'}
         scikit-learn's schedules (eta0; 1/(alpha*(t0+t)); eta0/t**power_t), or Hogwild!'s
         per-epoch decay eta0 * beta**epoch.
     eta0 : float, default=0.01
     power_t : float
-    beta : float in (0, 1], default=0.9
-        The per-epoch decay of learning_rate='epoch_decay'.
+    early_stopping : bool, default=False
+        Hold out validation_fraction of the training rows (stratified by class for the
+        classifier, scikit-learn's split) and stop on their score (accuracy, or R^2 for
+        the regressor) instead of the training objective.
+    validation_fraction : float in (0, 1), default=0.1
     n_iter_no_change : int, default=5
+    warm_start : bool, default=False
+        fit starts from the current coef_ and intercept_ (unless coef_init/intercept_init
+        are given); the step count t_ restarts, as in scikit-learn.
     average : bool or int, default=False
         Averaged SGD: coef_ and intercept_ become the average of the iterates from
         sample `average` on (True: from the first), with scikit-learn's lazy updates.
+    beta : float in (0, 1], default=0.9
+        The per-epoch decay of learning_rate='epoch_decay'.
     n_threads : int or None, default=None
         Threads of each epoch (None: fastoptim.get_num_threads(); -1: all usable cores).
         With more than one the updates race by design and results vary slightly.
+"""
+
+_COMMON_ATTRIBUTES = """
+    n_iter_ : int
+        Epochs of the fit (of the longest one-vs-rest fit); partial_fit adds one.
+    t_ : float
+        Training samples seen + 1 (the step counter of the schedules).
+    validation_scores_ : list of float or None
+        With early_stopping, the validation score after each epoch of fit (one list per
+        class for one-vs-rest), else None (as MLPClassifier's; SGDClassifier keeps none).
+    best_validation_score_ : float or None
+        The best of validation_scores_ (one per class for one-vs-rest).
+    best_loss_ : float or None
+        The smallest epoch objective of fit when the tol criterion stops it (tol set,
+        early_stopping off), else None (one per class for one-vs-rest).
+    n_features_in_, feature_names_in_
 """
 
 
@@ -335,24 +472,30 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
     Parameters
     ----------
     loss : {'hinge', 'log_loss', 'modified_huber', 'squared_error'}, default='hinge'
-""" + _COMMON_PARAMS + """
+""" + _COMMON_PARAMS + """    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, multiplying sample_weight: {label: weight}, or
+        'balanced' (n_samples / (n_classes * count), from fit's y).  As in scikit-learn,
+        a one-vs-rest problem weighs its class by its weight and the rest by 1.
+
     Attributes
     ----------
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features), X's dtype
     intercept_ : ndarray of shape (1,) or (n_classes,)
-    classes_, n_iter_ (epochs of the longest one-vs-rest fit), t_ (samples seen + 1),
-    n_features_in_, feature_names_in_
-    """
+    classes_ : ndarray of shape (n_classes,)
+""" + _COMMON_ATTRIBUTES
 
     _LOSSES = ("hinge", "log_loss", "modified_huber", "squared_error")
 
     def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, fit_intercept=True, max_iter=1000,
-                 tol=1e-3, shuffle=True, epsilon=0.1, random_state=None, learning_rate="optimal",
-                 eta0=0.01, power_t=0.5, beta=0.9, n_iter_no_change=5, average=False, n_threads=None):
+                 tol=1e-3, shuffle=True, verbose=0, epsilon=0.1, random_state=None, learning_rate="optimal",
+                 eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1, n_iter_no_change=5,
+                 class_weight=None, warm_start=False, average=False, beta=0.9, n_threads=None):
         _store_params(self, locals())
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit from zero weights for up to max_iter epochs."""
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
+        """Fit for up to max_iter epochs, from coef_init/intercept_init (shapes (n_classes, n_features)
+        and (n_classes,), or n_features values and one for two classes), else with warm_start from
+        the current model, else from zero."""
         with self._previous_fit_kept_on_error():
             n_threads = self._check_params()
             # X's NaN and infinities are found by the first epoch (see _run_sgd)
@@ -362,17 +505,27 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
+            class_weight = compute_class_weight(self.class_weight, classes=classes, y=y)
+            validation = self._validation_mask(label, sample_weight)
+            self._start_fit(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype, coef_init,
+                            intercept_init)
             self.classes_ = classes
-            self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
-            self._random_state = check_random_state(self.random_state)
-            self._fit_rows(X, self._binary_targets(label), sample_weight, self.max_iter, n_threads,
-                           self._random_state, check_finite=True)
+            self._fit_rows(X, self._binary_problems(label, class_weight, sample_weight), self.max_iter,
+                           n_threads, self._random_state, fitting=True, validation=validation,
+                           sample_weight=sample_weight)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights; `classes` is required the first time."""
         n_threads = self._check_params()
         first_call = not hasattr(self, "classes_")
+        self._check_partial_fit(first_call)
+        if first_call and isinstance(self.class_weight, str):
+            raise ValueError("class_weight 'balanced' is not supported for partial_fit. In order to use "
+                             "'balanced' weights, use compute_class_weight('balanced', classes=classes, y=y). "
+                             "In place of y you can use a large enough sample of the full training set "
+                             "target to properly estimate the class frequency distributions. Pass the "
+                             "resulting weights as the class_weight parameter.")
         X, y = self._validate_data(X, y, reset=first_call)
         check_classification_targets(y)
         if first_call:
@@ -381,31 +534,52 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             classes = np.unique(classes)
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
-            self.classes_ = classes
-            self._init_state(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype)
-            self._random_state = check_random_state(self.random_state)
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={list(classes)} is not the same as on the first call to partial_fit, "
                              f"was: {self.classes_.tolist()}")
-        unknown = np.setdiff1d(y, self.classes_)
+        else:
+            classes = self.classes_
+        unknown = np.setdiff1d(y, classes)
         if len(unknown):
-            raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes "
-                             f"{self.classes_.tolist()}")
+            raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes {classes.tolist()}")
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        class_weight = compute_class_weight(self.class_weight, classes=classes, y=y)
+        if first_call:
+            self.classes_ = classes
+            n_models = 1 if len(classes) == 2 else len(classes)
+            self._init_state(np.zeros((n_models, X.shape[1]), dtype=X.dtype), np.zeros(n_models))
+            self._random_state = check_random_state(self.random_state)
         label = np.searchsorted(self.classes_, y)
-        self._fit_rows(X, self._binary_targets(label), sample_weight, 1, n_threads, self._random_state)
+        self._fit_rows(X, self._binary_problems(label, class_weight, sample_weight), 1, n_threads,
+                       self._random_state)
         return self
 
-    def _binary_targets(self, label):
-        """One binary problem per row of coef_: +1 for its class, -1 for the rest (one-vs-rest).
+    def _binary_problems(self, label, class_weight, sample_weight):
+        """One binary problem per row of coef_, as (targets, training weights or None): +1 for
+        its class, -1 for the rest (one-vs-rest), weighted by sample_weight times the class
+        weight of the sample's side (the rest weigh 1 in one-vs-rest, as in scikit-learn).
 
         label holds each sample's index in classes_.
         """
         if len(self.classes_) == 2:
             targets = label * 2.0
             targets -= 1.0
-            return [targets]
-        return (np.where(label == k, 1.0, -1.0) for k in range(len(self.classes_)))
+            yield targets, _times(np.where(label == 1, class_weight[1], class_weight[0])
+                                  if (class_weight != 1.0).any() else None, sample_weight)
+            return
+        for k in range(len(self.classes_)):
+            positive = label == k
+            yield (np.where(positive, 1.0, -1.0),
+                   _times(np.where(positive, class_weight[k], 1.0) if class_weight[k] != 1.0 else None,
+                          sample_weight))
+
+    def _validation_score(self, X, targets, sample_weight):
+        """Early stopping's score of one row of the model: the accuracy of its binary problem on
+        the held-out rows, as scikit-learn's."""
+        def score(coef, intercept):
+            predicted = np.where(self._decision(X, coef, intercept) > 0, 1.0, -1.0)
+            return accuracy_score(targets, predicted, sample_weight=sample_weight)
+        return score
 
     def _publish(self, coef, intercept):
         self.coef_, self.intercept_ = coef, intercept
@@ -445,6 +619,15 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         return np.log(self.predict_proba(X))
 
 
+def _times(weights, sample_weight):
+    """The product of two optional per-sample weights (None: all 1)."""
+    if weights is None:
+        return sample_weight
+    if sample_weight is not None:
+        weights *= sample_weight
+    return weights
+
+
 class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
     __doc__ = """Linear regressor trained by Hogwild! SGD.
 
@@ -456,43 +639,52 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
     ----------
     coef_ : ndarray of shape (n_features,), X's dtype
     intercept_ : ndarray of shape (1,)
-    n_iter_, t_, n_features_in_, feature_names_in_
-    """
+""" + _COMMON_ATTRIBUTES
 
     _LOSSES = ("squared_error", "huber", "epsilon_insensitive")
 
     def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001, fit_intercept=True,
-                 max_iter=1000, tol=1e-3, shuffle=True, epsilon=0.1, random_state=None,
-                 learning_rate="invscaling", eta0=0.01, power_t=0.25, beta=0.9, n_iter_no_change=5,
-                 average=False, n_threads=None):
+                 max_iter=1000, tol=1e-3, shuffle=True, verbose=0, epsilon=0.1, random_state=None,
+                 learning_rate="invscaling", eta0=0.01, power_t=0.25, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=5, warm_start=False, average=False, beta=0.9,
+                 n_threads=None):
         _store_params(self, locals())
 
     def _validate_Xy(self, X, y, reset, **kwargs):
         return self._validate_data(X, y, reset=reset, y_numeric=True, **kwargs)
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit from zero weights for up to max_iter epochs."""
+    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
+        """Fit for up to max_iter epochs, from coef_init/intercept_init (n_features values, one value),
+        else with warm_start from the current model, else from zero."""
         with self._previous_fit_kept_on_error():
             n_threads = self._check_params()
             # X's NaN and infinities are found by the first epoch (see _run_sgd)
             X, y = self._validate_Xy(X, y, reset=True, ensure_all_finite=False)
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
-            self._init_state(1, X.shape[1], X.dtype)
-            self._random_state = check_random_state(self.random_state)
-            self._fit_rows(X, [y], sample_weight, self.max_iter, n_threads, self._random_state, check_finite=True)
+            validation = self._validation_mask(y, sample_weight)
+            self._start_fit(1, X.shape[1], X.dtype, coef_init, intercept_init)
+            self._fit_rows(X, [(y, sample_weight)], self.max_iter, n_threads, self._random_state, fitting=True,
+                           validation=validation, sample_weight=sample_weight)
         return self
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights."""
         n_threads = self._check_params()
         first_call = not hasattr(self, "coef_")
+        self._check_partial_fit(first_call)
         X, y = self._validate_Xy(X, y, reset=first_call)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         if first_call:
-            self._init_state(1, X.shape[1], X.dtype)
+            self._init_state(np.zeros((1, X.shape[1]), dtype=X.dtype), np.zeros(1))
             self._random_state = check_random_state(self.random_state)
-        self._fit_rows(X, [y], sample_weight, 1, n_threads, self._random_state)
+        self._fit_rows(X, [(y, sample_weight)], 1, n_threads, self._random_state)
         return self
+
+    def _validation_score(self, X, targets, sample_weight):
+        """Early stopping's score: R^2 on the held-out rows, as scikit-learn's."""
+        def score(coef, intercept):
+            return r2_score(targets, self._decision(X, coef, intercept), sample_weight=sample_weight)
+        return score
 
     def _publish(self, coef, intercept):
         self.coef_, self.intercept_ = coef[0], intercept
