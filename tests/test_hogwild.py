@@ -50,6 +50,12 @@ def sparse_problem(n_samples=2000, n_features=300, density=0.05, noise=0.0, seed
     return (X if layout == "csr" else X.toarray()), y
 
 
+def regression_problem(n_samples=600, n_features=30, layout="csr", seed=0):
+    X, _ = sparse_problem(n_samples, n_features, layout=layout, seed=seed)
+    rng = np.random.default_rng(seed)
+    return X, np.asarray(X @ rng.standard_normal(n_features)).ravel() + 0.3 + 0.1 * rng.standard_normal(n_samples)
+
+
 def split(X, y, n_test):
     return X[:-n_test], y[:-n_test], X[-n_test:], y[-n_test:]
 
@@ -164,6 +170,31 @@ def test_large_steps_follow_sgdclassifier_bit_for_bit(loss, layout):
     theirs = SGDClassifier(**options).fit(X, y)
     np.testing.assert_array_equal(ours.coef_, theirs.coef_)
     np.testing.assert_array_equal(ours.intercept_, theirs.intercept_)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("loss", sorted(set(CLASSIFIER_LOSSES + REGRESSOR_LOSSES)))
+def test_float32_fit_stays_close_to_float64(loss, layout):
+    """float32 data: the weights are stored in float32 but the scale, the steps and the dot
+    products stay in double, so the fit is within a few float32 roundings of the float64 fit
+    of the same values (measured: at most 4.5e-7 relative; scikit-learn, which keeps its scale
+    and updates in float32, ends 3.8e-5 to 9.4e-5 away here, 21% for hinge on the benchmark's
+    generator with 'optimal' steps).  modified_huber takes a constant step: its 'optimal' steps
+    amplify any rounding (float32 fits, ours and scikit-learn's, end 13-20% from float64 ones)."""
+    options = dict(loss=loss, max_iter=5, tol=None, shuffle=False)
+    if loss in ("modified_huber", "squared_error"):
+        options.update(learning_rate="constant", eta0=0.001 if loss == "squared_error" else 0.01)
+    if loss in CLASSIFIER_LOSSES:
+        X, y = sparse_problem(2000, 100, noise=0.1, layout=layout, dtype=np.float32)
+        cls = HogwildSGDClassifier
+    else:
+        X, y = regression_problem(2000, 100, layout=layout)
+        X, cls = X.astype(np.float32), HogwildSGDRegressor
+    single = cls(**options, n_threads=1).fit(X, y)
+    double = cls(**options, n_threads=1).fit(X.astype(np.float64), y)
+    assert single.coef_.dtype == np.float32
+    assert np.linalg.norm(single.coef_ - double.coef_) <= 2e-6 * np.linalg.norm(double.coef_)
+    np.testing.assert_allclose(single.intercept_, double.intercept_, rtol=2e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -528,12 +559,6 @@ def test_stops_on_tol_and_warns_at_max_iter():
 def same_model(ours, theirs):
     np.testing.assert_array_equal(ours.coef_, theirs.coef_)
     np.testing.assert_array_equal(ours.intercept_, theirs.intercept_)
-
-
-def regression_problem(n_samples=600, n_features=30, layout="csr", seed=0):
-    X, _ = sparse_problem(n_samples, n_features, layout=layout, seed=seed)
-    rng = np.random.default_rng(seed)
-    return X, np.asarray(X @ rng.standard_normal(n_features)).ravel() + 0.3 + 0.1 * rng.standard_normal(n_samples)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
