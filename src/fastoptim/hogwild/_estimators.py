@@ -8,8 +8,6 @@ import scipy.sparse as sp
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.extmath import safe_sparse_dot
@@ -131,6 +129,9 @@ class _BaseHogwildSGD(BaseEstimator):
         for a classifier), as a boolean mask; else None."""
         if not self.early_stopping:
             return None
+        # imported when early stopping needs them (with sklearn.metrics, about 0.15 s of import)
+        from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+
         n_samples = len(y)
         splitter = StratifiedShuffleSplit if is_classifier(self) else ShuffleSplit
         train, validation = next(splitter(test_size=self.validation_fraction, random_state=self.random_state)
@@ -576,6 +577,8 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
     def _validation_score(self, X, targets, sample_weight):
         """Early stopping's score of one row of the model: the accuracy of its binary problem on
         the held-out rows, as scikit-learn's."""
+        from sklearn.metrics import accuracy_score
+
         def score(coef, intercept):
             predicted = np.where(self._decision(X, coef, intercept) > 0, 1.0, -1.0)
             return accuracy_score(targets, predicted, sample_weight=sample_weight)
@@ -682,6 +685,8 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
 
     def _validation_score(self, X, targets, sample_weight):
         """Early stopping's score: R^2 on the held-out rows, as scikit-learn's."""
+        from sklearn.metrics import r2_score
+
         def score(coef, intercept):
             return r2_score(targets, self._decision(X, coef, intercept), sample_weight=sample_weight)
         return score
