@@ -526,6 +526,21 @@ def test_epoch_misuse_is_refused():
         _kernel.run_block(*args, epoch, 0, n + 1, *tail)
     with pytest.raises(ValueError, match="not within the epoch"):
         _kernel.run_block(*args[:-1], np.ones(n - 1), epoch, 0, n, *tail)
+    with pytest.raises(ValueError, match="shorter than the rows"):
+        _kernel.run_block(np.zeros(d - 1), *args[1:], epoch, 0, n, *tail)
+    # an epoch over some rows (a validation set held out) checks the data reach its highest row
+    for bad_rows in (np.arange(5), np.array([-1, 2, 3]), np.array([0.0, 1.0, 2.0])):
+        with pytest.raises(ValueError, match="rows must be 3 non-negative integers"):
+            _kernel.Epoch(3, False, False, bad_rows)
+    some = _kernel.Epoch(3, False, False, np.array([4, 150, 7]))
+    np.testing.assert_array_equal(some.order, [4, 150, 7])
+    some.set_plan(_kernel.SCHEDULES["constant"], 0.01, 0.5, 1e-3, 0.0, 1e-3, 1.0, 1.0)
+    some.prepare()
+    _kernel.run_block(*args, some, 0, 3, *tail)
+    with pytest.raises(ValueError, match="not within the epoch"):
+        _kernel.run_block(*args[:6], np.ones(150), np.ones(150), some, 0, 3, *tail)
+    with pytest.raises(ValueError, match="not within the epoch"):
+        _kernel.run_block(args[0], X.data, X.indices, X.indptr[:151], *args[4:], some, 0, 3, *tail)
 
 
 def test_other_sparse_formats_and_index_types_give_the_same_fit():
