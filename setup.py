@@ -133,9 +133,10 @@ extensions = [
     extension("train", depends=["csrc/fastoptim/counter_rng.h", "csrc/fastoptim/reductions.h"]),
     extension("bandwidth"),
     Extension(
-        "fastoptim._hogwild",
-        sources=["src/fastoptim/_hogwild.pyx"],
-        include_dirs=[numpy.get_include()],
+        "fastoptim.hogwild._kernel",
+        sources=["src/fastoptim/hogwild/_kernel.pyx"],
+        depends=["csrc/hogwild/losses.h", "csrc/hogwild/shuffle.h", "csrc/hogwild/threads.h"],
+        include_dirs=["csrc", numpy.get_include()],
         define_macros=[numpy_api],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
