@@ -325,6 +325,46 @@ def test_torch_fused_16bit_bit_for_bit(torch, dtype):
             assert same_bits_or_both_nan(value[check], as_numpy(tstate[key], dtype)[check]).all(), (name, opts, key)
 
 
+FMA_CASES = [  # (optimizer, options, params x elements): every fused multiply-add site of the references
+    ("Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=False, maximize=False), (1, 2**17 + 15)),
+    ("Adagrad", dict(lr=0.05, weight_decay=0.1, lr_decay=0.0, maximize=False), (1, 2**17 + 15)),
+    ("SGD", dict(lr=0.7, momentum=0.9, dampening=0.1, weight_decay=0.1, nesterov=False, maximize=False),
+     (1500, 15)),
+    ("SGD", dict(lr=1.0, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True, maximize=False),
+     (1500, 15)),
+]
+
+
+@pytest.mark.parametrize("case", FMA_CASES, ids=lambda c: f"{c[0]}-{'nesterov' if c[1].get('nesterov') else 'wd'}")
+def test_torch_fused_fma_placement(torch, case):
+    """Enough float16 elements that one float32 rounding more or less somewhere shows in the stored bits.
+
+    A float32 difference flips the float16 result with probability ~2^-13 per
+    element; these sizes give hundreds of chances per step (the cases above
+    would not: they pass with any placement).  SGD: many params of 15, all
+    scalar tail.
+    """
+    name, opts, (count, n) = case
+    rng = np.random.default_rng(9)
+    params = [L.round_rne(rng.standard_normal(n).astype(np.float32), F16) for _ in range(count)]
+    tparams = [as_torch(torch, p) for p in params]
+    opt = getattr(torch.optim, name)(tparams, fused=True, **opts)
+    states = [{} for _ in range(count)]
+    for step in range(1, 4):
+        grads = [L.round_rne(rng.standard_normal(n).astype(np.float32), F16) for _ in range(count)]
+        for t, g in zip(tparams, grads):
+            t.grad = as_torch(torch, g)
+        opt.step()
+        for i in range(count):
+            if not states[i]:
+                states[i] = {k: np.zeros(n, F16) for k in opt.state[tparams[i]] if k != "step"}
+            reference_step(name, opts, params[i], grads[i], states[i], step, None)
+    for p, t, st in zip(params, tparams, states):
+        assert same_bits_or_both_nan(p, as_numpy(t, F16)).all()
+        for key, value in st.items():
+            assert same_bits_or_both_nan(value, as_numpy(opt.state[t][key], F16)).all(), key
+
+
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=["bf16", "fp16"])
 def test_torch_fused_sgd_16bit_body(torch, dtype):
     """pytorch issue 191763: the fused SGD body never writes 16-bit params (torch <= 2.13).
