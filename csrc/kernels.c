@@ -5,12 +5,16 @@
  * baseline table only. */
 #include "fastoptim/kernels.h"
 
+#include "fastoptim/halfprec.h"
+
 #if defined(_MSC_VER)
 #define FO_ALWAYS_INLINE __forceinline
 #define FO_RESTRICT __restrict
+#define FO_ALIGNED(n) __declspec(align(n))
 #else
 #define FO_ALWAYS_INLINE inline __attribute__((always_inline))
 #define FO_RESTRICT __restrict__
+#define FO_ALIGNED(n) __attribute__((aligned(n)))
 #endif
 
 #define FO_CAT3_(a, b, c) a##_##b##_##c
@@ -27,30 +31,46 @@
 #define FO_X86_DISPATCH 0
 #endif
 
+#if FO_X86_DISPATCH
+#include <immintrin.h>
+#endif
+
 #define FO_LEVEL baseline
+#define FO_F16C 0
 #include "fastoptim/level_table.inc"
+#undef FO_F16C
 #undef FO_LEVEL
 
 #if FO_X86_DISPATCH
+/* float16 conversions use F16C at both levels (it gives the bits of
+ * halfprec.h's fo_f32_to_f16, NaN included).  The AVX-512 level has no code of
+ * its own for 16-bit types: AVX-512 BF16/FP16 instructions are not used, as
+ * they could not be tested bit for bit on the development machine (and
+ * VCVTNEPS2BF16 flushes float32 subnormals); its conversions are the same
+ * code compiled for AVX-512F. */
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #endif
 #define FO_LEVEL avx2
+#define FO_F16C 1
 #include "fastoptim/level_table.inc"
+#undef FO_F16C
 #undef FO_LEVEL
 #if defined(__clang__)
 #pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma,prefer-vector-width=512"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma,f16c,prefer-vector-width=512"))), apply_to = function)
 #else
 #pragma GCC pop_options
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,fma,prefer-vector-width=512")
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,fma,f16c,prefer-vector-width=512")
 #endif
 #define FO_LEVEL avx512
+#define FO_F16C 1
 #include "fastoptim/level_table.inc"
+#undef FO_F16C
 #undef FO_LEVEL
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -84,6 +104,16 @@ const fo_kernel_table *fo_compiled_table(int level)
     }
 }
 
+#if FO_X86_DISPATCH
+#include <cpuid.h>
+/* F16C: CPUID leaf 1, ECX bit 29 (every AVX2 CPU has it; checked all the same). */
+static int fo_cpu_has_f16c(void)
+{
+    unsigned int eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 29 & 1u);
+}
+#endif
+
 int fo_cpu_supports(int level)
 {
     switch (level) {
@@ -92,11 +122,11 @@ int fo_cpu_supports(int level)
     /* __builtin_cpu_supports also checks that the OS saves the wide registers. */
     case FO_SIMD_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && fo_cpu_has_f16c();
     case FO_SIMD_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-            && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+            && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && fo_cpu_has_f16c();
 #endif
     default: return 0;
     }

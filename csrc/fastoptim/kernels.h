@@ -3,7 +3,8 @@
  * A range function applies one update rule to elements [begin, end) of one
  * tensor; the Cython layer splits work across tensors and threads and calls
  * them.  Every level computes bit-identical results: the build turns off
- * floating-point contraction, so a wider vector is the only difference.
+ * floating-point contraction, so a wider vector is the only difference, and
+ * the 16-bit conversions give the same bits with or without F16C.
  */
 #ifndef FASTOPTIM_KERNELS_H
 #define FASTOPTIM_KERNELS_H
@@ -11,18 +12,35 @@
 #include "update_rules.h"
 
 typedef void (*fo_range_fn)(const fo_args *args, char *const *data, fo_index begin, fo_index end);
+/* A staged layout's driver: runs `compute` (a rule's float32 range function) on staged chunks. */
+typedef void (*fo_staged_fn)(fo_range_fn compute, const fo_args *args, char *const *data, fo_index begin,
+                             fo_index end);
 
 typedef struct {
     const char *name;
-    fo_range_fn range[FO_N_RULES][FO_N_DTYPES][FO_N_GRAD_MODES];
+    fo_range_fn range[FO_N_RULES][FO_N_COMPUTE_TYPES][FO_N_GRAD_MODES];
+    fo_staged_fn staged[FO_N_LAYOUTS];     /* NULL for the compute types */
 } fo_kernel_table;
 
 enum fo_simd_level { FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS };
 
-/* The range function of (rule, dtype, grad mode) in `table`. */
-static inline fo_range_fn fo_range(const fo_kernel_table *table, int rule, int dtype, int grad_mode)
+/* Update elements [begin, end) of one tensor stored as `layout` (enum fo_layout)
+ * by `rule`, with the kernels of `table`; data holds FO_DATA_SLOTS pointers. */
+static inline void fo_run(const fo_kernel_table *table, int rule, int layout, int grad_mode, const fo_args *args,
+                          char *const *data, fo_index begin, fo_index end)
 {
-    return table->range[rule][dtype][grad_mode];
+    if (layout < FO_N_COMPUTE_TYPES)
+        table->range[rule][layout][grad_mode](args, data, begin, end);
+    else
+        table->staged[layout](table->range[rule][FO_FLOAT32][grad_mode], args, data, begin, end);
+}
+
+/* A float32 buffer as an operand indexed by the tensor's element index from
+ * `first` on: element i is buffer[i - first].  (Integer arithmetic: the pointer
+ * itself may lie before the buffer; only elements inside it are accessed.) */
+static inline char *fo_shifted(float *buffer, fo_index first)
+{
+    return (char *)((uintptr_t)buffer - (uintptr_t)first * sizeof(float));
 }
 
 /* The table of a level, or NULL where this build has no code for it. */

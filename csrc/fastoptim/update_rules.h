@@ -19,7 +19,10 @@
  *
  * Operand slots passed to a loop: data[0] = param, data[1] = grad,
  * data[2..] = the rule's state arrays in the order of the Python Rule's
- * state slots (NULL where the options do not need that array).
+ * state slots (NULL where the options do not need that array).  The loops
+ * are written for one element type, FO_T (float or double), which is also
+ * the type they compute in; 16-bit params and states reach the float32
+ * loops through staged.inc, so a rule's loop never sees another storage type.
  */
 #ifndef FASTOPTIM_UPDATE_RULES_H
 #define FASTOPTIM_UPDATE_RULES_H
@@ -36,6 +39,10 @@ typedef struct {
     int64_t step;          /* 1-based count of this tensor's steps, this one included */
     int maximize;
     double grad_scale;     /* the grad is divided by it, as in torch's fused kernels; 1 = unscaled */
+    /* Staged layouts (staged.inc), set per tensor by the step engine: */
+    uint32_t half_slots;   /* bit k: state slot k is stored in the param's 16-bit type */
+    uint32_t param_index;  /* stochastic rounding: the param's index in its optimizer */
+    uint64_t seed;         /* stochastic rounding: the seed of the random bits */
 } fo_common;
 
 /* The kinds of a rule's fields, and how FO_<NAME>_FIELDS(F) entries F(rule, kind, name) declare them. */
@@ -44,12 +51,30 @@ enum fo_field_kind { FO_FIELD_REAL, FO_FIELD_FLAG };
 #define FO_CTYPE_FLAG int
 #define FO_DECLARE_FIELD(rule, kind, name) FO_CTYPE_##kind name;
 
-/* Dimensions of the kernel tables besides the rule.  The element type is
- * one index today; mixed precision (param dtype, state dtype) grows it. */
-enum fo_dtype { FO_FLOAT32, FO_FLOAT64, FO_N_DTYPES };
+/* How a tensor's operands are stored, the kernel tables' second dimension.
+ * FO_FLOAT32 and FO_FLOAT64 run the rule's loops compiled for that type
+ * (the compute types).  The others are staged (staged.inc): the rule's
+ * float32 loop runs on chunks widened from 16 bits and rounded back, the
+ * param stored by round to nearest even, from a float32 master copy, or by
+ * stochastic rounding; each state slot in 16 bits or float32 (half_slots). */
+enum fo_layout {
+    FO_FLOAT32, FO_FLOAT64,
+    FO_BF16, FO_F16,
+    FO_BF16_MASTER, FO_F16_MASTER,
+    FO_BF16_SR, FO_F16_SR,
+    FO_N_LAYOUTS
+};
+#define FO_N_COMPUTE_TYPES 2           /* FO_FLOAT32, FO_FLOAT64: the layouts with loops of their own */
+enum fo_param_store { FO_STORE_NEAREST, FO_STORE_MASTER, FO_STORE_STOCHASTIC };
 /* Whether the loop divides the grad by grad_scale: a compile-time variant, so 1 costs nothing. */
 enum fo_grad_mode { FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_N_GRAD_MODES };
+/* Operand slots of one tensor: param, grad and up to FO_MAX_OPERANDS - 2
+ * state arrays, then the float32 master copy of a 16-bit param (FO_*_MASTER). */
 #define FO_MAX_OPERANDS 5
+#define FO_MASTER_SLOT FO_MAX_OPERANDS
+#define FO_DATA_SLOTS (FO_MAX_OPERANDS + 1)
+/* Elements per chunk of a staged layout; chunks start at multiples of it. */
+#define FO_STAGE 256
 
 #include "rules.h"
 

@@ -16,6 +16,12 @@ cdef inline int dtype_index(int typenum) noexcept:
     return -1
 
 
+# The storage layout (FO_FLOAT32, FO_FLOAT64, FO_BF16 or FO_F16) of a NumPy type number, or -1:
+# what a param of the update rules may be (bfloat16 is ml_dtypes', when it is installed).
+cdef int storage_type(int typenum) noexcept
+cdef int bfloat16_typenum() noexcept
+
+
 cdef inline bint same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
     cdef int d, nd = cnp.PyArray_NDIM(a)
     if nd != cnp.PyArray_NDIM(b):
@@ -35,6 +41,7 @@ cdef inline bint overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
 
 cdef str describe(obj)
 cdef int check_float_array(obj, str name) except -1
+cdef int check_param_array(obj, str name) except -1
 cdef int check_layout(cnp.ndarray a, str name, bint written) except -1
 cdef int check_like(obj, str name, cnp.ndarray ref, str ref_name) except -1
 cdef int64_t check_step(step) except -1

@@ -9,6 +9,33 @@ import numpy as np
 
 cnp.import_array()
 
+from .common cimport FO_BF16, FO_F16
+
+try:
+    import ml_dtypes
+    _BF16 = np.dtype(ml_dtypes.bfloat16).num
+except ImportError:  # the bf16 extra is not installed: no bfloat16 arrays exist
+    _BF16 = -1
+cdef int _bf16_typenum = _BF16
+
+
+cdef int bfloat16_typenum() noexcept:
+    return _bf16_typenum
+
+
+cdef int storage_type(int typenum) noexcept:
+    if typenum == cnp.NPY_FLOAT32:
+        return FO_FLOAT32
+    if typenum == cnp.NPY_FLOAT64:
+        return FO_FLOAT64
+    if typenum == cnp.NPY_FLOAT16:
+        return FO_F16
+    if typenum == _bf16_typenum and typenum >= 0:
+        return FO_BF16
+    return -1
+
+PARAM_DTYPES = "float32, float64, float16 or bfloat16"
+
 
 cdef str describe(obj):
     if isinstance(obj, np.ndarray):
@@ -25,7 +52,7 @@ cdef int check_layout(cnp.ndarray a, str name, bint written) except -1:
                          f"pass np.ascontiguousarray({name.split('[')[0]}) or a contiguous array")
     if not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
         raise ValueError(f"{name} is byte-swapped or misaligned ({a.dtype.str}); "
-                         f"expected native-endian, aligned float32 or float64")
+                         f"expected native-endian, aligned {PARAM_DTYPES}")
     if written and not cnp.PyArray_ISWRITEABLE(a):
         raise ValueError(f"{name} is read-only; fastoptim updates it in place and needs a writeable array")
     return 0
@@ -40,6 +67,16 @@ cdef int check_float_array(obj, str name) except -1:
     return 0
 
 
+cdef int check_param_array(obj, str name) except -1:
+    """obj is an array of a dtype the update rules take (16-bit ones included)."""
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"{name} must be a numpy.ndarray of {PARAM_DTYPES}, got {describe(obj)}")
+    if storage_type(cnp.PyArray_TYPE(<cnp.ndarray>obj)) < 0:
+        raise TypeError(f"{name} has dtype {(<cnp.ndarray>obj).dtype}; expected {PARAM_DTYPES} "
+                        f"(ml_dtypes.bfloat16; complex, integer and other dtypes are not supported)")
+    return 0
+
+
 cdef int check_like(obj, str name, cnp.ndarray ref, str ref_name) except -1:
     """obj is a float array with ref's dtype and shape."""
     cdef cnp.ndarray a
@@ -48,7 +85,7 @@ cdef int check_like(obj, str name, cnp.ndarray ref, str ref_name) except -1:
                         f"got {describe(obj)}")
     a = <cnp.ndarray>obj
     if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(ref):
-        if dtype_index(cnp.PyArray_TYPE(a)) < 0:
+        if storage_type(cnp.PyArray_TYPE(a)) < 0:
             raise TypeError(f"{name} has dtype {a.dtype}; expected {ref.dtype} like {ref_name} "
                             f"(complex, integer and other dtypes are not supported)")
         raise TypeError(f"{name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}")

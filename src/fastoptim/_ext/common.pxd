@@ -3,15 +3,17 @@
 # elements over threads.  Everything here is inline or extern: each module
 # that cimports it compiles its own copy, with no call across modules.
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef extern from "fastoptim/kernels.h" nogil:
     ctypedef Py_ssize_t fo_index
 
     enum:
-        FO_FLOAT32, FO_FLOAT64, FO_N_DTYPES
+        FO_FLOAT32, FO_FLOAT64, FO_BF16, FO_F16, FO_BF16_MASTER, FO_F16_MASTER, FO_BF16_SR, FO_F16_SR
+        FO_N_LAYOUTS, FO_N_COMPUTE_TYPES
+        FO_STORE_NEAREST, FO_STORE_MASTER, FO_STORE_STOCHASTIC
         FO_GRAD_PLAIN, FO_GRAD_SCALED
-        FO_MAX_OPERANDS
+        FO_MAX_OPERANDS, FO_MASTER_SLOT, FO_DATA_SLOTS
         FO_FIELD_REAL, FO_FIELD_FLAG
         FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS
 
@@ -22,6 +24,9 @@ cdef extern from "fastoptim/kernels.h" nogil:
         int64_t step
         int maximize
         double grad_scale
+        uint32_t half_slots
+        uint32_t param_index
+        uint64_t seed
 
     ctypedef struct fo_args:
         fo_common common
@@ -41,7 +46,8 @@ cdef extern from "fastoptim/kernels.h" nogil:
     ctypedef struct fo_kernel_table:
         const char *name
 
-    fo_range_fn fo_range(const fo_kernel_table *table, int rule, int dtype, int grad_mode)
+    void fo_run(const fo_kernel_table *table, int rule, int layout, int grad_mode, const fo_args *args,
+                char *const *data, fo_index begin, fo_index end)
     void fo_prepare(int rule, fo_args *a)
     const fo_kernel_table *fo_compiled_table(int level)
     int fo_cpu_supports(int level)

@@ -5,6 +5,7 @@ cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 
+from .checks cimport bfloat16_typenum
 from .common cimport fo_index
 
 
@@ -44,6 +45,7 @@ cdef extern from *:
 cdef enum:
     DL_CPU = 1
     DL_FLOAT = 2
+    DL_BFLOAT = 4
 
 
 cdef inline char *dlpack_grad_data(capsule, cnp.ndarray p, fo_index *nbytes) except? NULL:
@@ -52,7 +54,8 @@ cdef inline char *dlpack_grad_data(capsule, cnp.ndarray p, fo_index *nbytes) exc
     cdef fo_DLTensor *t = &(<fo_DLManagedTensor *>PyCapsule_GetPointer(capsule, "dltensor")).dl_tensor
     cdef int d, nd = cnp.PyArray_NDIM(p)
     cdef int64_t expected = 1
-    if (t.device.device_type != DL_CPU or t.dtype.code != DL_FLOAT or t.dtype.lanes != 1
+    cdef int code = DL_BFLOAT if cnp.PyArray_TYPE(p) == bfloat16_typenum() else DL_FLOAT
+    if (t.device.device_type != DL_CPU or t.dtype.code != code or t.dtype.lanes != 1
             or t.dtype.bits != 8 * cnp.PyArray_ITEMSIZE(p) or t.ndim != nd):
         return NULL
     for d in range(nd - 1, -1, -1):

@@ -18,14 +18,15 @@
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsSsize_t
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort
 from libc.string cimport memcpy
 
-from .checks cimport (check_float_array, check_grad_scale, check_layout, check_like, check_step, dtype_index,
-                      overlaps, same_shape, scalar_as_array)
-from .common cimport (FO_FIELD_REAL, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MAX_OPERANDS, fo_args, fo_field,
-                      fo_index, fo_kernel_table, fo_prepare, fo_range, fo_range_fn, fo_rule_desc, split_point)
+from .checks cimport (check_grad_scale, check_layout, check_like, check_param_array, check_step, overlaps,
+                      same_shape, scalar_as_array, storage_type)
+from .common cimport (FO_BF16, FO_F16, FO_FIELD_REAL, FO_FLOAT32, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MASTER_SLOT,
+                      FO_MAX_OPERANDS, FO_DATA_SLOTS, fo_args, fo_field, fo_index, fo_kernel_table, fo_prepare,
+                      fo_rule_desc, fo_run, split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
 
@@ -34,6 +35,17 @@ import numpy as np
 cnp.import_array()
 
 MAX_OPERANDS = FO_MAX_OPERANDS
+# Param storage layouts beyond the compute types (enum fo_layout): a 16-bit param
+# (bfloat16 or float16) stored by round to nearest even, from a float32 master copy,
+# or by stochastic rounding.
+LAYOUTS = {("bfloat16", "nearest"): FO_BF16, ("float16", "nearest"): FO_F16,
+           ("bfloat16", "master"): FO_BF16 + 2, ("float16", "master"): FO_F16 + 2,
+           ("bfloat16", "stochastic"): FO_BF16 + 4, ("float16", "stochastic"): FO_F16 + 4}
+
+
+def is_half(array):
+    """Whether array is a NumPy array of a 16-bit float type the kernels take."""
+    return cnp.PyArray_Check(array) and storage_type(cnp.PyArray_TYPE(<cnp.ndarray>array)) in (FO_BF16, FO_F16)
 
 
 cdef int fill_args(int rule, fo_args *a, tuple h) except -1:
@@ -60,15 +72,15 @@ def checked_grad_scale(grad_scale):
     return check_grad_scale(grad_scale)
 
 
-cdef void run_one_tensor(int rule, int dtype, int grad_mode, const fo_args *args, char **data,
+cdef void run_one_tensor(int rule, int layout, int grad_mode, const fo_args *args, char **data,
                          fo_index n) noexcept nogil:
-    cdef fo_range_fn fn = fo_range(kernel_table(), rule, dtype, grad_mode)
+    cdef const fo_kernel_table *table = kernel_table()
     cdef int parts = step_threads(n), k
     if parts == 1:
-        fn(args, data, 0, n)
+        fo_run(table, rule, layout, grad_mode, args, data, 0, n)
         return
     for k in prange(parts, schedule="static", num_threads=parts):
-        fn(args, data, split_point(n, k, parts), split_point(n, k + 1, parts))
+        fo_run(table, rule, layout, grad_mode, args, data, split_point(n, k, parts), split_point(n, k + 1, parts))
 
 
 # ---- functional: one tensor -------------------------------------------------
@@ -79,20 +91,31 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     arrays: (param, grad, state...) in the rule's operand order, None where the
     options need no array; names: the argument names, for messages; hyper: the
     checked (lr, maximize, *fields); grad_scale: None or a divisor of the grad.
+    A 16-bit param (bfloat16, float16) takes its grad in its own dtype and each
+    state in its dtype or in float32; it is rounded to nearest even.
     """
     cdef fo_args args
-    cdef char *data[FO_MAX_OPERANDS]
+    cdef char *data[FO_DATA_SLOTS]
+    cdef uint32_t half_slots = 0
     cdef Py_ssize_t i, j, n_ops = len(arrays)
     cdef cnp.ndarray param
     cdef double scale
-    check_float_array(arrays[0], names[0])
+    check_param_array(arrays[0], names[0])
     param = <cnp.ndarray>arrays[0]
+    cdef int layout = storage_type(cnp.PyArray_TYPE(param))
+    cdef bint half = layout == FO_BF16 or layout == FO_F16
     check_layout(param, names[0], True)
     if n_ops > 1 and not cnp.PyArray_Check(arrays[1]):
         arrays = (param, scalar_as_array(arrays[1], param)) + arrays[2:]
     for i in range(1, n_ops):
         if arrays[i] is not None:
-            check_like(arrays[i], names[i], param, names[0])
+            if half and i >= 2 and cnp.PyArray_Check(arrays[i]) and cnp.PyArray_TYPE(<cnp.ndarray>arrays[i]) == cnp.NPY_FLOAT32:
+                if not same_shape(<cnp.ndarray>arrays[i], param):  # float32 state of a 16-bit param
+                    raise ValueError(f"{names[i]} has shape {arrays[i].shape} but {names[0]} has shape {(<object>param).shape}")
+            else:
+                check_like(arrays[i], names[i], param, names[0])
+                if half and i >= 2:
+                    half_slots |= 1u << (i - 2)
             check_layout(<cnp.ndarray>arrays[i], names[i], i != 1)
     for i in range(n_ops):
         for j in range(i + 1, n_ops):
@@ -103,16 +126,18 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     args.common.step = check_step(step)
     scale = 1.0 if grad_scale is None else check_grad_scale(grad_scale)
     args.common.grad_scale = scale
-    for i in range(FO_MAX_OPERANDS):
+    args.common.half_slots = half_slots
+    args.common.param_index = 0
+    args.common.seed = 0
+    for i in range(FO_DATA_SLOTS):
         data[i] = NULL
         if i < n_ops and arrays[i] is not None:
             data[i] = <char *>cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
-    cdef int dtype = dtype_index(cnp.PyArray_TYPE(param))
     cdef fo_index n = cnp.PyArray_SIZE(param)
     cdef int grad_mode = FO_GRAD_PLAIN if scale == 1.0 else FO_GRAD_SCALED
     with nogil:
         fo_prepare(rule, &args)
-        run_one_tensor(rule, dtype, grad_mode, &args, data, n)
+        run_one_tensor(rule, layout, grad_mode, &args, data, n)
 
 
 # ---- stateful: all tensors of an optimizer -----------------------------------
@@ -138,6 +163,10 @@ cdef class StepPlan:
     of n_groups;
     keys: each tensor's name or flat index, for messages; steps: int64 array
     holding each tensor's step count, incremented here.
+    16-bit params: stores, per tensor, the param's layout (LAYOUTS; None: round to
+    nearest), its float32 master copy (FO_*_MASTER) and the seed of its stochastic
+    rounding; a state array in the param's 16-bit dtype is stored in 16 bits, one in
+    float32 stays float32.
     """
     cdef readonly int rule
     cdef int grad_mode         # FO_GRAD_PLAIN or FO_GRAD_SCALED for this run
@@ -153,7 +182,9 @@ cdef class StepPlan:
     cdef fo_index *offsets
     cdef char **data
     cdef fo_args *args
-    cdef int *dtypes
+    cdef int *layouts
+    cdef uint32_t *half_slots
+    cdef uint64_t *seeds
     cdef int *groups
     cdef readonly Py_ssize_t n_groups
     cdef fo_args *group_args
@@ -168,7 +199,9 @@ cdef class StepPlan:
         self.offsets = NULL
         self.data = NULL
         self.args = NULL
-        self.dtypes = NULL
+        self.layouts = NULL
+        self.half_slots = NULL
+        self.seeds = NULL
         self.groups = NULL
         self.has_state = NULL
         self.memory = NULL
@@ -178,15 +211,19 @@ cdef class StepPlan:
         free(self.offsets)
         free(self.data)
         free(self.args)
-        free(self.dtypes)
+        free(self.layouts)
+        free(self.half_slots)
+        free(self.seeds)
         free(self.groups)
         free(self.has_state)
         free(self.memory)
         free(self.group_args)
 
-    def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, steps):
+    def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, steps,
+                 layouts=None, masters=None, seeds=None):
         cdef Py_ssize_t n = len(params), i, j, k
         cdef cnp.ndarray p
+        cdef int storage
         self.rule = rule
         self.n_tensors = n
         self.bad_tensor = self.bad_overlap = -1
@@ -198,32 +235,43 @@ cdef class StepPlan:
         self.steps_array = steps
         self.steps = steps
         self.offsets = <fo_index *>calloc(n + 1, sizeof(fo_index))
-        self.data = <char **>calloc(n * FO_MAX_OPERANDS + 1, sizeof(char *))
+        self.data = <char **>calloc(n * FO_DATA_SLOTS + 1, sizeof(char *))
         self.args = <fo_args *>calloc(n + 1, sizeof(fo_args))
-        self.dtypes = <int *>calloc(n + 1, sizeof(int))
+        self.layouts = <int *>calloc(n + 1, sizeof(int))
+        self.half_slots = <uint32_t *>calloc(n + 1, sizeof(uint32_t))
+        self.seeds = <uint64_t *>calloc(n + 1, sizeof(uint64_t))
         self.groups = <int *>calloc(n + 1, sizeof(int))
         self.has_state = <bint *>calloc(n + 1, sizeof(bint))
-        self.memory = <interval *>calloc(n * FO_MAX_OPERANDS + 1, sizeof(interval))
+        self.memory = <interval *>calloc(n * FO_DATA_SLOTS + 1, sizeof(interval))
         self.n_groups = n_groups
         self.group_args = <fo_args *>calloc(n_groups + 1, sizeof(fo_args))
-        if (self.group_args == NULL or self.offsets == NULL or self.data == NULL or self.args == NULL or self.dtypes == NULL
+        if (self.group_args == NULL or self.offsets == NULL or self.data == NULL or self.args == NULL or self.layouts == NULL
+                or self.half_slots == NULL or self.seeds == NULL
                 or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
             raise MemoryError()
         self.n_memory = 0
         for i in range(n):
             p = <cnp.ndarray>params[i]
             self.offsets[i + 1] = self.offsets[i] + cnp.PyArray_SIZE(p)
-            self.dtypes[i] = dtype_index(cnp.PyArray_TYPE(p))
+            storage = storage_type(cnp.PyArray_TYPE(p))
+            self.layouts[i] = storage if layouts is None or layouts[i] is None else layouts[i]
+            self.seeds[i] = 0 if seeds is None else seeds[i]
             self.groups[i] = groups[i]
-            self.data[i * FO_MAX_OPERANDS] = <char *>cnp.PyArray_DATA(p)
+            self.data[i * FO_DATA_SLOTS] = <char *>cnp.PyArray_DATA(p)
             self.add_memory(p, i)
             st = states[i]
             self.has_state[i] = st is not None
             if st is not None:
                 for k, s in enumerate(st):
                     if s is not None:
-                        self.data[i * FO_MAX_OPERANDS + 2 + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>s)
+                        self.data[i * FO_DATA_SLOTS + 2 + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>s)
                         self.add_memory(<cnp.ndarray>s, i)
+                        if cnp.PyArray_TYPE(<cnp.ndarray>s) == cnp.PyArray_TYPE(p) and (storage == FO_BF16
+                                                                                       or storage == FO_F16):
+                            self.half_slots[i] |= 1u << k
+            if masters is not None and masters[i] is not None:
+                self.data[i * FO_DATA_SLOTS + FO_MASTER_SLOT] = <char *>cnp.PyArray_DATA(<cnp.ndarray>masters[i])
+                self.add_memory(<cnp.ndarray>masters[i], i)
         qsort(self.memory, self.n_memory, sizeof(interval), compare_intervals)
         for j in range(1, self.n_memory):
             if self.memory[j].begin < self.memory[j - 1].end:
@@ -303,13 +351,13 @@ cdef class StepPlan:
                 self.raise_bad_grad(i, gobj)
             if not self.has_state[i]:
                 n_missing += 1
-            self.data[i * FO_MAX_OPERANDS + 1] = begin
+            self.data[i * FO_DATA_SLOTS + 1] = begin
         return n_missing
 
     def missing_state(self):
         """Tensors with a gathered grad and no state yet."""
         return [i for i in range(self.n_tensors)
-                if self.data[i * FO_MAX_OPERANDS + 1] != NULL and not self.has_state[i]]
+                if self.data[i * FO_DATA_SLOTS + 1] != NULL and not self.has_state[i]]
 
     cdef void keep(self, Py_ssize_t i, grad):
         """Keep `grad` alive until the grads are forgotten."""
@@ -319,7 +367,7 @@ cdef class StepPlan:
     def forget_grads(self):
         cdef Py_ssize_t i
         for i in range(self.n_tensors):
-            self.data[i * FO_MAX_OPERANDS + 1] = NULL
+            self.data[i * FO_DATA_SLOTS + 1] = NULL
         if self.keeping:
             for i in range(self.n_tensors):
                 self.kept[i] = None
@@ -391,7 +439,7 @@ cdef class StepPlan:
                     if not self.has_state[i]:
                         n_missing += 1
                     self.keep(i, g)
-                    self.data[i * FO_MAX_OPERANDS + 1] = begin
+                    self.data[i * FO_DATA_SLOTS + 1] = begin
                 i += 1
         if i != n:
             self.forget_grads()
@@ -429,7 +477,7 @@ cdef class StepPlan:
         self.grad_mode = FO_GRAD_PLAIN if grad_scale == 1.0 else FO_GRAD_SCALED
         with nogil:
             for i in range(n):
-                if self.data[i * FO_MAX_OPERANDS + 1] == NULL:
+                if self.data[i * FO_DATA_SLOTS + 1] == NULL:
                     continue
                 self.steps[i] += 1
                 # Tensors of one group at one step share their per-call scalars.
@@ -440,6 +488,9 @@ cdef class StepPlan:
                     memcpy(&self.args[i], &self.group_args[self.groups[i]], sizeof(fo_args))
                     self.args[i].common.step = self.steps[i]
                     fo_prepare(self.rule, &self.args[i])
+                self.args[i].common.half_slots = self.half_slots[i]
+                self.args[i].common.param_index = <uint32_t>i
+                self.args[i].common.seed = self.seeds[i]
                 prev = i
             self.run_all()
         self.forget_grads()
@@ -468,12 +519,12 @@ cdef class StepPlan:
                 hi = mid
         t = lo
         while t < self.n_tensors and self.offsets[t] < end:
-            if self.data[t * FO_MAX_OPERANDS + 1] != NULL:
+            if self.data[t * FO_DATA_SLOTS + 1] != NULL:
                 first = begin - self.offsets[t] if begin > self.offsets[t] else 0
                 last = (end if end < self.offsets[t + 1] else self.offsets[t + 1]) - self.offsets[t]
                 if last > first:
-                    fo_range(table, self.rule, self.dtypes[t], self.grad_mode)(
-                        &self.args[t], &self.data[t * FO_MAX_OPERANDS], first, last)
+                    fo_run(table, self.rule, self.layouts[t], self.grad_mode,
+                           &self.args[t], &self.data[t * FO_DATA_SLOTS], first, last)
             t += 1
 
 
