@@ -75,13 +75,25 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* The next item of a shared counter, claimed atomically. */
+    /* The next item of a shared counter, claimed atomically.  MSVC's /openmp is
+       OpenMP 2.0, which has no atomic capture: an interlocked add does the same. */
+    #if defined(_MSC_VER) && !defined(__clang__)
+    #include <intrin.h>
+    static inline Py_ssize_t fo_claim(Py_ssize_t *counter) {
+    #if defined(_WIN64)
+        return (Py_ssize_t)_InterlockedExchangeAdd64((volatile __int64 *)counter, 1);
+    #else
+        return (Py_ssize_t)_InterlockedExchangeAdd((volatile long *)counter, 1);
+    #endif
+    }
+    #else
     static inline Py_ssize_t fo_claim(Py_ssize_t *counter) {
         Py_ssize_t claimed;
         #pragma omp atomic capture
         claimed = (*counter)++;
         return claimed;
     }
+    #endif
     """
     Py_ssize_t fo_claim(Py_ssize_t *counter) noexcept nogil
 
