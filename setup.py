@@ -159,4 +159,7 @@ setup(
             "freethreading_compatible": True,
         },
     ),
+    # the extensions compile side by side, one per core (MSVC's distutils driver is not
+    # thread-safe, so Windows builds them in turn)
+    options={"build_ext": {"parallel": (os.cpu_count() or 1) if os.name != "nt" else 1}},
 )

@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 project=$PWD
+export FASTOPTIM_FAIL_NO_OPENMP=1   # an sdist build without OpenMP is an error
 
 work=${1:-}
 if [ -z "$work" ]; then

@@ -41,19 +41,33 @@ echo "sanitize: building with $sanitize"
 CFLAGS="$python_cflags $sanitize" LDFLAGS="$sanitize" FASTOPTIM_FAIL_NO_OPENMP=1 \
     "$python" -m pip install --quiet --no-deps --no-build-isolation --target "$work/site" "$work/src" \
     >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
-for so in "$work"/site/fastoptim/*.so "$work"/site/fastoptim/**/*.so; do
-    [ -e "$so" ] || continue
-    ldd "$so" | grep -q libasan || { echo "sanitize: $so is not linked with libasan" >&2; exit 1; }
+extensions=$(find "$work/site/fastoptim" -name '*.so')
+for so in $extensions; do
+    ldd "$so" | grep libasan >/dev/null || { echo "sanitize: $so is not linked with libasan" >&2; exit 1; }
 done
-echo "sanitize: build took $((SECONDS - start)) s"
+echo "sanitize: built $(echo "$extensions" | wc -w) extensions in $((SECONDS - start)) s"
 
-libasan=$(gcc -print-file-name=libasan.so)
-export LD_PRELOAD="$libasan"
-export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:halt_on_error=1:abort_on_error=0"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
-"$python" -c "import fastoptim, sys; assert fastoptim.__file__.startswith('$work/site'), fastoptim.__file__"
+# libstdc++ is preloaded too: ASan intercepts __cxa_throw only if libstdc++ is there when
+# it starts, and torch (C++) throws for the errors some tests provoke.  Reports go to
+# files, because pytest captures the tests' stderr and a halted process loses it.
+reports="$work/reports"
+mkdir "$reports"
+# Only the Python processes get the runtime (a preloaded ASan can hang unrelated tools).
+sanitized() {
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)" \
+    ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:log_path=$reports/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan" \
+    PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}" "$python" "$@"
+}
+sanitized -c "import fastoptim; assert fastoptim.__file__.startswith('$work/site'), fastoptim.__file__"
 
 start=$SECONDS
-"$python" -m pytest -p no:cacheprovider -q "${tests[@]}"
+status=0
+sanitized -m pytest -p no:cacheprovider -q "${tests[@]}" || status=$?
+if [ -n "$(ls -A "$reports")" ]; then
+    cat "$reports"/*
+    echo "sanitize: the sanitizers reported the errors above" >&2
+    status=1
+fi
 echo "sanitize: tests took $((SECONDS - start)) s under ASan+UBSan"
+exit $status
