@@ -55,8 +55,8 @@ def sdist(tmp_path_factory):
 def test_sdist_ships_all_of_csrc(sdist):
     project, members, _ = sdist
     sources = {p.relative_to(project).as_posix() for p in (project / "csrc").rglob("*") if p.is_file()}
-    assert {"csrc/fastoptim/update_rules.h", "csrc/fastoptim/update_loops.inc",
-            "csrc/fastoptim/level_table.inc", "csrc/newpart/helpers.h", "csrc/newpart/table.inc"} <= sources
+    assert {"csrc/fastoptim/rules.h", "csrc/fastoptim/rules/adam.inc", "csrc/fastoptim/loops.inc",
+            "csrc/fastoptim/level_table.inc", "csrc/hogwild/losses.h", "csrc/newpart/helpers.h", "csrc/newpart/table.inc"} <= sources
     assert sorted(sources - members.keys()) == []
 
 
