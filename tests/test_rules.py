@@ -11,7 +11,7 @@ import fastoptim
 from fastoptim import functional, reference
 from fastoptim._ext import runtime
 from fastoptim._registry import SPECS
-from fastoptim.rules import RULES, TORCH_ONLY_DEFAULTS, VARIANTS
+from fastoptim.rules import PRECISION_DEFAULTS, RULES, TORCH_ONLY_DEFAULTS, VARIANTS
 
 from conftest import DTYPES, assert_unchanged, snapshot
 
@@ -43,8 +43,9 @@ def test_functional_and_reference_share_their_signature(spec):
 def test_class_signature_is_the_rules(spec):
     parameters = list(inspect.signature(spec.cls).parameters.values())[1:]
     layout = [(name, kw) for name, kw in spec.rule.layout() if name not in spec.variant.fixed]
+    layout += [(name, True) for name in PRECISION_DEFAULTS]  # every class's 16-bit options, last
     assert [(p.name, p.kind == p.KEYWORD_ONLY) for p in parameters] == layout
-    defaults = {o.name: o.default for o in spec.rule.options} | spec.variant.defaults
+    defaults = {o.name: o.default for o in spec.rule.options} | spec.variant.defaults | PRECISION_DEFAULTS
     assert {p.name: p.default for p in parameters} == {name: defaults[name] for name, _ in layout}
 
 
@@ -53,6 +54,9 @@ def test_torch_class_signature_is_torchs(torch, spec):
     """fastoptim.torch's constructors take torch.optim's arguments, in torch's order and kinds."""
     import fastoptim.torch as ft
     ours = list(inspect.signature(getattr(ft, spec.torch_name)).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in ours[-len(PRECISION_DEFAULTS):]] == [
+        (name, inspect.Parameter.KEYWORD_ONLY, default) for name, default in PRECISION_DEFAULTS.items()]
+    ours = ours[:-len(PRECISION_DEFAULTS)]  # fastoptim's own 16-bit options, after torch's
     theirs = list(inspect.signature(getattr(torch.optim, spec.torch_name)).parameters.values())
     def layout(parameters):  # the order of keyword-only arguments does not matter
         return ([(p.name, p.kind) for p in parameters if p.kind != p.KEYWORD_ONLY],

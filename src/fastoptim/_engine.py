@@ -22,8 +22,8 @@ import math
 import numpy as np
 
 from . import _validation
-from ._ext.step import StepPlan, checked_grad_scale, same_options
-from .rules import kernel_id
+from ._ext.step import LAYOUTS, StepPlan, checked_grad_scale, is_half, same_options
+from .rules import PRECISION_DEFAULTS, kernel_id
 
 # The lr the memoized checks see when a group's lr is a valid float: they then hit
 # although schedules and lr_schedulers change lr every step (no rule checks lr
@@ -46,6 +46,32 @@ def scheduled_lr(schedule, t, where):
         return lr
     return _validation.real(lr, "lr", low=0.0, label="learning rate",
                             where=f" ({where}['lr_schedule'] at step t={t})")
+
+
+def precision(group, where):
+    """A group's 16-bit options (PRECISION_DEFAULTS), checked: (state_dtype, master_weights,
+    stochastic_rounding, seed), state_dtype None (the param's dtype) or "float32"."""
+    state_dtype, master, stochastic, seed = [group.get(name, default) for name, default in PRECISION_DEFAULTS.items()]
+    if state_dtype is not None and str(state_dtype) not in ("float32", "torch.float32"):
+        raise ValueError(f"Invalid state_dtype: {state_dtype!r} ({where}); expected None (the param's dtype) "
+                         f"or 'float32'")
+    master = _validation.flag(master, "master_weights", f" ({where})")
+    stochastic = _validation.flag(stochastic, "stochastic_rounding", f" ({where})")
+    if master and stochastic:
+        raise ValueError(f"master_weights=True and stochastic_rounding=True ({where}): with master weights "
+                         f"the param is the master copy rounded to nearest; choose one")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"Invalid seed: {seed!r} ({where}); expected an int in [0, 2**64)")
+    return (None if state_dtype is None else "float32", master, stochastic, int(seed))
+
+
+def param_layout(array, options):
+    """The kernels' layout of a param array under a group's checked precision options (None: its
+    dtype's own loops; 16-bit: LAYOUTS by how the param is stored)."""
+    if not is_half(array):
+        return None
+    _, master, stochastic, _ = options
+    return LAYOUTS[(array.dtype.name, "master" if master else "stochastic" if stochastic else "nearest")]
 
 
 def state_operands(state, slots, new_array, checked):
@@ -223,12 +249,21 @@ class StepEngine(ScheduledLR):
         """Param i's (empty) state dict, to be filled at its first grad."""
         raise NotImplementedError
 
-    def _state_array(self, value, p, i, key, name):
-        """The NumPy array of a state entry, checked against its param."""
+    def _state_array(self, value, p, i, key, name, float32=False):
+        """The NumPy array of a state entry, checked against its param (shape, and dtype: the
+        param's, or float32 if asked)."""
         raise NotImplementedError
 
-    def _new_array(self, p, fill):
-        """A new state entry like p, filled with `fill`."""
+    def _new_array(self, p, fill, float32=False):
+        """A new state entry like p (in float32 if asked), filled with `fill`."""
+        raise NotImplementedError
+
+    def _master_copy(self, p):
+        """A new float32 copy of the 16-bit param p."""
+        raise NotImplementedError
+
+    def _is_half(self, p):
+        """Whether p is a bfloat16 or float16 param."""
         raise NotImplementedError
 
     def _zero_step(self):
@@ -258,6 +293,7 @@ class StepEngine(ScheduledLR):
     # ---- hyperparameters ------------------------------------------------------------
     def _checked_hyper(self, group, where, lr=None):
         """The group's checked (lr, maximize, *fields), at `lr` if given (a schedule's value)."""
+        precision(group, where)
         if lr is None:
             lr = self._plain_lr(group["lr"], where)
         if type(lr) is float and 0.0 <= lr < math.inf:
@@ -269,7 +305,7 @@ class StepEngine(ScheduledLR):
 
     def _slots_by_group(self):
         # A list comprehension: in CPython 3.11 tuple(generator) leaves 48 bytes in tracemalloc per call.
-        return tuple([self.rule.slots(g) for g in self.param_groups])
+        return tuple([(self.rule.slots(g), precision(g, "")) for g in self.param_groups])
 
     # ---- the step -------------------------------------------------------------------
     def _run_step(self, grads, grad_scale=None):
@@ -333,15 +369,26 @@ class StepEngine(ScheduledLR):
 
     # ---- state ------------------------------------------------------------------------
     def _fill_state(self, state, group, p):
-        if self.rule.step_in_state:
+        state_dtype, master, stochastic, _ = precision(group, "")
+        half = self._is_half(p)
+        if self.rule.step_in_state or (half and stochastic):  # stochastic rounding keys its bits by step
             dict.__setitem__(state, "step", self._zero_step())
         for slot in self.rule.state:
             if slot.used(group.__getitem__):
-                dict.__setitem__(state, slot.name, self._new_array(p, self.rule.start_value(slot, group)))
+                dict.__setitem__(state, slot.name, self._new_array(p, self.rule.start_value(slot, group),
+                                                                   half and state_dtype == "float32"))
+        if half and master:
+            dict.__setitem__(state, "master_param", self._master_copy(p))
 
-    def _new_slot_array(self, group, p, name):
+    def _new_slot_array(self, group, p, name, float32=False):
         slot = next(s for s in self.rule.state if s.name == name)
-        return self._new_array(p, self.rule.start_value(slot, group))
+        return self._new_array(p, self.rule.start_value(slot, group), float32)
+
+    def _loaded_as_float32(self, name, group, p):
+        """Whether a loaded state entry `name` of param p is kept in float32 (else in p's dtype)."""
+        if not self._is_half(p):
+            return False
+        return name == "master_param" or (precision(group, "")[0] == "float32" and name != "step")
 
     # ---- pointer tables -----------------------------------------------------------------
     def _current_plan(self, slots):
@@ -361,24 +408,44 @@ class StepEngine(ScheduledLR):
         groups = groups + [len(self.param_groups)] * len(extra)
         all_groups = list(self.param_groups) + ([extra_group] if extra_group is not None else [])
         slots = tuple([self.rule.slots(g) for g in all_groups])
+        options = [precision(g, "") for g in all_groups]
         steps = np.zeros(len(params), dtype=np.int64)
-        arrays, state_arrays = [], []
+        arrays, state_arrays, layouts, masters, seeds = [], [], [], [], []
         for i, p in enumerate(params):
             key, group = keys[i], all_groups[groups[i]]
-            arrays.append(self._param_array(p, key))
+            array = self._param_array(p, key)
+            arrays.append(array)
+            layout = param_layout(array, options[groups[i]])
+            state_dtype, master, stochastic, seed = options[groups[i]]
+            float32 = layout is not None and state_dtype == "float32"
             state = self._state_of(i, p)
             operands = state_operands(
                 state, slots[groups[i]],
-                lambda name: self._new_slot_array(group, p, name),
-                lambda value, name: self._state_array(value, p, i, key, name))
+                lambda name: self._new_slot_array(group, p, name, float32),
+                lambda value, name: self._state_array(value, p, i, key, name, float32))
+            # Master weights and stochastic rounding keep state (the copy; the step) for any rule.
+            needs_state = layout is not None and (master or stochastic)
+            if needs_state and not state:
+                operands = None  # made at the param's first grad
+            layouts.append(layout)
+            seeds.append(seed)
+            masters.append(None)
+            if needs_state and state and master:
+                if "master_param" not in state:  # master weights switched on after this state began
+                    dict.__setitem__(state, "master_param", self._master_copy(p))
+                masters[i] = self._state_array(state["master_param"], p, i, key, "master_param", True)
             state_arrays.append(operands)
-            if operands is None or all(a is None for a in operands):
+            if operands is None or (all(a is None for a in operands) and not needs_state):
                 continue
-            if self.rule.step_in_state:
-                steps[i] = self._step_value(state.get("step", 0), i, key)
+            if self.rule.step_in_state or (layout is not None and stochastic):
+                if "step" in state or self.rule.step_in_state:
+                    steps[i] = self._step_value(state.get("step", 0), i, key)
+                else:  # stochastic rounding switched on after this rule's state began
+                    steps[i] = 0 if i in self._fresh else 1
                 dict.__setitem__(state, "step", self._live_step(steps, i))
             else:
                 steps[i] = 0 if i in self._fresh else 1
-        plan = StepPlan(kernel_id(self.rule), arrays, state_arrays, groups, len(all_groups), keys, steps)
+        plan = StepPlan(kernel_id(self.rule), arrays, state_arrays, groups, len(all_groups), keys, steps,
+                        layouts, masters, seeds)
         self._attach(plan, params)
         return plan, params

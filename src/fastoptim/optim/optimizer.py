@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import _validation
 from .._engine import State, StepEngine
-from .._ext.step import StepPlan
+from .._ext.step import StepPlan, is_half
 from ..rules import TORCH_ONLY_DEFAULTS
 
 
@@ -34,9 +34,9 @@ def _check_param(p, where):
         t = type(p)
         raise TypeError(f"{where} must be a numpy.ndarray of float32 or float64, "
                         f"got {t.__module__}.{t.__qualname__}")
-    if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
-        raise TypeError(f"{where} has dtype {p.dtype}; expected native float32 or float64 "
-                        f"(complex, integer and other dtypes are not supported)")
+    if not (p.dtype in (np.float32, np.float64) or is_half(p)) or not p.dtype.isnative:
+        raise TypeError(f"{where} has dtype {p.dtype}; expected native float32, float64, float16 or "
+                        f"bfloat16 (ml_dtypes; complex, integer and other dtypes are not supported)")
     if not p.flags.c_contiguous:
         raise ValueError(f"{where} is not C-contiguous (strides {p.strides} for shape {p.shape}); "
                          f"fastoptim updates params in place and never through a hidden copy: "
@@ -186,18 +186,26 @@ class Optimizer(StepEngine):
     def _new_state_for(self, i, p):
         return self._states[i]
 
-    def _state_array(self, array, param, i, key, name):
+    def _state_array(self, array, param, i, key, name, float32=False):
         where = f"state[{i}][{name!r}]"
-        if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
-            raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {param.shape} "
+        dtype = np.dtype(np.float32) if float32 else param.dtype
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != param.shape:
+            raise ValueError(f"{where} must be an array of dtype {dtype} and shape {param.shape} "
                              f"like params[{key!r}], got "
                              + (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
                                 else type(array).__qualname__))
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill):
-        return np.full_like(p, fill) if fill else np.zeros_like(p)
+    def _new_array(self, p, fill, float32=False):
+        dtype = np.float32 if float32 else p.dtype
+        return np.full_like(p, fill, dtype=dtype) if fill else np.zeros_like(p, dtype=dtype)
+
+    def _master_copy(self, p):
+        return p.astype(np.float32)
+
+    def _is_half(self, p):
+        return is_half(p)
 
     def _zero_step(self):
         return 0
@@ -341,6 +349,7 @@ class Optimizer(StepEngine):
             self._checked_hyper(new_group, where)
             new_groups.append(new_group)
         params = self._flat_params()
+        group_of = self._group_of()
         new_states = [State(self) for _ in params]
         for saved_index, entry in state_dict["state"].items():
             if saved_index not in index_map:
@@ -358,8 +367,10 @@ class Optimizer(StepEngine):
                     if array.shape != p.shape:
                         raise ValueError(f"loaded state[{saved_index}][{name!r}] has shape {array.shape} "
                                          f"but params[{self._keys[i]!r}] has shape {p.shape}")
-                    # Our own contiguous copy in the param's dtype (torch casts likewise).
-                    loaded[name] = np.array(array, dtype=p.dtype, order="C", copy=True)
+                    # Our own contiguous copy in the param's dtype (torch casts likewise), or in
+                    # float32 for a 16-bit param's master copy and float32 state.
+                    dtype = np.float32 if self._loaded_as_float32(name, new_groups[group_of[i]], p) else p.dtype
+                    loaded[name] = np.array(array, dtype=dtype, order="C", copy=True)
                 else:
                     loaded[name] = copy.deepcopy(value)
             dict.update(new_states[i], loaded)
@@ -405,5 +416,8 @@ def _to_numpy(value):
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widened exactly
+            value = value.float()
+        return value.numpy()
     return None

@@ -5,7 +5,7 @@ fastoptim.optim, fastoptim.torch, the test and benchmark registry and the
 demos are generated from this list.  Adding a rule: see docs/adding_a_rule.md.
 """
 from .._ext.runtime import rule_fields
-from ._rule import TORCH_ONLY_DEFAULTS, Demo, Flag, Pair, Real, Rule, Slot, Variant
+from ._rule import PRECISION_DEFAULTS, TORCH_ONLY_DEFAULTS, Demo, Flag, Pair, Real, Rule, Slot, Variant
 from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
@@ -18,7 +18,7 @@ RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM)
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)
 
 __all__ = ["RULES", "VARIANTS", "Rule", "Real", "Flag", "Pair", "Slot", "Variant", "Demo",
-           "TORCH_ONLY_DEFAULTS", "kernel_id"]
+           "PRECISION_DEFAULTS", "TORCH_ONLY_DEFAULTS", "kernel_id"]
 
 
 def _kernel_ids():

@@ -5,7 +5,7 @@ so a generated function has an ordinary signature (positional and keyword
 arguments, defaults: what inspect, help() and stub generators see) and
 costs no more to call than one written by hand.
 """
-from ._rule import TORCH_ONLY_DEFAULTS, Pair
+from ._rule import PRECISION_DEFAULTS, TORCH_ONLY_DEFAULTS, Pair
 
 
 def compile_function(name, parameters, body, namespace, doc):
@@ -99,6 +99,12 @@ def class_parameters(rule, variant, torch):
             parameters.append("*")
             keyword_only = True
         default = TORCH_ONLY_DEFAULTS[name] if name not in rule.by_name else options[name]
+        namespace[f"_default_{name}"] = default
+        parameters.append(f"{name}=_default_{name}")
+        keys.append(name)
+    if not keyword_only:
+        parameters.append("*")
+    for name, default in PRECISION_DEFAULTS.items():  # the 16-bit options, last and keyword-only
         namespace[f"_default_{name}"] = default
         parameters.append(f"{name}=_default_{name}")
         keys.append(name)

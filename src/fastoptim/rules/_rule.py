@@ -23,6 +23,12 @@ from .. import _validation
 # Keys torch.optim's optimizers take that change nothing in fastoptim (every step is one
 # fused multi-tensor kernel), with torch's defaults; kept in the groups so checkpoints round-trip.
 TORCH_ONLY_DEFAULTS = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
+# How 16-bit (bfloat16, float16) params are stepped, keyword-only options of every class of every
+# rule (fastoptim._engine.precision checks them; float32 and float64 params ignore them):
+# state_dtype None keeps the state in the param's dtype (torch's fused kernels), "float32" in
+# float32; master_weights keeps a float32 copy ("master_param") that the update is applied to;
+# stochastic_rounding rounds the param stochastically, with random bits keyed by seed.
+PRECISION_DEFAULTS = {"state_dtype": None, "master_weights": False, "stochastic_rounding": False, "seed": 0}
 
 
 # ---- hyperparameters ----------------------------------------------------------------

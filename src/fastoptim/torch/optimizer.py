@@ -15,7 +15,8 @@ import torch
 from .. import _validation
 from .._engine import State, StepEngine
 
-_TORCH_DTYPES = (torch.float32, torch.float64)
+_TORCH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
 _to_dlpack = torch._C._to_dlpack
 
 
@@ -72,12 +73,21 @@ def _check_tensor(t, where, what="param"):
         raise ValueError(f"{where} is on {t.device}; fastoptim.torch steps CPU tensors and never copies "
                          f"them behind your back: step a CPU copy of the {what}s")
     if t.dtype not in _TORCH_DTYPES:
-        raise TypeError(f"{where} has dtype {t.dtype}; expected torch.float32 or torch.float64")
+        raise TypeError(f"{where} has dtype {t.dtype}; expected torch.float32, torch.float64, "
+                        f"torch.bfloat16 or torch.float16")
     if not t.is_contiguous():
         raise ValueError(f"{where} is not contiguous (strides {t.stride()} for shape {tuple(t.shape)}); "
                          f"fastoptim.torch updates {what}s in place and never through a hidden copy")
     if t.is_neg() or t.is_conj():
         raise ValueError(f"{where} is a lazily negated or conjugated view; materialize it first")
+
+
+def _numpy_view(t):
+    """A zero-copy NumPy view of a checked tensor (bfloat16 as ml_dtypes.bfloat16)."""
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes  # the bf16 extra; torch has no NumPy bfloat16 of its own
+        return t.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.detach().numpy()
 
 
 def _state_step(value, where):
@@ -184,7 +194,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
 
     def _param_array(self, p, key):
         _check_tensor(p, f"params[{key!r}]")
-        return p.detach().numpy()
+        return _numpy_view(p)
 
     def _state_of(self, i, p):
         return self.state.get(p)
@@ -192,18 +202,26 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
     def _new_state_for(self, i, p):
         return self.state[p]
 
-    def _state_array(self, t, p, i, key, name):
+    def _state_array(self, t, p, i, key, name, float32=False):
         where = f"state[params[{key!r}]][{name!r}]"
         _check_tensor(t, where, "state tensor")
-        if t.dtype != p.dtype or t.shape != p.shape:
+        dtype = torch.float32 if float32 else p.dtype
+        if t.dtype != dtype or t.shape != p.shape:
             raise ValueError(f"{where} has dtype {t.dtype} and shape {tuple(t.shape)}; expected "
-                             f"{p.dtype} and {tuple(p.shape)} like its param")
-        return t.detach().numpy()
+                             f"{dtype} and {tuple(p.shape)}" + ("" if float32 else " like its param"))
+        return _numpy_view(t)
 
-    def _new_array(self, p, fill):
+    def _new_array(self, p, fill, float32=False):
+        dtype = torch.float32 if float32 else p.dtype
         if fill:
-            return torch.full_like(p, fill, memory_format=torch.contiguous_format)
-        return torch.zeros_like(p, memory_format=torch.contiguous_format)
+            return torch.full_like(p, fill, dtype=dtype, memory_format=torch.contiguous_format)
+        return torch.zeros_like(p, dtype=dtype, memory_format=torch.contiguous_format)
+
+    def _master_copy(self, p):
+        return p.detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+
+    def _is_half(self, p):
+        return p.dtype in _HALF_DTYPES
 
     def _zero_step(self):
         return torch.zeros((), dtype=torch.int64)
@@ -282,7 +300,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         if len(saved_groups) != len(groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(groups)}")
-        id_map = {}
+        id_map, group_of = {}, {}
         for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"loaded param_groups[{gi}] has {len(saved['params'])} params, "
@@ -296,7 +314,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule (a callable taking the step)")
             self._checked_hyper(merged, where)
             id_map.update(zip(saved["params"], group["params"]))
-        state = {}
+            group_of.update((key, merged) for key in saved["params"])
+        state, kept_float32 = {}, []
         for key, entry in state_dict["state"].items():
             p = id_map.get(key)
             if p is None:
@@ -311,12 +330,18 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                     if tuple(value.shape) != tuple(p.shape):
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param has "
                                          f"shape {tuple(p.shape)}")
-                    own[name] = value.detach().to(device=p.device, dtype=p.dtype, copy=True,
+                    # the param's dtype, or float32 for a 16-bit param's master copy and float32 state
+                    dtype = torch.float32 if self._loaded_as_float32(name, group_of[key], p) else p.dtype
+                    own[name] = value.detach().to(device=p.device, dtype=dtype, copy=True,
                                                   memory_format=torch.contiguous_format)
+                    if dtype != p.dtype:  # torch's loader would cast it to the param's dtype
+                        kept_float32.append((p, name, own[name]))
                 else:
                     own[name] = value
             state[key] = own
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "step_count"} | {"state": state})
+        for p, name, value in kept_float32:
+            dict.__setitem__(self.state[p], name, value)
         self._step_count = step_count
         self._lr_written = {gi: (g["lr_schedule"], g["lr"]) for gi, g in enumerate(self.param_groups)
                             if g.get("lr_schedule") is not None}
