@@ -21,7 +21,15 @@ CONTENDERS = {
     "torch_fused_adam_fp32": (4 + 4 + 4 * 2 + 4 * 2 + 4, "torch.optim.Adam(fused=True), float32"),
     "torch_fused_adam_bf16": (2 + 2 + 2 * 2 + 2 * 2 + 2, "torch.optim.Adam(fused=True), bfloat16 params and state"),
     "fastoptim_adam_fp32": (4 + 4 + 4 * 2 + 4 * 2 + 4, "fastoptim.torch.Adam, float32"),
+    "fastoptim_adam_bf16": (2 + 2 + 2 * 2 + 2 * 2 + 2, "fastoptim.torch.Adam, bfloat16 params and state"),
+    "fastoptim_adam_bf16_state32": (2 + 2 + 4 * 2 + 4 * 2 + 2, "fastoptim.torch.Adam, bfloat16, state_dtype='float32'"),
+    "fastoptim_adam_bf16_master": (2 + 4 * 2 + 2 * 2 + 2 * 2 + 2, "fastoptim.torch.Adam, bfloat16, master_weights=True"),
+    "fastoptim_adam_bf16_sr": (2 + 2 + 2 * 2 + 2 * 2 + 2, "fastoptim.torch.Adam, bfloat16, stochastic_rounding=True"),
 }
+# fastoptim's options per contender
+PRECISION = {"fastoptim_adam_bf16_state32": {"state_dtype": "float32"},
+             "fastoptim_adam_bf16_master": {"master_weights": True},
+             "fastoptim_adam_bf16_sr": {"stochastic_rounding": True}}
 
 
 def child(name, log2_size, repeats, threads):
@@ -29,7 +37,7 @@ def child(name, log2_size, repeats, threads):
     torch.set_num_threads(threads)
     n = 1 << log2_size
     gen = torch.Generator().manual_seed(0)
-    dtype = torch.bfloat16 if name.endswith("bf16") else torch.float32
+    dtype = torch.bfloat16 if "bf16" in name else torch.float32
     param = torch.randn(n, generator=gen).to(dtype)
     param.grad = (torch.randn(n, generator=gen) * 1e-2).to(dtype)
     if name == "bnb_adam8bit_fp32":
@@ -39,7 +47,7 @@ def child(name, log2_size, repeats, threads):
         opt = torch.optim.Adam([param], lr=1e-3, fused=True)
     else:
         import fastoptim.torch as fot
-        opt = fot.Adam([param], lr=1e-3)
+        opt = fot.Adam([param], lr=1e-3, **PRECISION.get(name, {}))
     times = []
     for i in range(repeats + 2):
         t0 = time.perf_counter()
@@ -81,6 +89,16 @@ def main():
         if ("bnb_adam8bit_fp32", threads) in results and ("torch_fused_adam_fp32", threads) in results:
             ratio = results["bnb_adam8bit_fp32", threads] / results["torch_fused_adam_fp32", threads]
             print(f"{threads} thread(s): bnb Adam8bit takes {ratio:.1f}x torch fused fp32 Adam's time")
+        for ours, theirs in (("fastoptim_adam_bf16", "torch_fused_adam_bf16"),
+                             ("fastoptim_adam_fp32", "torch_fused_adam_fp32"),
+                             ("fastoptim_adam_bf16", "torch_fused_adam_fp32"),
+                             ("fastoptim_adam_bf16_master", "torch_fused_adam_bf16"),
+                             ("fastoptim_adam_bf16_state32", "torch_fused_adam_bf16"),
+                             ("fastoptim_adam_bf16_sr", "torch_fused_adam_bf16"),
+                             ("fastoptim_adam_bf16", "bnb_adam8bit_fp32")):
+            if (ours, threads) in results and (theirs, threads) in results:
+                speedup = results[theirs, threads] / results[ours, threads]
+                print(f"{threads} thread(s): {ours} is {speedup:.2f}x as fast as {theirs}")
 
 
 if __name__ == "__main__":
