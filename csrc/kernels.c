@@ -33,21 +33,33 @@
 
 #if FO_X86_DISPATCH
 #include <immintrin.h>
+#include <cpuid.h>
+/* AVX-512 BF16 (CPUID leaf 7 subleaf 1, EAX bit 5): the AVX-512 level's bfloat16 rounding
+ * uses VCVTNEPS2BF16 where the CPU has it (staged.inc), decided once at load. */
+static int fo_cpu_has_avx512bf16(void)
+{
+    unsigned int eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 5 & 1u);
+}
 #endif
 
 #define FO_LEVEL baseline
 #define FO_F16C 0
+#define FO_AVX512 0
 #include "fastoptim/level_table.inc"
+#undef FO_AVX512
 #undef FO_F16C
 #undef FO_LEVEL
 
 #if FO_X86_DISPATCH
-/* float16 conversions use F16C at both levels (it gives the bits of
- * halfprec.h's fo_f32_to_f16, NaN included).  The AVX-512 level has no code of
- * its own for 16-bit types: AVX-512 BF16/FP16 instructions are not used, as
- * they could not be tested bit for bit on the development machine (and
- * VCVTNEPS2BF16 flushes float32 subnormals); its conversions are the same
- * code compiled for AVX-512F. */
+/* float16 conversions use F16C at the AVX2 level and AVX-512F's 16-lane
+ * VCVTPS2PH/VCVTPH2PS at the AVX-512 level (the bits of halfprec.h's
+ * fo_f32_to_f16, NaN included; AVX-512 FP16's conversions are the same
+ * instructions, its fp16 arithmetic is not wanted: the math is float32).
+ * bfloat16 rounding at the AVX-512 level uses AVX-512 BF16's VCVTNEPS2BF16
+ * when the CPU has it, with halfprec.h's integer code for blocks holding a
+ * float32 subnormal (the instruction flushes those); elsewhere the integer
+ * code, which the compiler vectorises at every level. */
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
@@ -56,7 +68,9 @@
 #endif
 #define FO_LEVEL avx2
 #define FO_F16C 1
+#define FO_AVX512 0
 #include "fastoptim/level_table.inc"
+#undef FO_AVX512
 #undef FO_F16C
 #undef FO_LEVEL
 #if defined(__clang__)
@@ -69,7 +83,9 @@
 #endif
 #define FO_LEVEL avx512
 #define FO_F16C 1
+#define FO_AVX512 1
 #include "fastoptim/level_table.inc"
+#undef FO_AVX512
 #undef FO_F16C
 #undef FO_LEVEL
 #if defined(__clang__)
@@ -125,6 +141,9 @@ int fo_cpu_supports(int level)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && fo_cpu_has_f16c();
     case FO_SIMD_AVX512:
         __builtin_cpu_init();
+#if FO_HAVE_AVX512_BF16
+        fo_avx512bf16 = fo_cpu_has_avx512bf16();
+#endif
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
             && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && fo_cpu_has_f16c();
 #endif
