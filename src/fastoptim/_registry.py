@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import functional, optim, reference
-from .rules import VARIANTS, Pair
+from .rules import PRECISION_DEFAULTS, VARIANTS, Pair
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +56,8 @@ class Spec:
         """Every class option as the benchmark runs it: the class defaults, overridden by the variant's bench."""
         accepted = inspect.signature(self.cls).parameters
         defaults = self.cls([np.zeros(1)], **self.variant.bench).defaults
-        return {k: v for k, v in defaults.items() if k in accepted}
+        # the 16-bit options at their defaults are fastoptim's own: torch.optim does not take them
+        return {k: v for k, v in defaults.items() if k in accepted and k not in PRECISION_DEFAULTS}
 
     def bytes_per_element(self, itemsize):
         """Memory traffic of one step per element: param, grad and state read, param and state written."""
