@@ -24,10 +24,12 @@ API
 ``no_mpi_init()``                 import fastoptim.distributed in this process without MPI_Init
 ``mpi_env(**extra)``              the environment for mpiexec
 ``run_mpi(args, ranks, timeout, env=None, cwd=None)``   -> Run(returncode, stdout, stderr, seconds)
+``check_names(script)``           the names of the @check functions of a rank script (read, not run)
 ``run_checks(script, names, ranks, out_dir, timeout)``  -> {name: [outcome per rank]}
                                   outcome: None if the check passed, else the traceback text
 ``check`` / ``main()``            rank side: register checks; run those named in argv
 """
+import ast
 import json
 import os
 import shutil
@@ -105,6 +107,15 @@ def run_mpi(args, ranks, timeout, env=None, cwd=None):
     return Run(process.returncode, stdout, stderr, time.monotonic() - start)
 
 
+def check_names(script):
+    """The names of the functions decorated with @check in `script`, in order (parsed,
+    so that pytest can parametrize over them without importing MPI)."""
+    with open(script) as f:
+        tree = ast.parse(f.read())
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+            and any(isinstance(d, ast.Name) and d.id == "check" for d in node.decorator_list)]
+
+
 def run_checks(script, names, ranks, out_dir, timeout):
     """Run the checks `names` of rank script `script` on `ranks` ranks, in one launch.
 
@@ -153,13 +164,17 @@ def main(argv=None):
     out = argv[argv.index("--out") + 1]
     names = [a for i, a in enumerate(argv) if a != "--out" and (i == 0 or argv[i - 1] != "--out")]
     comm = MPI.COMM_WORLD
-    results = {}
+    results, seconds = {}, {}
     for name in names:
+        start = time.perf_counter()
         try:
             CHECKS[name]()
             results[name] = None
         except Exception:
             results[name] = traceback.format_exc()
         fmpi.wait(comm.Ibarrier(), 60, f"the barrier after check {name}", comm)
+        seconds[name] = round(time.perf_counter() - start, 3)
+    if comm.Get_rank() == 0:
+        print("seconds per check:", json.dumps(seconds, indent=1), flush=True)
     with open(os.path.join(out, f"rank{comm.Get_rank()}.json"), "w") as f:
         json.dump(results, f)

@@ -7,6 +7,10 @@ installs an excepthook that aborts the whole MPI job (MPI_Abort) when an
 uncaught exception reaches the top of any rank: a failing rank never leaves
 the others hanging.
 
+``broadcast_params``, ``DataParallel``, ``ZeroRedundancyOptimizer`` (ZeRO-1)
+and ``ElasticAveraging`` (synchronous EASGD/EAMSGD) take any communicator
+(default ``MPI.COMM_WORLD``).
+
 Internals, shared by every algorithm (see each module's docstring):
 ``_mpi`` (communicator, bounded waits, excepthook, object collectives),
 ``_buckets`` (param structure, flat spaces, buckets, element-wise shards),
@@ -20,7 +24,11 @@ except ImportError as error:
 
 from ._collectives import broadcast_params
 from ._mpi import DEFAULT_TIMEOUT, CollectiveTimeout, install_excepthook
+from .data_parallel import DataParallel
+from .elastic import ElasticAveraging
+from .zero import ZeroRedundancyOptimizer
 
 install_excepthook()
 
-__all__ = ["broadcast_params", "CollectiveTimeout", "DEFAULT_TIMEOUT"]
+__all__ = ["broadcast_params", "DataParallel", "ZeroRedundancyOptimizer", "ElasticAveraging",
+           "CollectiveTimeout", "DEFAULT_TIMEOUT"]
