@@ -24,6 +24,7 @@ API
 ``no_mpi_init()``                 import fastoptim.distributed in this process without MPI_Init
 ``mpi_env(**extra)``              the environment for mpiexec
 ``run_mpi(args, ranks, timeout, env=None, cwd=None)``   -> Run(returncode, stdout, stderr, seconds)
+``run_command(command, timeout, env=None, cwd=None)``    the same for any launcher (torchrun)
 ``check_names(script)``           the names of the @check functions of a rank script (read, not run)
 ``run_checks(script, names, ranks, out_dir, timeout)``  -> {name: [outcome per rank]}
                                   outcome: None if the check passed, else the traceback text
@@ -92,17 +93,23 @@ def run_mpi(args, ranks, timeout, env=None, cwd=None):
 
     Returns a Run; a run that times out fails the calling test with its output.
     """
-    command = [mpiexec(), "--oversubscribe", "-n", str(ranks), sys.executable, *args]
+    return run_command([mpiexec(), "--oversubscribe", "-n", str(ranks), sys.executable, *args], timeout,
+                       env=mpi_env() if env is None else env, cwd=cwd)
+
+
+def run_command(command, timeout, env=None, cwd=None):
+    """Run a command that starts several processes (mpiexec, torchrun) in a new session;
+    after `timeout` s kill the whole session and fail with the output."""
     start = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=mpi_env() if env is None else env, cwd=cwd, start_new_session=True)
+                               env=env, cwd=cwd, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # mpiexec and every rank: they share the new session
         stdout, stderr = process.communicate()
         run = Run(process.returncode, stdout, stderr, time.monotonic() - start)
-        raise AssertionError(f"mpiexec -n {ranks} {' '.join(args)} did not finish within {timeout} s "
+        raise AssertionError(f"{' '.join(command)} did not finish within {timeout} s "
                              f"and was killed\n{run.output()}")
     return Run(process.returncode, stdout, stderr, time.monotonic() - start)
 
