@@ -7,7 +7,9 @@ copy; a step is: reduce the grads over the ranks, average, one Adam step
 (lr=1e-3, state already created).  Contenders, on 1 x 2^22 and 200 x 2^14 params:
 
   fastoptim DataParallel, grads written into its buckets (grad_buffers()), and
-    with grads in their own arrays (copied into the buckets);
+    with grads in their own arrays (copied into the buckets), and with
+    average=False: the sum, without today's averaging pass (what the step will
+    cost once the kernels divide by N themselves, see _collectives);
   fastoptim ZeroRedundancyOptimizer (ZeRO-1), grads in its buffers;
   torch.distributed with gloo and torch.optim.Adam(fused=True): all_reduce of one
     flat bucket holding the grads (DDP's gradient_as_bucket_view), and
@@ -20,7 +22,7 @@ Timing: contenders take turns in rounds (the order rotating every round); in a
 turn every rank runs `calls` steps between barriers and the turn's time is the
 slowest rank's.  The table shows medians over rounds and ratios of medians.
 Beside it: allreduce bandwidth (bytes reduced per second) of MPI's Allreduce
-and of fastoptim's identical allreduce (reduce-scatter + all-gather), and
+and of fastoptim's sum (each shard reduced onto its rank, then all-gathered), and
 single-thread memcpy bandwidth at the same size and at 256 MiB.
 """
 import json
@@ -108,13 +110,14 @@ def print_table(results, out=sys.stdout):
         print(f"{title:48}" + "".join(f"{ratio(times[s]):>15.2f}x" for s in shapes), file=out)
     bw = results["bandwidth"]
     print(f"\nallreduce of {bw['bytes'] / 2**20:.3g} MiB float32 over {results['ranks']} ranks: "
-          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim identical allreduce "
-          f"(reduce-scatter + all-gather) {bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
+          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim's sum (MPI_Reduce of each shard onto "
+          f"its rank, then MPI_Allgatherv) {bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
           f"memcpy, one thread: {bw['memcpy_same_size'] / 1e9:.1f} GB/s at {bw['bytes'] / 2**20:.3g} MiB, "
           f"{bw['memcpy_large'] / 1e9:.1f} GB/s at 256 MiB", file=out)
 
 
 OURS = "fastoptim DataParallel, grads in its buckets"
+SUMMED = "fastoptim DataParallel, sum (no averaging pass)"
 COPIED = "fastoptim DataParallel, grads copied in"
 
 
@@ -202,17 +205,18 @@ def make_contenders(comm, count, n, torch, dist, bucket_mib):
     contenders = {}
     options = {} if bucket_mib is None else {"bucket_bytes": int(bucket_mib * 2**20)}
 
-    def data_parallel(in_buckets):
+    def data_parallel(in_buckets, average=True):
         params = [p.copy() for p in params0]
-        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), **options)
+        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), average=average, **options)
         grads = dp.grad_buffers() if in_buckets else [g.copy() for g in grads0]
-        for g, g0 in zip(dp.grad_buffers(), grads0):
-            np.copyto(g, g0)
         for g, g0 in zip(grads, grads0):
-            np.copyto(g, g0)
+            # The mean of equal grads is the grad itself, so the buckets keep their values step
+            # after step; a sum would grow by N every step, so the summing contender sums zeros.
+            np.copyto(g, g0 if average else 0)
         return lambda: dp.step(grads)
     contenders[OURS] = data_parallel(True)
     contenders[COPIED] = data_parallel(False)
+    contenders[SUMMED] = data_parallel(True, average=False)
 
     zparams = [p.copy() for p in params0]
     zero = fd.ZeroRedundancyOptimizer(zparams, fastoptim.Adam, lr=LR)
@@ -312,9 +316,14 @@ def bandwidths(comm, n):
     """Allreduce and memcpy bandwidths in bytes per second (medians of timed repeats)."""
     from mpi4py import MPI
 
-    from fastoptim.distributed._collectives import IdenticalAllreduce
+    from fastoptim.distributed._buckets import shard_bounds
+    from fastoptim.distributed._collectives import ShardedSum
     buffer = np.ones(n, dtype=np.float32)
-    identical = IdenticalAllreduce(buffer, comm)
+    sharded = ShardedSum(buffer, shard_bounds(n, comm.Get_size()), comm)
+
+    def sharded_sum():
+        sharded.reduce()
+        sharded.gather()
     dst = np.empty_like(buffer)
     big_src, big_dst = np.ones(2**26, dtype=np.float32), np.empty(2**26, dtype=np.float32)
 
@@ -330,7 +339,7 @@ def bandwidths(comm, n):
     return {
         "bytes": buffer.nbytes,
         "mpi_allreduce": buffer.nbytes / timed(lambda: comm.Allreduce(MPI.IN_PLACE, buffer)),
-        "identical_allreduce": buffer.nbytes / timed(lambda: identical.start().wait(60, "the bandwidth test")),
+        "identical_allreduce": buffer.nbytes / timed(sharded_sum),
         "memcpy_same_size": buffer.nbytes / timed(lambda: np.copyto(dst, buffer)),
         "memcpy_large": big_src.nbytes / timed(lambda: np.copyto(big_dst, big_src), repeats=5),
     }
