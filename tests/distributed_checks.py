@@ -318,6 +318,26 @@ def sum_instead_of_mean():
 
 
 @check
+def wrappers_work_on_a_split_communicator():
+    sub = COMM.Split(color=RANK % 2, key=RANK)   # even and odd ranks train apart
+    members = list(range(RANK % 2, SIZE, 2))
+    params, zp, ep = [np.zeros(4)], [np.zeros(4)], [np.zeros(4)]
+    dp = fd.DataParallel(fastoptim.SGD(params, lr=1.0), comm=sub, timeout=TIMEOUT)
+    zero = fd.ZeroRedundancyOptimizer(zp, fastoptim.SGD, comm=sub, timeout=TIMEOUT, lr=1.0)
+    ea = fd.ElasticAveraging(fastoptim.SGD(ep, lr=1.0), comm=sub, period=1, alpha=0.5, timeout=TIMEOUT)
+    grad = np.full(4, RANK + 1.0)
+    dp.step([grad.copy()])
+    zero.step([grad.copy()])
+    ea.step([grad.copy()])                   # the center moves by nothing: every worker is at 0
+    mean = np.mean([r + 1.0 for r in members])
+    np.testing.assert_array_equal(params[0], -mean)
+    np.testing.assert_array_equal(zp[0], -mean)
+    np.testing.assert_array_equal(ep[0], -(RANK + 1.0))
+    assert fd.broadcast_params([np.full(2, float(RANK))], comm=sub, root=len(members) - 1)[0][0] == members[-1]
+    sub.Free()
+
+
+@check
 def checkpoints_round_trip_between_wrappers_and_plain_optimizers():
     spec = next(s for s in SPECS if s.name == "adam")
     options = dict(lr=0.05, amsgrad=True)

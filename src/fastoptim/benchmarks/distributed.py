@@ -23,7 +23,7 @@ turn every rank runs `calls` steps between barriers and the turn's time is the
 slowest rank's.  The table shows medians over rounds and ratios of medians.
 Beside it: allreduce bandwidth (bytes reduced per second) of MPI's Allreduce
 and of fastoptim's sum (each shard reduced onto its rank, then all-gathered), and
-single-thread memcpy bandwidth at the same size and at 256 MiB.
+single-thread memcpy bandwidth at the same size and at 256 MiB (--memcpy-mib).
 """
 import json
 import os
@@ -48,6 +48,8 @@ def add_arguments(parser):
                        help="comma-separated COUNTxSIZE param shapes (default 1x2**22,200x2**14)")
     group.add_argument("--turn-seconds", type=float, default=0.25,
                        help="the least time of each contender's turn in a round (default 0.25)")
+    group.add_argument("--memcpy-mib", type=int, default=256,
+                       help="size of the large memcpy whose bandwidth is reported (default 256)")
 
 
 def parse_shapes(text):
@@ -69,7 +71,8 @@ def main(args):
         path = os.path.join(tmp, "results.json")
         parse_shapes(args.shapes)  # checked here, before the ranks start
         worker_args = ["--out", path, "--threads", str(args.rank_threads), "--rounds", str(args.rounds),
-                       "--shapes", args.shapes, "--turn-seconds", str(args.turn_seconds)]
+                       "--shapes", args.shapes, "--turn-seconds", str(args.turn_seconds),
+                       "--memcpy-mib", str(args.memcpy_mib)]
         if args.bucket_mib:
             worker_args += ["--bucket-mib", str(args.bucket_mib)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.rank_threads))
@@ -113,7 +116,7 @@ def print_table(results, out=sys.stdout):
           f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim's sum (MPI_Reduce of each shard onto "
           f"its rank, then MPI_Allgatherv) {bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
           f"memcpy, one thread: {bw['memcpy_same_size'] / 1e9:.1f} GB/s at {bw['bytes'] / 2**20:.3g} MiB, "
-          f"{bw['memcpy_large'] / 1e9:.1f} GB/s at 256 MiB", file=out)
+          f"{bw['memcpy_large'] / 1e9:.1f} GB/s at {bw['memcpy_large_bytes'] / 2**20:.0f} MiB", file=out)
 
 
 OURS = "fastoptim DataParallel, grads in its buckets"
@@ -144,6 +147,7 @@ def worker(argv):
     parser.add_argument("--bucket-mib", type=float, default=None)
     parser.add_argument("--shapes", default="1x2**22,200x2**14")
     parser.add_argument("--turn-seconds", type=float, default=0.25)
+    parser.add_argument("--memcpy-mib", type=int, default=256)
     args = parser.parse_args(argv)
 
     from mpi4py import MPI
@@ -161,7 +165,7 @@ def worker(argv):
         times = measure(comm, contenders, args.rounds, args.turn_seconds)
         results["shapes"].append({"shape": [count, n], "times": times})
         del contenders
-    results["bandwidth"] = bandwidths(comm, max(count * n for count, n in shapes))
+    results["bandwidth"] = bandwidths(comm, max(count * n for count, n in shapes), args.memcpy_mib)
     if comm.Get_rank() == 0:
         with open(args.out, "w") as f:
             json.dump(results, f)
@@ -312,7 +316,7 @@ def measure(comm, contenders, rounds, min_seconds):
     return {name: statistics.median(samples[name]) for name in names}
 
 
-def bandwidths(comm, n):
+def bandwidths(comm, n, memcpy_mib):
     """Allreduce and memcpy bandwidths in bytes per second (medians of timed repeats)."""
     from mpi4py import MPI
 
@@ -325,7 +329,8 @@ def bandwidths(comm, n):
         sharded.reduce()
         sharded.gather()
     dst = np.empty_like(buffer)
-    big_src, big_dst = np.ones(2**26, dtype=np.float32), np.empty(2**26, dtype=np.float32)
+    big_src = np.ones(memcpy_mib << 18, dtype=np.float32)
+    big_dst = np.empty_like(big_src)
 
     def timed(fn, repeats=15):
         fn()
@@ -342,6 +347,7 @@ def bandwidths(comm, n):
         "identical_allreduce": buffer.nbytes / timed(sharded_sum),
         "memcpy_same_size": buffer.nbytes / timed(lambda: np.copyto(dst, buffer)),
         "memcpy_large": big_src.nbytes / timed(lambda: np.copyto(big_dst, big_src), repeats=5),
+        "memcpy_large_bytes": big_src.nbytes,
     }
 
 
