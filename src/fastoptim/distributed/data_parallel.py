@@ -67,6 +67,7 @@ class DataParallel:
             self._bucket_grads.append(model.for_optimizer(grads))
         self._sums = ([ShardedSum(b.buffer, shard_bounds(b.buffer.size, self.size), self.comm)
                        for b in self.buckets] if self.size > 1 else None)
+        self._what = [f"the reduction of bucket {k} in DataParallel.step" for k in range(len(self.buckets))]
 
     @property
     def param_groups(self):
@@ -97,8 +98,7 @@ class DataParallel:
                 if flat[i] is not views[i]:
                     np.copyto(views[i], flat[i])
             if self._sums is not None:
-                blocking(self.timeout, f"the reduction of bucket {k} in DataParallel.step", self.comm,
-                         self._reduce, self._sums[k], divisor)
+                blocking(self.timeout, self._what[k], self.comm, self._reduce, self._sums[k], divisor)
             self.optimizer.step_count = t  # every bucket's part of the step is step t
             fused_step(self.optimizer, self._bucket_grads[k], divisor)
 
