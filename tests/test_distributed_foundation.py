@@ -22,6 +22,7 @@ FOUNDATION_CHECKS = [
     "a_different_param_count_is_named_on_every_rank", "a_different_shape_is_named_on_every_rank",
     "a_different_dtype_is_named_on_every_rank", "different_names_are_named_on_every_rank",
     "object_collectives", "wait_returns_for_completed_requests", "wait_any_returns_the_completed_request",
+    "arrays_buffer_and_probe_any",
 ]
 
 
@@ -156,6 +157,7 @@ def test_shard_param_groups_mirror_the_models_groups():
     assert [list(v) for v in groups[0]["params"]] == [[3.0], [4.0, 5.0]]
     assert [v.size for v in groups[1]["params"]] == [0]           # no element of c in shard 1
     assert [list(v) for v in shards[2].param_groups()[1]["params"]] == [[6.0, 7.0, 8.0]]
+    assert shards[1].group_pieces() == [[(0, 3, 4), (1, 0, 2)], [(2, 0, 0)]]
     with pytest.raises(ValueError, match="shard index 3"):
         _buckets.Shard(ps, 3, 3)
 

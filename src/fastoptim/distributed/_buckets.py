@@ -35,7 +35,7 @@ API
 ``flat_view(array)``                      the 1-D view of a C-contiguous array
 ``piece_views(arrays, pieces)``           1-D views of (index, lo, hi) pieces
 ``Shard(paramset, index, n_shards)``      shard `index` of every space: .ranges .pieces .views .size
-                                          .flat_views() .param_groups()
+                                          .flat_views() .group_pieces() .param_groups()
 ``make_buckets(space, arrays, bucket_elements, whole_params=True)``  list of Bucket
 ``Bucket``                                .space .start .stop .buffer .pieces .offsets .views(arrays)
 """
@@ -277,22 +277,31 @@ class Shard:
         """Every piece's view, space after space: (param index, view) pairs."""
         return [(i, v) for pieces, views in zip(self.pieces, self.views) for (i, _, _), v in zip(pieces, views)]
 
+    def group_pieces(self):
+        """Per param group of the model, the (param index, lo, hi) pieces of this shard in
+        it, in the order param_groups() lists their views; a group with no element in
+        this shard has the one empty piece (its first param, 0, 0)."""
+        ps = self.paramset
+        group_of = [g for g, count in enumerate(ps.group_sizes) for _ in range(count)]
+        members = [[] for _ in ps.group_sizes]
+        for pieces in self.pieces:
+            for piece in pieces:
+                members[group_of[piece[0]]].append(piece)
+        first = 0
+        for g, count in enumerate(ps.group_sizes):
+            if not members[g]:
+                members[g].append((first, 0, 0))
+            first += count
+        return members
+
     def param_groups(self):
         """The shard's views as param groups mirroring the model's (with each group's
         options), for an optimizer over the shard.  Every group is kept, so group g
         of the shard's optimizer is group g of the model's; a group with no element
         in this shard holds one empty view."""
         ps = self.paramset
-        group_of = [g for g, count in enumerate(ps.group_sizes) for _ in range(count)]
-        members = [[] for _ in ps.group_sizes]
-        for i, view in self.flat_views():
-            members[group_of[i]].append(view)
-        first = 0
-        for g, count in enumerate(ps.group_sizes):
-            if not members[g]:
-                members[g].append(flat_view(ps.arrays[first])[:0])
-            first += count
-        return [{**options, "params": views} for options, views in zip(ps.group_options, members)]
+        return [{**options, "params": piece_views(ps.arrays, pieces)}
+                for options, pieces in zip(ps.group_options, self.group_pieces())]
 
 
 class Bucket:
