@@ -127,6 +127,15 @@ extensions = [
         extra_link_args=link_args,
     ),
     Extension(
+        "fastoptim._compensation",
+        sources=["src/fastoptim/_compensation.pyx"],
+        depends=["csrc/fastoptim/compensation.h"],
+        include_dirs=["csrc", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    ),
+    Extension(
         "fastoptim._hogwild",
         sources=["src/fastoptim/_hogwild.pyx"],
         include_dirs=[numpy.get_include()],
