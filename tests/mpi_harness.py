@@ -24,6 +24,7 @@ API
 ``no_mpi_init()``                 import fastoptim.distributed in this process without MPI_Init
 ``mpi_env(**extra)``              the environment for mpiexec
 ``run_mpi(args, ranks, timeout, env=None, cwd=None)``   -> Run(returncode, stdout, stderr, seconds)
+``kill_job(process)``             SIGKILL an mpiexec Popen'd with start_new_session=True, and its ranks
 ``run_checks(script, names, ranks, out_dir, timeout)``  -> {name: [outcome per rank]}
                                   outcome: None if the check passed, else the traceback text
 ``check`` / ``main()``            rank side: register checks; run those named in argv
@@ -97,12 +98,43 @@ def run_mpi(args, ranks, timeout, env=None, cwd=None):
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # mpiexec and every rank: they share the new session
+        kill_job(process)
         stdout, stderr = process.communicate()
         run = Run(process.returncode, stdout, stderr, time.monotonic() - start)
         raise AssertionError(f"mpiexec -n {ranks} {' '.join(args)} did not finish within {timeout} s "
                              f"and was killed\n{run.output()}")
     return Run(process.returncode, stdout, stderr, time.monotonic() - start)
+
+
+def kill_job(process):
+    """SIGKILL mpiexec (started with start_new_session=True) and every rank it started.
+
+    Open MPI's launcher puts each rank in a process group of its own, so killing
+    mpiexec's group would leave the ranks running; they all share its session.
+    """
+    for _ in range(10):
+        members = []
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == process.pid and not _zombie(entry):
+                    members.append(int(entry))
+            except OSError:         # gone meanwhile
+                pass
+        if process.poll() is None and process.pid not in members:
+            members.append(process.pid)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+def _zombie(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def run_checks(script, names, ranks, out_dir, timeout):
