@@ -5,21 +5,9 @@ import numpy as np
 import pytest
 
 import fastoptim
+from dc_reference import compensate
 from fastoptim import _compensation
 
-EPS = 1e-7
-
-
-def reference_constant(g, w, w_bak, lam):
-    """g + lambda g g (w - w_bak), in NumPy (scalars take the arrays' dtype)."""
-    return g + lam * g * g * (w - w_bak)
-
-
-def reference_adaptive(g, w, w_bak, ms, lambda0, momentum):
-    """(compensated g, new ms): ms updated with the raw g first, lambda = lambda0 / (sqrt(ms) + 1e-7)."""
-    ms = momentum * ms + (1 - momentum) * g * g
-    lam = lambda0 / (np.sqrt(ms) + EPS)
-    return g + lam * g * g * (w - w_bak), ms
 
 
 def segments(sizes, dtype, seed=0):
@@ -44,7 +32,7 @@ SIZES = [[0], [1], [3], [7], [8], [15], [16], [17], [31], [33], [1000], [5, 0, 1
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
 def test_constant_equals_numpy_bit_for_bit(dtype, sizes, threads):
     g, w, w_bak, _ = segments(sizes, dtype)
-    expected = [reference_constant(*a, 0.04) for a in zip(g, w, w_bak)]
+    expected = [compensate(*a, "constant", 0.04)[0] for a in zip(g, w, w_bak)]
     w_before, b_before = [a.copy() for a in w], [a.copy() for a in w_bak]
     plan = _compensation.Compensation(g, w, w_bak)
     assert plan.size == sum(sizes) and not plan.adaptive
@@ -69,7 +57,7 @@ def test_adaptive_equals_numpy_bit_for_bit_over_steps(dtype, sizes, threads):
             a[...] = rng.standard_normal(a.shape)
         expected = []
         for k, args in enumerate(zip(g, w, w_bak)):
-            new_g, want_ms[k] = reference_adaptive(*args, want_ms[k], 2.0, 0.95)
+            new_g, want_ms[k] = compensate(*args, "adaptive", 2.0, 0.95, want_ms[k])
             expected.append(new_g)
         plan.run_adaptive(2.0, 0.95)
         for got, want, got_ms, ms_ref in zip(g, expected, ms, want_ms):
