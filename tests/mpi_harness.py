@@ -25,10 +25,13 @@ API
 ``mpi_env(**extra)``              the environment for mpiexec
 ``run_mpi(args, ranks, timeout, env=None, cwd=None)``   -> Run(returncode, stdout, stderr, seconds)
 ``kill_job(process)``             SIGKILL an mpiexec Popen'd with start_new_session=True, and its ranks
+``run_command(command, timeout, env=None, cwd=None)``    the same for any launcher (torchrun)
+``check_names(script)``           the names of the @check functions of a rank script (read, not run)
 ``run_checks(script, names, ranks, out_dir, timeout)``  -> {name: [outcome per rank]}
                                   outcome: None if the check passed, else the traceback text
 ``check`` / ``main()``            rank side: register checks; run those named in argv
 """
+import ast
 import json
 import os
 import shutil
@@ -91,17 +94,23 @@ def run_mpi(args, ranks, timeout, env=None, cwd=None):
 
     Returns a Run; a run that times out fails the calling test with its output.
     """
-    command = [mpiexec(), "--oversubscribe", "-n", str(ranks), sys.executable, *args]
+    return run_command([mpiexec(), "--oversubscribe", "-n", str(ranks), sys.executable, *args], timeout,
+                       env=mpi_env() if env is None else env, cwd=cwd)
+
+
+def run_command(command, timeout, env=None, cwd=None):
+    """Run a command that starts several processes (mpiexec, torchrun) in a new session;
+    after `timeout` s kill the whole session and fail with the output."""
     start = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=mpi_env() if env is None else env, cwd=cwd, start_new_session=True)
+                               env=env, cwd=cwd, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_job(process)
         stdout, stderr = process.communicate()
         run = Run(process.returncode, stdout, stderr, time.monotonic() - start)
-        raise AssertionError(f"mpiexec -n {ranks} {' '.join(args)} did not finish within {timeout} s "
+        raise AssertionError(f"{' '.join(command)} did not finish within {timeout} s "
                              f"and was killed\n{run.output()}")
     return Run(process.returncode, stdout, stderr, time.monotonic() - start)
 
@@ -135,6 +144,15 @@ def kill_job(process):
 def _zombie(pid):
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def check_names(script):
+    """The names of the functions decorated with @check in `script`, in order (parsed,
+    so that pytest can parametrize over them without importing MPI)."""
+    with open(script) as f:
+        tree = ast.parse(f.read())
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+            and any(isinstance(d, ast.Name) and d.id == "check" for d in node.decorator_list)]
 
 
 def run_checks(script, names, ranks, out_dir, timeout):
@@ -185,13 +203,17 @@ def main(argv=None):
     out = argv[argv.index("--out") + 1]
     names = [a for i, a in enumerate(argv) if a != "--out" and (i == 0 or argv[i - 1] != "--out")]
     comm = MPI.COMM_WORLD
-    results = {}
+    results, seconds = {}, {}
     for name in names:
+        start = time.perf_counter()
         try:
             CHECKS[name]()
             results[name] = None
         except Exception:
             results[name] = traceback.format_exc()
         fmpi.wait(comm.Ibarrier(), 60, f"the barrier after check {name}", comm)
+        seconds[name] = round(time.perf_counter() - start, 3)
+    if comm.Get_rank() == 0:
+        print("seconds per check:", json.dumps(seconds, indent=1), flush=True)
     with open(os.path.join(out, f"rank{comm.Get_rank()}.json"), "w") as f:
         json.dump(results, f)

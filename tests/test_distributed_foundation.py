@@ -1,8 +1,7 @@
 """fastoptim.distributed's foundation: the import guard, flat spaces, buckets and
-shards (in this process, without MPI_Init), and on 2 and 3 ranks broadcast_params,
-model-mismatch errors on every rank, object collectives, the abort on an uncaught
-exception and the collective timeout."""
-import os
+shards (in this process, without MPI_Init), and under mpiexec the abort on an
+uncaught exception and the collective timeout.  The checks that run on 2 and 3
+ranks are in distributed_checks.py, run by test_distributed.py."""
 import subprocess
 import sys
 import time
@@ -10,20 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from mpi_harness import HERE, no_mpi_init, require_mpi, run_checks, run_mpi
+from mpi_harness import no_mpi_init, require_mpi, run_mpi
 
 require_mpi()
 no_mpi_init()
 from fastoptim.distributed import _buckets, _consistency  # noqa: E402
 
-CHECKS_SCRIPT = os.path.join(HERE, "distributed_checks.py")
-FOUNDATION_CHECKS = [
-    "broadcast_list_and_dict_from_every_root", "broadcast_rejects_a_bad_root_on_every_rank",
-    "a_different_param_count_is_named_on_every_rank", "a_different_shape_is_named_on_every_rank",
-    "a_different_dtype_is_named_on_every_rank", "different_names_are_named_on_every_rank",
-    "object_collectives", "wait_returns_for_completed_requests", "wait_any_returns_the_completed_request",
-    "arrays_buffer_and_probe_any",
-]
 
 
 # ---- import guard -----------------------------------------------------------------
@@ -157,7 +148,6 @@ def test_shard_param_groups_mirror_the_models_groups():
     assert [list(v) for v in groups[0]["params"]] == [[3.0], [4.0, 5.0]]
     assert [v.size for v in groups[1]["params"]] == [0]           # no element of c in shard 1
     assert [list(v) for v in shards[2].param_groups()[1]["params"]] == [[6.0, 7.0, 8.0]]
-    assert shards[1].group_pieces() == [[(0, 3, 4), (1, 0, 2)], [(2, 0, 0)]]
     with pytest.raises(ValueError, match="shard index 3"):
         _buckets.Shard(ps, 3, 3)
 
@@ -187,40 +177,31 @@ def test_differences_name_each_rank_and_param():
     assert _consistency.differences([ref, ref]) == []
 
 
-# ---- on several ranks --------------------------------------------------------------------
-
-@pytest.fixture(scope="module", params=[2, 3], ids=["2 ranks", "3 ranks"])
-def foundation_results(request, tmp_path_factory):
-    return run_checks(CHECKS_SCRIPT, FOUNDATION_CHECKS, request.param,
-                      tmp_path_factory.mktemp(f"foundation{request.param}"), timeout=90)
-
-
-@pytest.mark.parametrize("name", FOUNDATION_CHECKS)
-def test_on_every_rank(foundation_results, name):
-    failures = [f"rank {r}:\n{outcome}" for r, outcome in enumerate(foundation_results[name]) if outcome]
-    assert not failures, "\n".join(failures)
-
+# ---- ending a job that fails ---------------------------------------------------------------
 
 ABORT = """
-import sys, time
 import numpy as np
+import fastoptim
 import fastoptim.distributed as fd
 from mpi4py import MPI
+dp = fd.DataParallel(fastoptim.Adam([np.zeros(3)]))
 if MPI.COMM_WORLD.Get_rank() == 1:
     raise RuntimeError("rank 1 fails")
-fd.broadcast_params([np.zeros(3)])      # rank 0 waits here (default timeout: 300 s)
+dp.step([np.ones(3)])                   # rank 0 waits here (default timeout: 300 s)
 """
 
 TIMEOUT = """
 import sys, time
 import numpy as np
+import fastoptim
 import fastoptim.distributed as fd
 from mpi4py import MPI
+dp = fd.DataParallel(fastoptim.Adam([np.zeros(3)]), timeout=1.0)
 if MPI.COMM_WORLD.Get_rank() == 1:
-    time.sleep(60)                      # never joins
+    time.sleep(60)                      # never steps
     sys.exit(0)
 try:
-    fd.broadcast_params([np.zeros(3)], timeout=1.0)
+    dp.step([np.ones(3)])
 except fd.CollectiveTimeout as error:
     print("caught:", error, flush=True)
     if sys.argv[1] == "reraise":
@@ -241,7 +222,7 @@ def test_a_collective_times_out_raises_and_aborts(mode):
     start = time.monotonic()
     run = run_mpi(["-c", TIMEOUT, mode], 2, timeout=60)
     assert run.returncode != 0, run.output()
-    assert "caught: rank 0 of 2 waited 1 s for the sizes of the model descriptions (broadcast_params)" \
+    assert "caught: rank 0 of 2 waited 1 s for the reduce-scatter of bucket 0 of DataParallel.step" \
         in run.stdout, run.output()
     if mode == "reraise":
         assert "CollectiveTimeout" in run.stderr

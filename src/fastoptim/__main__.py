@@ -1,4 +1,4 @@
-"""python -m fastoptim {info,bench,compare,trajectories}."""
+"""python -m fastoptim {info,bench,compare,trajectories,distributed}."""
 import argparse
 import sys
 
@@ -13,11 +13,17 @@ def main(argv=None):
         "compare", help="train softmax regression on iris or digits with every optimizer; table and loss curves"))
     demos.add_trajectories_arguments(commands.add_parser(
         "trajectories", help="plot each optimizer's path over the 2-D test functions and x cos(pi x)"))
+    from .demos import distributed as distributed_demo
+    distributed_demo.add_arguments(commands.add_parser(
+        "distributed", help="train an MLP on digits on MPI ranks (launches mpiexec) with DataParallel, ZeRO-1, "
+                            "EASGD and EAMSGD; table and loss curves (needs the mpi extra)"))
     args = parser.parse_args(argv)
     if args.command == "info":
         from . import show_config
         show_config()
         return 0
+    if args.command == "distributed":
+        return distributed_demo.main(args)
     if args.command in ("compare", "trajectories"):
         return demos.main(args)
     return bench.main(args)

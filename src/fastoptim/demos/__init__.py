@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import optim, problems, schedules, train
+from .. import optim, problems, schedules, train
 
 PLOT_HELP = "pip install 'fastoptim[plot]' (or matplotlib)"
 

