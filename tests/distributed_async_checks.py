@@ -103,6 +103,35 @@ def one_worker_is_sequential_training():
 
 
 @check
+def run_again_continues_training_and_counts_each_run():
+    params = model()
+    arrays = arrays_of(params)
+    reference = model()
+    optimizer = adam(reference)
+    ps = fd.ParameterServer(params, adam, servers=SIZE - 1, timeout=TIMEOUT)
+    ea = fd.AsyncElasticAveraging(model(), adam, period=2, timeout=TIMEOUT)
+    for run, steps in enumerate((5, 3)):
+        first = 5 * run
+
+        def work(ps):
+            for t in range(first, first + steps):
+                ps.step(structured(params, gradient(arrays, rows(0, t))))
+        stats = ps.run(work)
+        for t in range(first, first + steps):
+            optimizer.step(structured(reference, gradient(arrays_of(reference), rows(0, t))))
+        assert_close(arrays, arrays_of(reference))
+        assert stats["updates"] == first + steps and stats["pushes"] == [steps]
+        # 88 bytes of grads per push, 88 bytes of params per fetch (and the first fetch of the run)
+        assert stats["bytes_sent"] == steps * 88 + (steps + 1) * 88
+        elastic = ea.run(lambda ea: [ea.step(structured(ea.params, [np.ones(7), np.ones(()),
+                                                                    np.ones((2, 3), np.float32)]))
+                                     for _ in range(steps)])
+        exchanges = len([t for t in range(first, first + steps) if t % 2 == 0])   # local steps run on
+        assert elastic["steps"] == [steps] * (SIZE - 1) and elastic["exchanges"] == exchanges * (SIZE - 1)
+        assert elastic["bytes_sent"] == 2 * 88 * elastic["exchanges"]
+
+
+@check
 def one_stale_worker_is_the_serial_dc_asgd_formulas():
     """One worker pushing every 2 calls and fetching every 3: gradients at stale params,
     compensated against the params it fetched.  Equal to a serial NumPy run of the

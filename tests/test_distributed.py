@@ -54,12 +54,17 @@ def test_demo_trains_on_mpi_ranks_and_writes_its_table_and_plot(tmp_path):
 def test_benchmark_runs_and_prints_its_ratios(tmp_path):
     from mpi_harness import mpi_env, run_command
     run = run_command([sys.executable, "-m", "fastoptim", "bench", "--distributed", "--rounds", "1",
-                       "--shapes", "1x4096,3x1000", "--turn-seconds", "0.01", "--json", str(tmp_path / "b.json")],
+                       "--shapes", "1x4096,3x1000", "--turn-seconds", "0.01", "--server-size", "4096",
+                       "--json", str(tmp_path / "b.json")],
                       timeout=240, env=mpi_env(), cwd=tmp_path)
     assert run.returncode == 0, run.output()
     for text in ("fastoptim DataParallel, grads in its buckets", "fastoptim ZeRO-1", "torch gloo, one flat bucket",
                  "torch gloo, per tensor", "mpi4py per tensor + NumPy Adam", "speedup over torch gloo",
-                 "ZeRO-1 / DataParallel", "MPI Allreduce", "memcpy"):
+                 "ZeRO-1 / DataParallel", "MPI Allreduce", "memcpy",
+                 "Parameter server, 4096 float32 params", "ParameterServer, 1 worker", "ParameterServer, 2 workers",
+                 "ParameterServer + DC-ASGD-a, 2 workers", "/ DataParallel steps/s"):
         assert text in run.stdout, run.output()
     results = json.loads((tmp_path / "b.json").read_text())
+    rates = results["parameter_server"]["rates"]
+    assert all(rate > 0 for rate, _ in rates.values()) and rates["ParameterServer, 2 workers"][1] > 0
     assert [s["shape"] for s in results["shapes"]] == [[1, 4096], [3, 1000]]

@@ -21,7 +21,8 @@ import fastoptim.distributed as fd  # noqa: E402
 
 CHECKS_SCRIPT = os.path.join(HERE, "distributed_async_checks.py")
 CHECKS = [
-    "one_worker_is_sequential_training", "one_stale_worker_is_the_serial_dc_asgd_formulas",
+    "one_worker_is_sequential_training", "run_again_continues_training_and_counts_each_run",
+    "one_stale_worker_is_the_serial_dc_asgd_formulas",
     "workers_converge_to_the_least_squares_optimum_with_staleness", "checkpoints_reassemble_and_resume_exactly",
     "parameter_server_errors_on_every_rank", "async_easgd_one_worker_is_the_serial_algorithm",
     "async_easgd_workers_converge",

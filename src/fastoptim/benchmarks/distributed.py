@@ -22,6 +22,10 @@ slowest rank's.  The table shows medians over rounds and ratios of medians.
 Beside it: allreduce bandwidth (bytes reduced per second) of MPI's Allreduce
 and of fastoptim's identical allreduce (reduce-scatter + all-gather), and
 single-thread memcpy bandwidth at the same size and at 256 MiB.
+
+Then, in a launch of 3 ranks, the parameter server's updates per second and
+GB/s with 1 and 2 workers, against DataParallel's steps per second at the
+same size (benchmarks/parameter_server.py).
 """
 import json
 import os
@@ -46,6 +50,8 @@ def add_arguments(parser):
                        help="comma-separated COUNTxSIZE param shapes (default 1x2**22,200x2**14)")
     group.add_argument("--turn-seconds", type=float, default=0.25,
                        help="the least time of each contender's turn in a round (default 0.25)")
+    from . import parameter_server
+    parameter_server.add_arguments(group)
 
 
 def parse_shapes(text):
@@ -79,6 +85,8 @@ def main(args):
             results = json.load(f)
     results["load_before"], results["load_after"] = load_before, os.getloadavg()
     print_table(results)
+    from . import parameter_server
+    results["parameter_server"] = parameter_server.main(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

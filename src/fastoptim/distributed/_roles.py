@@ -22,7 +22,8 @@ API
 ---
 ``AsyncRoles``            base class: .comm .rank .is_server .n_servers .n_workers .worker_index
                           .model (ParamSet) .timeout; run(worker_fn); subclasses implement
-                          _serve_message(message, status), _start_worker(), _finish_worker(),
+                          _start_run() (zero the run's counters), _serve_message(message, status),
+                          _start_worker(), _finish_worker(),
                           _final_buffers(), _rank_stats(), _combine_stats(per_rank)
 ``build_optimizer(optimizer, params, who)``   optimizer(params), checked
 ``agree(comm, timeout, error, who)``          raise the same ValueError on every rank if any rank had one
@@ -107,6 +108,7 @@ class AsyncRoles:
         if not callable(worker_fn):
             raise TypeError(f"worker_fn must be a callable taking the {self.who}, got {type(worker_fn).__qualname__}")
         start = time.perf_counter()
+        self._start_run()
         if self.is_server:
             self._serve()
         else:

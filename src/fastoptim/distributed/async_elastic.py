@@ -40,9 +40,9 @@ class AsyncElasticAveraging(AsyncRoles):
 
     On workers, worker_fn(ea) uses ea.worker_index, ea.n_workers and
     ea.step(grads).  After run(), every rank's params hold the final center,
-    and run() returns on every rank the same dict: exchanges, staleness_mean
-    and staleness_max (center updates by other workers between a worker's
-    exchanges), steps (per worker), bytes_sent, seconds.
+    and run() returns on every rank the same dict, of this run: exchanges,
+    staleness_mean and staleness_max (center updates by other workers between
+    a worker's exchanges), steps (per worker), bytes_sent, seconds.
     """
 
     def __init__(self, params, optimizer, comm=None, period=10, alpha=None, timeout=DEFAULT_TIMEOUT):
@@ -59,7 +59,6 @@ class AsyncElasticAveraging(AsyncRoles):
              "the center's start (AsyncElasticAveraging)", self.comm)
         everything[0].free()
         self.optimizer = None
-        self.bytes_sent = 0
         error = None
         try:
             if self.is_server:
@@ -69,6 +68,14 @@ class AsyncElasticAveraging(AsyncRoles):
         except Exception as caught:
             error = caught
         agree(self.comm, self.timeout, error, "AsyncElasticAveraging")
+
+    def _start_run(self):
+        # Counters of this run.  A worker's local step count runs on, and so does its period.
+        self.bytes_sent = 0
+        self.exchanges = 0
+        self._staleness_sum = self._staleness_max = 0
+        self._last_exchange = [0] * self.n_workers
+        self._steps_at_start = getattr(self, "steps", 0)
 
     def _space_views(self, flats):
         """Per param, its part of per-space flat arrays, shaped like the param."""
@@ -87,9 +94,6 @@ class AsyncElasticAveraging(AsyncRoles):
             np.copyto(view, a)
         self._received = [np.empty_like(c) for c in self._center]
         self._receive_buffer = ArraysBuffer(self._received)
-        self.exchanges = 0
-        self._last_exchange = [0] * self.n_workers
-        self._staleness_sum = self._staleness_max = 0
 
     def _serve_message(self, message, status):
         source, tag = status.Get_source(), status.Get_tag()
@@ -123,7 +127,7 @@ class AsyncElasticAveraging(AsyncRoles):
         self._difference_views = self._space_views(self._difference)
         self._difference_buffer = ArraysBuffer(self._difference)
         self._params_buffer = self._final_buffers()[0]
-        self.steps = 0
+        self.steps = 0             # local steps: exchanges fall on multiples of `period`
 
     def step(self, grads):
         """An elastic exchange with the center every `period` local steps, then the local step."""
@@ -155,7 +159,7 @@ class AsyncElasticAveraging(AsyncRoles):
         if self.is_server:
             return {"exchanges": self.exchanges, "staleness_sum": self._staleness_sum,
                     "staleness_max": self._staleness_max, "bytes_sent": self.bytes_sent}
-        return {"steps": self.steps, "bytes_sent": self.bytes_sent}
+        return {"steps": self.steps - self._steps_at_start, "bytes_sent": self.bytes_sent}
 
     def _combine_stats(self, per_rank):
         center, workers = per_rank[0], per_rank[1:]

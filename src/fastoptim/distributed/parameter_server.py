@@ -17,8 +17,10 @@ Messages (point-to-point, non-blocking, every wait bounded by the timeout):
 - the server takes messages in arrival order through a matched probe, and
   receives a push into one preallocated buffer; it compensates it in place
   (the fused kernel of _compensation), steps its optimizer with views of the
-  buffer as grads, and replies when asked.  A worker's messages arrive in the
-  order it sent them, so a fetch sees every earlier push of its worker.
+  buffer as grads, and replies when asked.  A reply is waited for only before
+  the next update, so it travels while the next push arrives.  A worker's
+  messages arrive in the order it sent them, so a fetch sees every earlier
+  push of its worker.
 
 The staleness of a push is the number of updates the server applied between
 the worker's last fetch and the push; each server measures it for its shard
@@ -70,8 +72,10 @@ class ParameterServer(AsyncRoles):
     On workers, worker_fn(ps) uses ps.worker_index (0..n_workers-1),
     ps.n_workers and ps.step(grads).  After run(), every rank's params hold the
     servers' final params, and run() returns on every rank the same dict:
-    updates (server steps; one per push however many servers), staleness_mean,
-    staleness_max, pushes (per worker), bytes_sent (by all ranks), seconds.
+    updates (the servers' count of steps, one per push however many servers,
+    continuing a resumed checkpoint's and earlier runs'), and of this run:
+    staleness_mean, staleness_max, pushes (per worker), bytes_sent (by all
+    ranks), seconds.  run() may be called again: workers fetch anew.
     """
 
     def __init__(self, params, optimizer, comm=None, servers=1, fetch_every=1, push_every=1,
@@ -95,7 +99,6 @@ class ParameterServer(AsyncRoles):
         self.shards = [Shard(self.model, s, servers) for s in range(servers)]
         self.optimizer = None
         self.updates = 0
-        self.bytes_sent = 0
         error = None
         try:
             if self.is_server:
@@ -105,6 +108,12 @@ class ParameterServer(AsyncRoles):
         except Exception as caught:
             error = caught
         agree(self.comm, self.timeout, error, "ParameterServer")
+
+    def _start_run(self):
+        # Counters of this run; `updates` is the servers' count, which runs on (from a checkpoint, too).
+        self.bytes_sent = 0
+        self.pushes = 0
+        self._staleness_sum = self._staleness_count = self._staleness_max = 0
 
     # ---- the server ---------------------------------------------------------------------
     def _set_up_server(self, optimizer, resume):
@@ -122,7 +131,7 @@ class ParameterServer(AsyncRoles):
         grads = _piece_segments(self._received, shard, self._pieces, self.model)
         self._grads = grads
         self._fetched_at = [0] * self.n_workers
-        self._staleness_sum = self._staleness_count = self._staleness_max = 0
+        self._replies = []         # params sent and not yet received: waited before the next update
         self._written_at = None
         self._dc = None
         if self.compensation is not None:
@@ -158,8 +167,11 @@ class ParameterServer(AsyncRoles):
             if status.Get_count(MPI.BYTE) != expected:
                 raise RuntimeError(f"ParameterServer server {self.rank}: worker {worker} pushed "
                                    f"{status.Get_count(MPI.BYTE)} bytes, expected {expected}")
-            wait(message.Irecv(self._receive_buffer.spec), self.timeout,
+            # The params' replies still in flight complete while the push arrives; they must
+            # before the params change.
+            wait([message.Irecv(self._receive_buffer.spec)] + self._replies, self.timeout,
                  f"the push of worker {worker} (ParameterServer server {self.rank})", self.comm)
+            self._replies = []
             staleness = self.updates - self._fetched_at[worker]
             self._staleness_sum += staleness
             self._staleness_count += 1
@@ -179,12 +191,13 @@ class ParameterServer(AsyncRoles):
             if self._dc is not None:
                 for backup, view in zip(self._backups[worker], self._own):
                     np.copyto(backup, view)
-            wait(self.comm.Isend(self._send_buffer.spec, dest=source, tag=TAG_PARAMS), self.timeout,
-                 f"sending the params to worker {worker} (ParameterServer server {self.rank})", self.comm)
+            self._replies.append(self.comm.Isend(self._send_buffer.spec, dest=source, tag=TAG_PARAMS))
             self._fetched_at[worker] = self.updates
             self.bytes_sent += self._send_buffer.nbytes
 
     def _finish_serving(self):
+        wait(self._replies, self.timeout, f"the last params sent (ParameterServer server {self.rank})", self.comm)
+        self._replies = []
         if self.checkpoint is not None and self._written_at != self.updates:
             self._write_checkpoint()
 
@@ -225,7 +238,6 @@ class ParameterServer(AsyncRoles):
         self._pending = 0          # grads accumulated since the last push
         self._calls = 0
         self._sends = []           # the last push's sends, if it did not fetch
-        self.pushes = 0
 
     def step(self, grads):
         """Accumulate grads (in the params' structure); push their mean every push_every
