@@ -1,12 +1,12 @@
 """DC-ASGD's fused delay compensation (fastoptim._compensation) against the NumPy
 formulas, bit for bit: both dtypes, sizes that end in every SIMD tail, several
-segments, 1 and 2 threads split at any element."""
+segments, 1 and 2 threads split at any element, every SIMD level this CPU runs."""
 import numpy as np
 import pytest
 
 import fastoptim
 from dc_reference import compensate
-from fastoptim import _compensation
+from fastoptim import _compensation, _kernels
 
 
 
@@ -25,12 +25,20 @@ def threads(request):
     _compensation._set_parallel_min_elements(old)
 
 
+@pytest.fixture(params=_kernels.supported_simd_levels())
+def simd(request):
+    """The kernel follows fastoptim's SIMD level: every level this CPU runs."""
+    previous = fastoptim.set_simd_level(request.param)
+    yield request.param
+    fastoptim.set_simd_level(previous)
+
+
 SIZES = [[0], [1], [3], [7], [8], [15], [16], [17], [31], [33], [1000], [5, 0, 17, 1, 64, 3], [2049, 31]]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
-def test_constant_equals_numpy_bit_for_bit(dtype, sizes, threads):
+def test_constant_equals_numpy_bit_for_bit(dtype, sizes, threads, simd):
     g, w, w_bak, _ = segments(sizes, dtype)
     expected = [compensate(*a, "constant", 0.04)[0] for a in zip(g, w, w_bak)]
     w_before, b_before = [a.copy() for a in w], [a.copy() for a in w_bak]
@@ -46,7 +54,7 @@ def test_constant_equals_numpy_bit_for_bit(dtype, sizes, threads):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
-def test_adaptive_equals_numpy_bit_for_bit_over_steps(dtype, sizes, threads):
+def test_adaptive_equals_numpy_bit_for_bit_over_steps(dtype, sizes, threads, simd):
     g, w, w_bak, ms = segments(sizes, dtype)
     ms = [np.zeros_like(a) for a in ms]                 # starts at 0, as DC-ASGD-a's does
     plan = _compensation.Compensation(g, w, w_bak, ms)

@@ -2,7 +2,8 @@
 # segments, for fastoptim.distributed's parameter server and simulator.
 #
 # A Compensation holds the pointers of its segments, checked once; run_*()
-# rewrites the grads in place in one nogil call.  Segments are laid end to
+# rewrites the grads in place in one nogil call, with the loops of the SIMD
+# level fastoptim uses.  Segments are laid end to
 # end and split in equal element ranges, one per thread, as fastoptim's other
 # kernels split their tensors: each element's result depends on that element
 # alone, so nothing depends on the thread count.
@@ -18,14 +19,20 @@ from . import _kernels
 cnp.import_array()
 
 cdef extern from "fastoptim/compensation.h" nogil:
-    void fo_compensate_constant_f32(float *g, const float *w, const float *w_bak,
-                                    Py_ssize_t begin, Py_ssize_t end, double lambda_)
-    void fo_compensate_constant_f64(double *g, const double *w, const double *w_bak,
-                                    Py_ssize_t begin, Py_ssize_t end, double lambda_)
-    void fo_compensate_adaptive_f32(float *g, const float *w, const float *w_bak, float *mean_square,
-                                    Py_ssize_t begin, Py_ssize_t end, double lambda0_, double momentum_)
-    void fo_compensate_adaptive_f64(double *g, const double *w, const double *w_bak, double *mean_square,
-                                    Py_ssize_t begin, Py_ssize_t end, double lambda0_, double momentum_)
+    ctypedef void (*constant_f32_fn)(float *g, const float *w, const float *w_bak,
+                                     Py_ssize_t begin, Py_ssize_t end, double lambda_) noexcept
+    ctypedef void (*constant_f64_fn)(double *g, const double *w, const double *w_bak,
+                                     Py_ssize_t begin, Py_ssize_t end, double lambda_) noexcept
+    ctypedef void (*adaptive_f32_fn)(float *g, const float *w, const float *w_bak, float *mean_square,
+                                     Py_ssize_t begin, Py_ssize_t end, double lambda0_, double momentum_) noexcept
+    ctypedef void (*adaptive_f64_fn)(double *g, const double *w, const double *w_bak, double *mean_square,
+                                     Py_ssize_t begin, Py_ssize_t end, double lambda0_, double momentum_) noexcept
+    ctypedef struct fo_compensation_loops:
+        constant_f32_fn constant_f32
+        constant_f64_fn constant_f64
+        adaptive_f32_fn adaptive_f32
+        adaptive_f64_fn adaptive_f64
+    const fo_compensation_loops *fo_compensation_table(int level)
 
 # Below this many elements a call runs on one thread: starting a parallel
 # region costs more than the work.  Tests lower it to exercise the splits.
@@ -141,18 +148,21 @@ cdef class Compensation:
     cdef void _run(self, bint adaptive, double lambda_, double momentum) except *:
         cdef int threads = _kernels.get_num_threads(), parts = 1, k
         cdef Py_ssize_t total = self.size
+        # The loops of the SIMD level fastoptim uses (fastoptim.set_simd_level, FASTOPTIM_SIMD).
+        cdef const fo_compensation_loops *loops = fo_compensation_table(
+            _kernels.SIMD_LEVELS.index(_kernels.get_simd_level()))
         if threads > 1 and total >= _parallel_min_elements:
             parts = threads
         with nogil:
             if parts == 1:
-                self.run_range(adaptive, lambda_, momentum, 0, total)
+                self.run_range(loops, adaptive, lambda_, momentum, 0, total)
             else:
                 for k in prange(parts, schedule="static", num_threads=parts):
-                    self.run_range(adaptive, lambda_, momentum,
+                    self.run_range(loops, adaptive, lambda_, momentum,
                                    split_point(total, k, parts), split_point(total, k + 1, parts))
 
-    cdef void run_range(self, bint adaptive, double lambda_, double momentum,
-                        Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
+    cdef void run_range(self, const fo_compensation_loops *loops, bint adaptive, double lambda_,
+                        double momentum, Py_ssize_t begin, Py_ssize_t end) noexcept nogil:
         """Elements [begin, end) of the segments laid end to end."""
         cdef Py_ssize_t lo = 0, hi = self.n_segments, mid, k, first, last
         if begin >= end:
@@ -169,19 +179,19 @@ cdef class Compensation:
             last = (end if end < self.offsets[k + 1] else self.offsets[k + 1]) - self.offsets[k]
             if last > first:
                 if adaptive and self.is_double[k]:
-                    fo_compensate_adaptive_f64(<double *>self.g[k], <const double *>self.w[k],
-                                               <const double *>self.w_bak[k], <double *>self.mean_square[k],
-                                               first, last, lambda_, momentum)
+                    loops.adaptive_f64(<double *>self.g[k], <const double *>self.w[k],
+                                       <const double *>self.w_bak[k], <double *>self.mean_square[k],
+                                       first, last, lambda_, momentum)
                 elif adaptive:
-                    fo_compensate_adaptive_f32(<float *>self.g[k], <const float *>self.w[k],
-                                               <const float *>self.w_bak[k], <float *>self.mean_square[k],
-                                               first, last, lambda_, momentum)
+                    loops.adaptive_f32(<float *>self.g[k], <const float *>self.w[k],
+                                       <const float *>self.w_bak[k], <float *>self.mean_square[k],
+                                       first, last, lambda_, momentum)
                 elif self.is_double[k]:
-                    fo_compensate_constant_f64(<double *>self.g[k], <const double *>self.w[k],
-                                               <const double *>self.w_bak[k], first, last, lambda_)
+                    loops.constant_f64(<double *>self.g[k], <const double *>self.w[k],
+                                       <const double *>self.w_bak[k], first, last, lambda_)
                 else:
-                    fo_compensate_constant_f32(<float *>self.g[k], <const float *>self.w[k],
-                                               <const float *>self.w_bak[k], first, last, lambda_)
+                    loops.constant_f32(<float *>self.g[k], <const float *>self.w[k],
+                                       <const float *>self.w_bak[k], first, last, lambda_)
             k += 1
 
 

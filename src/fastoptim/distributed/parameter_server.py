@@ -167,8 +167,8 @@ class ParameterServer(AsyncRoles):
             if status.Get_count(MPI.BYTE) != expected:
                 raise RuntimeError(f"ParameterServer server {self.rank}: worker {worker} pushed "
                                    f"{status.Get_count(MPI.BYTE)} bytes, expected {expected}")
-            # The params' replies still in flight complete while the push arrives; they must
-            # before the params change.
+            # Replies still in flight finish while the push arrives: they must, before the
+            # params change.
             wait([message.Irecv(self._receive_buffer.spec)] + self._replies, self.timeout,
                  f"the push of worker {worker} (ParameterServer server {self.rank})", self.comm)
             self._replies = []
