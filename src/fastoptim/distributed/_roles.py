@@ -23,10 +23,12 @@ API
 ``AsyncRoles``            base class: .comm .rank .is_server .n_servers .n_workers .worker_index
                           .model (ParamSet) .timeout; run(worker_fn); subclasses implement
                           _start_run() (zero the run's counters), _serve_message(message, status),
-                          _start_worker(), _finish_worker(),
-                          _final_buffers(), _rank_stats(), _combine_stats(per_rank)
+                          _final_buffers(), _rank_stats(), _combine_stats(per_rank), and may
+                          _start_worker(), _finish_worker(), _finish_serving()
 ``build_optimizer(optimizer, params, who)``   optimizer(params), checked
 ``agree(comm, timeout, error, who)``          raise the same ValueError on every rank if any rank had one
+``checked_count(value, name, minimum)``       an int >= minimum, else ValueError naming it
+``shard_buffer(views)``                       an ArraysBuffer over a Shard's views, space after space
 ``TAG_*``                 message tags
 """
 import time
@@ -154,6 +156,12 @@ class AsyncRoles:
                                f"(ranks 0..{self.n_servers - 1} serve, the others call worker_fn)")
         if not self._running:
             raise RuntimeError(f"{self.who}.{method}() is called by worker_fn, inside run()")
+
+    def _start_worker(self):
+        """Before worker_fn (a first fetch, say)."""
+
+    def _finish_worker(self):
+        """After worker_fn returned (grads left to push, say)."""
 
     def _finish_serving(self):
         """After the last worker is done (a final checkpoint, say)."""

@@ -143,12 +143,6 @@ class AsyncElasticAveraging(AsyncRoles):
         self.optimizer.step(grads)
         self.steps += 1
 
-    def _start_worker(self):
-        pass
-
-    def _finish_worker(self):
-        pass
-
     # ---- the end ------------------------------------------------------------------------------
     def _final_buffers(self):
         # Every param, space after space (so its type signature is the center buffers').
