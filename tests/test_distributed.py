@@ -32,7 +32,7 @@ def test_on_every_rank(results, name):
 def test_demo_trains_on_mpi_ranks_and_writes_its_table_and_plot(tmp_path):
     from mpi_harness import mpi_env, run_command
     from test_demos import assert_png
-    run = run_command([sys.executable, "-m", "fastoptim", "distributed", "--ranks", "2", "--epochs", "3",
+    run = run_command([sys.executable, "-m", "fastoptim", "distributed", "--ranks", "2", "--epochs", "2",
                        "--out", str(tmp_path)], timeout=240, env=mpi_env(), cwd=tmp_path)
     assert run.returncode == 0, run.output()
     lines = run.stdout.splitlines()
@@ -45,7 +45,7 @@ def test_demo_trains_on_mpi_ranks_and_writes_its_table_and_plot(tmp_path):
     # DataParallel and ZeRO compute what one process computes on the whole batch
     assert rows["DataParallel (Adam)"][1] == rows["ZeRO-1 (Adam)"][1] == rows["1 process (Adam)"][1]
     for name, cells in rows.items():
-        assert float(cells[2]) > 0.8, (name, cells)          # test accuracy after 3 epochs
+        assert float(cells[2]) > 0.6, (name, cells)          # test accuracy after 2 epochs
     # 2 (N - 1) / N x 4810 float64 params, every step; EASGD every 4th step
     assert rows["DataParallel (Adam)"][-2:] == ["38.5", "kB"] and rows["EASGD (SGD)"][-2:] == ["9.6", "kB"]
     assert_png(tmp_path / "distributed_digits.png")
@@ -54,8 +54,8 @@ def test_demo_trains_on_mpi_ranks_and_writes_its_table_and_plot(tmp_path):
 def test_benchmark_runs_and_prints_its_ratios(tmp_path):
     from mpi_harness import mpi_env, run_command
     run = run_command([sys.executable, "-m", "fastoptim", "bench", "--distributed", "--rounds", "1",
-                       "--shapes", "1x4096,3x1000", "--turn-seconds", "0.01", "--server-size", "4096",
-                       "--json", str(tmp_path / "b.json")],
+                       "--shapes", "1x4096,3x1000", "--turn-seconds", "0.01", "--memcpy-mib", "4",
+                       "--server-size", "4096", "--json", str(tmp_path / "b.json")],
                       timeout=240, env=mpi_env(), cwd=tmp_path)
     assert run.returncode == 0, run.output()
     for text in ("fastoptim DataParallel, grads in its buckets", "fastoptim ZeRO-1", "torch gloo, one flat bucket",

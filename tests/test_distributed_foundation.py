@@ -4,7 +4,6 @@ uncaught exception and the collective timeout.  The checks that run on 2 and 3
 ranks are in distributed_checks.py, run by test_distributed.py."""
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -201,7 +200,24 @@ if MPI.COMM_WORLD.Get_rank() == 1:
 dp.step([np.ones(3)])                   # rank 0 waits here (default timeout: 300 s)
 """
 
-TIMEOUT = """
+WAIT_TIMEOUT = """
+import sys, time
+import numpy as np
+import fastoptim.distributed as fd
+from mpi4py import MPI
+if MPI.COMM_WORLD.Get_rank() == 1:
+    time.sleep(60)                      # never joins
+    sys.exit(0)
+try:
+    fd.broadcast_params([np.zeros(3)], timeout=1.0)
+except fd.CollectiveTimeout as error:
+    print("caught:", error, flush=True)
+    if sys.argv[1] == "reraise":
+        raise
+sys.exit(0)                             # caught: the job must still end, and not with 0
+"""
+
+STEP_TIMEOUT = """
 import sys, time
 import numpy as np
 import fastoptim
@@ -210,14 +226,8 @@ from mpi4py import MPI
 dp = fd.DataParallel(fastoptim.Adam([np.zeros(3)]), timeout=1.0)
 if MPI.COMM_WORLD.Get_rank() == 1:
     time.sleep(60)                      # never steps
-    sys.exit(0)
-try:
-    dp.step([np.ones(3)])
-except fd.CollectiveTimeout as error:
-    print("caught:", error, flush=True)
-    if sys.argv[1] == "reraise":
-        raise
-sys.exit(0)                             # caught: the job must still end, and not with 0
+dp.step([np.ones(3)])                   # rank 0: blocked inside MPI until the watchdog aborts the job
+print("stepped", flush=True)
 """
 
 
@@ -229,12 +239,19 @@ def test_an_uncaught_exception_on_one_rank_aborts_the_job_within_seconds():
 
 
 @pytest.mark.parametrize("mode", ["reraise", "catch"])
-def test_a_collective_times_out_raises_and_aborts(mode):
-    start = time.monotonic()
-    run = run_mpi(["-c", TIMEOUT, mode], 2, timeout=60)
+def test_a_wait_that_times_out_raises_and_the_job_aborts(mode):
+    run = run_mpi(["-c", WAIT_TIMEOUT, mode], 2, timeout=60)
     assert run.returncode != 0, run.output()
-    assert "caught: rank 0 of 2 waited 1 s for the reduce-scatter of bucket 0 of DataParallel.step" \
+    assert "caught: rank 0 of 2 waited 1 s for the sizes of the model descriptions (broadcast_params)" \
         in run.stdout, run.output()
     if mode == "reraise":
         assert "CollectiveTimeout" in run.stderr
-    assert time.monotonic() - start < 20, run.output()
+    assert run.seconds < 20, run.output()
+
+
+def test_a_blocking_collective_that_times_out_aborts_the_job():
+    run = run_mpi(["-c", STEP_TIMEOUT], 2, timeout=60)
+    assert run.returncode != 0 and "stepped" not in run.stdout, run.output()
+    assert ("fastoptim.distributed.CollectiveTimeout: rank 0 of 2 waited 1 s for the reduction of bucket 0 "
+            "in DataParallel.step") in run.stderr, run.output()
+    assert run.seconds < 20, run.output()

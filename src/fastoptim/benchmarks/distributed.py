@@ -7,7 +7,9 @@ copy; a step is: reduce the grads over the ranks, average, one Adam step
 (lr=1e-3, state already created).  Contenders, on 1 x 2^22 and 200 x 2^14 params:
 
   fastoptim DataParallel, grads written into its buckets (grad_buffers()), and
-    with grads in their own arrays (copied into the buckets);
+    with grads in their own arrays (copied into the buckets), and with
+    average=False: the sum, without today's averaging pass (what the step will
+    cost once the kernels divide by N themselves, see _collectives);
   fastoptim ZeroRedundancyOptimizer (ZeRO-1), grads in its buffers;
   torch.distributed with gloo and torch.optim.Adam(fused=True): all_reduce of one
     flat bucket holding the grads (DDP's gradient_as_bucket_view), and
@@ -20,8 +22,8 @@ Timing: contenders take turns in rounds (the order rotating every round); in a
 turn every rank runs `calls` steps between barriers and the turn's time is the
 slowest rank's.  The table shows medians over rounds and ratios of medians.
 Beside it: allreduce bandwidth (bytes reduced per second) of MPI's Allreduce
-and of fastoptim's identical allreduce (reduce-scatter + all-gather), and
-single-thread memcpy bandwidth at the same size and at 256 MiB.
+and of fastoptim's sum (each shard reduced onto its rank, then all-gathered), and
+single-thread memcpy bandwidth at the same size and at 256 MiB (--memcpy-mib).
 
 Then, in a launch of 3 ranks, the parameter server's updates per second and
 GB/s with 1 and 2 workers, against DataParallel's steps per second at the
@@ -50,6 +52,8 @@ def add_arguments(parser):
                        help="comma-separated COUNTxSIZE param shapes (default 1x2**22,200x2**14)")
     group.add_argument("--turn-seconds", type=float, default=0.25,
                        help="the least time of each contender's turn in a round (default 0.25)")
+    group.add_argument("--memcpy-mib", type=int, default=256,
+                       help="size of the large memcpy whose bandwidth is reported (default 256)")
     from . import parameter_server
     parameter_server.add_arguments(group)
 
@@ -73,7 +77,8 @@ def main(args):
         path = os.path.join(tmp, "results.json")
         parse_shapes(args.shapes)  # checked here, before the ranks start
         worker_args = ["--out", path, "--threads", str(args.rank_threads), "--rounds", str(args.rounds),
-                       "--shapes", args.shapes, "--turn-seconds", str(args.turn_seconds)]
+                       "--shapes", args.shapes, "--turn-seconds", str(args.turn_seconds),
+                       "--memcpy-mib", str(args.memcpy_mib)]
         if args.bucket_mib:
             worker_args += ["--bucket-mib", str(args.bucket_mib)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.rank_threads))
@@ -116,13 +121,14 @@ def print_table(results, out=sys.stdout):
         print(f"{title:48}" + "".join(f"{ratio(times[s]):>15.2f}x" for s in shapes), file=out)
     bw = results["bandwidth"]
     print(f"\nallreduce of {bw['bytes'] / 2**20:.3g} MiB float32 over {results['ranks']} ranks: "
-          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim identical allreduce "
-          f"(reduce-scatter + all-gather) {bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
+          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim's sum (MPI_Reduce of each shard onto "
+          f"its rank, then MPI_Allgatherv) {bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
           f"memcpy, one thread: {bw['memcpy_same_size'] / 1e9:.1f} GB/s at {bw['bytes'] / 2**20:.3g} MiB, "
-          f"{bw['memcpy_large'] / 1e9:.1f} GB/s at 256 MiB", file=out)
+          f"{bw['memcpy_large'] / 1e9:.1f} GB/s at {bw['memcpy_large_bytes'] / 2**20:.0f} MiB", file=out)
 
 
 OURS = "fastoptim DataParallel, grads in its buckets"
+SUMMED = "fastoptim DataParallel, sum (no averaging pass)"
 COPIED = "fastoptim DataParallel, grads copied in"
 
 
@@ -149,6 +155,7 @@ def worker(argv):
     parser.add_argument("--bucket-mib", type=float, default=None)
     parser.add_argument("--shapes", default="1x2**22,200x2**14")
     parser.add_argument("--turn-seconds", type=float, default=0.25)
+    parser.add_argument("--memcpy-mib", type=int, default=256)
     args = parser.parse_args(argv)
 
     from mpi4py import MPI
@@ -166,7 +173,7 @@ def worker(argv):
         times = measure(comm, contenders, args.rounds, args.turn_seconds)
         results["shapes"].append({"shape": [count, n], "times": times})
         del contenders
-    results["bandwidth"] = bandwidths(comm, max(count * n for count, n in shapes))
+    results["bandwidth"] = bandwidths(comm, max(count * n for count, n in shapes), args.memcpy_mib)
     if comm.Get_rank() == 0:
         with open(args.out, "w") as f:
             json.dump(results, f)
@@ -210,17 +217,18 @@ def make_contenders(comm, count, n, torch, dist, bucket_mib):
     contenders = {}
     options = {} if bucket_mib is None else {"bucket_bytes": int(bucket_mib * 2**20)}
 
-    def data_parallel(in_buckets):
+    def data_parallel(in_buckets, average=True):
         params = [p.copy() for p in params0]
-        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), **options)
+        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), average=average, **options)
         grads = dp.grad_buffers() if in_buckets else [g.copy() for g in grads0]
-        for g, g0 in zip(dp.grad_buffers(), grads0):
-            np.copyto(g, g0)
         for g, g0 in zip(grads, grads0):
-            np.copyto(g, g0)
+            # The mean of equal grads is the grad itself, so the buckets keep their values step
+            # after step; a sum would grow by N every step, so the summing contender sums zeros.
+            np.copyto(g, g0 if average else 0)
         return lambda: dp.step(grads)
     contenders[OURS] = data_parallel(True)
     contenders[COPIED] = data_parallel(False)
+    contenders[SUMMED] = data_parallel(True, average=False)
 
     zparams = [p.copy() for p in params0]
     zero = fd.ZeroRedundancyOptimizer(zparams, fastoptim.Adam, lr=LR)
@@ -316,15 +324,21 @@ def measure(comm, contenders, rounds, min_seconds):
     return {name: statistics.median(samples[name]) for name in names}
 
 
-def bandwidths(comm, n):
+def bandwidths(comm, n, memcpy_mib):
     """Allreduce and memcpy bandwidths in bytes per second (medians of timed repeats)."""
     from mpi4py import MPI
 
-    from fastoptim.distributed._collectives import IdenticalAllreduce
+    from fastoptim.distributed._buckets import shard_bounds
+    from fastoptim.distributed._collectives import ShardedSum
     buffer = np.ones(n, dtype=np.float32)
-    identical = IdenticalAllreduce(buffer, comm)
+    sharded = ShardedSum(buffer, shard_bounds(n, comm.Get_size()), comm)
+
+    def sharded_sum():
+        sharded.reduce()
+        sharded.gather()
     dst = np.empty_like(buffer)
-    big_src, big_dst = np.ones(2**26, dtype=np.float32), np.empty(2**26, dtype=np.float32)
+    big_src = np.ones(memcpy_mib << 18, dtype=np.float32)
+    big_dst = np.empty_like(big_src)
 
     def timed(fn, repeats=15):
         fn()
@@ -338,9 +352,10 @@ def bandwidths(comm, n):
     return {
         "bytes": buffer.nbytes,
         "mpi_allreduce": buffer.nbytes / timed(lambda: comm.Allreduce(MPI.IN_PLACE, buffer)),
-        "identical_allreduce": buffer.nbytes / timed(lambda: identical.start().wait(60, "the bandwidth test")),
+        "identical_allreduce": buffer.nbytes / timed(sharded_sum),
         "memcpy_same_size": buffer.nbytes / timed(lambda: np.copyto(dst, buffer)),
         "memcpy_large": big_src.nbytes / timed(lambda: np.copyto(big_dst, big_src), repeats=5),
+        "memcpy_large_bytes": big_src.nbytes,
     }
 
 

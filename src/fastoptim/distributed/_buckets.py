@@ -45,7 +45,11 @@ import numpy as np
 
 from ..optim.optimizer import _check_param
 
-BUCKET_BYTES = 4 << 20   # default bucket size; see the distributed benchmark for the choice
+# Default bucket size.  The reductions are blocking MPI collectives (see _collectives),
+# so a bucket's step cannot overlap another bucket's reduction, and every bucket
+# costs its own collective calls: a few large buckets beat many small ones (on 200 x
+# 2^14 float32 params, 1 bucket ran 1.8x faster than 4 and 3.4x faster than 13).
+BUCKET_BYTES = 32 << 20
 
 
 class ParamSet:

@@ -1,30 +1,43 @@
 """Collectives over a model's params and grads.
 
+The hot paths (a step's reductions and gathers) call Open MPI's blocking
+collectives, whose algorithms are several times faster here than its
+non-blocking ones (libnbc: measured side by side in the distributed
+benchmark's exploration, see the README), under _mpi.blocking's watchdog, which
+aborts the job if a call outlives its timeout.  A single-threaded rank gains
+nothing from a non-blocking reduction anyway: Open MPI progresses it only
+inside MPI calls, so it would not advance while the rank runs a fused step.
+
 API
 ---
 ``broadcast_params(params, comm=None, root=0, timeout=300.0)``
     public; see its docstring.
 ``broadcast_arrays(arrays, comm, root, timeout, what)``
     the same without checks, for wrappers that checked the model already.
-``IdenticalAllreduce(buffer, comm)``
-    the sum over ranks of a flat buffer, in place, that every rank gets bit for
-    bit: a reduce-scatter (each element is summed by exactly one rank, into a
-    preallocated shard) then an all-gather of the shards.  MPI's Allreduce does
-    not promise every rank the same bits, and replicas that differ in the last
-    bit drift apart.  ``.start()``, then ``.wait(timeout, what)``; reusable.
+``ShardedSum(buffer, bounds, comm)``
+    the sum over ranks of a flat buffer, in place, shard by shard: shard r
+    (buffer[bounds[r]:bounds[r + 1]]) is summed onto rank r (MPI_Reduce, in
+    place at the root).  ``.reduce(divisor)`` leaves this rank's shard summed
+    (and divided by `divisor`: the mean, see KERNEL_GRAD_SCALE);
+    ``.gather()`` then all-gathers the shards in place (MPI_Allgatherv): the
+    whole sum on every rank, each element added up once, by its owner, so every
+    rank gets the same bits and replicas never drift apart (MPI's Allreduce
+    promises no such thing).  Call both inside _mpi.blocking.
 ``ShardAllgather(arrays, space, bounds, comm)``
-    the all-gather of element-wise shards of a flat space straight into the
-    params' memory: ``.start()`` returns the request.  A space of one param is
-    one contiguous buffer (MPI_Iallgatherv in place); otherwise each rank's shard
-    is described by an MPI datatype over the params' addresses (hindexed, from
-    MPI_BOTTOM) and the shards travel by MPI_Ialltoallw, never through a copy.
-``step_with_mean(optimizer, grads, buffers, divisor)``
-    the fused step of `optimizer` on reduced grads (views into `buffers`), their
-    mean over `divisor` ranks.
+    the all-gather of element-wise shards of a flat space into the params:
+    ``.run()``, blocking.  A space of one param is one contiguous buffer, so
+    the shards land straight in it (MPI_Allgatherv in place).  Otherwise they
+    travel through a flat buffer: this rank's pieces are copied in, gathered,
+    and the other ranks' pieces copied out.  (Straight into the params by an
+    MPI datatype over their addresses (hindexed from MPI_BOTTOM, with
+    MPI_Alltoallw) was 1.5-3x slower here: Open MPI then packs through its
+    shared-memory fragments, while a contiguous Allgatherv is one copy.)
+``KERNEL_GRAD_SCALE``, ``scale_shard(shard, divisor)``, ``fused_step(optimizer, grads, divisor)``
+    where the mean over ranks is taken (see KERNEL_GRAD_SCALE).
 """
 import numpy as np
 
-from ._buckets import ParamSet, shard_bounds
+from ._buckets import ParamSet, flat_view
 from ._consistency import check_same_model
 from ._mpi import DEFAULT_TIMEOUT, MPI, check_timeout, mpi_datatype, resolve_comm, wait
 
@@ -53,82 +66,81 @@ def broadcast_arrays(arrays, comm, root, timeout, what):
     wait(requests, timeout, what, comm)
 
 
-class IdenticalAllreduce:
-    """Sum a flat buffer over the ranks, in place, with the same bits on every rank."""
+class ShardedSum:
+    """Sum a flat buffer over the ranks, in place, each shard onto its owner, then gather."""
 
-    def __init__(self, buffer, comm):
+    def __init__(self, buffer, bounds, comm):
         self.buffer, self.comm = buffer, comm
-        size, rank = comm.Get_size(), comm.Get_rank()
-        bounds = shard_bounds(buffer.size, size)
+        self.rank = comm.Get_rank()
         self.counts, self.displs = np.diff(bounds), bounds[:-1].copy()
-        self.shard = np.empty(int(self.counts[rank]), dtype=buffer.dtype)
         self.datatype = mpi_datatype(buffer.dtype)
-        self.request = None
+        self.shards = [buffer[int(a):int(b)] for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def start(self):
-        self.request = self.comm.Ireduce_scatter([self.buffer, self.datatype], [self.shard, self.datatype],
-                                                 self.counts, op=MPI.SUM)
-        return self
+    def reduce(self, divisor=1):
+        """This rank's shard becomes the sum over ranks (divided by `divisor`)."""
+        for root, shard in enumerate(self.shards):
+            if shard.size == 0:
+                continue
+            if root == self.rank:
+                self.comm.Reduce(MPI.IN_PLACE, [shard, self.datatype], op=MPI.SUM, root=root)
+            else:
+                self.comm.Reduce([shard, self.datatype], None, op=MPI.SUM, root=root)
+        if divisor != 1:
+            scale_shard(self.shards[self.rank], divisor)
 
-    def wait(self, timeout, what):
-        wait(self.request, timeout, f"the reduce-scatter of {what}", self.comm)
-        self.request = self.comm.Iallgatherv([self.shard, self.datatype],
-                                             [self.buffer, self.counts, self.displs, self.datatype])
-        wait(self.request, timeout, f"the all-gather of {what}", self.comm)
-        self.request = None
+    def gather(self):
+        """Every rank's reduced shard into every rank's buffer."""
+        self.comm.Allgatherv(MPI.IN_PLACE, [self.buffer, self.counts, self.displs, self.datatype])
 
 
 class ShardAllgather:
-    """All-gather the element-wise shards of a flat space into the params, in place."""
+    """All-gather the element-wise shards of a flat space into the params."""
 
     def __init__(self, arrays, space, bounds, comm):
         self.comm = comm
-        size, rank = comm.Get_size(), comm.Get_rank()
+        rank = comm.Get_rank()
         datatype = mpi_datatype(space.dtype)
         counts, displs = np.diff(bounds), bounds[:-1].copy()
-        self.types = []
-        if len(space.indices) == 1:
-            flat = arrays[space.indices[0]].reshape(-1)
-            self.recv = [flat, counts, displs, datatype]
-            self.send = MPI.IN_PLACE
-            self.alltoallw = False
-            return
-        for r in range(size):
-            pieces = space.pieces(int(bounds[r]), int(bounds[r + 1]))
-            addresses = [MPI.Get_address(arrays[i].reshape(-1)[lo:hi]) for i, lo, hi in pieces]
-            self.types.append(datatype.Create_hindexed([hi - lo for _, lo, hi in pieces], addresses).Commit())
-        zeros = [0] * size
-        ones = [0 if r == rank or counts[r] == 0 else 1 for r in range(size)]  # nothing to or from oneself
-        own = [self.types[rank]] * size
-        sends = [0 if r == rank or counts[rank] == 0 else 1 for r in range(size)]
-        self.send = [MPI.BOTTOM, sends, zeros, own]
-        self.recv = [MPI.BOTTOM, ones, zeros, self.types]
-        self.alltoallw = True
+        start = {i: int(space.offsets[j]) for j, i in enumerate(space.indices)}
+        if len(space.indices) == 1:   # the param is the flat space: gather straight into it
+            self.flat = flat_view(arrays[space.indices[0]])
+            self.own, self.others = [], []
+        else:
+            self.flat = np.empty(space.size, dtype=space.dtype)
 
-    def start(self):
-        if self.alltoallw:
-            return self.comm.Ialltoallw(self.send, self.recv)
-        return self.comm.Iallgatherv(self.send, self.recv)
+            def parts(r):  # (param piece, its place in the flat buffer)
+                return [(flat_view(arrays[i])[lo:hi], self.flat[start[i] + lo:start[i] + hi])
+                        for i, lo, hi in space.pieces(int(bounds[r]), int(bounds[r + 1]))]
+            self.own = parts(rank)
+            self.others = [part for r in range(len(counts)) if r != rank for part in parts(r)]
+        self.recv = [self.flat, counts, displs, datatype]
 
-    def __del__(self):
-        if self.types and MPI.Is_initialized() and not MPI.Is_finalized():
-            for t in self.types:
-                t.Free()
+    def run(self):
+        """Gather (blocking: call it inside _mpi.blocking)."""
+        for piece, place in self.own:
+            np.copyto(place, piece)
+        self.comm.Allgatherv(MPI.IN_PLACE, self.recv)
+        for piece, place in self.others:
+            np.copyto(piece, place)
 
 
-def _scale_bucket(buffer, divisor):
-    """Divide reduced grads by the number of ranks, in place: their mean.
-
-    A separate pass for now.  When the kernels take a grad scale (the redesign of
-    issue 12: step(grads, grad_scale=N) divides inside the fused update, torch's
-    fused grad_scale semantics), this function goes away: see step_with_mean.
-    """
-    np.divide(buffer, divisor, out=buffer)
+# Where the mean over ranks is taken.  Today: a pass dividing each rank's reduced
+# shard (1/N of the grads) before the all-gather, in scale_shard.  When the kernels
+# take a grad scale (issue 12's redesign: optimizer.step(grads, grad_scale=N)
+# divides inside the fused update, torch's fused grad_scale semantics), set this to
+# True: shards stay sums and fused_step passes the divisor to the kernel, for free.
+KERNEL_GRAD_SCALE = False
 
 
-def step_with_mean(optimizer, grads, buffers, divisor):
-    """Step `optimizer` with `grads` (views into `buffers`, summed over ranks) divided by `divisor`."""
-    if divisor != 1:
-        for buffer in buffers:
-            _scale_bucket(buffer, divisor)  # becomes: optimizer.step(grads, grad_scale=divisor)
-    optimizer.step(grads)
+def scale_shard(shard, divisor):
+    """Divide a reduced shard by the number of ranks, in place (unless the kernel will)."""
+    if not KERNEL_GRAD_SCALE:
+        np.divide(shard, divisor, out=shard)
+
+
+def fused_step(optimizer, grads, divisor):
+    """The fused step on reduced grads; the kernel divides them by `divisor` if it can."""
+    if KERNEL_GRAD_SCALE and divisor != 1:
+        optimizer.step(grads, grad_scale=divisor)
+    else:
+        optimizer.step(grads)

@@ -2,10 +2,10 @@
 full state; a step reduces the ranks' grads and runs the same fused step everywhere."""
 import numpy as np
 
-from ._buckets import BUCKET_BYTES, ParamSet, make_buckets
-from ._collectives import IdenticalAllreduce, broadcast_arrays, step_with_mean
+from ._buckets import BUCKET_BYTES, ParamSet, make_buckets, shard_bounds
+from ._collectives import ShardedSum, broadcast_arrays, fused_step
 from ._consistency import check_same_model
-from ._mpi import DEFAULT_TIMEOUT, check_timeout, resolve_comm
+from ._mpi import DEFAULT_TIMEOUT, blocking, check_timeout, resolve_comm
 
 
 class DataParallel:
@@ -15,15 +15,14 @@ class DataParallel:
     them over the ranks of `comm` (their mean with average=True), then runs the
     wrapped optimizer's fused step.  With equal shards of a batch, N ranks give
     the params one process gets stepping on the whole batch; every rank ends
-    with the same bits (the sum is computed once per element, see
-    _collectives.IdenticalAllreduce), so replicas never drift apart.
+    with the same bits (each element of the sum is added up once, by one rank,
+    see _collectives.ShardedSum), so replicas never drift apart.
 
     Grads travel in a few preallocated flat buckets of about `bucket_bytes`
-    (cut at param boundaries), one reduction per bucket; reductions are started
-    as soon as a bucket is filled, and each bucket's params step as soon as its
-    reduction is done.  Write grads straight into the buckets to save the copy:
+    (32 MiB by default; cut at param boundaries), one reduction per bucket, and
+    each bucket's params step as soon as its reduction is done.  Write grads straight into the buckets to save the copy:
     grad_buffers() returns them in the params' structure; pass them to step().
-    After a step they hold the reduced grads.
+    After a step they hold the reduced grads (their mean with average=True).
 
     At construction every rank must wrap the same model (else ValueError, on
     every rank), and rank 0's params are copied to every rank (as torch's
@@ -66,7 +65,8 @@ class DataParallel:
             for i in m:
                 grads[i] = views[i]
             self._bucket_grads.append(model.for_optimizer(grads))
-        self._reductions = [IdenticalAllreduce(b.buffer, self.comm) for b in self.buckets] if self.size > 1 else None
+        self._sums = ([ShardedSum(b.buffer, shard_bounds(b.buffer.size, self.size), self.comm)
+                       for b in self.buckets] if self.size > 1 else None)
 
     @property
     def param_groups(self):
@@ -90,20 +90,22 @@ class DataParallel:
         """
         flat = self.model.flatten(grads)
         views = self._grad_views
-        reductions = self._reductions
+        divisor = self.size if self.average else 1
+        t = self.optimizer.step_count
         for k, bucket in enumerate(self.buckets):
             for i, _, _ in bucket.pieces:
                 if flat[i] is not views[i]:
                     np.copyto(views[i], flat[i])
-            if reductions is not None:
-                reductions[k].start()
-        divisor = self.size if self.average else 1
-        t = self.optimizer.step_count
-        for k, bucket in enumerate(self.buckets):
-            if reductions is not None:
-                reductions[k].wait(self.timeout, f"bucket {k} of DataParallel.step")
+            if self._sums is not None:
+                blocking(self.timeout, f"the reduction of bucket {k} in DataParallel.step", self.comm,
+                         self._reduce, self._sums[k], divisor)
             self.optimizer.step_count = t  # every bucket's part of the step is step t
-            step_with_mean(self.optimizer, self._bucket_grads[k], (bucket.buffer,), divisor)
+            fused_step(self.optimizer, self._bucket_grads[k], divisor)
+
+    @staticmethod
+    def _reduce(total, divisor):
+        total.reduce(divisor)
+        total.gather()
 
     def state_dict(self):
         """The wrapped optimizer's state_dict (the same on every rank)."""

@@ -3,10 +3,10 @@ import numbers
 
 import numpy as np
 
-from ._buckets import ParamSet, flat_view
-from ._collectives import IdenticalAllreduce, broadcast_arrays
+from ._buckets import ParamSet, flat_view, shard_bounds
+from ._collectives import ShardedSum, broadcast_arrays
 from ._consistency import check_same_model
-from ._mpi import DEFAULT_TIMEOUT, check_timeout, resolve_comm
+from ._mpi import DEFAULT_TIMEOUT, blocking, check_timeout, resolve_comm
 
 
 class ElasticAveraging:
@@ -61,7 +61,8 @@ class ElasticAveraging:
                 self._slices.append((s, part, flat_view(model.arrays[i])))
                 self._center_views[i] = self._center[s][part].reshape(model.arrays[i].shape)
                 self._center[s][part] = self._slices[-1][2]
-        self._reductions = [IdenticalAllreduce(total, self.comm) for total in self._sum] if self.size > 1 else None
+        self._sums = ([ShardedSum(total, shard_bounds(total.size, self.size), self.comm) for total in self._sum]
+                      if self.size > 1 else None)
 
     @property
     def param_groups(self):
@@ -87,15 +88,17 @@ class ElasticAveraging:
         for d, total in zip(self._diff, self._sum):
             np.multiply(d, self.alpha, out=d)
             np.copyto(total, d)
-        if self._reductions is not None:
-            for r in self._reductions:
-                r.start()
-            for r in self._reductions:
-                r.wait(self.timeout, "the elastic exchange of ElasticAveraging.step")
+        if self._sums is not None:
+            blocking(self.timeout, "the elastic exchange of ElasticAveraging.step", self.comm, self._sum_over_ranks)
         for center, total in zip(self._center, self._sum):
             np.add(center, total, out=center)
         for s, part, x in self._slices:
             np.subtract(x, self._diff[s][part], out=x)
+
+    def _sum_over_ranks(self):
+        for total in self._sums:
+            total.reduce()
+            total.gather()
 
     def state_dict(self):
         """The wrapped optimizer's state_dict, with the center and the step count."""

@@ -4,9 +4,9 @@ import numpy as np
 from ..optim import Optimizer
 from ..optim.optimizer import _to_numpy
 from ._buckets import ParamSet, Shard
-from ._collectives import ShardAllgather, broadcast_arrays, step_with_mean
+from ._collectives import ShardAllgather, ShardedSum, broadcast_arrays, fused_step
 from ._consistency import check_same_model
-from ._mpi import DEFAULT_TIMEOUT, MPI, allgather_object, check_timeout, mpi_datatype, resolve_comm, wait
+from ._mpi import DEFAULT_TIMEOUT, allgather_object, blocking, check_timeout, resolve_comm
 
 
 class ZeroRedundancyOptimizer:
@@ -19,10 +19,10 @@ class ZeroRedundancyOptimizer:
     one element and cut across tensor boundaries, and the shard's optimizer
     runs on 1-D views of the parts of params in the shard (no copies).
 
-    step(grads) takes this rank's local grads: a reduce-scatter hands each rank
-    the sum (mean with average=True) of its shard's grads, the shard's fused step
-    runs, and an all-gather writes every rank's new params straight into the
-    params' memory.  Results equal DataParallel's.  As with DataParallel, grads
+    step(grads) takes this rank's local grads: each shard's grads are summed
+    onto its rank (a reduce-scatter, as MPI_Reduce per shard; the mean with
+    average=True), the shard's fused step runs, and an all-gather writes every
+    rank's new params straight into the params' memory.  Results equal DataParallel's.  As with DataParallel, grads
     written into grad_buffers() are not copied, and at construction the model is
     checked to be the same on every rank and rank 0's params are copied to all.
 
@@ -61,9 +61,8 @@ class ZeroRedundancyOptimizer:
             for j, i in enumerate(space.indices):
                 a = model.arrays[i]
                 self._grad_views[i] = flat[space.offsets[j]:space.offsets[j + 1]].reshape(a.shape)
-        # ... and the shard's reduced grads (its output), which the shard's optimizer reads.
-        self._shard_grads = ([np.zeros(b - a, dtype=space.dtype) for space, (a, b) in zip(model.spaces, shard.ranges)]
-                             if self.size > 1 else self._grad_flat)
+        # Each shard's grads are summed in place, onto its rank: the shard's optimizer reads them there.
+        self._sums = [ShardedSum(flat, bounds, self.comm) for flat, bounds in zip(self._grad_flat, shard.bounds)]
         self._pieces = []          # per param of the shard's optimizer: (param index, lo, hi), None if empty
         optimizer_grads = []
         start_of = [{i: int(space.offsets[j]) for j, i in enumerate(space.indices)} for space in model.spaces]
@@ -75,9 +74,9 @@ class ZeroRedundancyOptimizer:
                     continue
                 s, k = m
                 i, lo, hi = shard.pieces[s][k]
-                start = start_of[s][i] + lo - shard.ranges[s][0]  # the piece's place in the shard
+                start = start_of[s][i] + lo  # the piece's place in the space
                 self._pieces.append((i, lo, hi))
-                optimizer_grads.append(self._shard_grads[s][start:start + hi - lo])
+                optimizer_grads.append(self._grad_flat[s][start:start + hi - lo])
         self._optimizer_grads = optimizer_grads
         self._gathers = ([ShardAllgather(model.arrays, space, bounds, self.comm)
                           for space, bounds in zip(model.spaces, shard.bounds)] if self.size > 1 else [])
@@ -90,7 +89,8 @@ class ZeroRedundancyOptimizer:
 
     def grad_buffers(self):
         """Per param, its grad's place in the flat buffers, in the params' structure
-        (write grads there and pass them to step(): no copy)."""
+        (write grads there and pass them to step(): no copy).  After a step, this
+        rank's shard of them holds the reduced grads."""
         return self.model.unflatten(self._grad_views)
 
     def step(self, grads):
@@ -100,19 +100,21 @@ class ZeroRedundancyOptimizer:
         for g, view in zip(flat, self._grad_views):
             if g is not view:
                 np.copyto(view, g)
+        divisor = self.size if self.average else 1
         if self.size > 1:
-            requests = []
-            for space, flat_grad, shard_grad, bounds in zip(self.model.spaces, self._grad_flat,
-                                                            self._shard_grads, self.shard.bounds):
-                datatype = mpi_datatype(space.dtype)
-                requests.append(self.comm.Ireduce_scatter([flat_grad, datatype], [shard_grad, datatype],
-                                                          np.diff(bounds), op=MPI.SUM))
-            wait(requests, self.timeout, "the reduce-scatter of ZeroRedundancyOptimizer.step", self.comm)
-        step_with_mean(self.optimizer, self._optimizer_grads, self._shard_grads,
-                       self.size if self.average else 1)
+            blocking(self.timeout, "the reduce-scatter of ZeroRedundancyOptimizer.step", self.comm,
+                     self._reduce, divisor)
+        fused_step(self.optimizer, self._optimizer_grads, divisor)
         if self.size > 1:
-            wait([g.start() for g in self._gathers], self.timeout,
-                 "the all-gather of ZeroRedundancyOptimizer.step", self.comm)
+            blocking(self.timeout, "the all-gather of ZeroRedundancyOptimizer.step", self.comm, self._gather)
+
+    def _reduce(self, divisor):
+        for total in self._sums:
+            total.reduce(divisor)
+
+    def _gather(self):
+        for gather in self._gathers:
+            gather.run()
 
     def local_state_nbytes(self):
         """Bytes of optimizer state held on this rank: the per-element state arrays
