@@ -69,8 +69,9 @@ def print_table(results, out=sys.stdout):
     rates = results["rates"]
     for name in (PS_ONE, PS_TWO, PS_DC, DP):
         rate, bandwidth = rates[name]
-        print(f"{name:42}{rate:>12.1f}{bandwidth / 1e9 if name != DP else float('nan'):>12.2f}"
-              f"{rate / rates[DP][0]:>23.2f}x", file=out)
+        gigabytes = f"{bandwidth / 1e9:.2f}" if name != DP else "-"
+        print(f"{name:42}{rate:>12.1f}{gigabytes:>12}{rate / rates[DP][0]:>23.2f}x", file=out)
+    print("GB/s sent: the pushed grads and the fetched params, all workers together", file=out)
 
 
 # ---- the ranks' side ---------------------------------------------------------------------
