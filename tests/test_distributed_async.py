@@ -264,9 +264,16 @@ def test_demo_simulates_many_workers_and_plots_the_final_loss(tmp_path, capsys):
     assert_png(tmp_path / "distributed_delays.png")
 
 
-def test_the_readme_example_trains_with_two_servers_and_compensation():
-    run = run_mpi([os.path.join(os.path.dirname(HERE), "examples", "downpour.py"), "--servers", "2",
-                   "--compensation", "adaptive", "--steps", "100"], 3, timeout=60)
+EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+
+
+def test_the_readme_examples_train():
+    run = run_mpi([os.path.join(EXAMPLES, "downpour.py"), "--servers", "2", "--compensation", "adaptive",
+                   "--steps", "100"], 3, timeout=60)
     assert run.returncode == 0, run.output()
     updates, loss = run.stdout.split()[0], float(run.stdout.split()[-1])
     assert updates == "100" and loss < 0.01, run.output()          # the noise's floor is 0.005
+    run = run_mpi([os.path.join(EXAMPLES, "async_easgd.py"), "--steps", "200"], 3, timeout=60)
+    assert run.returncode == 0, run.output()
+    exchanges, loss = run.stdout.split()[0], float(run.stdout.split()[-1])
+    assert exchanges == "100" and loss < 0.01, run.output()
