@@ -125,6 +125,19 @@ def test_delay_generators():
         fd.round_robin_delays(0, 5)
 
 
+def test_bad_options_are_named_before_any_message():
+    params = [np.zeros(3)]
+    for alpha in ("x", True, 0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 1\]"):
+            fd.AsyncElasticAveraging(params, None, alpha=alpha)
+    with pytest.raises(ValueError, match="period must be an integer >= 1, got 0"):
+        fd.AsyncElasticAveraging(params, None, period=0)
+    with pytest.raises(ValueError, match="servers must be an integer >= 1, got 0"):
+        fd.ParameterServer(params, None, servers=0)
+    with pytest.raises(ValueError, match="push_every must be an integer >= 1, got 2.0"):
+        fd.ParameterServer(params, None, push_every=2.0)
+
+
 # ---- on 2, 3 and 4 ranks ---------------------------------------------------------------
 
 @pytest.fixture(scope="module", params=[2, 3, 4], ids=["2 ranks", "3 ranks", "4 ranks"])

@@ -48,11 +48,10 @@ def parse_workers(text):
     return workers
 
 
-def main(args, out=sys.stdout):
-    from .distributed import MLP, _data
+def main(args, model, data, out=sys.stdout):
+    """The sweep, its table and its plot; model and data are the distributed demo's
+    (an MLP with loss_and_grad(params, X, y), loss and accuracy; digits, split)."""
     workers = parse_workers(args.workers)
-    data = _data(args.seed)
-    model = MLP(data.n_features, args.hidden, data.n_classes)
     results = sweep(model, data, workers, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     lambdas={"constant": args.lambda_constant, "adaptive": args.lambda_adaptive},
                     seeds=args.seeds, seed=args.seed, out=out)

@@ -75,7 +75,8 @@ def main(args):
     from .. import _mpiexec
     if args.simulate:
         from . import delays
-        return delays.main(args)
+        data = _data(args.seed)
+        return delays.main(args, MLP(data.n_features, args.hidden, data.n_classes), data)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     unknown = [a for a in algorithms if a not in ALGORITHMS + ASYNC_ALGORITHMS]
     if unknown:

@@ -47,8 +47,8 @@ class AsyncElasticAveraging(AsyncRoles):
 
     def __init__(self, params, optimizer, comm=None, period=10, alpha=None, timeout=DEFAULT_TIMEOUT):
         self.period = checked_count(period, "period", 1)
-        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating))
-                                  or not 0 < alpha <= 1):
+        number = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(alpha, bool)
+        if alpha is not None and not (number and 0 < alpha <= 1):
             raise ValueError(f"alpha must be a number in (0, 1] (or None for 0.9 / n_workers), got {alpha!r}")
         super().__init__(params, comm, timeout, 1, "AsyncElasticAveraging",
                          extra={"period": self.period, "alpha": alpha})

@@ -232,8 +232,9 @@ class ParameterServer(AsyncRoles):
         for space, flat in zip(self.model.spaces, self._accumulated):
             for i, begin, end in zip(space.indices, space.offsets[:-1], space.offsets[1:]):
                 self._accumulated_views[i] = flat[begin:end].reshape(self.model.arrays[i].shape)
-        self._push_buffers = [ArraysBuffer([flat[start:stop] for flat, (start, stop) in zip(self._accumulated, s.ranges)])
-                              for s in self.shards]
+        self._push_buffers = [ArraysBuffer([flat[start:stop] for flat, (start, stop)
+                                            in zip(self._accumulated, shard.ranges)])
+                              for shard in self.shards]
         self._fetch_buffers = [shard_buffer(s.views) for s in self.shards]
         self._pending = 0          # grads accumulated since the last push
         self._calls = 0
