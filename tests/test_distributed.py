@@ -32,15 +32,18 @@ def test_on_every_rank(results, name):
 def test_demo_trains_on_mpi_ranks_and_writes_its_table_and_plot(tmp_path):
     from mpi_harness import mpi_env, run_command
     from test_demos import assert_png
+    # The synchronous and the asynchronous algorithms in one launch (issue 11's are the last three).
     run = run_command([sys.executable, "-m", "fastoptim", "distributed", "--ranks", "2", "--epochs", "2",
+                       "--algorithms", "dp,zero,easgd,eamsgd,downpour,dcasgd,easgd-async",
                        "--out", str(tmp_path)], timeout=240, env=mpi_env(), cwd=tmp_path)
     assert run.returncode == 0, run.output()
     lines = run.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("algorithm"))
-    for column in ("ranks", "train loss", "test acc", "wall (s)", "sent per rank per step"):
+    for column in ("ranks", "train loss", "test acc", "wall (s)", "staleness", "sent per rank per step"):
         assert column in lines[header]
-    rows = {line[:28].strip(): line[28:].split() for line in lines[header + 2:header + 8]}
+    rows = {line[:28].strip(): line[28:].split() for line in lines[header + 2:header + 11]}
     assert set(rows) == {"DataParallel (Adam)", "ZeRO-1 (Adam)", "EASGD (SGD)", "EAMSGD (SGD, Nesterov)",
+                         "Downpour (Adagrad)", "DC-ASGD-a (SGD)", "async EASGD (SGD)",
                          "1 process (Adam)", "1 process (SGD, Nesterov)"}
     # DataParallel and ZeRO compute what one process computes on the whole batch
     assert rows["DataParallel (Adam)"][1] == rows["ZeRO-1 (Adam)"][1] == rows["1 process (Adam)"][1]
@@ -48,6 +51,12 @@ def test_demo_trains_on_mpi_ranks_and_writes_its_table_and_plot(tmp_path):
         assert float(cells[2]) > 0.6, (name, cells)          # test accuracy after 2 epochs
     # 2 (N - 1) / N x 4810 float64 params, every step; EASGD every 4th step
     assert rows["DataParallel (Adam)"][-2:] == ["38.5", "kB"] and rows["EASGD (SGD)"][-2:] == ["9.6", "kB"]
+    # Asynchronous rows: mean/largest staleness (1 worker here), and the bytes of a worker step:
+    # the grads pushed and the params fetched (and a first fetch)
+    for name in ("Downpour (Adagrad)", "DC-ASGD-a (SGD)", "async EASGD (SGD)"):
+        assert rows[name][0] == "2" and rows[name][4] == "0.0/0", rows[name]
+    assert rows["DataParallel (Adam)"][4] == "-"
+    assert rows["Downpour (Adagrad)"][-1] == "kB" and 77.0 <= float(rows["Downpour (Adagrad)"][-2]) < 78
     assert_png(tmp_path / "distributed_digits.png")
 
 

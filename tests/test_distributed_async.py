@@ -12,21 +12,15 @@ import pytest
 
 import dc_reference
 import fastoptim
-from mpi_harness import (HERE, kill_job, mpi_env, mpiexec, no_mpi_init, require_mpi, run_checks, run_command,
-                         run_mpi)
+from mpi_harness import (HERE, check_names, kill_job, mpi_env, mpiexec, no_mpi_init, require_mpi, run_checks,
+                         run_command, run_mpi)
 
 require_mpi()
 no_mpi_init()
 import fastoptim.distributed as fd  # noqa: E402
 
 CHECKS_SCRIPT = os.path.join(HERE, "distributed_async_checks.py")
-CHECKS = [
-    "one_worker_is_sequential_training", "run_again_continues_training_and_counts_each_run",
-    "one_stale_worker_is_the_serial_dc_asgd_formulas",
-    "workers_converge_to_the_least_squares_optimum_with_staleness", "checkpoints_reassemble_and_resume_exactly",
-    "parameter_server_errors_on_every_rank", "async_easgd_one_worker_is_the_serial_algorithm",
-    "async_easgd_workers_converge",
-]
+CHECKS = check_names(CHECKS_SCRIPT)
 
 
 # ---- the simulator -----------------------------------------------------------------------
@@ -238,29 +232,8 @@ def test_a_checkpoint_survives_kill_9_and_resumes(tmp_path):
     assert np.abs(resumed["params"][0] - target).max() < distance
 
 
-# ---- the demo ----------------------------------------------------------------------------------
-
-def test_demo_trains_the_asynchronous_algorithms_with_staleness(tmp_path):
-    from test_demos import assert_png
-    run = run_command([sys.executable, "-m", "fastoptim", "distributed", "--ranks", "2", "--epochs", "1",
-                       "--algorithms", "downpour,dcasgd,easgd-async", "--out", str(tmp_path)],
-                      timeout=240, env=mpi_env(), cwd=tmp_path)
-    assert run.returncode == 0, run.output()
-    lines = run.stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("algorithm"))
-    assert "staleness" in lines[header]
-    rows = {line[:28].strip(): line[28:].split() for line in lines[header + 2:header + 7]}
-    assert set(rows) == {"Downpour (Adagrad)", "DC-ASGD-a (SGD)", "async EASGD (SGD)", "1 process (Adam)",
-                         "1 process (SGD, Nesterov)"}
-    for name in ("Downpour (Adagrad)", "DC-ASGD-a (SGD)", "async EASGD (SGD)"):
-        ranks, loss, accuracy, seconds, staleness = rows[name][:5]
-        assert ranks == "2" and float(accuracy) > 0.8, rows[name]
-        mean, largest = staleness.split("/")
-        assert float(mean) >= 0 and int(largest) >= 0
-    # 4810 float64 params: grads pushed and params fetched every worker step (and the first fetch)
-    assert rows["Downpour (Adagrad)"][-1] == "kB" and 77.0 <= float(rows["Downpour (Adagrad)"][-2]) < 78
-    assert_png(tmp_path / "distributed_digits.png")
-
+# ---- the demo (the MPI demo's asynchronous rows are tested with its synchronous ones, in
+# test_distributed.py) -------------------------------------------------------------------------
 
 def test_demo_simulates_many_workers_and_plots_the_final_loss(tmp_path, capsys):
     from fastoptim.__main__ import main
