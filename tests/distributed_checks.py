@@ -109,6 +109,33 @@ def wait_any_returns_the_completed_request():
         _mpi.wait(COMM.Isend(np.full(1, float(RANK)), dest=0, tag=7), TIMEOUT, "a send", COMM)
 
 
+@check
+def arrays_buffer_and_probe_any():
+    # A message straight from several arrays' memory into several others', probed by tag.
+    def model(value):
+        return [np.full(5, value), np.full(3, value, dtype=np.float32), np.zeros(0), np.full((2, 2), value)]
+    if RANK == 0:
+        got = {}
+        for _ in range(SIZE - 1):
+            message, status = _mpi.probe_any(COMM, TIMEOUT, "a message from any rank", tag=11)
+            arrays = model(-1.0)
+            buffer = _mpi.ArraysBuffer(arrays)
+            assert status.Get_count(MPI.BYTE) == buffer.nbytes == 5 * 8 + 3 * 4 + 4 * 8
+            _mpi.wait(message.Irecv(buffer.spec), TIMEOUT, "the probed message", COMM)
+            buffer.free()
+            got[status.Get_source()] = arrays
+        for source, arrays in got.items():
+            for a, b in zip(arrays, model(float(source))):
+                np.testing.assert_array_equal(a, b)
+                assert a.dtype == b.dtype
+        single = _mpi.ArraysBuffer([np.zeros(0), np.arange(4.0)])
+        assert single.spec[0] is single.arrays[0] and single.nbytes == 32
+    else:
+        buffer = _mpi.ArraysBuffer(model(float(RANK)))
+        _mpi.wait(COMM.Isend(buffer.spec, dest=0, tag=11), TIMEOUT, "a send", COMM)
+        buffer.free()
+
+
 # ---- a model trained on data sharded over the ranks ------------------------------------------
 
 STEPS = 20           # steps per run: errors that grow with steps show up
@@ -300,9 +327,9 @@ def grad_buffers_are_used_in_place():
             b.step(dict(zip("Wbs", grads)))
             for k in "Wbs":
                 np.testing.assert_array_equal(params[k], copied[k])
-        if reduced_in_place:  # DataParallel leaves the mean of the ranks' grads in its buckets
+        if reduced_in_place:  # DataParallel leaves the sum of the ranks' grads in its buckets (the kernel divides)
             everyones = _mpi.allgather_object(grads, COMM, TIMEOUT, "grads")
-            np.testing.assert_allclose(buffers["b"], np.mean([g[1] for g in everyones], axis=0), rtol=1e-14)
+            np.testing.assert_allclose(buffers["b"], np.sum([g[1] for g in everyones], axis=0), rtol=1e-14)
 
 
 @check

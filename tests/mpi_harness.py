@@ -24,22 +24,26 @@ API
 ``no_mpi_init()``                 import fastoptim.distributed in this process without MPI_Init
 ``mpi_env(**extra)``              the environment for mpiexec
 ``run_mpi(args, ranks, timeout, env=None, cwd=None)``   -> Run(returncode, stdout, stderr, seconds)
+``kill_job(process)``             SIGKILL an mpiexec Popen'd with start_new_session=True, and its ranks
+                                  (fastoptim._mpiexec's, which the demo and benchmark use too)
 ``run_command(command, timeout, env=None, cwd=None)``    the same for any launcher (torchrun)
 ``check_names(script)``           the names of the @check functions of a rank script (read, not run)
 ``run_checks(script, names, ranks, out_dir, timeout)``  -> {name: [outcome per rank]}
                                   outcome: None if the check passed, else the traceback text
+``checks_fixture(script, rank_counts, timeout)``  a module-scoped fixture: run_checks once per rank count
+``assert_passed_on_every_rank(results, name)``     a check's outcome on every rank of a launch
 ``check`` / ``main()``            rank side: register checks; run those named in argv
 """
 import ast
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass
+
+from fastoptim._mpiexec import find_mpiexec, kill_job
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,10 +67,10 @@ def no_mpi_init():
 
 def mpiexec():
     """The mpiexec of the active environment (beside this Python), else the one on PATH."""
-    found = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
-    if found is None:
-        raise RuntimeError("no mpiexec: pip install \"fastoptim[mpi]\" installs Open MPI with it")
-    return found
+    try:
+        return find_mpiexec()
+    except SystemExit as error:
+        raise RuntimeError(str(error)) from None
 
 
 def mpi_env(**extra):
@@ -106,7 +110,7 @@ def run_command(command, timeout, env=None, cwd=None):
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # mpiexec and every rank: they share the new session
+        kill_job(process)
         stdout, stderr = process.communicate()
         run = Run(process.returncode, stdout, stderr, time.monotonic() - start)
         raise AssertionError(f"{' '.join(command)} did not finish within {timeout} s "
@@ -144,6 +148,26 @@ def run_checks(script, names, ranks, out_dir, timeout):
     if run.returncode != 0 or missing:
         raise AssertionError(f"checks {missing} did not run on every rank\n{run.output()}")
     return results
+
+
+def checks_fixture(script, rank_counts, timeout):
+    """A module-scoped pytest fixture (assign it to a module global named `results`) that
+    runs every check of `script` in one launch per rank count and returns run_checks'
+    outcomes; tests parametrized over check_names(script) read theirs from it."""
+    import pytest
+    names = check_names(script)
+    stem = os.path.splitext(os.path.basename(script))[0]
+
+    @pytest.fixture(scope="module", params=rank_counts, ids=[f"{n} ranks" for n in rank_counts])
+    def results(request, tmp_path_factory):
+        return run_checks(script, names, request.param, tmp_path_factory.mktemp(f"{stem}{request.param}"),
+                          timeout=timeout)
+    return results
+
+
+def assert_passed_on_every_rank(results, name):
+    failures = [f"rank {r}:\n{outcome}" for r, outcome in enumerate(results[name]) if outcome]
+    assert not failures, "\n".join(failures)
 
 
 # ---- rank side ----------------------------------------------------------------------

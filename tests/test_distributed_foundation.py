@@ -97,6 +97,17 @@ def test_flatten_names_the_bad_grad(bad, error, message):
     assert message in str(info.value)
 
 
+def test_flatten_takes_a_numpy_scalar_of_its_dtype_for_a_0d_param():
+    ps = _buckets.ParamSet(model())
+    grads = [np.zeros_like(p) for p in ps.arrays]
+    given = grads[:3] + [np.float64(2.5)] + grads[4:]
+    flat = ps.flatten(given)
+    assert isinstance(flat[3], np.ndarray) and flat[3].shape == () and flat[3] == 2.5
+    assert isinstance(given[3], np.float64)                     # the caller's list is left alone
+    with pytest.raises(TypeError, match=r"grads\[3\] must be a numpy array like params\[3\], got float32"):
+        ps.flatten(grads[:3] + [np.float32(2.5)] + grads[4:])
+
+
 def test_flatten_by_name_names_missing_and_unknown():
     ps = _buckets.ParamSet(model(named=True))
     with pytest.raises(ValueError, match=r"missing \['p5'\]; unknown \['q'\]"):

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 
 def find_mpiexec():
@@ -36,17 +37,55 @@ def mpiexec_command(ranks, module, args, out=sys.stdout):
 
 
 def run(ranks, module, args, timeout, env=None, out=sys.stdout):
-    """Run the module on `ranks` ranks, its output passed through; killed (all ranks)
-    after `timeout` seconds.  Returns the exit code."""
+    """Run the module on `ranks` ranks, its output passed through; mpiexec and every
+    rank killed after `timeout` seconds (or on Ctrl-C).  Returns the exit code."""
     process = subprocess.Popen(mpiexec_command(ranks, module, args, out),
                                env=env, start_new_session=True)
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_job(process)
         process.wait()
         raise SystemExit(f"mpiexec did not finish within {timeout} s; killed it and its ranks")
     except KeyboardInterrupt:
-        os.killpg(process.pid, signal.SIGTERM)
+        kill_job(process)
         process.wait()
         raise
+
+
+def kill_job(process):
+    """SIGKILL mpiexec (started with start_new_session=True) and every rank it started.
+
+    Open MPI's launcher puts each rank in a process group of its own, so killing
+    mpiexec's group would leave the ranks running; they all share its session,
+    which is what this kills (found through /proc; elsewhere, mpiexec's group).
+    """
+    if not os.path.isdir("/proc"):  # pragma: no cover - macOS
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return
+    for _ in range(10):
+        members = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == process.pid and not _zombie(entry):
+                    members.append(int(entry))
+            except OSError:         # gone meanwhile
+                pass
+        if process.poll() is None and process.pid not in members:
+            members.append(process.pid)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+def _zombie(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"

@@ -66,3 +66,16 @@ cdef inline int threads_for(fo_index n_elements, int n_threads, fo_index min_ele
     if n_threads <= 1 or n_elements < min_elements:
         return 1
     return n_threads
+
+
+cdef inline fo_index segment_of(const fo_index *offsets, fo_index n_segments, fo_index element) noexcept nogil:
+    """The segment holding `element` of n_segments laid end to end (segment k spans
+    [offsets[k], offsets[k + 1])): the last k with offsets[k] <= element, by bisection."""
+    cdef fo_index lo = 0, hi = n_segments, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if offsets[mid + 1] <= element:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

@@ -25,7 +25,8 @@ from libc.string cimport memcpy
 from .checks cimport (check_float_array, check_grad_scale, check_layout, check_like, check_step, dtype_index,
                       overlaps, same_shape, scalar_as_array)
 from .common cimport (FO_FIELD_REAL, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MAX_OPERANDS, fo_args, fo_field,
-                      fo_index, fo_kernel_table, fo_prepare, fo_range, fo_range_fn, fo_rule_desc, split_point)
+                      fo_index, fo_kernel_table, fo_prepare, fo_range, fo_range_fn, fo_rule_desc, segment_of,
+                      split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
 
@@ -455,18 +456,11 @@ cdef class StepPlan:
 
     cdef void run_range(self, fo_index begin, fo_index end) noexcept nogil:
         """Update elements [begin, end) of the tensors laid end to end."""
-        cdef Py_ssize_t lo = 0, hi = self.n_tensors, mid, t
-        cdef fo_index first, last
+        cdef fo_index t, first, last
         cdef const fo_kernel_table *table = kernel_table()
         if begin >= end:
             return
-        while lo < hi:  # the tensor holding element `begin`: last t with offsets[t] <= begin
-            mid = (lo + hi) // 2
-            if self.offsets[mid + 1] <= begin:
-                lo = mid + 1
-            else:
-                hi = mid
-        t = lo
+        t = segment_of(self.offsets, self.n_tensors, begin)
         while t < self.n_tensors and self.offsets[t] < end:
             if self.data[t * FO_MAX_OPERANDS + 1] != NULL:
                 first = begin - self.offsets[t] if begin > self.offsets[t] else 0

@@ -8,8 +8,8 @@ copy; a step is: reduce the grads over the ranks, average, one Adam step
 
   fastoptim DataParallel, grads written into its buckets (grad_buffers()), and
     with grads in their own arrays (copied into the buckets), and with
-    average=False: the sum, without today's averaging pass (what the step will
-    cost once the kernels divide by N themselves, see _collectives);
+    average=False (the sum: the mean is a grad scale inside the fused step, so
+    the two should cost the same);
   fastoptim ZeroRedundancyOptimizer (ZeRO-1), grads in its buffers;
   torch.distributed with gloo and torch.optim.Adam(fused=True): all_reduce of one
     flat bucket holding the grads (DDP's gradient_as_bucket_view), and
@@ -24,6 +24,10 @@ slowest rank's.  The table shows medians over rounds and ratios of medians.
 Beside it: allreduce bandwidth (bytes reduced per second) of MPI's Allreduce
 and of fastoptim's sum (each shard reduced onto its rank, then all-gathered), and
 single-thread memcpy bandwidth at the same size and at 256 MiB (--memcpy-mib).
+
+Then, in a launch of 3 ranks, the parameter server's updates per second and
+GB/s with 1 and 2 workers, against DataParallel's steps per second at the
+same size (benchmarks/parameter_server.py).
 """
 import json
 import os
@@ -50,6 +54,8 @@ def add_arguments(parser):
                        help="the least time of each contender's turn in a round (default 0.25)")
     group.add_argument("--memcpy-mib", type=int, default=256,
                        help="size of the large memcpy whose bandwidth is reported (default 256)")
+    from . import parameter_server
+    parameter_server.add_arguments(group)
 
 
 def parse_shapes(text):
@@ -84,6 +90,8 @@ def main(args):
             results = json.load(f)
     results["load_before"], results["load_after"] = load_before, os.getloadavg()
     print_table(results)
+    from . import parameter_server
+    results["parameter_server"] = parameter_server.main(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
@@ -120,7 +128,7 @@ def print_table(results, out=sys.stdout):
 
 
 OURS = "fastoptim DataParallel, grads in its buckets"
-SUMMED = "fastoptim DataParallel, sum (no averaging pass)"
+SUMMED = "fastoptim DataParallel, sum (average=False)"
 COPIED = "fastoptim DataParallel, grads copied in"
 
 

@@ -13,6 +13,23 @@ computes the grads of its own slice of it:
           elastic exchange with the center every `period` steps;
   eamsgd  ElasticAveraging(SGD with Nesterov momentum).
 
+The asynchronous ones (rank 0 serves, the N - 1 others are workers; a step of
+worker k takes its slice of a global batch of (N - 1) x batch-size samples, so
+an epoch is one pass over the data, shared by the workers):
+
+  downpour     ParameterServer with Adagrad (Downpour SGD's choice): every step
+               pushes the grads and fetches the params;
+  dcasgd       ParameterServer with SGD and DC-ASGD-a's delay compensation;
+  easgd-async  AsyncElasticAveraging (SGD, exchanging every `period` steps).
+
+Their curves follow worker 0's params (fetched from the server, or its local
+ones for easgd-async) at its epochs; their table rows give the final params
+(the server's, or the center), the mean and largest staleness seen, and the
+bytes sent per worker step (grads and params, or the exchanges).
+
+With --simulate nothing is launched: demos/delays.py simulates 1 to 256
+asynchronous workers in this process and plots the final loss against them.
+
 The baselines train one process on the whole global batch, with Adam (what
 dp and zero compute) and with Nesterov SGD.  The table gives the final train
 loss and test accuracy of the model each algorithm produces (the params; the
@@ -31,15 +48,18 @@ import time
 import numpy as np
 
 ALGORITHMS = ("dp", "zero", "easgd", "eamsgd")
+ASYNC_ALGORITHMS = ("downpour", "dcasgd", "easgd-async")
 LABELS = {"dp": "DataParallel (Adam)", "zero": "ZeRO-1 (Adam)", "easgd": "EASGD (SGD)",
           "eamsgd": "EAMSGD (SGD, Nesterov)", "single-adam": "1 process (Adam)",
-          "single-nesterov": "1 process (SGD, Nesterov)"}
+          "single-nesterov": "1 process (SGD, Nesterov)", "downpour": "Downpour (Adagrad)",
+          "dcasgd": "DC-ASGD-a (SGD)", "easgd-async": "async EASGD (SGD)"}
 
 
 def add_arguments(parser):
     parser.add_argument("--ranks", type=int, default=4, help="MPI ranks (default 4)")
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
-                        help=f"comma-separated, from {','.join(ALGORITHMS)} (default: all)")
+                        help=f"comma-separated, from {','.join(ALGORITHMS + ASYNC_ALGORITHMS)} "
+                             f"(default: {','.join(ALGORITHMS)})")
     parser.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per rank per step (default 16)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
@@ -47,14 +67,22 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=".", help="directory for distributed_digits.png (default .)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    from . import delays
+    delays.add_arguments(parser)
 
 
 def main(args):
     from .. import _mpiexec
+    if args.simulate:
+        from . import delays
+        data = _data(args.seed)
+        return delays.main(args, MLP(data.n_features, args.hidden, data.n_classes), data)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    unknown = [a for a in algorithms if a not in ALGORITHMS]
+    unknown = [a for a in algorithms if a not in ALGORITHMS + ASYNC_ALGORITHMS]
     if unknown:
-        raise SystemExit(f"unknown algorithms {unknown}; choose from {list(ALGORITHMS)}")
+        raise SystemExit(f"unknown algorithms {unknown}; choose from {list(ALGORITHMS + ASYNC_ALGORITHMS)}")
+    if args.ranks < 2 and set(algorithms) & set(ASYNC_ALGORITHMS):
+        raise SystemExit("the asynchronous algorithms need --ranks >= 2 (a server and a worker)")
     if args.ranks < 1:
         raise SystemExit("--ranks must be >= 1")
     settings = {k: getattr(args, k) for k in ("epochs", "batch_size", "hidden", "period", "seed")}
@@ -206,6 +234,9 @@ def worker(argv):
 
     results = []
     for name in args.algorithms.split(","):
+        if name in ASYNC_ALGORITHMS:
+            results.append(async_run(name, comm, settings, data, model))
+            continue
         params = model.init_params(settings["seed"])
         full_volume = 2 * (size - 1) / size * _param_bytes(params)
         evaluate = lambda: params  # noqa: E731  (the replicas: the same on every rank)
@@ -229,14 +260,48 @@ def worker(argv):
     barrier()
 
 
+def async_run(name, comm, settings, data, model):
+    """One asynchronous algorithm: rank 0 serves, the others train (see the module docstring)."""
+    import fastoptim
+    import fastoptim.distributed as fd
+    from fastoptim.distributed import _mpi
+    params = model.init_params(settings["seed"])
+    if name == "easgd-async":
+        job = fd.AsyncElasticAveraging(params, lambda p: _optimizer("sgd", p), period=settings["period"])
+    elif name == "downpour":
+        job = fd.ParameterServer(params, lambda p: fastoptim.Adagrad(p, lr=0.03))
+    else:
+        job = fd.ParameterServer(params, lambda p: _optimizer("sgd", p), compensation="adaptive",
+                                 compensation_lambda=2.0)
+    mine = {}
+
+    def work(job):
+        mine["run"] = train_run(name, job.n_workers, job.worker_index, settings, job.step, lambda: params,
+                                data, model, params)
+    stats = job.run(work)
+    runs = _mpi.allgather_object(mine.get("run") if job.worker_index == 0 else None, comm, 300,
+                                 "worker 0's history")
+    run = next(r for r in runs if r is not None)
+    steps = sum(stats["pushes"] if "pushes" in stats else stats["steps"])
+    run.update(ranks=comm.Get_size(), loss=model.loss(params, data.X_train, data.y_train),
+               accuracy=model.accuracy(params, data.X_test, data.y_test),
+               staleness=[stats["staleness_mean"], stats["staleness_max"]],
+               bytes_per_step=stats["bytes_sent"] / max(steps, 1))
+    return run
+
+
 def print_table(results, ranks, out=sys.stdout):
     print(f"\nMLP on digits, {ranks} ranks x 1 thread; a step takes {ranks} x batch-size samples", file=out)
     header = (f"{'algorithm':28}{'ranks':>6}{'train loss':>12}{'test acc':>10}{'wall (s)':>10}"
-              f"{'sent per rank per step':>24}")
+              f"{'staleness':>11}{'sent per rank per step':>24}")
     print(header + "\n" + "-" * len(header), file=out)
     for r in results:
+        staleness = f"{r['staleness'][0]:.1f}/{r['staleness'][1]}" if "staleness" in r else "-"
         print(f"{r['label']:28}{r['ranks']:>6}{r['loss']:>12.4f}{r['accuracy']:>10.3f}{r['seconds']:>10.2f}"
-              f"{_bytes(r['bytes_per_step']):>24}", file=out)
+              f"{staleness:>11}{_bytes(r['bytes_per_step']):>24}", file=out)
+    if any("staleness" in r for r in results):
+        print("staleness: mean/largest number of server updates between a worker's fetch and its push "
+              "(exchanges of others, for easgd-async); asynchronous rows send per worker step", file=out)
 
 
 def _bytes(n):

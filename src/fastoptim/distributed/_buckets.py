@@ -138,7 +138,9 @@ class ParamSet:
         Accepts what the optimizers' step() accepts: a list for listed params, a
         dict by name for named params, and for param groups a flat list or one
         list/dict per group.  Every value must be an array like its param (same
-        shape and dtype; any memory layout), or None if allow_none.
+        shape and dtype; any memory layout), or None if allow_none; a 0-d param
+        also takes a NumPy scalar of its dtype (err.mean() for a bias), as the
+        optimizers do, returned as a 0-d array.
         """
         n = len(self.arrays)
         if self.structure == "dict" or (self.named and isinstance(values, Mapping)):
@@ -166,9 +168,11 @@ class ParamSet:
             if len(values) != n:
                 raise ValueError(f"got {len(values)} {what} for {n} params")
             flat = list(values)
-        for key, p, v in zip(self.keys, self.arrays, flat):
+        for k, (key, p, v) in enumerate(zip(self.keys, self.arrays, flat)):
             if v is None and allow_none:
                 continue
+            if isinstance(v, np.generic) and p.ndim == 0 and v.dtype == p.dtype:
+                flat[k] = v = np.asarray(v)
             if not isinstance(v, np.ndarray):
                 raise TypeError(f"{what}[{key!r}] must be a numpy array like params[{key!r}], got "
                                 + ("None (every rank must give every grad)" if v is None else type(v).__qualname__))

@@ -17,8 +17,7 @@ API
 ``ShardedSum(buffer, bounds, comm)``
     the sum over ranks of a flat buffer, in place, shard by shard: shard r
     (buffer[bounds[r]:bounds[r + 1]]) is summed onto rank r (MPI_Reduce, in
-    place at the root).  ``.reduce(divisor)`` leaves this rank's shard summed
-    (and divided by `divisor`: the mean, see KERNEL_GRAD_SCALE);
+    place at the root).  ``.reduce()`` leaves this rank's shard summed;
     ``.gather()`` then all-gathers the shards in place (MPI_Allgatherv): the
     whole sum on every rank, each element added up once, by its owner, so every
     rank gets the same bits and replicas never drift apart (MPI's Allreduce
@@ -32,8 +31,9 @@ API
     MPI datatype over their addresses (hindexed from MPI_BOTTOM, with
     MPI_Alltoallw) was 1.5-3x slower here: Open MPI then packs through its
     shared-memory fragments, while a contiguous Allgatherv is one copy.)
-``KERNEL_GRAD_SCALE``, ``scale_shard(shard, divisor)``, ``fused_step(optimizer, grads, divisor)``
-    where the mean over ranks is taken (see KERNEL_GRAD_SCALE).
+``fused_step(optimizer, grads, divisor)``
+    the fused step on summed grads, dividing them by `divisor` inside the kernel
+    (the mean over ranks costs no pass of its own).
 """
 import numpy as np
 
@@ -76,8 +76,8 @@ class ShardedSum:
         self.datatype = mpi_datatype(buffer.dtype)
         self.shards = [buffer[int(a):int(b)] for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def reduce(self, divisor=1):
-        """This rank's shard becomes the sum over ranks (divided by `divisor`)."""
+    def reduce(self):
+        """This rank's shard becomes the sum over ranks."""
         for root, shard in enumerate(self.shards):
             if shard.size == 0:
                 continue
@@ -85,8 +85,6 @@ class ShardedSum:
                 self.comm.Reduce(MPI.IN_PLACE, [shard, self.datatype], op=MPI.SUM, root=root)
             else:
                 self.comm.Reduce([shard, self.datatype], None, op=MPI.SUM, root=root)
-        if divisor != 1:
-            scale_shard(self.shards[self.rank], divisor)
 
     def gather(self):
         """Every rank's reduced shard into every rank's buffer."""
@@ -124,23 +122,8 @@ class ShardAllgather:
             np.copyto(piece, place)
 
 
-# Where the mean over ranks is taken.  Today: a pass dividing each rank's reduced
-# shard (1/N of the grads) before the all-gather, in scale_shard.  When the kernels
-# take a grad scale (issue 12's redesign: optimizer.step(grads, grad_scale=N)
-# divides inside the fused update, torch's fused grad_scale semantics), set this to
-# True: shards stay sums and fused_step passes the divisor to the kernel, for free.
-KERNEL_GRAD_SCALE = False
-
-
-def scale_shard(shard, divisor):
-    """Divide a reduced shard by the number of ranks, in place (unless the kernel will)."""
-    if not KERNEL_GRAD_SCALE:
-        np.divide(shard, divisor, out=shard)
-
-
 def fused_step(optimizer, grads, divisor):
-    """The fused step on reduced grads; the kernel divides them by `divisor` if it can."""
-    if KERNEL_GRAD_SCALE and divisor != 1:
-        optimizer.step(grads, grad_scale=divisor)
-    else:
-        optimizer.step(grads)
+    """The fused step on summed grads; the kernel divides them by `divisor` (torch's
+    grad_scale semantics: grad / divisor, exactly, so N ranks' sum divided by N is the
+    mean one process computes)."""
+    optimizer.step(grads, grad_scale=None if divisor == 1 else divisor)

@@ -36,6 +36,10 @@ API
 ``allgather_object(obj, comm, timeout, what)``  every rank's picklable obj, in rank order
 ``bcast_object(obj, comm, root, timeout, what)``  root's picklable obj on every rank
 ``mpi_datatype(dtype)``                   MPI.FLOAT / MPI.DOUBLE for a NumPy float dtype
+``probe_any(comm, timeout, what, source, tag)``  (message, status) of the next matching message
+                                          (MPI_Improbe), bounded; for serving loops
+``ArraysBuffer(arrays)``                  the memory of several arrays as one message buffer (.spec),
+                                          through a derived datatype: nothing packed or copied
 ``install_excepthook()``                  idempotent; done at package import
 """
 import os
@@ -200,6 +204,54 @@ def mpi_datatype(dtype):
     if dtype == np.float64:
         return MPI.DOUBLE
     raise TypeError(f"no MPI datatype for {dtype}; fastoptim.distributed moves float32 and float64")
+
+
+def probe_any(comm, timeout, what, source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG):
+    """The next message matching (source, tag), as (MPI.Message, MPI.Status), for at most
+    `timeout` seconds (a matched probe, MPI_Improbe: receive it with message.Irecv).
+
+    For serving loops that take whichever peer sends first: messages of one
+    sender are probed in the order it sent them, whatever their tags.
+    """
+    status = MPI.Status()
+    message = comm.Improbe(source, tag, status)
+    if message is None:
+        def test():
+            probed = comm.Improbe(source, tag, status)
+            return probed is not None, probed
+        message = _poll(test, timeout, what, comm)
+    return message, status
+
+
+class ArraysBuffer:
+    """The memory of several C-contiguous float arrays as one MPI message buffer.
+
+    ``spec`` is what mpi4py's Send/Recv/Isend/Irecv/Ibcast take: the array
+    itself when there is one, else MPI.BOTTOM with a struct datatype of the
+    arrays' absolute addresses, so one message reads or writes the arrays in
+    place (a shard's pieces of several params, say) and nothing is packed by
+    us.  Empty arrays are left out.  Keep the object (it keeps the arrays)
+    while a message uses it; free() releases the datatype.
+    """
+
+    def __init__(self, arrays):
+        self.arrays = [a for a in arrays if a.size]
+        self.nbytes = sum(a.nbytes for a in self.arrays)
+        self._datatype = None
+        if not self.arrays:
+            self.spec = [np.empty(0), MPI.DOUBLE]
+        elif len(self.arrays) == 1:
+            self.spec = [self.arrays[0], mpi_datatype(self.arrays[0].dtype)]
+        else:
+            self._datatype = MPI.Datatype.Create_struct(
+                [a.size for a in self.arrays], [MPI.Get_address(a) for a in self.arrays],
+                [mpi_datatype(a.dtype) for a in self.arrays]).Commit()
+            self.spec = [MPI.BOTTOM, 1, self._datatype]
+
+    def free(self):
+        if self._datatype is not None and not MPI.Is_finalized():
+            self._datatype.Free()
+        self._datatype = None
 
 
 def allgather_object(obj, comm, timeout, what):

@@ -22,7 +22,8 @@ class DataParallel:
     (32 MiB by default; cut at param boundaries), one reduction per bucket, and
     each bucket's params step as soon as its reduction is done.  Write grads straight into the buckets to save the copy:
     grad_buffers() returns them in the params' structure; pass them to step().
-    After a step they hold the reduced grads (their mean with average=True).
+    After a step they hold the sum of the ranks' grads: with average=True the
+    kernel divides by the number of ranks as it steps (a grad scale), no pass of its own.
 
     At construction every rank must wrap the same model (else ValueError, on
     every rank), and rank 0's params are copied to every rank (as torch's
@@ -98,13 +99,13 @@ class DataParallel:
                 if flat[i] is not views[i]:
                     np.copyto(views[i], flat[i])
             if self._sums is not None:
-                blocking(self.timeout, self._what[k], self.comm, self._reduce, self._sums[k], divisor)
+                blocking(self.timeout, self._what[k], self.comm, self._reduce, self._sums[k])
             self.optimizer.step_count = t  # every bucket's part of the step is step t
             fused_step(self.optimizer, self._bucket_grads[k], divisor)
 
     @staticmethod
-    def _reduce(total, divisor):
-        total.reduce(divisor)
+    def _reduce(total):
+        total.reduce()
         total.gather()
 
     def state_dict(self):

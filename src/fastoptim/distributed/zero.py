@@ -90,7 +90,8 @@ class ZeroRedundancyOptimizer:
     def grad_buffers(self):
         """Per param, its grad's place in the flat buffers, in the params' structure
         (write grads there and pass them to step(): no copy).  After a step, this
-        rank's shard of them holds the reduced grads."""
+        rank's shard of them holds the sum of the ranks' grads (the kernel divides
+        by the number of ranks with average=True)."""
         return self.model.unflatten(self._grad_views)
 
     def step(self, grads):
@@ -103,14 +104,14 @@ class ZeroRedundancyOptimizer:
         divisor = self.size if self.average else 1
         if self.size > 1:
             blocking(self.timeout, "the reduce-scatter of ZeroRedundancyOptimizer.step", self.comm,
-                     self._reduce, divisor)
+                     self._reduce)
         fused_step(self.optimizer, self._optimizer_grads, divisor)
         if self.size > 1:
             blocking(self.timeout, "the all-gather of ZeroRedundancyOptimizer.step", self.comm, self._gather)
 
-    def _reduce(self, divisor):
+    def _reduce(self):
         for total in self._sums:
-            total.reduce(divisor)
+            total.reduce()
 
     def _gather(self):
         for gather in self._gathers:
