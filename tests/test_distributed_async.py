@@ -13,7 +13,7 @@ import pytest
 import dc_reference
 import fastoptim
 from mpi_harness import (HERE, assert_passed_on_every_rank, check_names, checks_fixture, kill_job, mpi_env, mpiexec,
-                         no_mpi_init, require_mpi, run_command, run_mpi)
+                         no_mpi_init, require_mpi, run_mpi)
 
 require_mpi()
 no_mpi_init()

@@ -38,11 +38,13 @@ import time
 
 import numpy as np
 
+from .timing import measure_on_ranks, size_label
+
 LR = 1e-3
 
 
 def add_arguments(parser):
-    group = parser.add_argument_group("--distributed options")
+    group = parser.add_argument_group("distributed options")
     group.add_argument("--ranks", type=int, default=2, help="MPI ranks (default 2)")
     group.add_argument("--rank-threads", type=int, default=1, help="threads per rank (default 1)")
     group.add_argument("--rounds", type=int, default=9, help="rounds of turns; medians reported (default 9)")
@@ -54,6 +56,7 @@ def add_arguments(parser):
                        help="the least time of each contender's turn in a round (default 0.25)")
     group.add_argument("--memcpy-mib", type=int, default=256,
                        help="size of the large memcpy whose bandwidth is reported (default 256)")
+    group.add_argument("--json", metavar="PATH", help="write the results as JSON")
     from . import parameter_server
     parameter_server.add_arguments(group)
 
@@ -99,7 +102,7 @@ def main(args):
 
 
 def print_table(results, out=sys.stdout):
-    label = {tuple(s["shape"]): f"{s['shape'][0]} x " + _size(s["shape"][1]) for s in results["shapes"]}
+    label = {tuple(s["shape"]): f"{s['shape'][0]} x " + size_label(s["shape"][1]) for s in results["shapes"]}
     shapes = [tuple(s["shape"]) for s in results["shapes"]]
     times = {tuple(s["shape"]): s["times"] for s in results["shapes"]}
     print(f"\nData-parallel Adam step, float32, {results['ranks']} ranks x {results['threads']} thread(s), "
@@ -134,10 +137,6 @@ COPIED = "fastoptim DataParallel, grads copied in"
 
 def _best_torch(times):
     return min(t for name, t in times.items() if name.startswith("torch"))
-
-
-def _size(n):
-    return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)
 
 
 def _ms(seconds):
@@ -302,26 +301,14 @@ def _torch_contenders(torch, dist, params0, grads0, size):
 
 def measure(comm, contenders, rounds, min_seconds):
     """Median seconds per step of each contender: turns in rotating order, the slowest rank's time."""
-    from mpi4py import MPI
-    names = list(contenders)
-    calls = {}
-    for name in names:
-        comm.Barrier()
-        start = time.perf_counter()
-        contenders[name]()
-        once = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-        calls[name] = max(1, int(min_seconds / max(once, 1e-6)))
-    samples = {name: [] for name in names}
-    for r in range(rounds):
-        for k in range(len(names)):
-            name = names[(r + k) % len(names)]
-            comm.Barrier()
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                contenders[name]()
-            elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-            samples[name].append(elapsed / calls[name])
-    return {name: statistics.median(samples[name]) for name in names}
+    def turn(step):
+        def run(calls):
+            for _ in range(calls):
+                step()
+            return (calls,)
+        return run
+    samples = measure_on_ranks(comm, {name: turn(step) for name, step in contenders.items()}, rounds, min_seconds)
+    return {name: statistics.median(elapsed / calls for elapsed, calls in samples[name]) for name in samples}
 
 
 def bandwidths(comm, n, memcpy_mib):

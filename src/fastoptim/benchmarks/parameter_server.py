@@ -23,9 +23,10 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from .timing import measure_on_ranks
 
 LR = 1e-3
 RANKS = 3
@@ -145,29 +146,11 @@ def make_contenders(world, pair, size):
 
 def measure(world, contenders, rounds, min_seconds):
     """name -> (median units per second, median bytes per second) over rounds of turns."""
-    from mpi4py import MPI
+    samples = measure_on_ranks(world, contenders, rounds, min_seconds, probe_calls=3)
+    return {name: (statistics.median(done / elapsed for elapsed, done, _ in rounds_of),
+                   statistics.median(sent / elapsed for elapsed, _, sent in rounds_of))
+            for name, rounds_of in samples.items()}
 
-    def timed(name, calls):
-        world.Barrier()
-        start = time.perf_counter()
-        done, sent = contenders[name](calls)
-        elapsed = world.allreduce(time.perf_counter() - start, op=MPI.MAX)
-        done = world.allreduce(done, op=MPI.MAX)          # every rank of the job has the stats
-        sent = world.allreduce(sent, op=MPI.MAX)
-        return elapsed, done, sent
-    names = list(contenders)
-    calls = {}
-    for name in names:
-        elapsed, _, _ = timed(name, 3)
-        calls[name] = max(3, int(3 * min_seconds / max(elapsed, 1e-6)))
-    samples = {name: [] for name in names}
-    for r in range(rounds):
-        for k in range(len(names)):
-            name = names[(r + k) % len(names)]
-            samples[name].append(timed(name, calls[name]))
-    return {name: (statistics.median(done / elapsed for elapsed, done, _ in samples[name]),
-                   statistics.median(sent / elapsed for elapsed, _, sent in samples[name]))
-            for name in names}
 
 if __name__ == "__main__":
     worker(sys.argv[1:])
