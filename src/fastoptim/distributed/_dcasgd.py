@@ -10,7 +10,7 @@ where lambda is ``compensation_lambda`` ("constant"), or, for DC-ASGD-a
 ("adaptive"), lambda0 / (sqrt(ms) + 1e-7) elementwise with lambda0 =
 ``compensation_lambda`` and ms <- m * ms + (1 - m) * g * g updated with the
 raw g before use (ms starts at 0, m = ``compensation_momentum``).  The
-arithmetic is one fused kernel, csrc/fastoptim/compensation.h.
+arithmetic is one fused kernel (fastoptim._ext.compensation, csrc/fastoptim/compensation.inc).
 
 API
 ---
