@@ -2,6 +2,7 @@
 shards (in this process, without MPI_Init), and under mpiexec the abort on an
 uncaught exception and the collective timeout.  The checks that run on 2 and 3
 ranks are in distributed_checks.py, run by test_distributed.py."""
+import os
 import re
 import subprocess
 import sys
@@ -259,3 +260,25 @@ def test_a_blocking_collective_that_times_out_aborts_the_job(ranks):
     assert re.search(f"fastoptim.distributed.CollectiveTimeout: rank {waiting} of {ranks} waited 1 s for the "
                      f"reduction of bucket 0 in DataParallel.step", run.stderr), run.output()
     assert run.seconds < 20, run.output()
+
+
+def test_a_launch_that_outlives_its_timeout_is_killed_with_every_rank():
+    # The demo and the benchmark launch mpiexec through _mpiexec.run: after its timeout,
+    # mpiexec and every rank (each in a process group of its own) must be gone.
+    import uuid
+
+    from fastoptim import _mpiexec
+    from mpi_harness import mpi_env
+    marker = f"sleeping rank {uuid.uuid4().hex}"
+    with pytest.raises(SystemExit, match="did not finish within 3 s; killed it and its ranks"):
+        _mpiexec.run(2, "timeit", ["-n", "1", f"import time; time.sleep(120)  # {marker}"], timeout=3,
+                     env=mpi_env())
+    left = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    left.append(entry)
+        except OSError:
+            pass
+    assert not left, f"processes left running: {left}"

@@ -23,10 +23,12 @@ def find_mpiexec():
     return found
 
 
-def mpiexec_command(ranks, module, args, out=sys.stdout):
-    """The command running `python -m module *args` on `ranks` ranks of this machine."""
+def mpiexec_command(ranks, module, args, out=sys.stdout, env=None):
+    """The command running `python -m module *args` on `ranks` ranks of this machine
+    (in the environment `env`, default this process's)."""
+    env = os.environ if env is None else env
     if hasattr(os, "geteuid") and os.geteuid() == 0 and not (
-            os.environ.get("OMPI_ALLOW_RUN_AS_ROOT") and os.environ.get("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")):
+            env.get("OMPI_ALLOW_RUN_AS_ROOT") and env.get("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")):
         raise SystemExit("Open MPI's mpiexec refuses to run as root; to allow it, set "
                          "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
     command = [find_mpiexec()]
@@ -39,7 +41,7 @@ def mpiexec_command(ranks, module, args, out=sys.stdout):
 def run(ranks, module, args, timeout, env=None, out=sys.stdout):
     """Run the module on `ranks` ranks, its output passed through; mpiexec and every
     rank killed after `timeout` seconds (or on Ctrl-C).  Returns the exit code."""
-    process = subprocess.Popen(mpiexec_command(ranks, module, args, out),
+    process = subprocess.Popen(mpiexec_command(ranks, module, args, out, env),
                                env=env, start_new_session=True)
     try:
         return process.wait(timeout=timeout)
