@@ -10,6 +10,7 @@
 #include "rules/rmsprop.inc"
 #include "rules/adadelta.inc"
 #include "rules/adam.inc"
+#include "rules/adamax.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -17,5 +18,6 @@
     X(ADAGRAD, adagrad)    \
     X(RMSPROP, rmsprop)    \
     X(ADADELTA, adadelta)  \
-    X(ADAM, adam)
+    X(ADAM, adam)          \
+    X(ADAMAX, adamax)
 #endif
