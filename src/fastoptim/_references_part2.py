@@ -1,6 +1,6 @@
-"""Pure-NumPy references for the ten optimizers of issue 12, part 2.
+"""Pure-NumPy references for the optimizers of issue 12, part 2, not yet moved into their Rule.
 
-Adamax, NAdam, RAdam, ASGD, Rprop, Adafactor, Lion, LAMB, Muon and LBFGS,
+NAdam, RAdam, ASGD, Rprop, Adafactor, Lion, LAMB, Muon and LBFGS,
 written as torch 2.13.0 writes them (``torch/optim/<name>.py``, the
 single-tensor path, ``foreach=False``), operation by operation, so that
 float64 agrees with torch.optim to a few ulps and float32 to rounding.
@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "adamax", "nadam", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
+    "nadam", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -71,19 +71,6 @@ def _norm(x):
 
 
 # ---- per-element rules ------------------------------------------------------------
-
-def adamax(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-           weight_decay=0.0, maximize=False):
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        d = d + t(weight_decay) * param
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    # torch.maximum propagates NaN, like np.maximum
-    np.maximum(exp_inf * t(beta2), np.abs(d) + t(eps), out=exp_inf)
-    clr = lr / (1 - beta1**step)
-    param += t(-clr) * exp_avg / exp_inf
-
 
 def nadam(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
           eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
@@ -687,7 +674,6 @@ class LBFGS:
 # The constructors' arguments as torch names them (Lion and LAMB: issue 12's),
 # without torch's implementation flags (foreach, capturable, differentiable, fused).
 DEFAULTS = {
-    "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
     "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                   decoupled_weight_decay=False, maximize=False),
     "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
@@ -732,7 +718,6 @@ _ADAM_LIKE = [_lr, _eps, _beta(0), _beta(1), _weight_decay]
 
 # Each optimizer's checks in torch's order; the first that fails raises ValueError(message).
 _CHECKS = {
-    "adamax": _ADAM_LIKE,
     "nadam": _ADAM_LIKE + [_at_least("momentum_decay", 0.0, "Invalid momentum_decay value: {}")],
     "radam": _ADAM_LIKE,
     "asgd": [_lr, _weight_decay],
@@ -802,8 +787,6 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     dtype is float64).  ``lr`` is needed for ASGD's eta and Rprop's step_size.
     """
     zeros = lambda: np.zeros_like(param)  # noqa: E731
-    if name == "adamax":
-        return {"exp_avg": zeros(), "exp_inf": zeros()}
     if name == "nadam":
         return {"mu_product": np.ones((), scalar_dtype), "exp_avg": zeros(), "exp_avg_sq": zeros()}
     if name in ("radam", "lamb"):
