@@ -11,6 +11,7 @@
 #include "rules/adadelta.inc"
 #include "rules/adam.inc"
 #include "rules/adamax.inc"
+#include "rules/radam.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -19,5 +20,6 @@
     X(RMSPROP, rmsprop)    \
     X(ADADELTA, adadelta)  \
     X(ADAM, adam)          \
-    X(ADAMAX, adamax)
+    X(ADAMAX, adamax)      \
+    X(RADAM, radam)
 #endif

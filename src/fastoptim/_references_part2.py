@@ -1,6 +1,6 @@
 """Pure-NumPy references for the optimizers of issue 12, part 2, not yet moved into their Rule.
 
-NAdam, RAdam, ASGD, Rprop, Adafactor, Lion, LAMB, Muon and LBFGS,
+NAdam, ASGD, Rprop, Adafactor, Lion, LAMB, Muon and LBFGS,
 written as torch 2.13.0 writes them (``torch/optim/<name>.py``, the
 single-tensor path, ``foreach=False``), operation by operation, so that
 float64 agrees with torch.optim to a few ulps and float32 to rounding.
@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "nadam", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
+    "nadam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -95,32 +95,6 @@ def nadam(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3, beta1=
     denom += t(eps)
     param += t(-lr * (1.0 - mu) / (1.0 - float(mu_product))) * d / denom
     param += t((-lr * mu_next) / (1.0 - mu_product_next)) * exp_avg / denom
-
-
-def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-          weight_decay=0.0, decoupled_weight_decay=False, maximize=False):
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= t(1 - lr * weight_decay)
-        else:
-            d = d + t(weight_decay) * param
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    exp_avg_sq *= t(beta2)
-    exp_avg_sq += t(1 - beta2) * d * d
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
-    bias_corrected_exp_avg = exp_avg / t(bias_correction1)
-    rho_inf = 2 / (1 - beta2) - 1
-    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
-    if rho_t > 5.0:
-        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-        # torch's `scalar / tensor` is tensor.reciprocal() * scalar
-        adaptive_lr = (t(1) / (np.sqrt(exp_avg_sq) + t(eps))) * t(bias_correction2**0.5)
-        param -= bias_corrected_exp_avg * t(lr) * adaptive_lr * t(rect)
-    else:
-        param -= bias_corrected_exp_avg * t(lr)
 
 
 def asgd(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
@@ -676,8 +650,6 @@ class LBFGS:
 DEFAULTS = {
     "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                   decoupled_weight_decay=False, maximize=False),
-    "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-                  maximize=False),
     "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
     "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
     "adafactor": dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False),
@@ -719,7 +691,6 @@ _ADAM_LIKE = [_lr, _eps, _beta(0), _beta(1), _weight_decay]
 # Each optimizer's checks in torch's order; the first that fails raises ValueError(message).
 _CHECKS = {
     "nadam": _ADAM_LIKE + [_at_least("momentum_decay", 0.0, "Invalid momentum_decay value: {}")],
-    "radam": _ADAM_LIKE,
     "asgd": [_lr, _weight_decay],
     "rprop": [_lr, lambda h: (0.0 < h["etas"][0] < 1.0 < h["etas"][1],
                               f"Invalid eta values: {h['etas'][0]}, {h['etas'][1]}")],
@@ -789,7 +760,7 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     zeros = lambda: np.zeros_like(param)  # noqa: E731
     if name == "nadam":
         return {"mu_product": np.ones((), scalar_dtype), "exp_avg": zeros(), "exp_avg_sq": zeros()}
-    if name in ("radam", "lamb"):
+    if name == "lamb":
         return {"exp_avg": zeros(), "exp_avg_sq": zeros()}
     if name == "asgd":
         return {"eta": np.array(lr, scalar_dtype), "mu": np.ones((), scalar_dtype), "ax": zeros()}

@@ -10,10 +10,11 @@ from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
 from .adamax import ADAMAX
+from .radam import RADAM
 from .rmsprop import RMSPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)
