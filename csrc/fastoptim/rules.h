@@ -12,6 +12,7 @@
 #include "rules/adam.inc"
 #include "rules/adamax.inc"
 #include "rules/radam.inc"
+#include "rules/lion.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -21,5 +22,6 @@
     X(ADADELTA, adadelta)  \
     X(ADAM, adam)          \
     X(ADAMAX, adamax)      \
-    X(RADAM, radam)
+    X(RADAM, radam)        \
+    X(LION, lion)
 #endif

@@ -1,10 +1,10 @@
 """Pure-NumPy references for the optimizers of issue 12, part 2, not yet moved into their Rule.
 
-NAdam, ASGD, Rprop, Adafactor, Lion, LAMB, Muon and LBFGS,
+NAdam, ASGD, Rprop, Adafactor, LAMB, Muon and LBFGS,
 written as torch 2.13.0 writes them (``torch/optim/<name>.py``, the
 single-tensor path, ``foreach=False``), operation by operation, so that
 float64 agrees with torch.optim to a few ulps and float32 to rounding.
-Lion and LAMB are not in torch: they follow the formulas of issue 12.
+LAMB is not in torch: it follows the formulas of issue 12.
 
 The step functions have the signature of :mod:`fastoptim.reference`:
 ``name(param, grad, <state...>, *, step, <hyperparameters>)``; ``step`` is
@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "nadam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
+    "nadam", "asgd", "rprop", "adafactor", "lamb", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -164,21 +164,6 @@ def adafactor(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_d
     update = update * g
     denom = max(1.0, _norm(update) / ((update.size**0.5) * d))
     param += t(-alpha / denom) * update
-
-
-def lion(param, grad, exp_avg, *, step=None, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0,
-         maximize=False):
-    """Lion (Chen et al. 2023) as issue 12 states it; ``step`` is accepted for the common signature and unused.
-
-    sign is torch.sign's (0 for NaN), as in lion-pytorch.
-    """
-    t = param.dtype.type
-    g = _signed(grad, maximize)
-    c = t(beta1) * exp_avg + t(1 - beta1) * g
-    if weight_decay != 0:
-        param *= t(1 - lr * weight_decay)
-    param += t(-lr) * _torch_sign(c)
-    exp_avg[...] = t(beta2) * exp_avg + t(1 - beta2) * g
 
 
 # ---- LAMB and its deterministic norm ---------------------------------------------------
@@ -645,7 +630,7 @@ class LBFGS:
 
 # ---- hyperparameters: torch's defaults, checks and messages ------------------------------------
 
-# The constructors' arguments as torch names them (Lion and LAMB: issue 12's),
+# The constructors' arguments as torch names them (LAMB: issue 12's),
 # without torch's implementation flags (foreach, capturable, differentiable, fused).
 DEFAULTS = {
     "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
@@ -653,7 +638,6 @@ DEFAULTS = {
     "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
     "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
     "adafactor": dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False),
-    "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
     "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False),
     "muon": dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None),
@@ -702,8 +686,7 @@ _CHECKS = {
         _at_least("d", 1.0, "Clipping threshold d should be >= 1 but is: {}"),
         _at_least("weight_decay", 0.0, "weight_decay should be >= 0 but is: {}"),
     ],
-    # Lion and LAMB: torch-style wording for the same kinds of bound
-    "lion": [_lr, _beta(0), _beta(1), _weight_decay],
+    # LAMB: torch-style wording for the same kinds of bound
     "lamb": _ADAM_LIKE,
     "muon": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
@@ -771,8 +754,6 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
             return {"row_var": np.zeros(param.shape[:-1] + (1,), param.dtype),
                     "col_var": np.zeros(param.shape[:-2] + (1,) + param.shape[-1:], param.dtype)}
         return {"variance": zeros()}
-    if name == "lion":
-        return {"exp_avg": zeros()}
     if name == "muon":
         return {"momentum_buffer": zeros()}
     raise ValueError(f"no per-param state layout for {name!r}")

@@ -10,11 +10,12 @@ from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
 from .adamax import ADAMAX
+from .lion import LION
 from .radam import RADAM
 from .rmsprop import RMSPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM, LION)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)
