@@ -35,7 +35,7 @@ LION = Rule(
     step_in_state=False,
     variants=(Variant(
         "Lion", "lion", "Lion: signed steps of an interpolated momentum, decoupled weight decay",
-        demos=(Demo("Lion", dict(lr=0.01), dict(quadratic=0.05, ill_conditioned=0.05, saddle=0.05, rosenbrock=0.01,
+        demos=(Demo("Lion", dict(lr=0.01), dict(quadratic=0.1, ill_conditioned=0.1, saddle=0.05, rosenbrock=0.01,
                                                 x_cos_pi_x=0.05)),)),),
     grid=dict(lr=(0.01,), betas=((0.9, 0.99), (0.3, 0.6)), weight_decay=(0.0, 0.1), maximize=FLAGS),
 )

@@ -55,7 +55,8 @@ RADAM = Rule(
     variants=(Variant(
         "RAdam", "radam", "RAdam: Adam with its variance rectified, momentum steps until it can be",
         torch_name="RAdam",
-        demos=(Demo("RAdam", dict(lr=0.02), dict(quadratic=0.5, ill_conditioned=0.5, saddle=0.1, rosenbrock=0.05,
+        # rosenbrock: its first five steps are plain momentum steps of lr * gradient (~200 at the start)
+        demos=(Demo("RAdam", dict(lr=0.05), dict(quadratic=0.5, ill_conditioned=0.5, saddle=0.5, rosenbrock=0.005,
                                                   x_cos_pi_x=0.2)),)),),
     # (0.3, 0.9): lerp's large-weight branch (1 - beta1 >= 0.5) and a short rho_inf (19); both rectify from step 6
     grid=dict(lr=(0.01,), betas=((0.9, 0.999), (0.3, 0.9)), weight_decay=(0.0, 0.1), decoupled_weight_decay=FLAGS,
