@@ -12,6 +12,8 @@ import pytest
 
 from fastoptim._registry import SPECS
 
+from conftest import torch_optimizer
+
 
 @pytest.fixture(scope="module")
 def ft(torch):
@@ -77,7 +79,7 @@ def test_matches_torch_every_option_float64(torch, ft, spec):
     for options in spec.option_sets():
         ours_model, theirs_model = make_mlp(torch), make_mlp(torch)
         ours = getattr(ft, spec.torch_name)(ours_model.parameters(), **options)
-        theirs = getattr(torch.optim, spec.torch_name)(theirs_model.parameters(), **options)
+        theirs = torch_optimizer(torch, spec)(theirs_model.parameters(), **options)
         train(torch, ours_model, ours, data)
         train(torch, theirs_model, theirs, data)
         assert_same_state(torch, ours, theirs, 1e-10)
@@ -101,9 +103,9 @@ def test_matches_torch_float32_groups_and_skipped_grads(torch, ft, spec):
             model[2].bias.grad = None
 
     runs = []
-    for module in (ft, torch.optim):
+    for cls in (getattr(ft, spec.torch_name), torch_optimizer(torch, spec)):
         model = make_mlp(torch, torch.float32)
-        opt = getattr(module, spec.torch_name)(groups(model), **options)
+        opt = cls(groups(model), **options)
         train(torch, model, opt, data[:15], before_step=freeze)
         opt.param_groups[1]["lr"] = options["lr"] / 3
         train(torch, model, opt, data[15:])
@@ -176,16 +178,17 @@ def test_checkpoint_exchange(torch, ft, spec, direction):
     loaded state neither aliases the source nor loses anything."""
     options = list(spec.option_sets())[-1]
     data = batches(torch, 30)
-    first, second = (torch.optim, ft) if direction == "torch->fastoptim" else (ft, torch.optim)
+    ours, theirs = getattr(ft, spec.torch_name), torch_optimizer(torch, spec)
+    first, second = (theirs, ours) if direction == "torch->fastoptim" else (ours, theirs)
     reference_model = make_mlp(torch)
-    reference = getattr(torch.optim, spec.torch_name)(reference_model.parameters(), **options)
+    reference = torch_optimizer(torch, spec)(reference_model.parameters(), **options)
     train(torch, reference_model, reference, data)
 
     model = make_mlp(torch)
-    opt = getattr(first, spec.torch_name)(model.parameters(), **options)
+    opt = first(model.parameters(), **options)
     train(torch, model, opt, data[:15])
     model_copy = copy.deepcopy(model)
-    other = getattr(second, spec.torch_name)(model_copy.parameters(), lr=0.123)
+    other = second(model_copy.parameters(), lr=0.123)
     other.load_state_dict(opt.state_dict())
     assert other.param_groups[0]["lr"] == options["lr"]
     for k in range(15, 30):  # interleaved, so shared state would show
@@ -212,9 +215,9 @@ def test_checkpoint_through_torch_save(torch, ft):
 def test_state_dict_layout_is_torchs(torch, ft, spec):
     options = list(spec.option_sets())[-1]
     dicts = []
-    for module in (ft, torch.optim):
+    for cls in (getattr(ft, spec.torch_name), torch_optimizer(torch, spec)):
         model = make_mlp(torch)
-        opt = getattr(module, spec.torch_name)(model.named_parameters(), **options)
+        opt = cls(model.named_parameters(), **options)
         train(torch, model, opt, batches(torch, 3))
         dicts.append(saved(torch, opt.state_dict()))
     ours, theirs = dicts

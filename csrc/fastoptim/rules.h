@@ -10,6 +10,9 @@
 #include "rules/rmsprop.inc"
 #include "rules/adadelta.inc"
 #include "rules/adam.inc"
+#include "rules/adamax.inc"
+#include "rules/radam.inc"
+#include "rules/lion.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -17,5 +20,8 @@
     X(ADAGRAD, adagrad)    \
     X(RMSPROP, rmsprop)    \
     X(ADADELTA, adadelta)  \
-    X(ADAM, adam)
+    X(ADAM, adam)          \
+    X(ADAMAX, adamax)      \
+    X(RADAM, radam)        \
+    X(LION, lion)
 #endif

@@ -1,10 +1,10 @@
-"""Pure-NumPy references for the ten optimizers of issue 12, part 2.
+"""Pure-NumPy references for the optimizers of issue 12, part 2, not yet moved into their Rule.
 
-Adamax, NAdam, RAdam, ASGD, Rprop, Adafactor, Lion, LAMB, Muon and LBFGS,
+NAdam, ASGD, Rprop, Adafactor, LAMB, Muon and LBFGS,
 written as torch 2.13.0 writes them (``torch/optim/<name>.py``, the
 single-tensor path, ``foreach=False``), operation by operation, so that
 float64 agrees with torch.optim to a few ulps and float32 to rounding.
-Lion and LAMB are not in torch: they follow the formulas of issue 12.
+LAMB is not in torch: it follows the formulas of issue 12.
 
 The step functions have the signature of :mod:`fastoptim.reference`:
 ``name(param, grad, <state...>, *, step, <hyperparameters>)``; ``step`` is
@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "adamax", "nadam", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
+    "nadam", "asgd", "rprop", "adafactor", "lamb", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -72,19 +72,6 @@ def _norm(x):
 
 # ---- per-element rules ------------------------------------------------------------
 
-def adamax(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-           weight_decay=0.0, maximize=False):
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        d = d + t(weight_decay) * param
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    # torch.maximum propagates NaN, like np.maximum
-    np.maximum(exp_inf * t(beta2), np.abs(d) + t(eps), out=exp_inf)
-    clr = lr / (1 - beta1**step)
-    param += t(-clr) * exp_avg / exp_inf
-
-
 def nadam(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
           eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
           maximize=False):
@@ -108,32 +95,6 @@ def nadam(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3, beta1=
     denom += t(eps)
     param += t(-lr * (1.0 - mu) / (1.0 - float(mu_product))) * d / denom
     param += t((-lr * mu_next) / (1.0 - mu_product_next)) * exp_avg / denom
-
-
-def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-          weight_decay=0.0, decoupled_weight_decay=False, maximize=False):
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= t(1 - lr * weight_decay)
-        else:
-            d = d + t(weight_decay) * param
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    exp_avg_sq *= t(beta2)
-    exp_avg_sq += t(1 - beta2) * d * d
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
-    bias_corrected_exp_avg = exp_avg / t(bias_correction1)
-    rho_inf = 2 / (1 - beta2) - 1
-    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
-    if rho_t > 5.0:
-        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-        # torch's `scalar / tensor` is tensor.reciprocal() * scalar
-        adaptive_lr = (t(1) / (np.sqrt(exp_avg_sq) + t(eps))) * t(bias_correction2**0.5)
-        param -= bias_corrected_exp_avg * t(lr) * adaptive_lr * t(rect)
-    else:
-        param -= bias_corrected_exp_avg * t(lr)
 
 
 def asgd(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
@@ -203,21 +164,6 @@ def adafactor(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_d
     update = update * g
     denom = max(1.0, _norm(update) / ((update.size**0.5) * d))
     param += t(-alpha / denom) * update
-
-
-def lion(param, grad, exp_avg, *, step=None, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0,
-         maximize=False):
-    """Lion (Chen et al. 2023) as issue 12 states it; ``step`` is accepted for the common signature and unused.
-
-    sign is torch.sign's (0 for NaN), as in lion-pytorch.
-    """
-    t = param.dtype.type
-    g = _signed(grad, maximize)
-    c = t(beta1) * exp_avg + t(1 - beta1) * g
-    if weight_decay != 0:
-        param *= t(1 - lr * weight_decay)
-    param += t(-lr) * _torch_sign(c)
-    exp_avg[...] = t(beta2) * exp_avg + t(1 - beta2) * g
 
 
 # ---- LAMB and its deterministic norm ---------------------------------------------------
@@ -684,18 +630,14 @@ class LBFGS:
 
 # ---- hyperparameters: torch's defaults, checks and messages ------------------------------------
 
-# The constructors' arguments as torch names them (Lion and LAMB: issue 12's),
+# The constructors' arguments as torch names them (LAMB: issue 12's),
 # without torch's implementation flags (foreach, capturable, differentiable, fused).
 DEFAULTS = {
-    "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
     "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                   decoupled_weight_decay=False, maximize=False),
-    "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-                  maximize=False),
     "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
     "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
     "adafactor": dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False),
-    "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
     "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False),
     "muon": dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None),
@@ -732,9 +674,7 @@ _ADAM_LIKE = [_lr, _eps, _beta(0), _beta(1), _weight_decay]
 
 # Each optimizer's checks in torch's order; the first that fails raises ValueError(message).
 _CHECKS = {
-    "adamax": _ADAM_LIKE,
     "nadam": _ADAM_LIKE + [_at_least("momentum_decay", 0.0, "Invalid momentum_decay value: {}")],
-    "radam": _ADAM_LIKE,
     "asgd": [_lr, _weight_decay],
     "rprop": [_lr, lambda h: (0.0 < h["etas"][0] < 1.0 < h["etas"][1],
                               f"Invalid eta values: {h['etas'][0]}, {h['etas'][1]}")],
@@ -746,8 +686,7 @@ _CHECKS = {
         _at_least("d", 1.0, "Clipping threshold d should be >= 1 but is: {}"),
         _at_least("weight_decay", 0.0, "weight_decay should be >= 0 but is: {}"),
     ],
-    # Lion and LAMB: torch-style wording for the same kinds of bound
-    "lion": [_lr, _beta(0), _beta(1), _weight_decay],
+    # LAMB: torch-style wording for the same kinds of bound
     "lamb": _ADAM_LIKE,
     "muon": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
@@ -802,11 +741,9 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     dtype is float64).  ``lr`` is needed for ASGD's eta and Rprop's step_size.
     """
     zeros = lambda: np.zeros_like(param)  # noqa: E731
-    if name == "adamax":
-        return {"exp_avg": zeros(), "exp_inf": zeros()}
     if name == "nadam":
         return {"mu_product": np.ones((), scalar_dtype), "exp_avg": zeros(), "exp_avg_sq": zeros()}
-    if name in ("radam", "lamb"):
+    if name == "lamb":
         return {"exp_avg": zeros(), "exp_avg_sq": zeros()}
     if name == "asgd":
         return {"eta": np.array(lr, scalar_dtype), "mu": np.ones((), scalar_dtype), "ax": zeros()}
@@ -817,8 +754,6 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
             return {"row_var": np.zeros(param.shape[:-1] + (1,), param.dtype),
                     "col_var": np.zeros(param.shape[:-2] + (1,) + param.shape[-1:], param.dtype)}
         return {"variance": zeros()}
-    if name == "lion":
-        return {"exp_avg": zeros()}
     if name == "muon":
         return {"momentum_buffer": zeros()}
     raise ValueError(f"no per-param state layout for {name!r}")

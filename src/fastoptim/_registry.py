@@ -31,6 +31,10 @@ class Spec:
         """The torch.optim (and fastoptim.torch) class name."""
         return self.variant.torch_name or self.variant.name
 
+    def torch_optim(self, torch):
+        """torch.optim's class of this face, or None where torch has none (Lion)."""
+        return getattr(torch.optim, self.variant.torch_name) if self.variant.torch_name else None
+
     @property
     def functional(self):
         return getattr(functional, self.name)

@@ -16,3 +16,8 @@ def lerp(start, end, weight):
         start += w * (end - start)
     else:
         start[...] = end - (end - start) * (start.dtype.type(1) - w)
+
+
+def torch_sign(x):
+    """torch.sign on CPU: (x > 0) - (x < 0) in x's dtype, so sign(NaN) = 0 (np.sign(NaN) is NaN)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)

@@ -88,6 +88,12 @@ def epsilon(default):
     return Real("eps", default, "epsilon value")
 
 
+def betas(beta1, beta2):
+    """torch's betas=(beta1, beta2): two coefficients in [0, 1)."""
+    return Pair("betas", (Real("beta1", beta1, "beta parameter at index 0", high=1.0, high_open=True),
+                          Real("beta2", beta2, "beta parameter at index 1", high=1.0, high_open=True)))
+
+
 WEIGHT_DECAY = Real("weight_decay", 0.0, "weight_decay value")
 MOMENTUM = Real("momentum", 0.0, "momentum value")
 MAXIMIZE = Flag("maximize")
