@@ -19,3 +19,8 @@
     X(ADADELTA, adadelta)  \
     X(ADAM, adam)
 #endif
+
+/* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */
+#ifndef FO_TENSOR_RULES
+#define FO_TENSOR_RULES(X)
+#endif

@@ -20,6 +20,14 @@
  * Operand slots passed to a loop: data[0] = param, data[1] = grad,
  * data[2..] = the rule's state arrays in the order of the Python Rule's
  * state slots (NULL where the options do not need that array).
+ *
+ * Rules that are not per-element (docs/adding_a_rule.md) also have
+ * per-tensor hooks, listed in rules.h:
+ *   - FO_TENSOR_RULES: fo_<name>_tensor(common, args, data), once per
+ *     tensor and step after the per-call prepare, before any loop: it
+ *     reads and writes the rule's per-tensor scalar state (0-d operands,
+ *     float32 or float64 as common.f64_operands says) and derives the
+ *     tensor's own scalars into its args.
  */
 #ifndef FASTOPTIM_UPDATE_RULES_H
 #define FASTOPTIM_UPDATE_RULES_H
@@ -36,7 +44,30 @@ typedef struct {
     int64_t step;          /* 1-based count of this tensor's steps, this one included */
     int maximize;
     double grad_scale;     /* the grad is divided by it, as in torch's fused kernels; 1 = unscaled */
+    /* Set per tensor by the step engine; read by the per-tensor hooks only. */
+    unsigned f64_operands; /* bit k: data[k] is float64 (else float32), e.g. a per-tensor scalar's storage */
+    int scalar_f64;        /* new per-tensor scalars round to float64 (torch's default dtype), else float32 */
 } fo_common;
+
+/* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product
+ * or ASGD's eta: stored as float32 or float64, computed in double and
+ * rounded to its dtype where torch computes in it. */
+#define FO_OPERAND_F64(c, k) ((int)(((c)->f64_operands >> (k)) & 1u))
+static inline double fo_scalar_load(const char *p, int f64)
+{
+    return f64 ? *(const double *)p : (double)*(const float *)p;
+}
+static inline void fo_scalar_store(char *p, int f64, double value)
+{
+    if (f64) *(double *)p = value;
+    else *(float *)p = (float)value;
+}
+/* value rounded to float32 unless f64: a float32 product of two rounded
+ * operands is exact in double, so rounding it once is float32 arithmetic. */
+static inline double fo_scalar_round(double value, int f64)
+{
+    return f64 ? value : (double)(float)value;
+}
 
 /* The kinds of a rule's fields, and how FO_<NAME>_FIELDS(F) entries F(rule, kind, name) declare them. */
 enum fo_field_kind { FO_FIELD_REAL, FO_FIELD_FLAG };
@@ -73,6 +104,28 @@ static inline void fo_prepare(int rule, fo_args *a)
     default: break;
     }
 #undef FO_PREPARE_CASE
+}
+
+/* The per-tensor hook of the rules listed in FO_TENSOR_RULES (rules.h). */
+static inline void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
+{
+#define FO_TENSOR_CASE(NAME, name) case FO_##NAME: fo_##name##_tensor(&a->common, &a->rule.name, data); break;
+    switch (rule) {
+    FO_TENSOR_RULES(FO_TENSOR_CASE)
+    default: break;
+    }
+#undef FO_TENSOR_CASE
+}
+
+/* Whether `rule` has a per-tensor hook (its args then differ per tensor). */
+static inline int fo_has_tensor_hook(int rule)
+{
+#define FO_TENSOR_HOOK_CASE(NAME, name) case FO_##NAME: return 1;
+    switch (rule) {
+    FO_TENSOR_RULES(FO_TENSOR_HOOK_CASE)
+    default: return 0;
+    }
+#undef FO_TENSOR_HOOK_CASE
 }
 
 /* A rule's fields as the Cython layer fills them. */

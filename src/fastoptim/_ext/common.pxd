@@ -22,6 +22,8 @@ cdef extern from "fastoptim/kernels.h" nogil:
         int64_t step
         int maximize
         double grad_scale
+        unsigned f64_operands
+        int scalar_f64
 
     ctypedef struct fo_args:
         fo_common common
@@ -43,6 +45,8 @@ cdef extern from "fastoptim/kernels.h" nogil:
 
     fo_range_fn fo_range(const fo_kernel_table *table, int rule, int dtype, int grad_mode)
     void fo_prepare(int rule, fo_args *a)
+    void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
+    int fo_has_tensor_hook(int rule)
     const fo_kernel_table *fo_compiled_table(int level)
     int fo_cpu_supports(int level)
     const fo_rule_desc *fo_rule_describe(int rule)

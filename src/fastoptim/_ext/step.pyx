@@ -22,14 +22,17 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, qsort
 from libc.string cimport memcpy
 
-from .checks cimport (check_float_array, check_grad_scale, check_layout, check_like, check_step, dtype_index,
-                      overlaps, same_shape, scalar_as_array)
+from .checks cimport (check_float_array, check_grad_scale, check_layout, check_like, check_state_operand,
+                      check_step, dtype_index, overlaps, same_shape, scalar_as_array)
 from .common cimport (FO_FIELD_REAL, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MAX_OPERANDS, fo_args, fo_field,
-                      fo_index, fo_kernel_table, fo_prepare, fo_range, fo_range_fn, fo_rule_desc, split_point)
+                      fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare, fo_range, fo_range_fn,
+                      fo_rule_desc, fo_tensor_prepare, split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
 
 import numpy as np
+
+from .checks import SCALAR
 
 cnp.import_array()
 
@@ -55,6 +58,17 @@ cdef int fill_args(int rule, fo_args *a, tuple h) except -1:
     return 0
 
 
+cdef unsigned f64_operands(arrays):
+    """Bit k set where operand k is a float64 array (fo_common.f64_operands)."""
+    cdef unsigned mask = 0
+    cdef Py_ssize_t k
+    for k in range(len(arrays)):
+        a = arrays[k]
+        if a is not None and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT64:
+            mask |= 1u << k
+    return mask
+
+
 def checked_grad_scale(grad_scale):
     """grad_scale as the kernels take it: 1.0 for None, else a finite float > 0."""
     return check_grad_scale(grad_scale)
@@ -73,12 +87,15 @@ cdef void run_one_tensor(int rule, int dtype, int grad_mode, const fo_args *args
 
 # ---- functional: one tensor -------------------------------------------------
 
-def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scale=None):
+def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scale=None, tuple expected=None):
     """Check one tensor's operands and update them in place.
 
     arrays: (param, grad, state...) in the rule's operand order, None where the
     options need no array; names: the argument names, for messages; hyper: the
-    checked (lr, maximize, *fields); grad_scale: None or a divisor of the grad.
+    checked (lr, maximize, *fields); grad_scale: None or a divisor of the grad;
+    expected: None when every state array is like the param, else per operand
+    None (like the param), SCALAR (a per-tensor scalar: a 0-d float32 or float64
+    array) or the shape it must have (in the param's dtype).
     """
     cdef fo_args args
     cdef char *data[FO_MAX_OPERANDS]
@@ -92,7 +109,10 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
         arrays = (param, scalar_as_array(arrays[1], param)) + arrays[2:]
     for i in range(1, n_ops):
         if arrays[i] is not None:
-            check_like(arrays[i], names[i], param, names[0])
+            if expected is None or expected[i] is None:
+                check_like(arrays[i], names[i], param, names[0])
+            else:
+                check_state_operand(arrays[i], names[i], param, names[0], expected[i])
             check_layout(<cnp.ndarray>arrays[i], names[i], i != 1)
     for i in range(n_ops):
         for j in range(i + 1, n_ops):
@@ -103,6 +123,8 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     args.common.step = check_step(step)
     scale = 1.0 if grad_scale is None else check_grad_scale(grad_scale)
     args.common.grad_scale = scale
+    args.common.f64_operands = f64_operands(arrays)
+    args.common.scalar_f64 = 0  # new per-tensor scalars are float32, as torch's default dtype makes them
     for i in range(FO_MAX_OPERANDS):
         data[i] = NULL
         if i < n_ops and arrays[i] is not None:
@@ -112,6 +134,7 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     cdef int grad_mode = FO_GRAD_PLAIN if scale == 1.0 else FO_GRAD_SCALED
     with nogil:
         fo_prepare(rule, &args)
+        fo_tensor_prepare(rule, &args, data)
         run_one_tensor(rule, dtype, grad_mode, &args, data, n)
 
 
@@ -154,6 +177,9 @@ cdef class StepPlan:
     cdef char **data
     cdef fo_args *args
     cdef int *dtypes
+    cdef unsigned *f64_masks   # per tensor: fo_common.f64_operands
+    cdef bint tensor_hook      # the rule has a per-tensor hook: prepare every tensor's args
+    cdef public bint scalar_f64  # new per-tensor scalars round to float64 (torch's default dtype), else float32
     cdef int *groups
     cdef readonly Py_ssize_t n_groups
     cdef fo_args *group_args
@@ -169,6 +195,7 @@ cdef class StepPlan:
         self.data = NULL
         self.args = NULL
         self.dtypes = NULL
+        self.f64_masks = NULL
         self.groups = NULL
         self.has_state = NULL
         self.memory = NULL
@@ -179,6 +206,7 @@ cdef class StepPlan:
         free(self.data)
         free(self.args)
         free(self.dtypes)
+        free(self.f64_masks)
         free(self.groups)
         free(self.has_state)
         free(self.memory)
@@ -201,14 +229,17 @@ cdef class StepPlan:
         self.data = <char **>calloc(n * FO_MAX_OPERANDS + 1, sizeof(char *))
         self.args = <fo_args *>calloc(n + 1, sizeof(fo_args))
         self.dtypes = <int *>calloc(n + 1, sizeof(int))
+        self.f64_masks = <unsigned *>calloc(n + 1, sizeof(unsigned))
         self.groups = <int *>calloc(n + 1, sizeof(int))
         self.has_state = <bint *>calloc(n + 1, sizeof(bint))
         self.memory = <interval *>calloc(n * FO_MAX_OPERANDS + 1, sizeof(interval))
         self.n_groups = n_groups
         self.group_args = <fo_args *>calloc(n_groups + 1, sizeof(fo_args))
         if (self.group_args == NULL or self.offsets == NULL or self.data == NULL or self.args == NULL or self.dtypes == NULL
-                or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
+                or self.f64_masks == NULL or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
             raise MemoryError()
+        self.tensor_hook = fo_has_tensor_hook(rule)
+        self.scalar_f64 = False
         self.n_memory = 0
         for i in range(n):
             p = <cnp.ndarray>params[i]
@@ -219,6 +250,7 @@ cdef class StepPlan:
             self.add_memory(p, i)
             st = states[i]
             self.has_state[i] = st is not None
+            self.f64_masks[i] = f64_operands((p, p) + (tuple(st) if st is not None else ()))
             if st is not None:
                 for k, s in enumerate(st):
                     if s is not None:
@@ -440,6 +472,10 @@ cdef class StepPlan:
                     memcpy(&self.args[i], &self.group_args[self.groups[i]], sizeof(fo_args))
                     self.args[i].common.step = self.steps[i]
                     fo_prepare(self.rule, &self.args[i])
+                if self.tensor_hook:
+                    self.args[i].common.f64_operands = self.f64_masks[i]
+                    self.args[i].common.scalar_f64 = self.scalar_f64
+                    fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_MAX_OPERANDS])
                 prev = i
             self.run_all()
         self.forget_grads()

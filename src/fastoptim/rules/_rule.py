@@ -102,15 +102,19 @@ class Slot:
     argument: its name as a functional argument, if not the key;
     when: (field, predicate) for a slot only some options use (None: always);
     reason: the condition in words, for "... is required when {reason}";
-    fill: the class option holding its start value (None: zeros);
-    positional: whether the functional form takes it positionally.
+    fill: its start value: the name of the class option holding it, a number, or None (zeros);
+    positional: whether the functional form takes it positionally;
+    scalar: a per-tensor scalar (NAdam's mu_product), kept as torch keeps it: a 0-d
+    array of torch's scalar dtype (float32), read and written by the rule's
+    per-tensor hook (fo_<name>_tensor) rather than by its loops.
     """
     name: str
     argument: str = None
     when: tuple = None
     reason: str = ""
-    fill: str = None
+    fill: object = None
     positional: bool = True
+    scalar: bool = False
 
     @property
     def arg(self):
@@ -119,6 +123,10 @@ class Slot:
     def used(self, value_of):
         """Whether options give this slot an array; value_of(field name) -> the option's value."""
         return self.when is None or bool(self.when[1](value_of(self.when[0])))
+
+    def shape(self, param_shape):
+        """The shape of this slot's array for a param of `param_shape`."""
+        return () if self.scalar else tuple(param_shape)
 
 
 # ---- faces, demos ---------------------------------------------------------------------
@@ -186,6 +194,7 @@ class Rule:
                 fields.append(option)
         object.__setattr__(self, "fields", tuple(fields))
         object.__setattr__(self, "by_name", {o.name: o for o in self.options})
+        object.__setattr__(self, "slots_by_name", {s.name: s for s in self.state})
         object.__setattr__(self, "check", _memoized(self._check))
 
     # ---- names ------------------------------------------------------------------
@@ -235,7 +244,18 @@ class Rule:
 
     def start_value(self, slot, options):
         """The value a new array of `slot` starts at."""
-        return 0.0 if slot.fill is None else options[slot.fill]
+        if slot.fill is None:
+            return 0.0
+        return options[slot.fill] if isinstance(slot.fill, str) else slot.fill
+
+    def slot(self, name):
+        """The state slot called `name`, or None (a key the kernels do not see, as 'step')."""
+        return self.slots_by_name.get(name)
+
+    @property
+    def special_operands(self):
+        """Whether some state slot is not shaped like the param (functional forms then check each kind)."""
+        return any(s.scalar for s in self.state)
 
 
 _IMMUTABLE = frozenset([float, int, bool, str, np.float64, np.float32, np.float16, np.int64, np.int32,
