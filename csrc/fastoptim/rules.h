@@ -10,6 +10,7 @@
 #include "rules/rmsprop.inc"
 #include "rules/adadelta.inc"
 #include "rules/adam.inc"
+#include "rules/nadam.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -17,10 +18,12 @@
     X(ADAGRAD, adagrad)    \
     X(RMSPROP, rmsprop)    \
     X(ADADELTA, adadelta)  \
-    X(ADAM, adam)
+    X(ADAM, adam)          \
+    X(NADAM, nadam)
 #endif
 
 /* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */
 #ifndef FO_TENSOR_RULES
-#define FO_TENSOR_RULES(X)
+#define FO_TENSOR_RULES(X) \
+    X(NADAM, nadam)
 #endif

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "adamax", "nadam", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
+    "adamax", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -83,31 +83,6 @@ def adamax(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.9
     np.maximum(exp_inf * t(beta2), np.abs(d) + t(eps), out=exp_inf)
     clr = lr / (1 - beta1**step)
     param += t(-clr) * exp_avg / exp_inf
-
-
-def nadam(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
-          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
-          maximize=False):
-    """``mu_product`` is a 0-d array in torch's scalar dtype (float32), starting at 1."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    bias_correction2 = 1 - beta2**step
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= t(1 - lr * weight_decay)
-        else:
-            d = d + t(weight_decay) * param
-    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
-    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
-    mu_product *= mu  # in mu_product's dtype: mu is rounded to float32 first, as torch's 0-d tensor does
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    exp_avg_sq *= t(beta2)
-    exp_avg_sq += t(1 - beta2) * d * d
-    denom = np.sqrt(exp_avg_sq / t(bias_correction2))
-    mu_product_next = float(mu_product) * mu_next
-    denom += t(eps)
-    param += t(-lr * (1.0 - mu) / (1.0 - float(mu_product))) * d / denom
-    param += t((-lr * mu_next) / (1.0 - mu_product_next)) * exp_avg / denom
 
 
 def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -688,8 +663,6 @@ class LBFGS:
 # without torch's implementation flags (foreach, capturable, differentiable, fused).
 DEFAULTS = {
     "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
-    "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                  decoupled_weight_decay=False, maximize=False),
     "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
                   maximize=False),
     "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
@@ -733,7 +706,6 @@ _ADAM_LIKE = [_lr, _eps, _beta(0), _beta(1), _weight_decay]
 # Each optimizer's checks in torch's order; the first that fails raises ValueError(message).
 _CHECKS = {
     "adamax": _ADAM_LIKE,
-    "nadam": _ADAM_LIKE + [_at_least("momentum_decay", 0.0, "Invalid momentum_decay value: {}")],
     "radam": _ADAM_LIKE,
     "asgd": [_lr, _weight_decay],
     "rprop": [_lr, lambda h: (0.0 < h["etas"][0] < 1.0 < h["etas"][1],
@@ -804,8 +776,6 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     zeros = lambda: np.zeros_like(param)  # noqa: E731
     if name == "adamax":
         return {"exp_avg": zeros(), "exp_inf": zeros()}
-    if name == "nadam":
-        return {"mu_product": np.ones((), scalar_dtype), "exp_avg": zeros(), "exp_avg_sq": zeros()}
     if name in ("radam", "lamb"):
         return {"exp_avg": zeros(), "exp_avg_sq": zeros()}
     if name == "asgd":

@@ -33,6 +33,9 @@ class Real:
 
     label: torch.optim's word for it in messages ("learning rate", "epsilon value").
     kernel: False for a class option the kernel never sees (a state's start value).
+    message: torch.optim's very message for a bad value, "{}" standing for it
+    ("Invalid learning rate: {}"): the error then starts with it and our
+    context follows (see torch_worded).
     """
     name: str
     default: float
@@ -42,10 +45,25 @@ class Real:
     low_open: bool = False
     high_open: bool = False
     kernel: bool = True
+    message: str = None
 
     def check(self, value, where):
-        return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
-                                high_open=self.high_open, label=self.label, where=where)
+        if self.message is None:
+            return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
+                                    high_open=self.high_open, label=self.label, where=where)
+        try:
+            return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
+                                    high_open=self.high_open)
+        except ValueError as error:
+            raise ValueError(f"{self.message.format(value)}{where}: {error}") from None
+        except TypeError as error:
+            raise TypeError(f"Invalid {self.label}: {self.name}={value!r}{where}; {error}") from None
+
+
+def torch_worded(option, message=None):
+    """`option` raising torch.optim's message first: `message`, or "Invalid {label}: {}"."""
+    from dataclasses import replace
+    return replace(option, message=message or f"Invalid {option.label}: {{}}")
 
 
 @dataclass(frozen=True)
