@@ -11,6 +11,8 @@
 #include "rules/adadelta.inc"
 #include "rules/adam.inc"
 #include "rules/nadam.inc"
+#include "rules/asgd.inc"
+#include "rules/rprop.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -19,11 +21,14 @@
     X(RMSPROP, rmsprop)    \
     X(ADADELTA, adadelta)  \
     X(ADAM, adam)          \
-    X(NADAM, nadam)
+    X(NADAM, nadam)        \
+    X(ASGD, asgd)          \
+    X(RPROP, rprop)
 #endif
 
 /* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */
 #ifndef FO_TENSOR_RULES
 #define FO_TENSOR_RULES(X) \
-    X(NADAM, nadam)
+    X(NADAM, nadam)        \
+    X(ASGD, asgd)
 #endif

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "adamax", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
+    "adamax", "radam", "adafactor", "lion", "lamb", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -109,39 +109,6 @@ def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
         param -= bias_corrected_exp_avg * t(lr) * adaptive_lr * t(rect)
     else:
         param -= bias_corrected_exp_avg * t(lr)
-
-
-def asgd(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
-         weight_decay=0.0, maximize=False):
-    """``eta`` (starts at lr) and ``mu`` (starts at 1) are 0-d arrays in torch's scalar dtype (float32)."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        d = d + t(weight_decay) * param
-    eta_value = float(eta)
-    param *= t(1 - lambd * eta_value)
-    param += t(-eta_value) * d
-    if float(mu) != 1:
-        ax += (param - ax) * t(mu)
-    else:
-        ax[...] = param
-    # the next step's eta and mu, rounded to their dtype as torch's copy_ does
-    eta[...] = lr / ((1 + lambd * lr * step) ** alpha)
-    mu[...] = 1 / max(1, step - t0)
-
-
-def rprop(param, grad, prev, step_size, *, step, lr=1e-2, etaminus=0.5, etaplus=1.2,
-          step_size_min=1e-6, step_size_max=50, maximize=False):
-    """``step_size`` starts filled with lr, ``prev`` with zeros.  ``lr`` and ``step`` are not read here."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    sign = _torch_sign(d * prev)  # NaN -> 0: a NaN grad keeps the step size
-    factor = np.where(sign > 0, t(etaplus), np.where(sign < 0, t(etaminus), t(1)))
-    step_size *= factor
-    np.clip(step_size, t(step_size_min), t(step_size_max), out=step_size)  # NaN stays NaN, like clamp_
-    d = np.where(sign < 0, t(0), d)  # torch: grad[sign.eq(etaminus)] = 0
-    param += t(-1) * _torch_sign(d) * step_size
-    prev[...] = d
 
 
 def adafactor(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
@@ -665,8 +632,6 @@ DEFAULTS = {
     "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
     "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
                   maximize=False),
-    "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
-    "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
     "adafactor": dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False),
     "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
     "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False),
@@ -707,9 +672,6 @@ _ADAM_LIKE = [_lr, _eps, _beta(0), _beta(1), _weight_decay]
 _CHECKS = {
     "adamax": _ADAM_LIKE,
     "radam": _ADAM_LIKE,
-    "asgd": [_lr, _weight_decay],
-    "rprop": [_lr, lambda h: (0.0 < h["etas"][0] < 1.0 < h["etas"][1],
-                              f"Invalid eta values: {h['etas'][0]}, {h['etas'][1]}")],
     "adafactor": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
         lambda h: (0.0 >= h["beta2_decay"], f"beta2_decay should be <= 0 but is: {h['beta2_decay']}"),
@@ -778,10 +740,6 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
         return {"exp_avg": zeros(), "exp_inf": zeros()}
     if name in ("radam", "lamb"):
         return {"exp_avg": zeros(), "exp_avg_sq": zeros()}
-    if name == "asgd":
-        return {"eta": np.array(lr, scalar_dtype), "mu": np.ones((), scalar_dtype), "ax": zeros()}
-    if name == "rprop":
-        return {"prev": zeros(), "step_size": np.full_like(param, lr)}
     if name == "adafactor":
         if param.ndim > 1:
             return {"row_var": np.zeros(param.shape[:-1] + (1,), param.dtype),

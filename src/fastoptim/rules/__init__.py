@@ -9,11 +9,13 @@ from ._rule import TORCH_ONLY_DEFAULTS, Demo, Flag, Pair, Real, Rule, Slot, Vari
 from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
+from .asgd import ASGD
 from .nadam import NADAM
 from .rmsprop import RMSPROP
+from .rprop import RPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, NADAM)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, NADAM, ASGD, RPROP)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)

@@ -51,11 +51,15 @@ class Real:
         if self.message is None:
             return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
                                     high_open=self.high_open, label=self.label, where=where)
+        return self.worded_check(value, self.message.format(value), where)
+
+    def worded_check(self, value, message, where):
+        """The check, raising `message` (torch's) first and the plain reason after."""
         try:
             return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
                                     high_open=self.high_open)
         except ValueError as error:
-            raise ValueError(f"{self.message.format(value)}{where}: {error}") from None
+            raise ValueError(f"{message}{where}: {error}") from None
         except TypeError as error:
             raise TypeError(f"Invalid {self.label}: {self.name}={value!r}{where}; {error}") from None
 
@@ -79,10 +83,16 @@ class Flag:
 
 @dataclass(frozen=True)
 class Pair:
-    """A class option that is two kernel fields, as torch's betas = (beta1, beta2)."""
+    """A class option that is two kernel fields, as torch's betas = (beta1, beta2).
+
+    message: torch.optim's message for a bad pair, "{}" standing for each part
+    ("Invalid eta values: {}, {}"): a bad part then raises it first, our
+    context after.
+    """
     name: str
     parts: tuple            # two Real
     kernel: bool = True
+    message: str = None
 
     @property
     def default(self):
@@ -213,6 +223,9 @@ class Rule:
         object.__setattr__(self, "fields", tuple(fields))
         object.__setattr__(self, "by_name", {o.name: o for o in self.options})
         object.__setattr__(self, "slots_by_name", {s.name: s for s in self.state})
+        object.__setattr__(self, "worded_pairs", {part.name: option for option in self.options
+                                                  if isinstance(option, Pair) and option.message
+                                                  for part in option.parts})
         object.__setattr__(self, "check", _memoized(self._check))
 
     # ---- names ------------------------------------------------------------------
@@ -238,10 +251,20 @@ class Rule:
         w = f" ({where})" if where else ""
         by_field = self.by_name
         checked = [by_field["lr"].check(lr, w), by_field["maximize"].check(maximize, w)]
-        checked += [f.check(v, w) for f, v in zip(self.fields, values)]
+        if self.worded_pairs:
+            checked += [self._check_field(f, v, values, w) for f, v in zip(self.fields, values)]
+        else:
+            checked += [f.check(v, w) for f, v in zip(self.fields, values)]
         if self.validate is not None:
             self.validate(dict(zip(self.field_names, checked[2:])), w)
         return tuple(checked)
+
+    def _check_field(self, field, value, values, w):
+        pair = self.worded_pairs.get(field.name)
+        if pair is None:
+            return field.check(value, w)
+        first = self.field_names.index(pair.parts[0].name)
+        return field.worded_check(value, pair.message.format(*values[first:first + 2]), w)
 
     def check_options(self, options, lr, where=""):
         """A group's (or a class's) options, checked into (lr, maximize, *fields), at `lr`."""
