@@ -3,7 +3,7 @@ several params (0-d included), several groups, skipped (None) grads, 60 steps.""
 import numpy as np
 import pytest
 
-from fastoptim._registry import SPECS
+from fastoptim._registry import TORCH_SPECS
 
 from conftest import DTYPES
 
@@ -56,7 +56,7 @@ def assert_same(ours, theirs, tparams, params, dtype, where):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=lambda s: s.name)
 def test_matches_torch_every_option(torch, spec, dtype):
     for options in spec.option_sets():
         rng = np.random.default_rng(0)
@@ -68,7 +68,7 @@ def test_matches_torch_every_option(torch, spec, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=lambda s: s.name)
 def test_matches_torch_param_groups(torch, spec, dtype):
     """Groups override lr and weight_decay (if the rule has it); lr changes between steps through param_groups."""
     rng = np.random.default_rng(1)

@@ -13,6 +13,7 @@
 #include "rules/nadam.inc"
 #include "rules/asgd.inc"
 #include "rules/rprop.inc"
+#include "rules/lamb.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -23,7 +24,8 @@
     X(ADAM, adam)          \
     X(NADAM, nadam)        \
     X(ASGD, asgd)          \
-    X(RPROP, rprop)
+    X(RPROP, rprop)        \
+    X(LAMB, lamb)
 #endif
 
 /* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */
@@ -31,4 +33,10 @@
 #define FO_TENSOR_RULES(X) \
     X(NADAM, nadam)        \
     X(ASGD, asgd)
+#endif
+
+/* The rules that pass over each tensor more than once: X(NAME, name, passes, sums) (update_rules.h). */
+#ifndef FO_PASS_RULES
+#define FO_PASS_RULES(X) \
+    X(LAMB, lamb, 2, 2)
 #endif

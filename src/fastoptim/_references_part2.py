@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "adamax", "radam", "adafactor", "lion", "lamb", "muon",
+    "adamax", "radam", "adafactor", "lion", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -162,91 +162,9 @@ def lion(param, grad, exp_avg, *, step=None, lr=1e-4, beta1=0.9, beta2=0.99, wei
     exp_avg[...] = t(beta2) * exp_avg + t(1 - beta2) * g
 
 
-# ---- LAMB and its deterministic norm ---------------------------------------------------
+# ---- the deterministic norm (LAMB's, now in fastoptim.rules) ----------------------------
 
-NORM_BLOCKS = 256
-NORM_LANES = 8
-
-
-def _combine_lanes(lanes):
-    """((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) over the last axis."""
-    return (((lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3]))
-            + ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7])))
-
-
-def _blocks_sum_squares(x, starts, length):
-    """Sum of squares of the blocks x[s:s+length] for s in starts, in reductions.h's order."""
-    main = length // NORM_LANES * NORM_LANES
-    squares = np.square(x[starts[:, None] + np.arange(length)])  # (blocks, length), double
-    if main:
-        lanes = squares[:, :main].reshape(len(starts), -1, NORM_LANES)
-        lanes = np.cumsum(lanes, axis=1)[:, -1, :]  # each lane summed in element order
-    else:
-        lanes = np.zeros((len(starts), NORM_LANES))
-    tail = np.zeros(len(starts))
-    for k in range(main, length):  # at most 7 elements, summed in order
-        tail = tail + squares[:, k]
-    return _combine_lanes(lanes) + tail
-
-
-def block_sum_squares(x):
-    """The sum of squares of x, computed so that a C kernel can reproduce it bit for bit.
-
-    The exact order (fastoptim's clipping-norm order, csrc/fastoptim/reductions.h):
-    1. view x as n = x.size elements in C order, each converted to double;
-    2. cut them into NORM_BLOCKS = 256 blocks: block b holds elements
-       [n*b // 256, n*(b+1) // 256) (integer division; blocks may be empty);
-    3. in each block of length L, with m = 8 * (L // 8): lane k (k = 0..7) is
-       0.0 + v[k]^2 + v[k+8]^2 + ... over the first m elements in order, the
-       tail is 0.0 + v[m]^2 + ... + v[L-1]^2 in order, and the block's sum is
-       ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail;
-    4. the result is 0.0 + s_0 + s_1 + ... + s_255, in block order.
-    Every operation is a double add or multiply, so the result depends on n
-    and the values only, never on threads or SIMD width.
-    """
-    flat = np.asarray(x, dtype=np.float64).reshape(-1)
-    n = flat.size
-    bounds = np.array([n * b // NORM_BLOCKS for b in range(NORM_BLOCKS + 1)], dtype=np.int64)
-    lengths = np.diff(bounds)
-    block_sums = np.zeros(NORM_BLOCKS)
-    for length in np.unique(lengths):  # at most two lengths: n // 256 and n // 256 + 1
-        which = np.nonzero(lengths == length)[0]
-        if length:
-            block_sums[which] = _blocks_sum_squares(flat, bounds[which], int(length))
-    return float(np.cumsum(np.concatenate(([0.0], block_sums)))[-1])
-
-
-def block_norm(x):
-    """sqrt(block_sum_squares(x)), in double."""
-    return math.sqrt(block_sum_squares(x))
-
-
-def _lamb_direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay):
-    """r = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) + wd * p, in the dtype."""
-    t = param.dtype.type
-    r = (exp_avg / t(1 - beta1**step)) / (np.sqrt(exp_avg_sq / t(1 - beta2**step)) + t(eps))
-    if weight_decay != 0:
-        r = r + t(weight_decay) * param
-    return r
-
-
-def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
-         weight_decay=0.0, maximize=False):
-    """LAMB (You et al. 2019) on one tensor, as issue 12 states it.
-
-    Two passes over memory in the C kernel: the first updates m and v and sums
-    the squares of p and of r (block_sum_squares' order), the second
-    recomputes r from the stored m, v and p and writes p.  trust = ||p|| / ||r||
-    in double, or 1 unless both norms are > 0 (so a NaN r still reaches p).
-    """
-    t = param.dtype.type
-    g = _signed(grad, maximize)
-    exp_avg[...] = t(beta1) * exp_avg + t(1 - beta1) * g
-    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1 - beta2) * g * g
-    r = _lamb_direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay)
-    param_norm, r_norm = block_norm(param), block_norm(r)
-    trust = param_norm / r_norm if param_norm > 0 and r_norm > 0 else 1.0
-    param += t(-(lr * trust)) * r
+from .rules._numpy import NORM_BLOCKS, NORM_LANES, block_norm, block_sum_squares  # noqa: E402
 
 
 # ---- Muon ----------------------------------------------------------------------------
@@ -634,7 +552,6 @@ DEFAULTS = {
                   maximize=False),
     "adafactor": dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False),
     "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
-    "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False),
     "muon": dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None),
     "lbfgs": dict(lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
@@ -682,7 +599,6 @@ _CHECKS = {
     ],
     # Lion and LAMB: torch-style wording for the same kinds of bound
     "lion": [_lr, _beta(0), _beta(1), _weight_decay],
-    "lamb": _ADAM_LIKE,
     "muon": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
         _at_least("momentum", 0.0, "momentum should be >= 0 but is: {}"),
@@ -738,7 +654,7 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     zeros = lambda: np.zeros_like(param)  # noqa: E731
     if name == "adamax":
         return {"exp_avg": zeros(), "exp_inf": zeros()}
-    if name in ("radam", "lamb"):
+    if name == "radam":
         return {"exp_avg": zeros(), "exp_avg_sq": zeros()}
     if name == "adafactor":
         if param.ndim > 1:

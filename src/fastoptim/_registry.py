@@ -61,6 +61,8 @@ class Spec:
     def bytes_per_element(self, itemsize):
         """Memory traffic of one step per element: param, grad and state read, param and state written
         (per-tensor scalars are not per element)."""
+        if self.rule.traffic is not None:
+            return self.rule.traffic * itemsize
         positional, keyword = self.new_state(np.zeros(1), self.bench_options())
         arrays = [a for a in positional + list(keyword.values()) if a is not None and a.ndim]
         return (3 + 2 * len(arrays)) * itemsize
@@ -102,3 +104,5 @@ class Spec:
 
 SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS)
 BY_NAME = {spec.name: spec for spec in SPECS}
+# The faces torch.optim has too (LAMB has none): what the torch comparisons iterate.
+TORCH_SPECS = tuple(spec for spec in SPECS if spec.variant.torch_name)

@@ -12,6 +12,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         FO_FLOAT32, FO_FLOAT64, FO_N_DTYPES
         FO_GRAD_PLAIN, FO_GRAD_SCALED
         FO_MAX_OPERANDS
+        FO_NORM_BLOCKS, FO_MAX_SUMS, FO_SUMS_OPERAND
         FO_FIELD_REAL, FO_FIELD_FLAG
         FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS
 
@@ -24,6 +25,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         double grad_scale
         unsigned f64_operands
         int scalar_f64
+        int pass_ "pass"
 
     ctypedef struct fo_args:
         fo_common common
@@ -47,6 +49,9 @@ cdef extern from "fastoptim/kernels.h" nogil:
     void fo_prepare(int rule, fo_args *a)
     void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
     int fo_has_tensor_hook(int rule)
+    int fo_rule_passes(int rule)
+    int fo_rule_sums(int rule)
+    void fo_tensor_reduced(int rule, fo_args *a, int pass_, const double *totals)
     const fo_kernel_table *fo_compiled_table(int level)
     int fo_cpu_supports(int level)
     const fo_rule_desc *fo_rule_describe(int rule)

@@ -76,7 +76,9 @@ def torch_step(torch, variant, spec, options, n, dtype):
 
 def torch_multi_step(torch, variant, spec, options, params, grads):
     """A step of torch.optim's `variant` over copies of params (NumPy arrays) with grads set,
-    state already created; None where torch has no such implementation on the CPU."""
+    state already created; None where torch has no such implementation on the CPU (or no such optimizer)."""
+    if not spec.variant.torch_name:
+        return None
     tparams = [torch.tensor(p, requires_grad=True) for p in params]
     for t, g in zip(tparams, grads):
         t.grad = torch.tensor(g)

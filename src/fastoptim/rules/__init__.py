@@ -10,12 +10,13 @@ from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
 from .asgd import ASGD
+from .lamb import LAMB
 from .nadam import NADAM
 from .rmsprop import RMSPROP
 from .rprop import RPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, NADAM, ASGD, RPROP)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, NADAM, ASGD, RPROP, LAMB)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)

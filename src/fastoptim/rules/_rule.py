@@ -212,6 +212,8 @@ class Rule:
     eager_state: bool = False       # torch creates the state at construction (Adagrad)
     grid: dict = field(default_factory=dict)   # option name -> values; the product is tested
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
+    traffic: int = None             # arrays read or written per element and step, where it is not param, grad
+                                    # and state read, param and state written (LAMB's two passes)
 
     def __post_init__(self):
         fields = []
