@@ -51,7 +51,7 @@ ASGD = Rule(
     reference=reference,
     variants=(Variant(
         "ASGD", "asgd", "ASGD: SGD with iterate averaging (the average kept in ax)", torch_name="ASGD",
-        demos=(Demo("ASGD", dict(lr=0.05, t0=100), dict(quadratic=0.1, ill_conditioned=0.4, saddle=0.1,
+        demos=(Demo("ASGD", dict(lr=0.1), dict(quadratic=0.1, ill_conditioned=0.4, saddle=0.1,
                                                          rosenbrock=1e-3, x_cos_pi_x=0.05)),)),),
     # t0=0: averaging from the third step on, within the kernel tests' three steps
     grid=dict(lr=(0.05,), lambd=(0.01,), alpha=(0.75,), t0=(1e6, 0.0), weight_decay=(0.0, 0.1), maximize=FLAGS),

@@ -52,7 +52,7 @@ LAMB = Rule(
     reference=reference,
     variants=(Variant(
         "LAMB", "lamb", "LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||",
-        demos=(Demo("LAMB", dict(lr=0.01), dict(quadratic=0.05, ill_conditioned=0.05, saddle=0.05,
+        demos=(Demo("LAMB", dict(lr=0.05), dict(quadratic=0.05, ill_conditioned=0.05, saddle=0.05,
                                                  rosenbrock=0.01, x_cos_pi_x=0.05)),)),),
     # pass 0 reads p, g, m, v and writes m, v; pass 1 reads p, m, v and writes p
     traffic=10,

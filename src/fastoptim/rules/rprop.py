@@ -57,7 +57,8 @@ RPROP = Rule(
     validate=validate,
     variants=(Variant(
         "Rprop", "rprop", "Rprop: a step size per element, adapted to the grad's sign", torch_name="Rprop",
-        demos=(Demo("Rprop", dict(lr=0.01), dict(quadratic=0.05, ill_conditioned=0.05, saddle=0.05,
-                                                  rosenbrock=1e-3, x_cos_pi_x=0.05)),)),),
+        # Rprop is a full-batch method: on mini-batches a gentler etaminus keeps the step sizes up
+        demos=(Demo("Rprop", dict(lr=0.01, etas=(0.7, 1.2)),
+                    dict(quadratic=0.05, ill_conditioned=0.05, saddle=0.05, rosenbrock=1e-3, x_cos_pi_x=0.05)),)),),
     grid=dict(lr=(0.01,), etas=((0.5, 1.2), (0.3, 1.9)), step_sizes=((1e-6, 50.0), (1e-3, 2e-2)), maximize=FLAGS),
 )
