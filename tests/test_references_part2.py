@@ -1,8 +1,6 @@
-"""The NumPy references of issue 12's new optimizers not yet moved into their Rule
-(fastoptim._references_part2; a moved rule is tested through the registry and
-tests/test_torch_configs.py).
+"""The NumPy references of issue 12's ten new optimizers (fastoptim._references_part2).
 
-- NAdam, ASGD, Rprop, Adafactor against torch.optim 2.13 on
+- Adamax, NAdam, RAdam, ASGD, Rprop, Adafactor against torch.optim 2.13 on
   every CPU configuration of torch's own test suite (optim_db's
   optim_inputs_func(device="cpu")) plus a few of ours, both dtypes, params
   of shapes 0-d, 1-element, odd sizes, 2-D and 3-D, one param skipping steps;
@@ -18,12 +16,14 @@ return no capturable config (those are CUDA-only), and differentiable,
 foreach and fused are flags torch's tests add themselves, never part of
 these configs; test_cpu_configs_need_no_skipping fails if that changes.
 """
+import inspect
 import os
 
 import numpy as np
 import pytest
 
 from fastoptim import _references_part2 as R
+from fastoptim._registry import BY_NAME
 
 
 def _torch_suite():
@@ -40,9 +40,9 @@ def _torch_suite():
 
 
 torch, OPTIM_DB = _torch_suite()
-TORCH_NAMES = {"nadam": "NAdam", "asgd": "ASGD", "rprop": "Rprop",
+TORCH_NAMES = {"adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam", "asgd": "ASGD", "rprop": "Rprop",
                "adafactor": "Adafactor", "muon": "Muon", "lbfgs": "LBFGS"}
-PER_ELEMENT = ("nadam", "asgd", "rprop", "adafactor")
+PER_ELEMENT = ("adamax", "nadam", "radam", "asgd", "rprop", "adafactor")
 IMPLEMENTATION_FLAGS = ("capturable", "differentiable", "foreach", "fused")
 
 
@@ -70,8 +70,11 @@ def _torch_configs(names):
 
 # Ours on top of torch's: what its configs leave out.
 EXTRA_CONFIGS = [
+    ("adamax", "lr, betas, eps", dict(lr=0.05, betas=(0.5, 0.9), eps=1e-3)),
     ("nadam", "decoupled, maximize", dict(weight_decay=0.3, decoupled_weight_decay=True, maximize=True)),
     ("nadam", "betas", dict(betas=(0.3, 0.6), momentum_decay=0.1)),
+    ("radam", "small beta2", dict(betas=(0.6, 0.9), lr=0.01)),
+    ("radam", "decoupled, maximize", dict(weight_decay=0.2, decoupled_weight_decay=True, maximize=True)),
     ("asgd", "averaging from step 6", dict(t0=3, lambd=0.01, alpha=0.5)),
     ("asgd", "averaging, decay, maximize", dict(t0=2, weight_decay=0.1, maximize=True, lr=0.05)),
     ("rprop", "tight step sizes", dict(step_sizes=(1e-3, 2e-2), etas=(0.3, 1.9))),
@@ -110,33 +113,65 @@ def _state_args(name, state):
     return state
 
 
+def _moved(name):
+    """The registry's Spec of a rule whose reference has moved into fastoptim.rules, else None.
+
+    Such a rule is tested here through its generated class (fastoptim.<Class>,
+    whose kernels test_kernels checks bit for bit against the moved reference).
+    """
+    return BY_NAME.get(name)
+
+
+class _ReferenceSteps:
+    """The references of this module, stepping each param with a grad as torch.optim would."""
+
+    def __init__(self, name, params, kwargs):
+        self.name, self.params = name, params
+        self.hyper = R.functional_hyperparameters(name, **_ours_kwargs(kwargs))
+        self.state = {i: dict(R.new_state(name, p, lr=self.hyper["lr"]), step=0) for i, p in enumerate(params)}
+
+    def step(self, grads):
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g is not None:
+                state = self.state[i]
+                state["step"] += 1
+                arrays = {k: v for k, v in state.items() if k != "step"}
+                getattr(R, self.name)(p, g, **_state_args(self.name, arrays), step=state["step"], **self.hyper)
+
+
+def _ours(name, params, kwargs):
+    """Our optimizer over `params` (updated in place): the generated class once the rule has moved."""
+    spec = _moved(name)
+    if spec is not None:
+        return spec.cls(params, **_ours_kwargs(kwargs))
+    return _ReferenceSteps(name, params, kwargs)
+
+
 def run_against_torch(name, kwargs, dtype, steps=STEPS, shapes=SHAPES, seed=0):
-    """Step torch.optim and our reference side by side; return the worst scale error over params and state."""
+    """Step torch.optim and ours side by side; return the worst scale error over params and state."""
     rng = np.random.default_rng(seed)
     params = [rng.standard_normal(s).astype(dtype) for s in shapes]
     tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
     optimizer = getattr(torch.optim, TORCH_NAMES[name])(tparams, **kwargs)
-    hyper = R.functional_hyperparameters(name, **_ours_kwargs(kwargs))
-    states = [R.new_state(name, p, lr=hyper["lr"]) for p in params]
+    ours = _ours(name, params, kwargs)
     counts = [0] * len(params)
-    step_function = getattr(R, name)
     for k in range(steps):
         grads = [None if (i == SKIPPING and k % 4 == 2) else rng.standard_normal(p.shape).astype(dtype)
                  for i, p in enumerate(params)]
         for tp, g in zip(tparams, grads):
             tp.grad = None if g is None else torch.from_numpy(g.copy())
         optimizer.step()
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if g is not None:
-                counts[i] += 1
-                step_function(p, g, **_state_args(name, states[i]), step=counts[i], **hyper)
+        ours.step(grads)
+        counts = [c + (g is not None) for c, g in zip(counts, grads)]
     worst = 0.0
     for i, (p, tp) in enumerate(zip(params, tparams)):
         worst = max(worst, _scale_error(p, tp.detach().numpy()))
-        theirs = optimizer.state[tp]
-        assert set(theirs) == set(states[i]) | {"step"}, f"params[{i}]: state keys"
-        assert theirs["step"].item() == counts[i]
-        for key, value in states[i].items():
+        theirs, state = optimizer.state[tp], ours.state[i]
+        assert set(theirs) == set(state), f"params[{i}]: state keys"
+        assert theirs["step"].item() == counts[i] == int(state["step"])
+        for key, value in state.items():
+            if key == "step":
+                continue
             assert value.shape == tuple(theirs[key].shape), f"params[{i}] {key} shape"
             assert value.dtype == theirs[key].detach().numpy().dtype, f"params[{i}] {key} dtype"
             worst = max(worst, _scale_error(value, theirs[key].detach().numpy()))
@@ -158,7 +193,7 @@ def test_cpu_configs_need_no_skipping():
     if torch is None:
         pytest.skip("torch is not installed")
     configs = _torch_configs(list(TORCH_NAMES))
-    assert len(configs) == 7 + 7 + 5 + 5 + 7 + 5  # every optimizer's list, as torch 2.13 has it
+    assert len(configs) == 5 + 7 + 6 + 7 + 5 + 5 + 7 + 5  # every optimizer's list, as torch 2.13 has it
     for name, desc, kwargs in configs:
         assert not set(kwargs) & set(IMPLEMENTATION_FLAGS), (name, desc)
 
@@ -173,16 +208,16 @@ def test_special_values_match_torch():
             param = rng.standard_normal(11).astype(dtype)
             tparam = torch.tensor(param.copy(), requires_grad=True)
             optimizer = getattr(torch.optim, TORCH_NAMES[name])([tparam])
-            hyper = R.functional_hyperparameters(name)
-            state = R.new_state(name, param, lr=hyper["lr"])
+            ours = _ours(name, [param], {})
             for step in range(1, 4):
                 grad = rng.standard_normal(11).astype(dtype)
                 grad[[1, 4, 7]] = [np.nan, np.inf, 0.0] if step != 2 else [0.0, -np.inf, np.nan]
                 tparam.grad = torch.from_numpy(grad.copy())
                 optimizer.step()
-                getattr(R, name)(param, grad, **_state_args(name, state), step=step, **hyper)
+                ours.step([grad])
             pairs = [(param, tparam.detach().numpy(), "param")] + [
-                (value, optimizer.state[tparam][key].numpy(), key) for key, value in state.items()]
+                (value, optimizer.state[tparam][key].numpy(), key) for key, value in ours.state[0].items()
+                if key != "step"]
             for ours, theirs, what in pairs:
                 np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs), err_msg=f"{name} {what}")
                 finite = np.isfinite(theirs)
@@ -216,27 +251,43 @@ BAD_VALUES = {
 ADAFACTOR_EPS = [(-1e-30, 1e-3), (None, -1e-3), (1e-3, float("nan"))]
 
 
+def _arguments(name):
+    """The constructor's argument names: the generated class's once the rule has moved."""
+    spec = _moved(name)
+    return inspect.signature(spec.cls).parameters if spec is not None else R.DEFAULTS[name]
+
+
 def _bad_inputs():
     out = []
     for name in TORCH_NAMES:
         for key, values in BAD_VALUES.items():
-            if key in R.DEFAULTS[name] and not (name == "adafactor" and key == "eps"):
+            if key in _arguments(name) and not (name == "adafactor" and key == "eps"):
                 out += [(name, {key: v}) for v in values]
     out += [("adafactor", {"eps": v}) for v in ADAFACTOR_EPS]
     out += [("rprop", {"lr": 0.1, "etas": (0.5, 1.2)}), ("nadam", {"lr": 0.0, "betas": (0.0, 0.0)})]  # valid
     return out
 
 
+def _check(name, kwargs):
+    """Our checks of a constructor's arguments: the generated class's once the rule has moved."""
+    spec = _moved(name)
+    if spec is not None:
+        spec.cls([np.zeros((2, 2))], **kwargs)
+    else:
+        R.check_hyperparameters(name, **kwargs)
+
+
 @pytest.mark.parametrize("name, kwargs, regex", _torch_error_inputs(),
                          ids=[f"{n}-{k}" for n, k, _ in _torch_error_inputs()])
 def test_torch_error_inputs_raise_torch_messages(name, kwargs, regex):
     with pytest.raises(ValueError, match=regex):
-        R.check_hyperparameters(name, **kwargs)
+        _check(name, kwargs)
 
 
 @pytest.mark.parametrize("name, kwargs", _bad_inputs(), ids=[f"{n}-{k}" for n, k in _bad_inputs()])
 def test_checks_match_torch_constructors(name, kwargs):
-    """Same verdict and the very message of torch's constructor."""
+    """Same verdict and the very message of torch's constructor (our classes: torch's message, then
+    our context)."""
     if torch is None:
         pytest.skip("torch is not installed")
     param = torch.zeros(2, 2, requires_grad=True)
@@ -244,37 +295,44 @@ def test_checks_match_torch_constructors(name, kwargs):
         getattr(torch.optim, TORCH_NAMES[name])([param], **kwargs)
     except ValueError as error:
         with pytest.raises(ValueError) as ours:
-            R.check_hyperparameters(name, **kwargs)
-        assert str(ours.value) == str(error)
+            _check(name, kwargs)
+        if _moved(name) is not None:
+            assert str(ours.value).startswith(str(error)), (str(ours.value), str(error))
+        else:
+            assert str(ours.value) == str(error)
     else:
-        R.check_hyperparameters(name, **kwargs)
+        _check(name, kwargs)
 
 
 def test_defaults_are_torchs():
     if torch is None:
         pytest.skip("torch is not installed")
-    import inspect
     for name, torch_name in TORCH_NAMES.items():
+        if _moved(name) is not None:
+            continue  # test_rules compares the generated classes' signatures with torch's
         signature = inspect.signature(getattr(torch.optim, torch_name).__init__)
         theirs = {k: p.default for k, p in signature.parameters.items()
                   if k not in ("self", "params") + IMPLEMENTATION_FLAGS}
         assert R.DEFAULTS[name] == theirs, name
 
 
-@pytest.mark.parametrize("name", ["lamb"])
-def test_lamb_checks(name):
-    """Not in torch: the same bounds as Adam's, in torch's words."""
-    R.check_hyperparameters(name, lr=0.0, betas=(0.0, 0.0), weight_decay=0.0)
+@pytest.mark.parametrize("name", ["lion", "lamb"])
+def test_lion_and_lamb_checks(name):
+    """Not in torch: the same bounds as Adam's, in torch's words (our classes: then our context)."""
+    spec = _moved(name)
+    check = (lambda **kw: spec.cls([np.zeros(2)], **kw)) if spec is not None else (
+        lambda **kw: R.check_hyperparameters(name, **kw))
+    check(lr=0.0, betas=(0.0, 0.0), weight_decay=0.0)
     for kwargs, message in [({"lr": -1.0}, "Invalid learning rate: -1.0"),
                             ({"betas": (1.0, 0.5)}, "Invalid beta parameter at index 0: 1.0"),
                             ({"betas": (0.5, float("nan"))}, "Invalid beta parameter at index 1: nan"),
                             ({"weight_decay": -0.5}, "Invalid weight_decay value: -0.5")]:
         with pytest.raises(ValueError) as error:
-            R.check_hyperparameters(name, **kwargs)
-        assert str(error.value) == message
+            check(**kwargs)
+        assert str(error.value) == message if spec is None else str(error.value).startswith(message)
     if name == "lamb":
         with pytest.raises(ValueError, match="Invalid epsilon value: -1e-06"):
-            R.check_hyperparameters(name, eps=-1e-6)
+            check(eps=-1e-6)
 
 
 # ---- Muon ------------------------------------------------------------------------------------
@@ -483,7 +541,7 @@ def test_lbfgs_rejects_bad_arguments():
         R.LBFGS([np.zeros(2), np.zeros(3)]).step(lambda: (0.0, [np.ones(2), np.ones(2)]))
 
 
-# ---- LAMB: issue 12's formulas -------------------------------------------------------------
+# ---- LAMB: issue 12's formulas (Lion's: tests/test_issue_formulas.py) -------------------------------------------------------------
 
 def lamb_transcribed(p, g, m, v, t, lr, beta1, beta2, eps, wd):
     m = beta1 * m + (1 - beta1) * g
@@ -501,28 +559,33 @@ LION_LAMB_SHAPES = [(), (1,), (7,), (3, 5), (2, 3, 4), (1000,)]
 @pytest.mark.parametrize("kwargs", [{}, dict(lr=0.02, betas=(0.5, 0.8), eps=1e-3, weight_decay=0.3),
                                     dict(weight_decay=0.01, maximize=True)])
 def test_lamb_matches_issue_formula(kwargs, dtype):
-    hyper = R.functional_hyperparameters("lamb", **kwargs)
+    """fastoptim.LAMB (its kernels, two passes) against the issue's formulas with np.linalg.norm."""
+    import fastoptim
+    options = dict(dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False), **kwargs)
     rng = np.random.default_rng(6)
-    for shape in LION_LAMB_SHAPES:
-        p = rng.standard_normal(shape).astype(dtype)
-        m, v = np.zeros_like(p), np.zeros_like(p)
-        expected = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
-        for step in range(1, 21):
-            g = rng.standard_normal(shape).astype(dtype)
-            R.lamb(p, g, m, v, step=step, **hyper)
-            signed = -g.astype(np.float64) if hyper["maximize"] else g.astype(np.float64)
-            expected = lamb_transcribed(*expected[:1], signed, *expected[1:], step, hyper["lr"], hyper["beta1"],
-                                        hyper["beta2"], hyper["eps"], hyper["weight_decay"])
-        tolerance = 1e-12 if dtype == np.float64 else 1e-5
-        for ours, theirs in zip((p, m, v), expected):
+    params = [rng.standard_normal(shape).astype(dtype) for shape in LION_LAMB_SHAPES]
+    optimizer = fastoptim.LAMB(params, **kwargs)
+    expected = [(p.astype(np.float64), np.zeros(p.shape), np.zeros(p.shape)) for p in params]
+    for step in range(1, 21):
+        grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+        optimizer.step(grads)
+        for i, g in enumerate(grads):
+            signed = -g.astype(np.float64) if options["maximize"] else g.astype(np.float64)
+            expected[i] = lamb_transcribed(expected[i][0], signed, *expected[i][1:], step, options["lr"],
+                                           *options["betas"], options["eps"], options["weight_decay"])
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    for i, p in enumerate(params):
+        state = optimizer.state[i]
+        for ours, theirs in zip((p, state["exp_avg"], state["exp_avg_sq"]), expected[i]):
             np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance)
 
 
 def test_lamb_trust_is_one_when_a_norm_is_zero():
+    from fastoptim import functional
     for p in (np.zeros(5), np.ones(5)):
         g = np.zeros(5) if p.any() else np.ones(5)  # r = 0 with p != 0, then p = 0 with r != 0
         before = p.copy()
-        R.lamb(p, g, np.zeros(5), np.zeros(5), step=1, lr=0.1)
+        functional.lamb(p, g, np.zeros(5), np.zeros(5), step=1, lr=0.1)
         r = np.sign(g) / (1 + 1e-6)  # m_hat / (sqrt(v_hat) + eps) at the first step
         np.testing.assert_allclose(p, before - 0.1 * r, rtol=1e-15)
 

@@ -10,7 +10,7 @@ import pytest
 import fastoptim
 from fastoptim import functional, reference
 from fastoptim._ext import runtime
-from fastoptim._registry import SPECS
+from fastoptim._registry import SPECS, TORCH_SPECS
 from fastoptim.rules import RULES, TORCH_ONLY_DEFAULTS, VARIANTS
 
 from conftest import DTYPES, assert_unchanged, snapshot
@@ -48,7 +48,7 @@ def test_class_signature_is_the_rules(spec):
     assert {p.name: p.default for p in parameters} == {name: defaults[name] for name, _ in layout}
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if s.variant.torch_name], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=lambda s: s.name)
 def test_torch_class_signature_is_torchs(torch, spec):
     """fastoptim.torch's constructors take torch.optim's arguments, in torch's order and kinds."""
     import fastoptim.torch as ft

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastoptim._registry import SPECS
+from fastoptim._registry import SPECS, TORCH_SPECS
 
 from conftest import torch_optimizer
 
@@ -22,7 +22,7 @@ def ft(torch):
 
 
 STEPS = 30
-SPEC_IDS = [s.name for s in SPECS]
+SPEC_IDS = [s.name for s in TORCH_SPECS]  # the faces torch.optim has too
 
 
 def make_mlp(torch, dtype=None, seed=0):
@@ -73,7 +73,7 @@ def assert_same_state(torch, ours, theirs, tol):
 
 # ---- numerics ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 def test_matches_torch_every_option_float64(torch, ft, spec):
     data = batches(torch, STEPS)
     for options in spec.option_sets():
@@ -86,7 +86,7 @@ def test_matches_torch_every_option_float64(torch, ft, spec):
         assert np.abs(flat(ours_model) - flat(make_mlp(torch))).max() > 1e-3, "the params did not move"
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 def test_matches_torch_float32_groups_and_skipped_grads(torch, ft, spec):
     """float32, two param groups with their own lr, a param frozen for some steps,
     and a group lr changed mid-run."""
@@ -170,7 +170,7 @@ def saved(torch, state_dict, weights_only=True):
     return torch.load(buffer, weights_only=weights_only)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 @pytest.mark.parametrize("direction", ["torch->fastoptim", "fastoptim->torch"])
 def test_checkpoint_exchange(torch, ft, spec, direction):
     """Train 15 steps with one, load its live state_dict into the other on a copy of the
@@ -198,6 +198,30 @@ def test_checkpoint_exchange(torch, ft, spec, direction):
     assert_same_state(torch, other, reference, 1e-10)
 
 
+NO_TORCH_TWIN = [s for s in SPECS if not s.variant.torch_name]  # LAMB: torch.optim has none
+
+
+@pytest.mark.parametrize("spec", NO_TORCH_TWIN, ids=[s.name for s in NO_TORCH_TWIN])
+def test_without_a_torch_twin_the_torch_face_is_the_numpy_face(torch, ft, spec):
+    """fastoptim.torch.<Class> steps exactly as fastoptim.<Class> on the same grads, float32 and
+    float64, and resumes from its state_dict (through torch.save) bit for bit."""
+    for dtype, options in ((torch.float64, list(spec.option_sets())[0]), (torch.float32, list(spec.option_sets())[-1])):
+        data = batches(torch, 12, dtype)
+        model = make_mlp(torch, dtype)
+        arrays = [p.detach().numpy().copy() for p in model.parameters()]
+        opt, ours = getattr(ft, spec.torch_name)(model.parameters(), **options), spec.cls(arrays, **options)
+
+        def record(k, model):
+            ours.step([p.grad.numpy().copy() for p in model.parameters()])
+        train(torch, model, opt, data[:6], before_step=record)
+        resumed = getattr(ft, spec.torch_name)(model.parameters(), lr=0.5)
+        resumed.load_state_dict(saved(torch, opt.state_dict()))
+        train(torch, model, resumed, data[6:], before_step=record)
+        for p, a in zip(model.parameters(), arrays):
+            np.testing.assert_array_equal(p.detach().numpy(), a)
+        assert np.abs(flat(model) - flat(make_mlp(torch, dtype))).max() > 1e-4, "the params did not move"
+
+
 def test_checkpoint_through_torch_save(torch, ft):
     runs = []
     for first, second in ((ft, torch.optim), (torch.optim, ft)):
@@ -211,7 +235,7 @@ def test_checkpoint_through_torch_save(torch, ft):
     assert_same_state(torch, runs[0], runs[1], 1e-10)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 def test_state_dict_layout_is_torchs(torch, ft, spec):
     options = list(spec.option_sets())[-1]
     dicts = []

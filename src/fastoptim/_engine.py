@@ -227,9 +227,14 @@ class StepEngine(ScheduledLR):
         """The NumPy array of a state entry, checked against its param."""
         raise NotImplementedError
 
-    def _new_array(self, p, fill):
-        """A new state entry like p, filled with `fill`."""
+    def _new_array(self, p, fill, slot):
+        """A new state entry of `slot` (a Rule's Slot) for param p, filled with `fill`: like p,
+        or a 0-d array of the scalar dtype for a scalar slot."""
         raise NotImplementedError
+
+    def _scalar_f64(self):
+        """Whether new per-tensor scalars are float64 (torch's scalar dtype), else float32."""
+        return False
 
     def _zero_step(self):
         """A new state's 'step' entry."""
@@ -337,11 +342,14 @@ class StepEngine(ScheduledLR):
             dict.__setitem__(state, "step", self._zero_step())
         for slot in self.rule.state:
             if slot.used(group.__getitem__):
-                dict.__setitem__(state, slot.name, self._new_array(p, self.rule.start_value(slot, group)))
+                dict.__setitem__(state, slot.name, self._new_slot_array(group, p, slot.name))
 
     def _new_slot_array(self, group, p, name):
-        slot = next(s for s in self.rule.state if s.name == name)
-        return self._new_array(p, self.rule.start_value(slot, group))
+        slot = self.rule.slot(name)
+        fill = self.rule.start_value(slot, group)
+        if slot.fill == "lr":  # torch's tensor lr: its value
+            fill = self._plain_lr(fill, "")
+        return self._new_array(p, fill, slot)
 
     # ---- pointer tables -----------------------------------------------------------------
     def _current_plan(self, slots):
@@ -380,5 +388,6 @@ class StepEngine(ScheduledLR):
             else:
                 steps[i] = 0 if i in self._fresh else 1
         plan = StepPlan(kernel_id(self.rule), arrays, state_arrays, groups, len(all_groups), keys, steps)
+        plan.scalar_f64 = self._scalar_f64()
         self._attach(plan, params)
         return plan, params

@@ -1,10 +1,9 @@
 """Pure-NumPy references for the optimizers of issue 12, part 2, not yet moved into their Rule.
 
-NAdam, ASGD, Rprop, Adafactor, LAMB, Muon and LBFGS,
+Adafactor, Muon and LBFGS,
 written as torch 2.13.0 writes them (``torch/optim/<name>.py``, the
 single-tensor path, ``foreach=False``), operation by operation, so that
 float64 agrees with torch.optim to a few ulps and float32 to rounding.
-LAMB is not in torch: it follows the formulas of issue 12.
 
 The step functions have the signature of :mod:`fastoptim.reference`:
 ``name(param, grad, <state...>, *, step, <hyperparameters>)``; ``step`` is
@@ -29,7 +28,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "nadam", "asgd", "rprop", "adafactor", "lamb", "muon",
+    "adafactor", "muon",
     "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
@@ -54,12 +53,6 @@ def _lerp(start, end, weight):
     return end - (end - start) * (start.dtype.type(1) - w)
 
 
-def _torch_sign(x):
-    """torch.sign on CPU: (x > 0) - (x < 0), so sign(NaN) = 0 and sign(-0.0) = 0 (np.sign(NaN) is NaN)."""
-    one = x.dtype.type(1)
-    return np.where(x > 0, one, x.dtype.type(0)) - np.where(x < 0, one, x.dtype.type(0))
-
-
 def _norm(x):
     """The 2-norm as torch's ``x.norm(2).item()``: a double of the dtype-rounded norm.
 
@@ -71,64 +64,6 @@ def _norm(x):
 
 
 # ---- per-element rules ------------------------------------------------------------
-
-def nadam(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
-          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
-          maximize=False):
-    """``mu_product`` is a 0-d array in torch's scalar dtype (float32), starting at 1."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    bias_correction2 = 1 - beta2**step
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= t(1 - lr * weight_decay)
-        else:
-            d = d + t(weight_decay) * param
-    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
-    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
-    mu_product *= mu  # in mu_product's dtype: mu is rounded to float32 first, as torch's 0-d tensor does
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    exp_avg_sq *= t(beta2)
-    exp_avg_sq += t(1 - beta2) * d * d
-    denom = np.sqrt(exp_avg_sq / t(bias_correction2))
-    mu_product_next = float(mu_product) * mu_next
-    denom += t(eps)
-    param += t(-lr * (1.0 - mu) / (1.0 - float(mu_product))) * d / denom
-    param += t((-lr * mu_next) / (1.0 - mu_product_next)) * exp_avg / denom
-
-
-def asgd(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
-         weight_decay=0.0, maximize=False):
-    """``eta`` (starts at lr) and ``mu`` (starts at 1) are 0-d arrays in torch's scalar dtype (float32)."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        d = d + t(weight_decay) * param
-    eta_value = float(eta)
-    param *= t(1 - lambd * eta_value)
-    param += t(-eta_value) * d
-    if float(mu) != 1:
-        ax += (param - ax) * t(mu)
-    else:
-        ax[...] = param
-    # the next step's eta and mu, rounded to their dtype as torch's copy_ does
-    eta[...] = lr / ((1 + lambd * lr * step) ** alpha)
-    mu[...] = 1 / max(1, step - t0)
-
-
-def rprop(param, grad, prev, step_size, *, step, lr=1e-2, etaminus=0.5, etaplus=1.2,
-          step_size_min=1e-6, step_size_max=50, maximize=False):
-    """``step_size`` starts filled with lr, ``prev`` with zeros.  ``lr`` and ``step`` are not read here."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    sign = _torch_sign(d * prev)  # NaN -> 0: a NaN grad keeps the step size
-    factor = np.where(sign > 0, t(etaplus), np.where(sign < 0, t(etaminus), t(1)))
-    step_size *= factor
-    np.clip(step_size, t(step_size_min), t(step_size_max), out=step_size)  # NaN stays NaN, like clamp_
-    d = np.where(sign < 0, t(0), d)  # torch: grad[sign.eq(etaminus)] = 0
-    param += t(-1) * _torch_sign(d) * step_size
-    prev[...] = d
-
 
 def adafactor(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
               eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False):
@@ -166,91 +101,9 @@ def adafactor(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_d
     param += t(-alpha / denom) * update
 
 
-# ---- LAMB and its deterministic norm ---------------------------------------------------
+# ---- the deterministic norm (LAMB's, now in fastoptim.rules) ----------------------------
 
-NORM_BLOCKS = 256
-NORM_LANES = 8
-
-
-def _combine_lanes(lanes):
-    """((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) over the last axis."""
-    return (((lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3]))
-            + ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7])))
-
-
-def _blocks_sum_squares(x, starts, length):
-    """Sum of squares of the blocks x[s:s+length] for s in starts, in reductions.h's order."""
-    main = length // NORM_LANES * NORM_LANES
-    squares = np.square(x[starts[:, None] + np.arange(length)])  # (blocks, length), double
-    if main:
-        lanes = squares[:, :main].reshape(len(starts), -1, NORM_LANES)
-        lanes = np.cumsum(lanes, axis=1)[:, -1, :]  # each lane summed in element order
-    else:
-        lanes = np.zeros((len(starts), NORM_LANES))
-    tail = np.zeros(len(starts))
-    for k in range(main, length):  # at most 7 elements, summed in order
-        tail = tail + squares[:, k]
-    return _combine_lanes(lanes) + tail
-
-
-def block_sum_squares(x):
-    """The sum of squares of x, computed so that a C kernel can reproduce it bit for bit.
-
-    The exact order (fastoptim's clipping-norm order, csrc/fastoptim/reductions.h):
-    1. view x as n = x.size elements in C order, each converted to double;
-    2. cut them into NORM_BLOCKS = 256 blocks: block b holds elements
-       [n*b // 256, n*(b+1) // 256) (integer division; blocks may be empty);
-    3. in each block of length L, with m = 8 * (L // 8): lane k (k = 0..7) is
-       0.0 + v[k]^2 + v[k+8]^2 + ... over the first m elements in order, the
-       tail is 0.0 + v[m]^2 + ... + v[L-1]^2 in order, and the block's sum is
-       ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail;
-    4. the result is 0.0 + s_0 + s_1 + ... + s_255, in block order.
-    Every operation is a double add or multiply, so the result depends on n
-    and the values only, never on threads or SIMD width.
-    """
-    flat = np.asarray(x, dtype=np.float64).reshape(-1)
-    n = flat.size
-    bounds = np.array([n * b // NORM_BLOCKS for b in range(NORM_BLOCKS + 1)], dtype=np.int64)
-    lengths = np.diff(bounds)
-    block_sums = np.zeros(NORM_BLOCKS)
-    for length in np.unique(lengths):  # at most two lengths: n // 256 and n // 256 + 1
-        which = np.nonzero(lengths == length)[0]
-        if length:
-            block_sums[which] = _blocks_sum_squares(flat, bounds[which], int(length))
-    return float(np.cumsum(np.concatenate(([0.0], block_sums)))[-1])
-
-
-def block_norm(x):
-    """sqrt(block_sum_squares(x)), in double."""
-    return math.sqrt(block_sum_squares(x))
-
-
-def _lamb_direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay):
-    """r = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) + wd * p, in the dtype."""
-    t = param.dtype.type
-    r = (exp_avg / t(1 - beta1**step)) / (np.sqrt(exp_avg_sq / t(1 - beta2**step)) + t(eps))
-    if weight_decay != 0:
-        r = r + t(weight_decay) * param
-    return r
-
-
-def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
-         weight_decay=0.0, maximize=False):
-    """LAMB (You et al. 2019) on one tensor, as issue 12 states it.
-
-    Two passes over memory in the C kernel: the first updates m and v and sums
-    the squares of p and of r (block_sum_squares' order), the second
-    recomputes r from the stored m, v and p and writes p.  trust = ||p|| / ||r||
-    in double, or 1 unless both norms are > 0 (so a NaN r still reaches p).
-    """
-    t = param.dtype.type
-    g = _signed(grad, maximize)
-    exp_avg[...] = t(beta1) * exp_avg + t(1 - beta1) * g
-    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1 - beta2) * g * g
-    r = _lamb_direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay)
-    param_norm, r_norm = block_norm(param), block_norm(r)
-    trust = param_norm / r_norm if param_norm > 0 and r_norm > 0 else 1.0
-    param += t(-(lr * trust)) * r
+from .rules._numpy import NORM_BLOCKS, NORM_LANES, block_norm, block_sum_squares  # noqa: E402
 
 
 # ---- Muon ----------------------------------------------------------------------------
@@ -630,15 +483,10 @@ class LBFGS:
 
 # ---- hyperparameters: torch's defaults, checks and messages ------------------------------------
 
-# The constructors' arguments as torch names them (LAMB: issue 12's),
+# The constructors' arguments as torch names them (those moved into their Rule are gone),
 # without torch's implementation flags (foreach, capturable, differentiable, fused).
 DEFAULTS = {
-    "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                  decoupled_weight_decay=False, maximize=False),
-    "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
-    "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
     "adafactor": dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False),
-    "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False),
     "muon": dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None),
     "lbfgs": dict(lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
@@ -674,10 +522,6 @@ _ADAM_LIKE = [_lr, _eps, _beta(0), _beta(1), _weight_decay]
 
 # Each optimizer's checks in torch's order; the first that fails raises ValueError(message).
 _CHECKS = {
-    "nadam": _ADAM_LIKE + [_at_least("momentum_decay", 0.0, "Invalid momentum_decay value: {}")],
-    "asgd": [_lr, _weight_decay],
-    "rprop": [_lr, lambda h: (0.0 < h["etas"][0] < 1.0 < h["etas"][1],
-                              f"Invalid eta values: {h['etas'][0]}, {h['etas'][1]}")],
     "adafactor": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
         lambda h: (0.0 >= h["beta2_decay"], f"beta2_decay should be <= 0 but is: {h['beta2_decay']}"),
@@ -686,8 +530,6 @@ _CHECKS = {
         _at_least("d", 1.0, "Clipping threshold d should be >= 1 but is: {}"),
         _at_least("weight_decay", 0.0, "weight_decay should be >= 0 but is: {}"),
     ],
-    # LAMB: torch-style wording for the same kinds of bound
-    "lamb": _ADAM_LIKE,
     "muon": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
         _at_least("momentum", 0.0, "momentum should be >= 0 but is: {}"),
@@ -741,14 +583,6 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     dtype is float64).  ``lr`` is needed for ASGD's eta and Rprop's step_size.
     """
     zeros = lambda: np.zeros_like(param)  # noqa: E731
-    if name == "nadam":
-        return {"mu_product": np.ones((), scalar_dtype), "exp_avg": zeros(), "exp_avg_sq": zeros()}
-    if name == "lamb":
-        return {"exp_avg": zeros(), "exp_avg_sq": zeros()}
-    if name == "asgd":
-        return {"eta": np.array(lr, scalar_dtype), "mu": np.ones((), scalar_dtype), "ax": zeros()}
-    if name == "rprop":
-        return {"prev": zeros(), "step_size": np.full_like(param, lr)}
     if name == "adafactor":
         if param.ndim > 1:
             return {"row_var": np.zeros(param.shape[:-1] + (1,), param.dtype),

@@ -11,6 +11,7 @@ allocated.  fastoptim.reference has the same functions in plain NumPy.
 The functions are generated from fastoptim.rules: one per face of a rule
 (adam and adamw are one rule).
 """
+from ._ext.checks import SCALAR
 from ._ext.step import run_single
 from .rules import VARIANTS, kernel_id
 from .rules._codegen import compile_function, field_arguments, fixed_namespace, functional_parameters
@@ -34,14 +35,22 @@ def _state_operand(rule, slot):
     return f"(_require({slot.arg}, {slot.arg!r}, {slot.reason!r}) if {used} else None)"
 
 
+def _expected(rule):
+    """run_single's `expected` for the rule's operands: None when every state array is like the param."""
+    if not rule.special_operands:
+        return None
+    return (None, None) + tuple(SCALAR if slot.scalar else None for slot in rule.state)
+
+
 def _generate(rule, variant):
     parameters, namespace = functional_parameters(rule, variant)
     operands = ["param", "grad"] + [_state_operand(rule, slot) for slot in rule.state]
     namespace.update(fixed_namespace(variant), _check=rule.check, _run=run_single, _require=_require,
                      _rule=kernel_id(rule), _names=("param", "grad") + tuple(s.arg for s in rule.state),
+                     _expected=_expected(rule),
                      **{f"_used_{s.arg}": s.when[1] for s in rule.state if s.when is not None})
     body = [f"hyper = _check(lr, maximize, {', '.join(field_arguments(rule, variant))}, '')",
-            f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale)"]
+            f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale, _expected)"]
     torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
     doc = (f"{variant.summary}{torch_name}: update param and its state in place, one tensor.\n\n"
            f"State arrays: {', '.join(_describe_slot(s) for s in rule.state)}.")
@@ -51,7 +60,9 @@ def _generate(rule, variant):
 
 
 def _describe_slot(slot):
-    start = f"starts at {slot.fill}" if slot.fill else "zeros before the first step"
+    start = f"starts at {slot.fill}" if slot.fill is not None else "zeros before the first step"
+    if slot.scalar:
+        start = f"a 0-d float32 array, {start}"
     needed = f", needed when {slot.reason}" if slot.when is not None else ""
     return f"{slot.arg} ({start}{needed})"
 

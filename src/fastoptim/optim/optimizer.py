@@ -29,6 +29,9 @@ from .._ext.step import StepPlan
 from ..rules import TORCH_ONLY_DEFAULTS
 
 
+_SCALAR_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _check_param(p, where):
     if not isinstance(p, np.ndarray):
         t = type(p)
@@ -188,16 +191,25 @@ class Optimizer(StepEngine):
 
     def _state_array(self, array, param, i, key, name):
         where = f"state[{i}][{name!r}]"
-        if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
-            raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {param.shape} "
-                             f"like params[{key!r}], got "
-                             + (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
-                                else type(array).__qualname__))
+        slot = self.rule.slot(name)
+        got = (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
+               else type(array).__qualname__)
+        if slot.scalar:
+            if not isinstance(array, np.ndarray) or array.shape != () or array.dtype not in _SCALAR_DTYPES:
+                raise ValueError(f"{where} must be a 0-d float32 or float64 array (a per-tensor scalar), got {got}")
+        else:
+            shape = slot.shape(param.shape)
+            if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != shape:
+                like = f"like params[{key!r}]" if shape == param.shape else f"for params[{key!r}] of shape {param.shape}"
+                raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {shape} {like}, got {got}")
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill):
-        return np.full_like(p, fill) if fill else np.zeros_like(p)
+    def _new_array(self, p, fill, slot):
+        if slot.scalar:  # torch's 0-d tensor of its scalar dtype
+            return np.array(fill, dtype=np.float32)
+        shape = slot.shape(p.shape)
+        return np.full(shape, fill, dtype=p.dtype) if fill else np.zeros(shape, dtype=p.dtype)
 
     def _zero_step(self):
         return 0
@@ -355,11 +367,17 @@ class Optimizer(StepEngine):
                     continue
                 array = _to_numpy(value)
                 if array is not None:
-                    if array.shape != p.shape:
+                    slot = self.rule.slot(name)
+                    shape = p.shape if slot is None else slot.shape(p.shape)
+                    if array.shape != shape:
                         raise ValueError(f"loaded state[{saved_index}][{name!r}] has shape {array.shape} "
-                                         f"but params[{self._keys[i]!r}] has shape {p.shape}")
-                    # Our own contiguous copy in the param's dtype (torch casts likewise).
-                    loaded[name] = np.array(array, dtype=p.dtype, order="C", copy=True)
+                                         f"but params[{self._keys[i]!r}] of shape {p.shape} needs {shape}")
+                    # Our own contiguous copy in the param's dtype (torch casts likewise); a per-tensor
+                    # scalar keeps its float32 or float64 (torch would cast it too, but then a resumed
+                    # run is no longer the run that was saved, bit for bit).
+                    dtype = array.dtype if slot is not None and slot.scalar and array.dtype in _SCALAR_DTYPES \
+                        else p.dtype
+                    loaded[name] = np.array(array, dtype=dtype, order="C", copy=True)
                 else:
                     loaded[name] = copy.deepcopy(value)
             dict.update(new_states[i], loaded)

@@ -10,12 +10,16 @@ from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
 from .adamax import ADAMAX
+from .asgd import ASGD
+from .lamb import LAMB
 from .lion import LION
+from .nadam import NADAM
 from .radam import RADAM
 from .rmsprop import RMSPROP
+from .rprop import RPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM, LION)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM, LION, NADAM, ASGD, RPROP, LAMB)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)

@@ -33,6 +33,9 @@ class Real:
 
     label: torch.optim's word for it in messages ("learning rate", "epsilon value").
     kernel: False for a class option the kernel never sees (a state's start value).
+    message: torch.optim's very message for a bad value, "{}" standing for it
+    ("Invalid learning rate: {}"): the error then starts with it and our
+    context follows (see torch_worded).
     """
     name: str
     default: float
@@ -42,10 +45,29 @@ class Real:
     low_open: bool = False
     high_open: bool = False
     kernel: bool = True
+    message: str = None
 
     def check(self, value, where):
-        return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
-                                high_open=self.high_open, label=self.label, where=where)
+        if self.message is None:
+            return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
+                                    high_open=self.high_open, label=self.label, where=where)
+        return self.worded_check(value, self.message.format(value), where)
+
+    def worded_check(self, value, message, where):
+        """The check, raising `message` (torch's) first and the plain reason after."""
+        try:
+            return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
+                                    high_open=self.high_open)
+        except ValueError as error:
+            raise ValueError(f"{message}{where}: {error}") from None
+        except TypeError as error:
+            raise TypeError(f"Invalid {self.label}: {self.name}={value!r}{where}; {error}") from None
+
+
+def torch_worded(option, message=None):
+    """`option` raising torch.optim's message first: `message`, or "Invalid {label}: {}"."""
+    from dataclasses import replace
+    return replace(option, message=message or f"Invalid {option.label}: {{}}")
 
 
 @dataclass(frozen=True)
@@ -61,10 +83,16 @@ class Flag:
 
 @dataclass(frozen=True)
 class Pair:
-    """A class option that is two kernel fields, as torch's betas = (beta1, beta2)."""
+    """A class option that is two kernel fields, as torch's betas = (beta1, beta2).
+
+    message: torch.optim's message for a bad pair, "{}" standing for each part
+    ("Invalid eta values: {}, {}"): a bad part then raises it first, our
+    context after.
+    """
     name: str
     parts: tuple            # two Real
     kernel: bool = True
+    message: str = None
 
     @property
     def default(self):
@@ -108,15 +136,19 @@ class Slot:
     argument: its name as a functional argument, if not the key;
     when: (field, predicate) for a slot only some options use (None: always);
     reason: the condition in words, for "... is required when {reason}";
-    fill: the class option holding its start value (None: zeros);
-    positional: whether the functional form takes it positionally.
+    fill: its start value: the name of the class option holding it, a number, or None (zeros);
+    positional: whether the functional form takes it positionally;
+    scalar: a per-tensor scalar (NAdam's mu_product), kept as torch keeps it: a 0-d
+    array of torch's scalar dtype (float32), read and written by the rule's
+    per-tensor hook (fo_<name>_tensor) rather than by its loops.
     """
     name: str
     argument: str = None
     when: tuple = None
     reason: str = ""
-    fill: str = None
+    fill: object = None
     positional: bool = True
+    scalar: bool = False
 
     @property
     def arg(self):
@@ -125,6 +157,10 @@ class Slot:
     def used(self, value_of):
         """Whether options give this slot an array; value_of(field name) -> the option's value."""
         return self.when is None or bool(self.when[1](value_of(self.when[0])))
+
+    def shape(self, param_shape):
+        """The shape of this slot's array for a param of `param_shape`."""
+        return () if self.scalar else tuple(param_shape)
 
 
 # ---- faces, demos ---------------------------------------------------------------------
@@ -182,6 +218,8 @@ class Rule:
     eager_state: bool = False       # torch creates the state at construction (Adagrad)
     grid: dict = field(default_factory=dict)   # option name -> values; the product is tested
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
+    traffic: int = None             # arrays read or written per element and step, where it is not param, grad
+                                    # and state read, param and state written (LAMB's two passes)
 
     def __post_init__(self):
         fields = []
@@ -192,6 +230,10 @@ class Rule:
                 fields.append(option)
         object.__setattr__(self, "fields", tuple(fields))
         object.__setattr__(self, "by_name", {o.name: o for o in self.options})
+        object.__setattr__(self, "slots_by_name", {s.name: s for s in self.state})
+        object.__setattr__(self, "worded_pairs", {part.name: option for option in self.options
+                                                  if isinstance(option, Pair) and option.message
+                                                  for part in option.parts})
         object.__setattr__(self, "check", _memoized(self._check))
 
     # ---- names ------------------------------------------------------------------
@@ -217,10 +259,20 @@ class Rule:
         w = f" ({where})" if where else ""
         by_field = self.by_name
         checked = [by_field["lr"].check(lr, w), by_field["maximize"].check(maximize, w)]
-        checked += [f.check(v, w) for f, v in zip(self.fields, values)]
+        if self.worded_pairs:
+            checked += [self._check_field(f, v, values, w) for f, v in zip(self.fields, values)]
+        else:
+            checked += [f.check(v, w) for f, v in zip(self.fields, values)]
         if self.validate is not None:
             self.validate(dict(zip(self.field_names, checked[2:])), w)
         return tuple(checked)
+
+    def _check_field(self, field, value, values, w):
+        pair = self.worded_pairs.get(field.name)
+        if pair is None:
+            return field.check(value, w)
+        first = self.field_names.index(pair.parts[0].name)
+        return field.worded_check(value, pair.message.format(*values[first:first + 2]), w)
 
     def check_options(self, options, lr, where=""):
         """A group's (or a class's) options, checked into (lr, maximize, *fields), at `lr`."""
@@ -241,7 +293,18 @@ class Rule:
 
     def start_value(self, slot, options):
         """The value a new array of `slot` starts at."""
-        return 0.0 if slot.fill is None else options[slot.fill]
+        if slot.fill is None:
+            return 0.0
+        return options[slot.fill] if isinstance(slot.fill, str) else slot.fill
+
+    def slot(self, name):
+        """The state slot called `name`, or None (a key the kernels do not see, as 'step')."""
+        return self.slots_by_name.get(name)
+
+    @property
+    def special_operands(self):
+        """Whether some state slot is not shaped like the param (functional forms then check each kind)."""
+        return any(s.scalar for s in self.state)
 
 
 _IMMUTABLE = frozenset([float, int, bool, str, np.float64, np.float32, np.float16, np.int64, np.int32,

@@ -195,15 +195,30 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
     def _state_array(self, t, p, i, key, name):
         where = f"state[params[{key!r}]][{name!r}]"
         _check_tensor(t, where, "state tensor")
-        if t.dtype != p.dtype or t.shape != p.shape:
-            raise ValueError(f"{where} has dtype {t.dtype} and shape {tuple(t.shape)}; expected "
-                             f"{p.dtype} and {tuple(p.shape)} like its param")
+        slot = self.rule.slot(name)
+        if slot.scalar:
+            if t.dim() != 0:
+                raise ValueError(f"{where} has shape {tuple(t.shape)}; expected a 0-d tensor (a per-tensor scalar)")
+        else:
+            shape = slot.shape(tuple(p.shape))
+            if t.dtype != p.dtype or tuple(t.shape) != shape:
+                like = "like its param" if shape == tuple(p.shape) else f"for its param of shape {tuple(p.shape)}"
+                raise ValueError(f"{where} has dtype {t.dtype} and shape {tuple(t.shape)}; expected "
+                                 f"{p.dtype} and {shape} {like}")
         return t.detach().numpy()
 
-    def _new_array(self, p, fill):
-        if fill:
-            return torch.full_like(p, fill, memory_format=torch.contiguous_format)
-        return torch.zeros_like(p, memory_format=torch.contiguous_format)
+    def _new_array(self, p, fill, slot):
+        if slot.scalar:  # torch.optim's 0-d tensors of _get_scalar_dtype()
+            return torch.tensor(float(fill), dtype=_scalar_dtype())
+        shape = slot.shape(tuple(p.shape))
+        if shape == tuple(p.shape):
+            if fill:
+                return torch.full_like(p, fill, memory_format=torch.contiguous_format)
+            return torch.zeros_like(p, memory_format=torch.contiguous_format)
+        return torch.full(shape, fill, dtype=p.dtype) if fill else torch.zeros(shape, dtype=p.dtype)
+
+    def _scalar_f64(self):
+        return _scalar_dtype() == torch.float64
 
     def _zero_step(self):
         return torch.zeros((), dtype=torch.int64)
@@ -308,9 +323,12 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 if name == "step":
                     own[name] = torch.tensor(_state_step(value, where), dtype=torch.int64)
                 elif isinstance(value, torch.Tensor):
-                    if tuple(value.shape) != tuple(p.shape):
+                    slot = self.rule.slot(name)
+                    shape = tuple(p.shape) if slot is None else slot.shape(tuple(p.shape))
+                    if tuple(value.shape) != shape:
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param has "
-                                         f"shape {tuple(p.shape)}")
+                                         f"shape {tuple(p.shape)}" + ("" if shape == tuple(p.shape) else
+                                                                       f" (it needs {shape})"))
                     own[name] = value.detach().to(device=p.device, dtype=p.dtype, copy=True,
                                                   memory_format=torch.contiguous_format)
                 else:
