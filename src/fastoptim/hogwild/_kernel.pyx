@@ -29,62 +29,47 @@
 # the end of each slice (a racy read-modify-write, as Hogwild! allows).  With
 # P = 1 it is updated on every sample and the whole block is plain sequential
 # SGD, bit-reproducible.
+#
+# The C this relies on is in csrc/hogwild/: the losses (losses.h, scikit-learn's
+# expressions), the shuffle (shuffle.h), and prefetching and the shared counter
+# the threads claim work from (threads.h).
 
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.float cimport DBL_MAX
-from libc.math cimport exp, fabs, log1p, pow
+from libc.math cimport fabs, pow
 from libc.stdint cimport int32_t, int64_t, uint64_t, uintptr_t
 
 cimport numpy as cnp
 
-from ._ext.openmp cimport omp_get_thread_num
+from .._ext.openmp cimport omp_get_thread_num
 
 import numpy as np
 
 cnp.import_array()
 
-cdef enum:
-    # loss codes
-    LOG_LOSS, HINGE, MODIFIED_HUBER, SQUARED_ERROR, HUBER, EPSILON_INSENSITIVE
+cdef extern from "hogwild/losses.h" nogil:
+    enum:
+        FO_HW_LOG_LOSS
+        FO_HW_HINGE
+        FO_HW_MODIFIED_HUBER
+        FO_HW_SQUARED_ERROR
+        FO_HW_HUBER
+        FO_HW_EPSILON_INSENSITIVE
+    double fo_hw_loss_value(int loss, double p, double y, double epsilon)
+    double fo_hw_loss_derivative(int loss, double p, double y, double epsilon)
+
+cdef extern from "hogwild/threads.h" nogil:
+    void fo_hw_prefetch(const void *p)
+    void fo_hw_prefetch_write(const void *p)
+    Py_ssize_t fo_hw_claim(Py_ssize_t *counter)
+
+cdef extern from "hogwild/shuffle.h" nogil:
+    void fo_hw_shuffle(Py_ssize_t *order, Py_ssize_t n, uint64_t seed)
+
 cdef enum:
     # step-size schedules per sample; Hogwild!'s per-epoch decay is CONSTANT within an epoch
     CONSTANT, OPTIMAL, INVSCALING
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define fo_prefetch(p) __builtin_prefetch((const void *)(p))
-    #else
-    #define fo_prefetch(p) ((void)(p))
-    #endif
-    /* Prefetch a line in the modified state: a weight is read and then often
-       written, and with P > 1 the line is usually in the other core's cache, so
-       fetching it for writing saves a second round trip to invalidate that copy.
-       x86 CPUs without PREFETCHW execute it as a no-op; GCC emits a plain
-       prefetch for the builtin unless the target has the instruction. */
-    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-    #define fo_prefetch_write(p) __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)(p)))
-    #elif defined(__GNUC__) || defined(__clang__)
-    #define fo_prefetch_write(p) __builtin_prefetch((const void *)(p), 1)
-    #else
-    #define fo_prefetch_write(p) ((void)(p))
-    #endif
-    """
-    void fo_prefetch(const void *p) noexcept nogil
-    void fo_prefetch_write(const void *p) noexcept nogil
-
-cdef extern from *:
-    """
-    /* The next item of a shared counter, claimed atomically. */
-    static inline Py_ssize_t fo_claim(Py_ssize_t *counter) {
-        Py_ssize_t claimed;
-        #pragma omp atomic capture
-        claimed = (*counter)++;
-        return claimed;
-    }
-    """
-    Py_ssize_t fo_claim(Py_ssize_t *counter) noexcept nogil
-
 cdef enum:
     # Threads claim CHUNK consecutive positions of the shuffled order at a time, so
     # positions are processed roughly in order whatever the threads' speeds (a
@@ -105,16 +90,15 @@ cdef enum:
     WEIGHTS_AHEAD = 2
     # doubles between two threads' slots in a shared array: one 64-byte cache line
     PAD = 8
-    # a shuffle step's partner is drawn and prefetched this many steps early
-    SHUFFLE_AHEAD = 16
 
 # The scale is folded into the weights before it falls below this (scikit-learn's threshold).
 cdef double MIN_SCALE = 1e-9
 # scikit-learn clips the loss derivative to this magnitude against overflow.
 cdef double MAX_DLOSS = 1e12
 
-LOSSES = {"log_loss": LOG_LOSS, "hinge": HINGE, "modified_huber": MODIFIED_HUBER,
-          "squared_error": SQUARED_ERROR, "huber": HUBER, "epsilon_insensitive": EPSILON_INSENSITIVE}
+LOSSES = {"log_loss": FO_HW_LOG_LOSS, "hinge": FO_HW_HINGE, "modified_huber": FO_HW_MODIFIED_HUBER,
+          "squared_error": FO_HW_SQUARED_ERROR, "huber": FO_HW_HUBER,
+          "epsilon_insensitive": FO_HW_EPSILON_INSENSITIVE}
 SCHEDULES = {"constant": CONSTANT, "optimal": OPTIMAL, "invscaling": INVSCALING}
 
 ctypedef fused index_t:
@@ -122,120 +106,20 @@ ctypedef fused index_t:
     int64_t
 
 
-cdef inline double loss_value(int loss, double p, double y, double epsilon) noexcept nogil:
-    cdef double z, r
-    if loss == LOG_LOSS:
-        z = p * y
-        if z > 18.0:
-            return exp(-z)
-        if z < -18.0:
-            return -z
-        return log1p(exp(-z))
-    if loss == HINGE:
-        z = p * y
-        return 1.0 - z if z <= 1.0 else 0.0
-    if loss == MODIFIED_HUBER:
-        z = p * y
-        if z >= 1.0:
-            return 0.0
-        if z >= -1.0:
-            return (1.0 - z) * (1.0 - z)
-        return -4.0 * z
-    if loss == SQUARED_ERROR:
-        return 0.5 * (p - y) * (p - y)
-    if loss == HUBER:
-        r = fabs(p - y)
-        return 0.5 * r * r if r <= epsilon else epsilon * r - 0.5 * epsilon * epsilon
-    # EPSILON_INSENSITIVE
-    r = fabs(y - p) - epsilon
-    return r if r > 0.0 else 0.0
-
-
-cdef inline double loss_derivative(int loss, double p, double y, double epsilon) noexcept nogil:
-    """d loss / d p, as scikit-learn's SGD losses define it."""
-    cdef double z, r
-    if loss == LOG_LOSS:
-        z = p * y
-        if z > 18.0:
-            return -y * exp(-z)
-        if z < -18.0:
-            return -y
-        return -y / (exp(z) + 1.0)
-    if loss == HINGE:
-        return -y if p * y <= 1.0 else 0.0
-    if loss == MODIFIED_HUBER:
-        z = p * y
-        if z >= 1.0:
-            return 0.0
-        if z >= -1.0:
-            return -2.0 * (1.0 - z) * y
-        return -4.0 * y
-    if loss == SQUARED_ERROR:
-        return p - y
-    if loss == HUBER:
-        r = p - y
-        if fabs(r) <= epsilon:
-            return r
-        return epsilon if r > 0.0 else -epsilon
-    # EPSILON_INSENSITIVE
-    r = y - p
-    if r > epsilon:
-        return -1.0
-    if r < -epsilon:
-        return 1.0
-    return 0.0
-
-
-cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
-    cdef uint64_t z
-    state[0] += 0x9E3779B97F4A7C15ULL
-    z = state[0]
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-
-cdef inline Py_ssize_t uniform_index(uint64_t *state, Py_ssize_t i) noexcept nogil:
-    """A uniform index in 0..i: a 53-bit uniform scaled to the range (bias below 2**-53 * i)."""
-    cdef Py_ssize_t j = <Py_ssize_t>(<double>(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0) * (i + 1))
-    return i if j > i else j  # rounding guard
-
-
-cdef void fisher_yates(Py_ssize_t *order, Py_ssize_t n, uint64_t seed) noexcept nogil:
-    """Shuffle order in place from a 64-bit seed.
-
-    NumPy's shuffle costs about 30 ns an element, a tenth of an epoch on the
-    benchmark; splitmix64 does the same job in a few ns.  The swaps hit random
-    elements of an array the epoch has evicted from the caches, so each step's
-    partner is drawn SHUFFLE_AHEAD steps early and prefetched (the draws keep
-    their order, so the permutation is the same).
-    """
-    cdef Py_ssize_t i, j, swap
-    cdef Py_ssize_t partner[SHUFFLE_AHEAD]
-    cdef uint64_t state = seed
-    for i in range(n - 1, max(n - 1 - SHUFFLE_AHEAD, 0), -1):
-        j = uniform_index(&state, i)
-        partner[i % SHUFFLE_AHEAD] = j
-        fo_prefetch_write(order + j)
-    for i in range(n - 1, 0, -1):
-        j = partner[i % SHUFFLE_AHEAD]
-        if i > SHUFFLE_AHEAD:
-            partner[(i - SHUFFLE_AHEAD) % SHUFFLE_AHEAD] = uniform_index(&state, i - SHUFFLE_AHEAD)
-            fo_prefetch_write(order + partner[(i - SHUFFLE_AHEAD) % SHUFFLE_AHEAD])
-        swap = order[i]
-        order[i] = order[j]
-        order[j] = swap
-
-
 def shuffle(Py_ssize_t[::1] order, uint64_t seed):
     """Fisher-Yates shuffle of order in place from a 64-bit seed (as an epoch's shuffle task)."""
     with nogil:
-        fisher_yates(&order[0], order.shape[0], seed)
+        fo_hw_shuffle(&order[0], order.shape[0], seed)
+
+
+def loss_value(int loss, double p, double y, double epsilon):
+    """The loss at prediction p for target y (for tests)."""
+    return fo_hw_loss_value(loss, p, y, epsilon)
 
 
 def derivative(int loss, double p, double y, double epsilon):
     """The loss derivative (for the Python layer's initial step size, as scikit-learn's)."""
-    return loss_derivative(loss, p, y, epsilon)
+    return fo_hw_loss_derivative(loss, p, y, epsilon)
 
 
 cdef struct PlanInputs:
@@ -247,6 +131,7 @@ cdef struct PlanInputs:
 cdef struct EpochArrays:
     # what an epoch's tasks read and write, for use without the GIL
     Py_ssize_t n
+    Py_ssize_t n_rows        # the rows of the data the order refers to are below this
     Py_ssize_t *order
     double *eta
     double *scale_after
@@ -343,7 +228,7 @@ cdef Py_ssize_t plan_positions(const PlanInputs *p, Py_ssize_t n, double *eta, d
 cdef void run_task(EpochArrays *epoch, int task) noexcept nogil:
     """Pending task number `task` of an epoch (the tasks are independent of each other)."""
     if epoch.tasks[task] == SHUFFLE_TASK:
-        fisher_yates(epoch.order, epoch.n, epoch.shuffle_seed)
+        fo_hw_shuffle(epoch.order, epoch.n, epoch.shuffle_seed)
     else:
         epoch.n_blocks = plan_positions(&epoch.plan, epoch.n, epoch.eta, epoch.scale_after,
                                         epoch.norm_weight, epoch.average_weight, epoch.ends,
@@ -352,10 +237,10 @@ cdef void run_task(EpochArrays *epoch, int task) noexcept nogil:
 
 cdef void run_claimed_tasks(EpochArrays *epoch, Py_ssize_t *claimed) noexcept nogil:
     """Run the epoch's pending tasks that this thread claims from the shared counter."""
-    cdef Py_ssize_t task = fo_claim(claimed)
+    cdef Py_ssize_t task = fo_hw_claim(claimed)
     while task < epoch.n_tasks:
         run_task(epoch, task)
-        task = fo_claim(claimed)
+        task = fo_hw_claim(claimed)
 
 
 cdef class Epoch:
@@ -370,9 +255,15 @@ cdef class Epoch:
     cdef object ends, end_states
     cdef EpochArrays arrays
 
-    def __cinit__(self, Py_ssize_t n_samples, bint track_norm, bint averaging):
+    def __cinit__(self, Py_ssize_t n_samples, bint track_norm, bint averaging, rows=None):
+        """n_samples positions, visiting the rows 0..n_samples-1 of the data, or the given
+        rows (those of the training set when a validation set is held out)."""
         if n_samples < 1:
             raise ValueError(f"an epoch needs at least one sample, got n_samples={n_samples}")
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.shape != (n_samples,) or rows.dtype.kind not in "iu" or rows.min() < 0:
+                raise ValueError(f"rows must be {n_samples} non-negative integers")
         # One allocation: from 4 MiB on NumPy asks Linux for huge pages, and first
         # touching fresh memory costs a page fault every 4 KiB otherwise (a few ms
         # an array on the benchmark, in a VM).
@@ -395,8 +286,13 @@ cdef class Epoch:
         self.arrays.n_blocks = 0
         self.arrays.n_tasks = 0
         cdef Py_ssize_t i
-        for i in range(n_samples):
-            self.arrays.order[i] = i
+        if rows is None:
+            for i in range(n_samples):
+                self.arrays.order[i] = i
+            self.arrays.n_rows = n_samples
+        else:
+            self.order[:] = rows
+            self.arrays.n_rows = int(rows.max()) + 1
 
     def set_shuffle(self, uint64_t seed):
         """Shuffle the order this epoch holds (a uniform shuffle of any order is uniform)."""
@@ -482,7 +378,7 @@ cdef inline void prefetch_lines(const char *p, Py_ssize_t n_bytes) noexcept nogi
     if n_bytes > 64 * PREFETCH_LINES:
         n_bytes = 64 * PREFETCH_LINES
     for offset in range(0, n_bytes, 64):
-        fo_prefetch(p + offset)
+        fo_hw_prefetch(p + offset)
 
 
 cdef inline Py_ssize_t position_ahead(Py_ssize_t v, Py_ssize_t steps, Py_ssize_t last, Py_ssize_t next_first,
@@ -525,15 +421,15 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, Py_ssize_t next_first, P
     for v in range(first, last):
         ahead = position_ahead(v, PREFETCH_AHEAD, last, next_first, next_last)
         if ahead >= 0:
-            fo_prefetch(y + order[ahead])
+            fo_hw_prefetch(y + order[ahead])
             if sample_weight != NULL:
-                fo_prefetch(sample_weight + order[ahead])
+                fo_hw_prefetch(sample_weight + order[ahead])
             if indices == NULL:
                 prefetch_lines(<const char *>(data + order[ahead] * n_features), n_features * sizeof(floating))
             else:
                 k = position_ahead(v, 2 * PREFETCH_AHEAD, last, next_first, next_last)
                 if k >= 0:
-                    fo_prefetch(indptr + order[k])
+                    fo_hw_prefetch(indptr + order[k])
                 row_start = indptr[order[ahead]]
                 nnz = indptr[order[ahead] + 1] - row_start
                 prefetch_lines(<const char *>(data + row_start), nnz * sizeof(floating))
@@ -543,7 +439,7 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, Py_ssize_t next_first, P
             row_start = indptr[order[ahead]]
             nnz = indptr[order[ahead] + 1] - row_start
             for k in range(nnz):
-                fo_prefetch_write(w + indices[row_start + k])
+                fo_hw_prefetch_write(w + indices[row_start + k])
         i = order[v]
         if indices == NULL:
             x = data + i * n_features
@@ -558,8 +454,8 @@ cdef void chunk_pass(Py_ssize_t first, Py_ssize_t last, Py_ssize_t next_first, P
         if not fabs(dot) <= DBL_MAX:  # NaN fails the comparison too
             nonfinite += 1
         p = dot * scale_before + intercept_seen + intercept_delta
-        sum_loss += loss_value(loss, p, y[i], epsilon)
-        dloss = loss_derivative(loss, p, y[i], epsilon)
+        sum_loss += fo_hw_loss_value(loss, p, y[i], epsilon)
+        dloss = fo_hw_loss_derivative(loss, p, y[i], epsilon)
         if dloss > MAX_DLOSS:
             dloss = MAX_DLOSS
         elif dloss < -MAX_DLOSS:
@@ -615,7 +511,7 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     """
     cdef int k
     cdef Py_ssize_t n_tasks = 0, n_chunks = (stop - start + CHUNK - 1) // CHUNK
-    # shared counters the threads claim tasks, then chunks from (see fo_claim)
+    # shared counters the threads claim tasks, then chunks from (see fo_hw_claim)
     cdef Py_ssize_t tasks_claimed = 0, chunks_claimed = 0
     cdef Py_ssize_t chunk, following
     cdef double *thread_out
@@ -631,8 +527,9 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
     cdef double total = 0.0, norm_total = 0.0, intercept_total = 0.0, nonfinite = 0.0
     if arrays.n_tasks:
         raise ValueError("the epoch has pending tasks; prepare it first")
-    if not 0 <= start <= stop <= arrays.n or y.shape[0] < arrays.n or (
-            sample_weight is not None and sample_weight.shape[0] < arrays.n):
+    if not 0 <= start <= stop <= arrays.n or y.shape[0] < arrays.n_rows or (
+            sample_weight is not None and sample_weight.shape[0] < arrays.n_rows) or (
+            data.shape[0] < arrays.n_rows * n_features if dense else indptr.shape[0] <= arrays.n_rows):
         raise ValueError("the block is not within the epoch and its samples")
     if aw is not None:
         if aw.shape[0] != w.shape[0] or arrays.average_weight == NULL:
@@ -640,6 +537,8 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
         aw_ptr = &aw[0]
     else:
         average_first = stop
+    if w.shape[0] < n_features:
+        raise ValueError("w is shorter than the rows")
     if prepare is not None:
         if prepare is epoch:
             raise ValueError("an epoch cannot prepare itself while it runs")
@@ -657,9 +556,9 @@ def run_block(floating[::1] w, const floating[::1] data, const index_t[::1] indi
         thread_out = &scratch[omp_get_thread_num() * PAD]
         if next_arrays != NULL:
             run_claimed_tasks(next_arrays, &tasks_claimed)
-        chunk = fo_claim(&chunks_claimed)
+        chunk = fo_hw_claim(&chunks_claimed)
         while chunk < n_chunks:
-            following = fo_claim(&chunks_claimed)
+            following = fo_hw_claim(&chunks_claimed)
             chunk_pass(
                 start + chunk * CHUNK, min(stop, start + (chunk + 1) * CHUNK),
                 start + following * CHUNK, min(stop, start + (following + 1) * CHUNK), n_threads,
