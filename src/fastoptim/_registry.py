@@ -96,5 +96,8 @@ class Spec:
         return positional, keyword
 
 
-SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS)
+# The faces of the C-kernel rules: the registry-driven tests, benchmarks and demos iterate these.
+SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is None)
+# Rules at the Python level (Muon, LBFGS: BLAS products, closures) have tests of their own.
+PYTHON_SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is not None)
 BY_NAME = {spec.name: spec for spec in SPECS}

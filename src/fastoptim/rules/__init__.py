@@ -9,10 +9,12 @@ from ._rule import TORCH_ONLY_DEFAULTS, Choice, Demo, Flag, Integer, Pair, Pytho
 from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
+from .lbfgs import LBFGS
+from .muon import MUON
 from .rmsprop import RMSPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, MUON, LBFGS)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)
