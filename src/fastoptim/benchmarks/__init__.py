@@ -1,8 +1,9 @@
-"""python -m fastoptim bench {optim,torch,hogwild}: fastoptim's benchmarks.
+"""python -m fastoptim bench {optim,torch,hogwild,python}: fastoptim's benchmarks.
 
   optim    every optimizer against NumPy and torch.optim, by size and thread count
   torch    fastoptim.torch against torch.optim on two models
   hogwild  Hogwild! SGD against scikit-learn's SGDClassifier
+  python   the rules at the Python level (Muon, LBFGS) against torch.optim
 
 Each subcommand is a module of this package with add_arguments(parser) and
 main(args); timing.py is how all of them time.  `bench` with no subcommand is
@@ -17,6 +18,7 @@ SUBCOMMANDS = {
     "torch": ("torch", "fastoptim.torch against torch.optim: one step over a ~10M-parameter MLP "
                        "and over 1000 small tensors"),
     "hogwild": ("hogwild", "Hogwild! SGD against scikit-learn's SGDClassifier"),
+    "python": ("python_rules", "the rules at the Python level (Muon, LBFGS) against torch.optim"),
 }
 
 
