@@ -261,8 +261,6 @@ class Variant:
     fixed: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
     bench: dict = field(default_factory=dict)     # options the benchmarks run
-    bench_warmup: int = 1           # steps before timing (LBFGS: until its history is full)
-    bench_max_size: int = None      # the largest param the benchmarks time (Muon: compute grows as n^1.5)
     demos: tuple = ()
 
 
@@ -295,8 +293,6 @@ class Rule:
     grid: dict = field(default_factory=dict)   # option name -> values; the product is tested
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
-    torch_agreement: float = None   # None: torch.optim's numerics to rounding; else the relative
-                                    # difference of the params' change after 5 steps it stays within
     python: PythonStep = None       # a rule at the Python level: no C kernel (see PythonStep)
     ndim: int = None                # params must have this many dimensions (Muon: 2), else any
     fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
