@@ -187,6 +187,16 @@ def test_absurd_thread_count_is_an_error_and_changes_nothing(n):
     assert fastoptim.get_num_threads() == before
 
 
+def test_absurd_omp_num_threads_is_clamped_at_import():
+    import os
+    import subprocess
+    import sys
+    code = "import fastoptim; print(fastoptim.get_num_threads(), fastoptim._config.max_threads())"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMP_NUM_THREADS="200000"),
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert out[0] == out[1]
+
+
 def test_thread_count_up_to_the_bound_is_accepted_and_steps():
     w = np.ones(100)
     with fastoptim.num_threads(fastoptim._config.max_threads()):
@@ -223,6 +233,8 @@ def test_state_clear_and_del_reset_state_as_in_torch(spec):
         np.testing.assert_array_equal(opt.state[1][k], v)
     with pytest.raises(KeyError):
         del opt.state[0]
+    taken = opt.state.pop(1)  # as from a dict: the state comes out whole
+    assert len(opt.state) == 0 and taken.keys() == kept.keys()
 
 
 def test_state_by_name_and_assignment():

@@ -461,12 +461,13 @@ class _StateView(MutableMapping):
         state.update(value)  # checked at the next step, like any change to the state
 
     def __delitem__(self, key):
-        state = self[key]
-        state.clear()
+        self[key]  # KeyError for a param without state
+        # A new empty state, so a state taken out (pop) keeps its contents.
+        self._owner._states[self._index(key)] = State(self._owner)
+        self._owner._invalidate()
 
     def clear(self):
-        for state in self._owner._states:
-            dict.clear(state)
+        self._owner._states = [State(self._owner) for _ in self._owner._states]
         self._owner._invalidate()
 
     def __iter__(self):
