@@ -252,9 +252,10 @@ class Optimizer(StepEngine):
                                 f"names (or one list or dict per param group), got {type(grads).__qualname__}")
             raise TypeError(f"grads must be a list of {n} arrays (None to skip a param), "
                             f"got {type(grads).__qualname__}")
-        # One list (or dict) per group, whichever way the optimizer was built: a grad itself
-        # is never a list or a dict, so the form is unambiguous.
-        if any([isinstance(g, (list, tuple, Mapping)) for g in grads]):
+        # One list (or dict) per group, for group lists and for any optimizer that got more
+        # groups through add_param_group (with a single group, a list there is a bad grad).
+        if ((self._structure == "groups" or len(self.param_groups) > 1)
+                and any([isinstance(g, (list, tuple, Mapping)) for g in grads])):
             if len(grads) != len(self.param_groups):
                 raise ValueError(f"got grads for {len(grads)} groups (a list of lists or dicts is one "
                                  f"per param group), but there are {len(self.param_groups)} param groups")
