@@ -27,6 +27,7 @@ converted by the adapters (NumPy arrays in the step, tensors in torch's state).
 """
 import copy
 import math
+import threading
 
 import numpy as np
 
@@ -74,6 +75,32 @@ def state_operands(state, slots, new_array, checked):
             dict.__setitem__(state, name, new_array(name))
         arrays.append(checked(state[name], name))
     return tuple(arrays)
+
+
+# A state_dict keeps the groups' schedules beside the groups, under this key, so that
+# torch.optim loads it without taking an 'lr_schedule' into its groups (it ignores
+# unknown top-level keys, as it does 'step_count').
+SCHEDULES_KEY = "lr_schedules"
+
+
+def split_schedules(state_dict):
+    """Move the saved groups' 'lr_schedule' entries to state_dict[SCHEDULES_KEY], {group index: schedule}."""
+    schedules = {gi: g.pop("lr_schedule") for gi, g in enumerate(state_dict["param_groups"]) if "lr_schedule" in g}
+    if schedules:
+        state_dict[SCHEDULES_KEY] = schedules
+    return state_dict
+
+
+def saved_groups_with_schedules(state_dict):
+    """The saved groups, each with its schedule back under 'lr_schedule' (copies of the
+    group dicts; a state_dict with schedules inside its groups is taken as it is)."""
+    groups = list(state_dict["param_groups"])
+    schedules = state_dict.get(SCHEDULES_KEY) or {}
+    if not isinstance(schedules, dict) or any(not (isinstance(gi, int) and 0 <= gi < len(groups))
+                                              for gi in schedules):
+        raise ValueError(f"state_dict[{SCHEDULES_KEY!r}] must map param group indices (0 to "
+                         f"{len(groups) - 1}) to schedules, got {schedules!r}")
+    return [dict(g, lr_schedule=schedules[gi]) if gi in schedules else g for gi, g in enumerate(groups)]
 
 
 class State(dict):
@@ -235,6 +262,7 @@ class StepEngine(ScheduledLR):
         self._plan_params = []        # the params (arrays or tensors) of the current plan, in plan order
         self._option_keys = tuple(k for k in defaults if k != "lr_schedule")
         self._remembered_options = self._remembered_hyper = None  # the step's fast path
+        self._stepping = threading.Lock()  # held during a step: see _run_step
 
     # Whether each step checks that the groups still hold the plan's params (the NumPy
     # adapter; the torch adapter's gather checks it itself).
@@ -347,7 +375,22 @@ class StepEngine(ScheduledLR):
 
     # ---- the step -------------------------------------------------------------------
     def _run_step(self, grads, grad_scale=None):
-        """One step (see the module docstring); grads as the adapter's _prepare_grads takes them."""
+        """One step (see the module docstring); grads as the adapter's _prepare_grads takes them.
+
+        The kernels release the GIL, so another thread could enter a step of this same
+        optimizer meanwhile and race it over the same arrays and pointer tables: a lock
+        taken without waiting turns that into an error instead of a torn update.
+        """
+        if not self._stepping.acquire(False):
+            raise RuntimeError(f"{type(self).__name__}.step() was called from two threads at once; "
+                               f"an optimizer's steps must not overlap (step different optimizers in "
+                               f"parallel, or hold a lock around this one's steps)")
+        try:
+            self._locked_step(grads, grad_scale)
+        finally:
+            self._stepping.release()
+
+    def _locked_step(self, grads, grad_scale):
         t = self._step_count
         fast = same_options(self.param_groups, self._option_keys, self._remembered_options)
         if fast:

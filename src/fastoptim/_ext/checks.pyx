@@ -106,12 +106,19 @@ cdef double check_grad_scale(grad_scale) except -1:
 
 
 cdef object scalar_as_array(obj, cnp.ndarray param):
-    """A NumPy scalar grad of a 0-d param, as a 0-d array (grads are only read), else obj.
+    """A scalar grad of a 0-d param, as a 0-d array (grads are only read), else obj.
 
-    `err.mean()` is the natural gradient of a scalar bias; only exact dtype
-    matches are taken, so nothing is rounded on the way in.
+    `err.mean()` is the natural gradient of a scalar bias: a NumPy scalar of the
+    param's dtype is taken as it is.  A Python float or int (a number with no dtype
+    of its own, as torch takes it) is converted to the param's dtype.  A NumPy scalar
+    of another dtype is left to the dtype check, as an array of that dtype would be.
     """
-    if (cnp.PyArray_NDIM(param) == 0 and isinstance(obj, np.generic)
-            and (<object>obj).dtype == param.dtype):
-        return np.asarray(obj)
+    if cnp.PyArray_NDIM(param) != 0:
+        return obj
+    if isinstance(obj, np.generic):
+        if (<object>obj).dtype == param.dtype:
+            return np.asarray(obj)
+        return obj
+    if type(obj) is float or type(obj) is int:
+        return np.array(obj, dtype=param.dtype)
     return obj

@@ -387,6 +387,11 @@ cdef class StepPlan:
             if gobj is None:
                 continue
             p = <cnp.ndarray>self.params[i]
+            if (<char *>cnp.PyArray_DATA(p) != self.data[i * FO_MAX_OPERANDS]
+                    or cnp.PyArray_SIZE(p) != self.offsets[i + 1] - self.offsets[i]):
+                self.raise_moved(i, p, "")
+            if self.has_state[i]:
+                self.check_state_unmoved(i)
             if not cnp.PyArray_Check(gobj):
                 gobj = scalar_as_array(gobj, p)
                 if cnp.PyArray_Check(gobj):
@@ -408,6 +413,24 @@ cdef class StepPlan:
                 n_missing += 1
             self.data[i * FO_MAX_OPERANDS + 1] = begin
         return n_missing
+
+    cdef int check_state_unmoved(self, Py_ssize_t i) except -1:
+        cdef Py_ssize_t k = 0
+        cdef fo_index size = self.offsets[i + 1] - self.offsets[i]
+        for s in <tuple>self.states[i]:
+            if s is not None and (<char *>cnp.PyArray_DATA(<cnp.ndarray>s) != self.data[i * FO_MAX_OPERANDS + 2 + k]
+                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != size):
+                self.raise_moved(i, <cnp.ndarray>s, " (a state array of it)")
+            k += 1
+        return 0
+
+    cdef int raise_moved(self, Py_ssize_t i, cnp.ndarray a, str which) except -1:
+        """An array of the plan was resized (ndarray.resize) or its memory replaced in place: the
+        tables point at memory it may have freed, so stepping it would corrupt the heap."""
+        self.forget_grads()
+        raise ValueError(f"{self.param_name(i)}{which} was resized or reallocated in place since the "
+                         f"optimizer last stepped it (now shape {(<object>a).shape}); its state no longer "
+                         f"fits it: build a new optimizer (or load a state_dict) for the resized param")
 
     def missing_state(self):
         """Tensors with a gathered grad and no state yet."""

@@ -25,7 +25,9 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta1, beta
     bias_correction2_sqrt = bias_correction2**0.5
     if amsgrad:
         maximum = state["max_exp_avg_sq"]
-        np.maximum(maximum, exp_avg_sq, out=maximum)
+        # torch.maximum: NaN in either propagates; of equal values (+0 and -0), the first
+        # (np.maximum takes the second)
+        np.copyto(maximum, exp_avg_sq, where=~((maximum >= exp_avg_sq) | np.isnan(maximum)))
         denom = np.sqrt(maximum) / bias_correction2_sqrt + eps
     else:
         denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import _validation
-from .._engine import State, StepEngine
+from .._engine import SCHEDULES_KEY, State, StepEngine, saved_groups_with_schedules, split_schedules
 
 _TORCH_DTYPES = (torch.float32, torch.float64)
 _to_dlpack = torch._C._to_dlpack
@@ -326,7 +326,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                              for name, value in entry.items()}
                        for key, entry in sd["state"].items()}
         sd["step_count"] = self._step_count
-        return sd
+        return split_schedules(sd)  # so that torch.optim loads it without an 'lr_schedule' key
 
     def load_state_dict(self, state_dict):
         """Load a state_dict of this optimizer or of its torch.optim counterpart.
@@ -335,7 +335,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         (contiguous, in the param's dtype), never shared with the dict.
         """
         groups = self.param_groups
-        saved_groups = state_dict["param_groups"]
+        saved_groups = saved_groups_with_schedules(state_dict)
+        state_dict = {k: v for k, v in state_dict.items() if k != SCHEDULES_KEY} | {"param_groups": saved_groups}
         step_count = _validation.step_count(state_dict.get("step_count", 0), "loaded step_count")
         if len(saved_groups) != len(groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
@@ -364,6 +365,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             own = {}
             for name, value in entry.items():
                 where = f"loaded state[{key!r}][{name!r}]"
+                if isinstance(value, np.ndarray) and name != "step":
+                    value = torch.from_numpy(value)  # a fastoptim (NumPy) checkpoint; copied below
                 if name == "step":
                     own[name] = torch.tensor(_state_step(value, where), dtype=torch.int64)
                 elif name not in slot_names:  # a rule's own state (LBFGS's): copied as it is
