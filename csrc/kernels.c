@@ -1,8 +1,8 @@
 /* Builds the kernel tables: the same loops compiled for the x86-64 baseline
  * and, with GCC or clang on x86-64, for AVX2+FMA and AVX-512 through target
- * regions, so one installed binary runs the best code the CPU supports
- * without -march=native.  Other compilers and architectures get the
- * baseline table only. */
+ * regions (fastoptim/each_level.inc), so one installed binary runs the best
+ * code the CPU supports without -march=native.  Other compilers and
+ * architectures get the baseline table only. */
 #include "fastoptim/kernels.h"
 
 #include "fastoptim/halfprec.h"
@@ -43,57 +43,16 @@ static int fo_cpu_has_avx512bf16(void)
 }
 #endif
 
-#define FO_LEVEL baseline
-#define FO_F16C 0
-#define FO_AVX512 0
-#include "fastoptim/level_table.inc"
-#undef FO_AVX512
-#undef FO_F16C
-#undef FO_LEVEL
-
-#if FO_X86_DISPATCH
-/* float16 conversions use F16C at the AVX2 level and AVX-512F's 16-lane
- * VCVTPS2PH/VCVTPH2PS at the AVX-512 level (the bits of halfprec.h's
- * fo_f32_to_f16, NaN included; AVX-512 FP16's conversions are the same
- * instructions, its fp16 arithmetic is not wanted: the math is float32).
- * bfloat16 rounding at the AVX-512 level uses AVX-512 BF16's VCVTNEPS2BF16
- * when the CPU has it, with halfprec.h's integer code for blocks holding a
- * float32 subnormal (the instruction flushes those); elsewhere the integer
- * code, which the compiler vectorises at every level. */
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
-#define FO_LEVEL avx2
-#define FO_F16C 1
-#define FO_AVX512 0
-#include "fastoptim/level_table.inc"
-#undef FO_AVX512
-#undef FO_F16C
-#undef FO_LEVEL
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma,f16c,prefer-vector-width=512"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,fma,f16c,prefer-vector-width=512")
-#endif
-#define FO_LEVEL avx512
-#define FO_F16C 1
-#define FO_AVX512 1
-#include "fastoptim/level_table.inc"
-#undef FO_AVX512
-#undef FO_F16C
-#undef FO_LEVEL
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
+/* each_level.inc compiles level_table.inc per SIMD level with FO_F16C (float16
+ * conversions by F16C at the AVX2 level, AVX-512F's 16-lane VCVTPS2PH/VCVTPH2PS
+ * at the AVX-512 level: the bits of halfprec.h's fo_f32_to_f16, NaN included)
+ * and FO_AVX512 set.  bfloat16 rounding at the AVX-512 level uses AVX-512 BF16's
+ * VCVTNEPS2BF16 when the CPU has it, with halfprec.h's integer code for blocks
+ * holding a float32 subnormal (the instruction flushes those); elsewhere the
+ * integer code, which the compiler vectorises at every level. */
+#define FO_LEVEL_BODY "fastoptim/level_table.inc"
+#include "fastoptim/each_level.inc"
+#undef FO_LEVEL_BODY
 
 /* The field tables: names, kinds and offsets of each rule's fields. */
 #define FO_FIELD_ENTRY(r, kind, name) {#name, FO_FIELD_##kind, offsetof(fo_args, rule.r.name)},

@@ -7,10 +7,21 @@ import sys
 from ._ext import runtime as _kernels
 
 
+def max_threads():
+    """The most threads a step may use: 4 per core of the machine, and at least 64.
+
+    Threads beyond the cores never speed up a memory-bound step, and asking the
+    OpenMP runtime for hundreds of thousands of them kills the process; a larger
+    count is an error (set_num_threads) or clamped to this (OMP_NUM_THREADS).
+    """
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
 def _resolve_threads(n):
-    """scikit-learn's convention: None -> usable cores, -1 -> all, -2 -> all but one; 0 is an error."""
+    """scikit-learn's convention: None -> usable cores, -1 -> all, -2 -> all but one; 0 is an error;
+    more than max_threads() is an error."""
     if n is None:
-        return _kernels.default_num_threads()
+        return min(_kernels.default_num_threads(), max_threads())
     try:
         n = operator.index(n)
     except TypeError:
@@ -20,6 +31,9 @@ def _resolve_threads(n):
                          "or a negative count (-1 = all usable cores, -2 = all but one)")
     if n < 0:
         return max(1, _kernels.usable_cores() + 1 + n)
+    if n > max_threads():
+        raise ValueError(f"n_threads={n} is more than fastoptim allows ({max_threads()}: 4 per core, at "
+                         f"least 64; this machine has {os.cpu_count()} cores); use None for all usable cores")
     return n
 
 
@@ -90,4 +104,4 @@ def show_config(file=None):
 
 
 _kernels.set_simd_level(_initial_simd_level())
-_kernels._set_num_threads(_kernels.default_num_threads())
+_kernels._set_num_threads(_resolve_threads(None))

@@ -479,6 +479,17 @@ class ReduceLROnPlateau(Schedule):
 
 
 # ---- drawing --------------------------------------------------------------------
+def _subclasses(cls):
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub] + _subclasses(sub)
+    return out
+
+
+# Every schedule class, e.g. for torch.serialization.add_safe_globals (fastoptim.torch does so).
+SCHEDULE_CLASSES = tuple(_subclasses(Schedule))
+
+
 def plot(schedules_by_name, total_steps, path, *, title="Learning-rate schedules", grid=None,
          log_scale=False):
     """Draw each schedule's lr over steps 0..total_steps-1 into one PNG at `path`; returns path.

@@ -14,6 +14,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         FO_STORE_NEAREST, FO_STORE_MASTER, FO_STORE_STOCHASTIC
         FO_GRAD_PLAIN, FO_GRAD_SCALED
         FO_MAX_OPERANDS, FO_MASTER_SLOT, FO_DATA_SLOTS
+        FO_NORM_BLOCKS, FO_MAX_SUMS, FO_SUMS_OPERAND
         FO_FIELD_REAL, FO_FIELD_FLAG
         FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS
 
@@ -27,6 +28,9 @@ cdef extern from "fastoptim/kernels.h" nogil:
         uint32_t half_slots
         uint32_t param_index
         uint64_t seed
+        unsigned f64_operands
+        int scalar_f64
+        int pass_ "pass"
 
     ctypedef struct fo_args:
         fo_common common
@@ -49,6 +53,11 @@ cdef extern from "fastoptim/kernels.h" nogil:
     void fo_run(const fo_kernel_table *table, int rule, int layout, int grad_mode, const fo_args *args,
                 char *const *data, fo_index begin, fo_index end)
     void fo_prepare(int rule, fo_args *a)
+    void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
+    int fo_has_tensor_hook(int rule)
+    int fo_rule_passes(int rule)
+    int fo_rule_sums(int rule)
+    void fo_tensor_reduced(int rule, fo_args *a, int pass_, const double *totals)
     const fo_kernel_table *fo_compiled_table(int level)
     int fo_cpu_supports(int level)
     const fo_rule_desc *fo_rule_describe(int rule)
@@ -72,3 +81,16 @@ cdef inline int threads_for(fo_index n_elements, int n_threads, fo_index min_ele
     if n_threads <= 1 or n_elements < min_elements:
         return 1
     return n_threads
+
+
+cdef inline fo_index segment_of(const fo_index *offsets, fo_index n_segments, fo_index element) noexcept nogil:
+    """The segment holding `element` of n_segments laid end to end (segment k spans
+    [offsets[k], offsets[k + 1])): the last k with offsets[k] <= element, by bisection."""
+    cdef fo_index lo = 0, hi = n_segments, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if offsets[mid + 1] <= element:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
