@@ -280,6 +280,7 @@ cdef class StepPlan:
     cdef readonly Py_ssize_t n_tensors
     cdef readonly list params
     cdef readonly list states
+    cdef list state_sizes      # per tensor, its state arrays' sizes when the plan was built (gather checks them)
     cdef list keys
     cdef list kept             # per tensor, a grad object that must outlive run(): an array made
                                # from a NumPy scalar, or a torch grad read through DLPack
@@ -345,6 +346,8 @@ cdef class StepPlan:
         self.bad_tensor = self.bad_overlap = -1
         self.params = params
         self.states = states
+        self.state_sizes = [None if st is None else tuple([None if s is None else cnp.PyArray_SIZE(<cnp.ndarray>s)
+                                                           for s in st]) for st in states]
         self.keys = keys
         self.kept = [None] * n
         self.keeping = False
@@ -488,10 +491,10 @@ cdef class StepPlan:
 
     cdef int check_state_unmoved(self, Py_ssize_t i) except -1:
         cdef Py_ssize_t k = 0
-        cdef fo_index size = self.offsets[i + 1] - self.offsets[i]
-        for s in <tuple>self.states[i]:
+        cdef tuple sizes = <tuple>self.state_sizes[i]
+        for s in <tuple>self.states[i]:  # sizes: a per-tensor scalar (0-d) is not shaped like its param
             if s is not None and (<char *>cnp.PyArray_DATA(<cnp.ndarray>s) != self.data[i * FO_DATA_SLOTS + 2 + k]
-                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != size):
+                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != <Py_ssize_t>sizes[k]):
                 self.raise_moved(i, <cnp.ndarray>s, " (a state array of it)")
             k += 1
         return 0
