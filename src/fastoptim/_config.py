@@ -182,7 +182,7 @@ def show_config(file: TextIO | None = None) -> None:
     from . import __version__
     try:
         import Cython
-        cython_version = Cython.__version__
+        cython_version = Cython.__version__  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - Cython is a build requirement only
         cython_version = "not installed"
     threads_source = ("set by set_num_threads" if _kernels._num_threads_setting()

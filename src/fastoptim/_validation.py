@@ -15,6 +15,7 @@ NaN is never accepted, nor infinities unless `allow_inf`.
 import math
 import numbers
 import operator
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ _REAL_TYPES = (float, int, np.floating, np.integer)
 _BOOL_TYPES = (bool, np.bool_)
 
 
-def _is_real(value):
+def _is_real(value: object) -> bool:
     # Concrete types first: an ABC check is slower and grows abc's caches.
     if type(value) is float:
         return True
@@ -31,12 +32,12 @@ def _is_real(value):
     return isinstance(value, _REAL_TYPES) or isinstance(value, numbers.Real)
 
 
-def is_integer(value):
+def is_integer(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, _BOOL_TYPES)
 
 
-def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open=False, allow_inf=False,
-         label=None, where=""):
+def real(value: Any, name: str, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
+         high_open: bool = False, allow_inf: bool = False, label: str | None = None, where: str = "") -> float:
     """A real number in the bounds (closed unless *_open), as a float.
 
     label/where: torch.optim's wording, "Invalid {label}: {name}={value!r}{where}; ..."
@@ -63,14 +64,15 @@ def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open
     raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
 
 
-def flag(value, name, where=""):
+def flag(value: Any, name: str, where: str = "") -> bool:
     """True or False (also NumPy bools, and the integers 0 and 1), as a bool."""
     if isinstance(value, _BOOL_TYPES) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
         return bool(value)
     raise TypeError(f"Invalid {name}={value!r}{where}; expected True or False")
 
 
-def integer(value, name, *, minimum=None, label=None, where="", kind="an integer"):
+def integer(value: Any, name: str, *, minimum: int | None = None, label: str | None = None, where: str = "",
+            kind: str = "an integer") -> int:
     """An integer (not a bool) >= minimum, as an int.
 
     label/where: the "Invalid {label}: {name}={value!r}{where}; ..." wording, where
@@ -87,7 +89,7 @@ def integer(value, name, *, minimum=None, label=None, where="", kind="an integer
     return int(value)
 
 
-def _index(value, name, what):
+def _index(value: Any, name: str, what: str) -> int:
     """value as an int (anything with __index__), or a TypeError saying what was expected."""
     try:
         return operator.index(value)
@@ -95,7 +97,7 @@ def _index(value, name, what):
         raise TypeError(f"{name} must be {what}, got {value!r}") from None
 
 
-def positive_int(value, name, allow_none=False):
+def positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
     """An integer >= 1 (anything with __index__), as an int; None passes if allow_none."""
     if value is None and allow_none:
         return None
@@ -106,14 +108,14 @@ def positive_int(value, name, allow_none=False):
     return n
 
 
-def step_count(value, name):
+def step_count(value: Any, name: str) -> int:
     """A number of steps taken: an integer >= 0, as an int."""
     if not is_integer(value) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0 (the number of steps taken), got {value!r}")
     return int(value)
 
 
-def seed(value, name="seed"):
+def seed(value: Any, name: str = "seed") -> int:
     """A 64-bit integer seed: `value` itself (>= 0), or fresh entropy when it is None."""
     if value is None:
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])

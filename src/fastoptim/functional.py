@@ -13,7 +13,8 @@ The functions are generated from fastoptim.rules: one per face of a rule
 """
 from ._ext.step import run_single
 from .rules import VARIANTS, kernel_id
-from .rules._codegen import compile_function, field_arguments, fixed_namespace, functional_parameters
+from .rules._codegen import (compile_function, field_arguments, fixed_namespace, functional_parameters,
+                              functional_parameters_doc, numpydoc)
 
 __all__ = [variant.function for _, variant in VARIANTS]
 
@@ -34,6 +35,22 @@ def _state_operand(rule, slot):
     return f"(_require({slot.arg}, {slot.arg!r}, {slot.reason!r}) if {used} else None)"
 
 
+_ARRAYS_DOC = (("param", "ndarray", "C-contiguous float32 or float64 array, updated in place."),
+               ("grad", "ndarray", "Its gradient: same shape and dtype."))
+
+
+def _example(rule, variant):
+    """A doctest: one step from zero state moves the param down a positive gradient."""
+    required = [slot.arg for slot in rule.state if slot.positional and slot.when is None]
+    lines = [">>> import numpy as np", f">>> from fastoptim import {__name__.rsplit('.', 1)[-1]}",
+             ">>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)"]
+    if required:
+        lines.append(f">>> {', '.join(required)} = {', '.join('np.zeros_like(w)' for _ in required)}")
+    lines += [f">>> {__name__.rsplit('.', 1)[-1]}.{variant.function}(w, g, {''.join(a + ', ' for a in required)}step=1)",
+              ">>> bool((w < 1).all())", "True"]
+    return lines
+
+
 def _generate(rule, variant):
     parameters, namespace = functional_parameters(rule, variant)
     operands = ["param", "grad"] + [_state_operand(rule, slot) for slot in rule.state]
@@ -43,17 +60,12 @@ def _generate(rule, variant):
     body = [f"hyper = _check(lr, maximize, {', '.join(field_arguments(rule, variant))}, '')",
             f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale)"]
     torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
-    doc = (f"{variant.summary}{torch_name}: update param and its state in place, one tensor.\n\n"
-           f"State arrays: {', '.join(_describe_slot(s) for s in rule.state)}.")
+    summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}{torch_name}"
+    doc = numpydoc(f"{summary}: update param and its state in place, one tensor.", rule,
+                   functional_parameters_doc(rule, variant), _example(rule, variant), extra=_ARRAYS_DOC)
     function = compile_function(variant.function, parameters, body, namespace, doc)
     function.__module__ = __name__
     return function
-
-
-def _describe_slot(slot):
-    start = f"starts at {slot.fill}" if slot.fill else "zeros before the first step"
-    needed = f", needed when {slot.reason}" if slot.when is not None else ""
-    return f"{slot.arg} ({start}{needed})"
 
 
 for _rule, _variant in VARIANTS:

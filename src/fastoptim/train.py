@@ -409,7 +409,7 @@ class History:
     grad_norm: list = field(default_factory=list)
     steps: int = 0                 # optimizer steps taken (skipped ones excluded)
     stopped_early: bool = False
-    best_epoch: int = None         # with early stopping: the epoch whose params were kept
+    best_epoch: int | None = None       # with early stopping: the epoch whose params were kept
     restored: bool = False         # whether the best params were copied back at the end
 
     @property

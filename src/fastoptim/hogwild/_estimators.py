@@ -68,7 +68,7 @@ def _squared_norm(w):
 class _BaseHogwildSGD(BaseEstimator):
     """The parts both estimators share: checks, data layout and the epoch loop."""
 
-    _LOSSES = ()
+    _LOSSES: tuple[str, ...] = ()
 
     def _check_params(self):
         """Check the hyperparameters (see _checks); returns the number of threads."""

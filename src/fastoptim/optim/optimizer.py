@@ -20,6 +20,7 @@ a schedule installs it, a number replaces the group's schedule.
 """
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from .. import _validation
 from .._engine import State, StepEngine
 from .._ext.step import StepPlan
 from ..rules import TORCH_ONLY_DEFAULTS
+from ..typing import Grads, ParamGroup, Params
 
 
 def _check_param(p, where):
@@ -59,27 +61,28 @@ class Optimizer(StepEngine):
     the group's 'lr_schedule', and 'lr' shows the value used at the last step.
     """
 
-    rule = None             # the fastoptim.rules.Rule, set by the generated classes
+    rule: Any = None        # the fastoptim.rules.Rule, set by the generated classes
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Params, defaults: Mapping[str, Any]) -> None:
         self.defaults = dict(defaults)
         self._init_engine(self.defaults)
         self._install_schedule(self.defaults, "defaults")
         self._checked_hyper(self.defaults, "defaults")
-        self.param_groups = []
-        self._keys = []              # per flat param: its name or flat index
-        self._named = None           # True if params were given by name
-        self._states = []            # per flat param: its State (possibly empty)
+        self.param_groups: list[dict[str, Any]] = []
+        self._keys: list[Any] = []   # per flat param: its name or flat index
+        self._named: bool | None = None  # True if params were given by name
+        self._states: list[State] = []   # per flat param: its State (possibly empty)
+        groups: list[Any]
         if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
             raise TypeError("params must be a list of arrays, a dict name -> array, or a list "
                             f"of param group dicts, got {type(params).__qualname__}")
         if not isinstance(params, (Mapping, list, tuple)):
-            params = list(params)  # e.g. a generator of arrays
+            params = list(params)  # type: ignore[assignment]  # e.g. a generator of arrays
         if isinstance(params, Mapping):
             self._structure = "dict"
             groups = [{"params": params}]
         else:
-            if len(params) == 0:
+            if len(params) == 0:  # type: ignore[arg-type]  # a list or tuple by now
                 raise ValueError("optimizer got an empty parameter list")
             if all(isinstance(g, Mapping) for g in params):
                 self._structure = "groups"
@@ -94,7 +97,7 @@ class Optimizer(StepEngine):
             self.add_param_group(group)
 
     # ---- groups ------------------------------------------------------------
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a group (a dict with 'params' and optional hyperparameter overrides)."""
         if not isinstance(param_group, Mapping) or "params" not in param_group:
             raise TypeError("a param group must be a dict with a 'params' entry")
@@ -151,7 +154,7 @@ class Optimizer(StepEngine):
 
     # ---- state -----------------------------------------------------------
     @property
-    def state(self):
+    def state(self) -> dict[int, dict[str, Any]]:
         """Per param (by flat index), its state dict: torch's keys, arrays updated in place."""
         return {i: s for i, s in enumerate(self._states) if len(s)}
 
@@ -162,7 +165,7 @@ class Optimizer(StepEngine):
         return [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
 
     # ---- the step ---------------------------------------------------------
-    def step(self, grads, *, grad_scale=None):
+    def step(self, grads: Grads, *, grad_scale: float | None = None) -> None:
         """Update every param that has a grad, in place, in one call into the kernels.
 
         Groups with a schedule use its value at t = step_count (see the module docstring).
@@ -262,7 +265,7 @@ class Optimizer(StepEngine):
         return [grads[k] for k in keys]
 
     # ---- checkpoints ----------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]},
         plus 'step_count' (which torch ignores when loading).
 
@@ -282,7 +285,7 @@ class Optimizer(StepEngine):
                     entry[name] = copy.deepcopy(value)
             state[i] = entry
         groups, start = [], 0
-        shared = {}  # one deepcopy memo: a schedule shared by groups stays shared in the copy
+        shared: dict[int, Any] = {}  # one deepcopy memo: a schedule shared by groups stays shared in the copy
         for g in self.param_groups:
             packed = {k: copy.deepcopy(v, shared) for k, v in g.items() if k != "params"}
             packed["params"] = list(range(start, start + len(g["params"])))
@@ -290,7 +293,7 @@ class Optimizer(StepEngine):
             groups.append(packed)
         return {"state": state, "param_groups": groups, "step_count": self._step_count}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state_dict from state_dict() (or torch.optim's of the same optimizer).
 
         Each group takes the saved hyperparameters, its schedule included: a saved
@@ -307,10 +310,10 @@ class Optimizer(StepEngine):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(self.param_groups)}")
         step_count = _validation.step_count(state_dict.get("step_count", 0), "loaded step_count")
-        index_map = {}
+        index_map: dict[Any, Any] = {}
         new_groups = []
-        schedule_states = []  # (live schedule, saved state) to load once everything is checked
-        shared = {}  # one deepcopy memo, so a schedule shared by saved groups stays shared
+        schedule_states: list[tuple[Any, Any]] = []  # (live schedule, saved state) to load once everything is checked
+        shared: dict[int, Any] = {}  # one deepcopy memo, so a schedule shared by saved groups stays shared
         for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             saved_params = list(saved["params"])
             if len(saved_params) != len(group["params"]):
@@ -321,7 +324,7 @@ class Optimizer(StepEngine):
                 index_map[saved_index] = base + j
             merged = {k: v for k, v in saved.items()
                       if k not in ("params", *TORCH_ONLY_DEFAULTS) and (k in group or k == "lr_schedule")}
-            new_group = dict(group)
+            new_group: dict[str, Any] = dict(group)
             new_group.pop("lr_schedule", None)
             new_group.update(copy.deepcopy(merged, shared))
             where = f"loaded param_groups[{gi}]"
@@ -332,7 +335,7 @@ class Optimizer(StepEngine):
                 if not callable(schedule):
                     raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
                                     f"(a callable taking the step)")
-                live = group.get("lr_schedule")
+                live: Any = group.get("lr_schedule")
                 if type(live) is type(schedule) and hasattr(live, "load_state_dict"):
                     saved_state = schedule.state_dict()
                     copy.deepcopy(live).load_state_dict(saved_state)  # checks it, changing nothing
@@ -375,10 +378,10 @@ class Optimizer(StepEngine):
         self._step_count = step_count
         self._state_version += 1
 
-    def zero_grad(self, set_to_none=True):  # pragma: no cover - grads are arguments here
+    def zero_grad(self, set_to_none: bool = True) -> None:  # pragma: no cover - grads are arguments here
         """NumPy grads are passed to step(); there is nothing to reset.  Present for torch habits."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for gi, g in enumerate(self.param_groups):
             lines.append(f"Parameter Group {gi}")

@@ -5,12 +5,35 @@ so a generated function has an ordinary signature (positional and keyword
 arguments, defaults: what inspect, help() and stub generators see) and
 costs no more to call than one written by hand.
 """
-from ._rule import TORCH_ONLY_DEFAULTS, Pair
+from ._rule import TORCH_ONLY_DEFAULTS, Flag, Pair
+
+# ---- annotations: of the generated functions, and of their stubs (fastoptim.rules._stubs) ----
+
+# The types of torch.optim's keys that change nothing here (TORCH_ONLY_DEFAULTS).
+TORCH_ONLY_TYPES = {"foreach": "bool | None", "capturable": "bool", "differentiable": "bool",
+                    "fused": "bool | None"}
+
+
+def option_type(rule, name):
+    """A class option's annotation (names from fastoptim.typing)."""
+    if name == "lr":
+        return "LR"
+    option = rule.by_name.get(name)
+    if option is None:
+        return TORCH_ONLY_TYPES[name]
+    if isinstance(option, Pair):
+        return "tuple[float, float]"
+    return "bool" if isinstance(option, Flag) else "float"
+
+
+def field_type(rule, name):
+    """A kernel field's annotation in the functional forms."""
+    return "float" if name == "lr" else ("bool" if isinstance(rule.by_name.get(name), Flag) else "float")
 
 
 def compile_function(name, parameters, body, namespace, doc):
-    """def name(parameters): body, compiled in `namespace` (which holds the defaults it names)."""
-    source = f"def {name}({', '.join(parameters)}):\n" + "".join(f"    {line}\n" for line in body)
+    """def name(parameters) -> None: body, compiled in `namespace` (which holds the defaults it names)."""
+    source = f"def {name}({', '.join(parameters)}) -> None:\n" + "".join(f"    {line}\n" for line in body)
     scope = dict(namespace)
     exec(compile(source, f"<fastoptim generated {name}>", "exec"), scope)
     function = scope[name]
@@ -18,11 +41,12 @@ def compile_function(name, parameters, body, namespace, doc):
     return function
 
 
-def compile_class(name, base, adapter, parameters, defaults_expression, namespace, attributes, module):
+def compile_class(name, base, adapter, parameters, defaults_expression, namespace, attributes, module, torch):
     """class name(base) whose __init__(self, params, parameters) passes defaults_expression to
     the adapter's __init__(params, defaults) (base is the adapter, or a face subclassing it)."""
     source = (f"class {name}(_Base):\n"
-              f"    def __init__(self, params, {', '.join(parameters)}):\n"
+              f"    def __init__(self, params: {'TorchParams' if torch else 'Params'!r}, "
+              f"{', '.join(parameters)}) -> None:\n"
               f"        _Adapter.__init__(self, params, {defaults_expression})\n")
     scope = dict(namespace, _Base=base, _Adapter=adapter)
     exec(compile(source, f"<fastoptim generated {name}>", "exec"), scope)
@@ -61,18 +85,19 @@ def functional_parameters(rule, variant):
     param, grad, the positional state, then keyword-only step, lr, the fields, the
     optional state, maximize and grad_scale."""
     defaults = field_defaults(rule, variant)
-    namespace, parameters = {}, ["param", "grad"]
+    namespace, parameters = {}, ["param: 'FloatArray'", "grad: 'FloatArray'"]
     for slot in rule.state:
         if slot.positional:
-            parameters.append(slot.arg if slot.when is None else f"{slot.arg}=None")
-    parameters += ["*", "step"]
+            parameters.append(f"{slot.arg}: 'FloatArray'" if slot.when is None
+                              else f"{slot.arg}: 'FloatArray | None' = None")
+    parameters += ["*", "step: 'int'"]
     for name in ("lr",) + rule.field_names:
         if name not in variant.fixed:
             namespace[f"_default_{name}"] = defaults[name]
-            parameters.append(f"{name}=_default_{name}")
-    parameters += [f"{slot.arg}=None" for slot in rule.state if not slot.positional]
+            parameters.append(f"{name}: {field_type(rule, name)!r} = _default_{name}")
+    parameters += [f"{slot.arg}: 'FloatArray | None' = None" for slot in rule.state if not slot.positional]
     namespace["_default_maximize"] = defaults["maximize"]
-    parameters += ["maximize=_default_maximize", "grad_scale=None"]
+    parameters += ["maximize: 'bool' = _default_maximize", "grad_scale: 'float | None' = None"]
     return parameters, namespace
 
 
@@ -100,7 +125,7 @@ def class_parameters(rule, variant, torch):
             keyword_only = True
         default = TORCH_ONLY_DEFAULTS[name] if name not in rule.by_name else options[name]
         namespace[f"_default_{name}"] = default
-        parameters.append(f"{name}=_default_{name}")
+        parameters.append(f"{name}: {option_type(rule, name)!r} = _default_{name}")
         keys.append(name)
     items = [f"{name!r}: {name}" for name in keys] + [f"{name!r}: _fixed_{name}" for name in variant.fixed]
     return parameters, "{" + ", ".join(items) + "}", namespace
@@ -115,8 +140,87 @@ def generate_classes(rules, base, torch, module, describe):
         for variant in rule.variants:
             parameters, defaults, namespace = class_parameters(rule, variant, torch)
             cls = compile_class(variant.name, first or base, base, parameters, defaults, namespace,
-                                dict(rule=rule, variant=variant), module)
+                                dict(rule=rule, variant=variant), module, torch)
             cls.__doc__ = describe(variant)
             classes[variant.name] = cls
             first = first or cls
     return classes
+
+
+# ---- numpydoc docstrings of the generated faces ---------------------------------------------
+
+def _range(option):
+    if option.low == -float("inf") and option.high == float("inf"):
+        return "any finite value"
+    low, high = ("(" if option.low_open else "[") + f"{option.low:g}", f"{option.high:g}" + (
+        ")" if option.high_open else "]")
+    return f">= {option.low:g}" if option.high == float("inf") and not option.low_open else f"in {low}, {high}"
+
+
+def describe_option(rule, name, default):
+    """(type line, description) of a parameter `name` of a generated face."""
+    option = rule.by_name.get(name) or next((f for f in rule.fields if f.name == name), None)
+    if name == "lr" and option is not None:
+        return f"float or schedule, default {default!r}", (
+            f"The learning rate, {_range(option)}; a class also takes a schedule "
+            "(fastoptim.schedules, or any callable of the step).")
+    if option is None:
+        return f"{TORCH_ONLY_TYPES[name].replace(' | ', ' or ')}, default {default!r}", (
+            "torch.optim's option; accepted and kept in the groups, changes nothing here.")
+    if isinstance(option, Pair):
+        parts = ", ".join(part.name for part in option.parts)
+        return f"tuple of float, default {default!r}", f"({parts}), each {_range(option.parts[0])}."
+    if isinstance(option, Flag):
+        return f"bool, default {default!r}", "Maximize the objective." if name == "maximize" else ""
+    return f"float, default {default!r}", f"The {option.label.removesuffix(' value')}, {_range(option)}."
+
+
+def numpydoc(summary, rule, parameters, example, extra=(), checked=True):
+    """A numpydoc docstring: summary, Parameters ((name, type line, description), ...), Raises
+    (for a checked face), Examples."""
+    lines = [summary, "", "Parameters", "----------"]
+    for name, type_line, description in (*extra, *parameters):
+        lines.append(f"{name} : {type_line}")
+        if description:
+            lines.append(f"    {description}")
+    if checked:
+        lines += ["", "Raises", "------", "TypeError",
+                  "    A hyperparameter or an array of the wrong type, named in the message.", "ValueError",
+                  "    A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,",
+                  "    aliasing).  Nothing is written before every check has passed."]
+    lines += ["", "Examples", "--------", *example]
+    return "\n".join(lines)
+
+
+def class_parameters_doc(rule, variant, torch):
+    """(name, type line, description) of each constructor parameter after params."""
+    options = option_defaults(rule, variant)
+    out = []
+    for name, _ in rule.layout(torch):
+        if name not in variant.fixed:
+            out.append((name, *describe_option(rule, name, options.get(name, TORCH_ONLY_DEFAULTS.get(name)))))
+    return out
+
+
+def functional_parameters_doc(rule, variant):
+    """(name, type line, description) of each functional parameter after param and grad, in
+    functional_parameters' order."""
+    defaults = field_defaults(rule, variant)
+
+    def state(slot):
+        needed = f" Needed when {slot.reason}." if slot.when is not None else ""
+        start = f"starts at the option {slot.fill}" if slot.fill else "zeros before the first step"
+        return (slot.arg, "ndarray" + (" or None" if slot.when is not None else ""),
+                f"State, updated in place ({start}).{needed}")
+
+    out = [state(slot) for slot in rule.state if slot.positional]
+    out.append(("step", "int", "The step, 1 for the first update."))
+    for name in ("lr",) + rule.field_names:
+        if name not in variant.fixed:
+            type_line, description = describe_option(rule, name, defaults[name])
+            out.append((name, type_line.replace("float or schedule", "float"),
+                        description.split(";")[0] + "." if name == "lr" else description))
+    out += [state(slot) for slot in rule.state if not slot.positional]
+    out.append(("maximize", *describe_option(rule, "maximize", defaults["maximize"])))
+    out.append(("grad_scale", "float or None, default None", "Divides the grad inside the kernel (None: 1)."))
+    return out

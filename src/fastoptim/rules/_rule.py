@@ -106,10 +106,10 @@ class Slot:
     positional: whether the functional form takes it positionally.
     """
     name: str
-    argument: str = None
-    when: tuple = None
+    argument: str | None = None
+    when: tuple | None = None
     reason: str = ""
-    fill: str = None
+    fill: str | None = None
     positional: bool = True
 
     @property
@@ -144,7 +144,7 @@ class Variant:
     name: str                       # class name (fastoptim and fastoptim.torch)
     function: str                   # fastoptim.functional / fastoptim.reference name
     summary: str                    # one line, for docstrings and the README's tables
-    torch_name: str = None          # the torch.optim class (None: torch has none)
+    torch_name: str | None = None   # the torch.optim class (None: torch has none)
     fixed: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
     bench: dict = field(default_factory=dict)     # options the benchmarks run

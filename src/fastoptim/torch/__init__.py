@@ -34,15 +34,25 @@ except ImportError:  # pragma: no cover - exercised only without torch
                       "(tested with torch==2.13.0)") from None
 
 from ..rules import RULES, VARIANTS
-from ..rules._codegen import generate_classes
+from ..rules._codegen import class_parameters_doc, generate_classes, numpydoc
 from .optimizer import Optimizer
 
 __all__ = ["Optimizer"] + [variant.name for _, variant in VARIANTS]
 
+_RULE_OF = {variant.name: rule for rule, variant in VARIANTS}
+_PARAMS_DOC = ("params", "iterable of Tensor or of param group dicts",
+               "CPU float32 or float64 tensors, as torch.optim takes them.")
+
 
 def _describe(variant):
+    rule = _RULE_OF[variant.name]
     like = f"torch.optim.{variant.torch_name}" if variant.torch_name else variant.name
-    return f"{like} on fastoptim's kernels: {variant.summary}."
+    example = [">>> import torch", f">>> from fastoptim.torch import {variant.name}",
+               ">>> w = torch.nn.Parameter(torch.ones(4))", f">>> opt = {variant.name}([w])",
+               ">>> w.sum().backward()", ">>> opt.step()",
+               ">>> bool((w < 1).all())  # one step down the gradient, in place", "True"]
+    return numpydoc(f"{like} on fastoptim's kernels: {variant.summary}.", rule,
+                    class_parameters_doc(rule, variant, True), example, extra=[_PARAMS_DOC])
 
 
 globals().update(generate_classes(RULES, Optimizer, True, __name__, _describe))
