@@ -229,7 +229,7 @@ def adam(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: F
 
 
 def adamw(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.01, amsgrad: bool = False, max_exp_avg_sq: FloatArray | None = None, maximize: bool = False, grad_scale: float | None = None) -> None:
-    """AdamW: decoupled weight decay, param *= 1 - lr * weight_decay, in plain NumPy (fastoptim.functional.adamw's signature).
+    """AdamW: decoupled weight decay, ``param *= 1 - lr * weight_decay``, in plain NumPy (fastoptim.functional.adamw's signature).
 
     Parameters
     ----------

@@ -216,7 +216,7 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """AdamW: decoupled weight decay, param *= 1 - lr * weight_decay, as torch.optim.AdamW.
+    """AdamW: decoupled weight decay, ``param *= 1 - lr * weight_decay``, as torch.optim.AdamW.
 
     Parameters
     ----------

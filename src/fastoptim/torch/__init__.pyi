@@ -278,7 +278,7 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """torch.optim.AdamW on fastoptim's kernels: AdamW: decoupled weight decay, param *= 1 - lr * weight_decay.
+    """torch.optim.AdamW on fastoptim's kernels: AdamW: decoupled weight decay, ``param *= 1 - lr * weight_decay``.
 
     Parameters
     ----------
