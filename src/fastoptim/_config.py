@@ -9,8 +9,19 @@ from typing import TextIO
 from ._ext import runtime as _kernels
 
 
+def max_threads() -> int:
+    """The most threads a step may use: 4 per core of the machine, and at least 64.
+
+    Threads beyond the cores never speed up a memory-bound step, and asking the
+    OpenMP runtime for hundreds of thousands of them kills the process; a larger
+    count is an error (set_num_threads) or clamped to this (OMP_NUM_THREADS).
+    """
+    return _kernels.max_threads()
+
+
 def _resolve_threads(n: int | None) -> int:
-    """scikit-learn's convention: None -> usable cores, -1 -> all, -2 -> all but one; 0 is an error."""
+    """scikit-learn's convention: None -> usable cores, -1 -> all, -2 -> all but one; 0 is an error;
+    more than max_threads() is an error."""
     if n is None:
         return _kernels.default_num_threads()
     try:
@@ -22,6 +33,9 @@ def _resolve_threads(n: int | None) -> int:
                          "or a negative count (-1 = all usable cores, -2 = all but one)")
     if n < 0:
         return max(1, _kernels.usable_cores() + 1 + n)
+    if n > max_threads():
+        raise ValueError(f"n_threads={n} is more than fastoptim allows ({max_threads()}: 4 per core, at "
+                         f"least 64; this machine has {os.cpu_count()} cores); use None for all usable cores")
     return n
 
 

@@ -36,13 +36,22 @@ def is_integer(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, _BOOL_TYPES)
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d NumPy array's value as a NumPy scalar (np.array(0.1) is a number), else value."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
 def real(value: Any, name: str, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
          high_open: bool = False, allow_inf: bool = False, label: str | None = None, where: str = "") -> float:
     """A real number in the bounds (closed unless *_open), as a float.
 
+    A 0-d array of a real dtype is a number too.
     label/where: torch.optim's wording, "Invalid {label}: {name}={value!r}{where}; ..."
     (where is appended as given, e.g. " (param_groups[1])").
     """
+    value = _scalar(value)
     if not _is_real(value):
         if label is not None:
             raise TypeError(f"Invalid {label}: {name}={value!r}{where}; expected a real number")
@@ -65,7 +74,8 @@ def real(value: Any, name: str, *, low: float = -math.inf, high: float = math.in
 
 
 def flag(value: Any, name: str, where: str = "") -> bool:
-    """True or False (also NumPy bools, and the integers 0 and 1), as a bool."""
+    """True or False (also NumPy bools, 0-d bool arrays, and the integers 0 and 1), as a bool."""
+    value = _scalar(value)
     if isinstance(value, _BOOL_TYPES) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
         return bool(value)
     raise TypeError(f"Invalid {name}={value!r}{where}; expected True or False")

@@ -8,13 +8,19 @@ one float dtype (float32 or float64) and shape; param and state must be
 writeable.  Nothing is written unless every check passes, and nothing is
 allocated.  fastoptim.reference has the same functions in plain NumPy.
 
+A closure-driven rule (lbfgs) has the form name(params, closure, state, *,
+hyperparameters): one step of its optimizer class, with torch's state dict
+passed in and updated in place; the closure returns (loss, grads).
+
 The functions are generated from fastoptim.rules: one per face of a rule
 (adam and adamw are one rule).
 """
+from ._ext.checks import SCALAR
 from ._ext.step import run_single
 from .rules import VARIANTS, kernel_id
-from .rules._codegen import (compile_function, field_arguments, fixed_namespace, functional_parameters,
-                              functional_parameters_doc, numpydoc)
+from .rules._codegen import (ARRAYS_DOC, CLOSURE_DOC, array_example, closure_example, closure_parameters,
+                              closure_parameters_doc, compile_function, field_arguments, fixed_namespace,
+                              functional_parameters, functional_parameters_doc, maximize_argument, numpydoc)
 
 __all__ = [variant.function for _, variant in VARIANTS]
 
@@ -35,35 +41,52 @@ def _state_operand(rule, slot):
     return f"(_require({slot.arg}, {slot.arg!r}, {slot.reason!r}) if {used} else None)"
 
 
-_ARRAYS_DOC = (("param", "ndarray", "C-contiguous float32 or float64 array, updated in place."),
-               ("grad", "ndarray", "Its gradient: same shape and dtype."))
 
-
-def _example(rule, variant):
-    """A doctest: one step from zero state moves the param down a positive gradient."""
-    required = [slot.arg for slot in rule.state if slot.positional and slot.when is None]
-    lines = [">>> import numpy as np", f">>> from fastoptim import {__name__.rsplit('.', 1)[-1]}",
-             ">>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)"]
-    if required:
-        lines.append(f">>> {', '.join(required)} = {', '.join('np.zeros_like(w)' for _ in required)}")
-    lines += [f">>> {__name__.rsplit('.', 1)[-1]}.{variant.function}(w, g, {''.join(a + ', ' for a in required)}step=1)",
-              ">>> bool((w < 1).all())", "True"]
-    return lines
+def _expected(rule):
+    """run_single's `expected` for the rule's operands: None when every state array is like the param."""
+    if not rule.special_operands:
+        return None
+    return (None, None) + tuple(SCALAR if slot.scalar else None for slot in rule.state)
 
 
 def _generate(rule, variant):
+    if rule.closure:
+        return _generate_closure_form(rule, variant)
     parameters, namespace = functional_parameters(rule, variant)
     operands = ["param", "grad"] + [_state_operand(rule, slot) for slot in rule.state]
-    namespace.update(fixed_namespace(variant), _check=rule.check, _run=run_single, _require=_require,
-                     _rule=kernel_id(rule), _names=("param", "grad") + tuple(s.arg for s in rule.state),
+    # A rule at the Python level runs its own per-tensor step, given the Rule for the kernel number.
+    if rule.python is None:
+        run, rule_arg, expected = run_single, kernel_id(rule), ", _expected"
+    else:
+        run, rule_arg, expected = rule.python.run_single, rule, ""
+    namespace.update(fixed_namespace(variant), _check=rule.check, _run=run, _require=_require,
+                     _rule=rule_arg, _names=("param", "grad") + tuple(s.arg for s in rule.state),
+                     _expected=_expected(rule),
                      **{f"_used_{s.arg}": s.when[1] for s in rule.state if s.when is not None})
-    body = [f"hyper = _check(lr, maximize, {', '.join(field_arguments(rule, variant))}, '')",
-            f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale)"]
+    body = [f"hyper = _check(lr, {maximize_argument(rule)}, {', '.join(field_arguments(rule, variant))}, '')",
+            f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale{expected})"]
     torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
     summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}{torch_name}"
     doc = numpydoc(f"{summary}: update param and its state in place, one tensor.", rule,
-                   functional_parameters_doc(rule, variant), _example(rule, variant), extra=_ARRAYS_DOC)
+                   functional_parameters_doc(rule, variant), array_example(__name__, rule, variant), extra=ARRAYS_DOC)
     function = compile_function(variant.function, parameters, body, namespace, doc)
+    function.__module__ = __name__
+    return function
+
+
+def _generate_closure_form(rule, variant):
+    parameters, namespace = closure_parameters(rule, variant)
+    namespace.update(fixed_namespace(variant), _check=rule.check, _run=rule.python.run_closure)
+    names = ("lr",) + rule.field_names
+    body = [f"hyper = _check(lr, False, {', '.join(field_arguments(rule, variant))}, '')",
+            "return _run(params, closure, state, "
+            + ", ".join(f"{name}=hyper[{0 if name == 'lr' else i + 1}]" for i, name in enumerate(names)) + ")"]
+    torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
+    summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}{torch_name}"
+    doc = numpydoc(f"{summary}: one step over params (a list of arrays, updated in place); returns the loss "
+                   "of the first evaluation.", rule, closure_parameters_doc(rule, variant),
+                   closure_example(__name__, variant), extra=CLOSURE_DOC)
+    function = compile_function(variant.function, parameters, body, namespace, doc, returns="float")
     function.__module__ = __name__
     return function
 

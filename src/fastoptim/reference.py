@@ -11,40 +11,42 @@ Each rule's update is its `reference` in fastoptim.rules; the functions here
 give it functional's signatures.
 """
 from .rules import VARIANTS
-from .rules._codegen import (compile_function, field_arguments, fixed_namespace, functional_parameters,
-                              functional_parameters_doc, numpydoc)
+from .rules._codegen import (ARRAYS_DOC, CLOSURE_DOC, array_example, closure_example, closure_parameters,
+                              closure_parameters_doc, compile_function, field_arguments, fixed_namespace,
+                              functional_parameters, functional_parameters_doc, maximize_argument, numpydoc)
 
 __all__ = [variant.function for _, variant in VARIANTS]
 
 
-_ARRAYS_DOC = (("param", "ndarray", "C-contiguous float32 or float64 array, updated in place."),
-               ("grad", "ndarray", "Its gradient: same shape and dtype."))
-
-
-def _example(rule, variant):
-    """A doctest: one step from zero state moves the param down a positive gradient."""
-    required = [slot.arg for slot in rule.state if slot.positional and slot.when is None]
-    lines = [">>> import numpy as np", f">>> from fastoptim import {__name__.rsplit('.', 1)[-1]}",
-             ">>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)"]
-    if required:
-        lines.append(f">>> {', '.join(required)} = {', '.join('np.zeros_like(w)' for _ in required)}")
-    lines += [f">>> {__name__.rsplit('.', 1)[-1]}.{variant.function}(w, g, {''.join(a + ', ' for a in required)}step=1)",
-              ">>> bool((w < 1).all())", "True"]
-    return lines
-
-
 def _generate(rule, variant):
+    if rule.closure:
+        return _generate_closure_form(rule, variant)
     parameters, namespace = functional_parameters(rule, variant)
     namespace.update(fixed_namespace(variant), _reference=rule.reference)
     state = ", ".join(f"{slot.name!r}: {slot.arg}" for slot in rule.state)
     fields = ", ".join(f"{name}={value}" for name, value in zip(rule.field_names, field_arguments(rule, variant)))
-    body = [f"_reference(param, grad, {{{state}}}, step=step, grad_scale=grad_scale, lr=lr, maximize=maximize, "
-            f"{fields})"]
+    body = [f"_reference(param, grad, {{{state}}}, step=step, grad_scale=grad_scale, lr=lr, "
+            f"maximize={maximize_argument(rule)}, {fields})"]
     summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}"
     doc = numpydoc(f"{summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature).",
-                   rule, functional_parameters_doc(rule, variant), _example(rule, variant), extra=_ARRAYS_DOC,
+                   rule, functional_parameters_doc(rule, variant), array_example(__name__, rule, variant), extra=ARRAYS_DOC,
                    checked=False)
     function = compile_function(variant.function, parameters, body, namespace, doc)
+    function.__module__ = __name__
+    return function
+
+
+def _generate_closure_form(rule, variant):
+    """reference(params, closure, state, *, lr, maximize, **fields) with functional's signature."""
+    parameters, namespace = closure_parameters(rule, variant)
+    namespace.update(fixed_namespace(variant), _reference=rule.reference)
+    fields = ", ".join(f"{name}={value}" for name, value in zip(rule.field_names, field_arguments(rule, variant)))
+    body = [f"return _reference(params, closure, state, lr=lr, maximize=False, {fields})"]
+    summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}"
+    doc = numpydoc(f"{summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature); returns "
+                   "the loss of the first evaluation.", rule, closure_parameters_doc(rule, variant),
+                   closure_example(__name__, variant), extra=CLOSURE_DOC, checked=False)
+    function = compile_function(variant.function, parameters, body, namespace, doc, returns="float")
     function.__module__ = __name__
     return function
 

@@ -11,9 +11,12 @@ allocates temporaries and checks little.
 Each rule's update is its `reference` in fastoptim.rules; the functions here
 give it functional's signatures.
 """
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
 from fastoptim.typing import FloatArray
 
-__all__ = ['sgd', 'adagrad', 'rmsprop', 'adadelta', 'adam', 'adamw']
+__all__ = ['sgd', 'adagrad', 'rmsprop', 'adadelta', 'adam', 'adamw', 'adamax', 'radam', 'lion', 'nadam', 'asgd', 'rprop', 'lamb', 'muon', 'lbfgs']
 
 
 def sgd(param: FloatArray, grad: FloatArray, momentum_buffer: FloatArray | None = None, *, step: int, lr: float = 0.001, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False, grad_scale: float | None = None) -> None:
@@ -47,7 +50,7 @@ def sgd(param: FloatArray, grad: FloatArray, momentum_buffer: FloatArray | None 
     --------
     >>> import numpy as np
     >>> from fastoptim import reference
-    >>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
     >>> reference.sgd(w, g, step=1)
     >>> bool((w < 1).all())
     True
@@ -85,7 +88,7 @@ def adagrad(param: FloatArray, grad: FloatArray, state_sum: FloatArray, *, step:
     --------
     >>> import numpy as np
     >>> from fastoptim import reference
-    >>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
     >>> state_sum = np.zeros_like(w)
     >>> reference.adagrad(w, g, state_sum, step=1)
     >>> bool((w < 1).all())
@@ -131,7 +134,7 @@ def rmsprop(param: FloatArray, grad: FloatArray, square_avg: FloatArray, *, step
     --------
     >>> import numpy as np
     >>> from fastoptim import reference
-    >>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
     >>> square_avg = np.zeros_like(w)
     >>> reference.rmsprop(w, g, square_avg, step=1)
     >>> bool((w < 1).all())
@@ -172,7 +175,7 @@ def adadelta(param: FloatArray, grad: FloatArray, square_avg: FloatArray, acc_de
     --------
     >>> import numpy as np
     >>> from fastoptim import reference
-    >>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
     >>> square_avg, acc_delta = np.zeros_like(w), np.zeros_like(w)
     >>> reference.adadelta(w, g, square_avg, acc_delta, step=1)
     >>> bool((w < 1).all())
@@ -219,7 +222,7 @@ def adam(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: F
     --------
     >>> import numpy as np
     >>> from fastoptim import reference
-    >>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
     >>> exp_avg, exp_avg_sq = np.zeros_like(w), np.zeros_like(w)
     >>> reference.adam(w, g, exp_avg, exp_avg_sq, step=1)
     >>> bool((w < 1).all())
@@ -265,10 +268,401 @@ def adamw(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: 
     --------
     >>> import numpy as np
     >>> from fastoptim import reference
-    >>> w, g = np.ones(4, np.float32), np.ones(4, np.float32)
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
     >>> exp_avg, exp_avg_sq = np.zeros_like(w), np.zeros_like(w)
     >>> reference.adamw(w, g, exp_avg, exp_avg_sq, step=1)
     >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def adamax(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_inf: FloatArray, *, step: int, lr: float = 0.002, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.0, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """Adamax: Adam with the infinity norm of past gradients, in plain NumPy (fastoptim.functional.adamax's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    exp_avg : ndarray
+        State, updated in place (zeros before the first step).
+    exp_inf : ndarray
+        State, updated in place (zeros before the first step).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.002
+        The learning rate, >= 0.
+    beta1 : float, default 0.9
+        The beta parameter at index 0, in [0, 1).
+    beta2 : float, default 0.999
+        The beta parameter at index 1, in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> exp_avg, exp_inf = np.zeros_like(w), np.zeros_like(w)
+    >>> reference.adamax(w, g, exp_avg, exp_inf, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def radam(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """RAdam: Adam with its variance rectified, momentum steps until it can be, in plain NumPy (fastoptim.functional.radam's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    exp_avg : ndarray
+        State, updated in place (zeros before the first step).
+    exp_avg_sq : ndarray
+        State, updated in place (zeros before the first step).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.001
+        The learning rate, >= 0.
+    beta1 : float, default 0.9
+        The beta parameter at index 0, in [0, 1).
+    beta2 : float, default 0.999
+        The beta parameter at index 1, in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    decoupled_weight_decay : bool, default False
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> exp_avg, exp_avg_sq = np.zeros_like(w), np.zeros_like(w)
+    >>> reference.radam(w, g, exp_avg, exp_avg_sq, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def lion(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, *, step: int, lr: float = 0.0001, beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """Lion: signed steps of an interpolated momentum, decoupled weight decay, in plain NumPy (fastoptim.functional.lion's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    exp_avg : ndarray
+        State, updated in place (zeros before the first step).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.0001
+        The learning rate, >= 0.
+    beta1 : float, default 0.9
+        The beta parameter at index 0, in [0, 1).
+    beta2 : float, default 0.99
+        The beta parameter at index 1, in [0, 1).
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> exp_avg = np.zeros_like(w)
+    >>> reference.lion(w, g, exp_avg, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def nadam(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, mu_product: FloatArray, *, step: int, lr: float = 0.002, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-08, weight_decay: float = 0.0, momentum_decay: float = 0.004, decoupled_weight_decay: bool = False, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """NAdam: Adam with Nesterov momentum (and decoupled weight decay), in plain NumPy (fastoptim.functional.nadam's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    exp_avg : ndarray
+        State, updated in place (zeros before the first step).
+    exp_avg_sq : ndarray
+        State, updated in place (zeros before the first step).
+    mu_product : ndarray
+        State, updated in place (a 0-d float32 array, starts at 1.0).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.002
+        The learning rate, >= 0.
+    beta1 : float, default 0.9
+        The beta parameter at index 0, in [0, 1).
+    beta2 : float, default 0.999
+        The beta parameter at index 1, in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    momentum_decay : float, default 0.004
+        The momentum_decay, >= 0.
+    decoupled_weight_decay : bool, default False
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> exp_avg, exp_avg_sq, mu_product = np.zeros_like(w), np.zeros_like(w), np.array(1.0, np.float32)
+    >>> reference.nadam(w, g, exp_avg, exp_avg_sq, mu_product, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def asgd(param: FloatArray, grad: FloatArray, ax: FloatArray, eta: FloatArray, mu: FloatArray, *, step: int, lr: float = 0.01, lambd: float = 0.0001, alpha: float = 0.75, t0: float = 1000000.0, weight_decay: float = 0.0, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """ASGD: SGD with iterate averaging (the average kept in ax), in plain NumPy (fastoptim.functional.asgd's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    ax : ndarray
+        State, updated in place (zeros before the first step).
+    eta : ndarray
+        State, updated in place (a 0-d float32 array, starts at the option lr).
+    mu : ndarray
+        State, updated in place (a 0-d float32 array, starts at 1.0).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.01
+        The learning rate, >= 0.
+    lambd : float, default 0.0001
+        The lambd, any finite value.
+    alpha : float, default 0.75
+        The alpha, any finite value.
+    t0 : float, default 1000000.0
+        The t0, any finite value.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> ax, eta, mu = np.zeros_like(w), np.array(0.01, np.float32), np.array(1.0, np.float32)
+    >>> reference.asgd(w, g, ax, eta, mu, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def rprop(param: FloatArray, grad: FloatArray, prev: FloatArray, step_size: FloatArray, *, step: int, lr: float = 0.01, etaminus: float = 0.5, etaplus: float = 1.2, step_size_min: float = 1e-06, step_size_max: float = 50.0, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """Rprop: a step size per element, adapted to the grad's sign, in plain NumPy (fastoptim.functional.rprop's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    prev : ndarray
+        State, updated in place (zeros before the first step).
+    step_size : ndarray
+        State, updated in place (starts at the option lr).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.01
+        The learning rate, >= 0.
+    etaminus : float, default 0.5
+        The etaminus, in (0, 1).
+    etaplus : float, default 1.2
+        The etaplus, in (1, inf].
+    step_size_min : float, default 1e-06
+        The minimal step size, >= 0.
+    step_size_max : float, default 50.0
+        The maximal step size, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> prev, step_size = np.zeros_like(w), np.zeros_like(w)
+    >>> reference.rprop(w, g, prev, step_size, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def lamb(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-06, weight_decay: float = 0.0, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||, in plain NumPy (fastoptim.functional.lamb's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    exp_avg : ndarray
+        State, updated in place (zeros before the first step).
+    exp_avg_sq : ndarray
+        State, updated in place (zeros before the first step).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.001
+        The learning rate, >= 0.
+    beta1 : float, default 0.9
+        The beta parameter at index 0, in [0, 1).
+    beta2 : float, default 0.999
+        The beta parameter at index 1, in [0, 1).
+    eps : float, default 1e-06
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> exp_avg, exp_avg_sq = np.zeros_like(w), np.zeros_like(w)
+    >>> reference.lamb(w, g, exp_avg, exp_avg_sq, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def muon(param: FloatArray, grad: FloatArray, momentum_buffer: FloatArray, *, step: int, lr: float = 0.001, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True, ns_coefficients: tuple[float, ...] = (3.4445, -4.775, 2.0315), eps: float = 1e-07, ns_steps: int = 5, adjust_lr_fn: Literal[None, 'original', 'match_rms_adamw'] = None, ns_dtype: Literal['float32', 'bfloat16'] = 'float32', grad_scale: float | None = None) -> None:
+    """Muon (momentum, Newton-Schulz orthogonalized), in plain NumPy (fastoptim.functional.muon's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    momentum_buffer : ndarray
+        State, updated in place (zeros before the first step).
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.001
+        The learning rate, >= 0.
+    weight_decay : float, default 0.1
+        The weight decay, >= 0.
+    momentum : float, default 0.95
+        The momentum, >= 0.
+    nesterov : bool, default True
+    ns_coefficients : tuple of 3 float, default (3.4445, -4.775, 2.0315)
+        3 finite numbers.
+    eps : float, default 1e-07
+        The epsilon, >= 0.
+    ns_steps : int, default 5
+        The ns_steps, >= 0 and <= 99.
+    adjust_lr_fn : {None, 'original', 'match_rms_adamw'}, default None
+        One of ``None``, ``'original'``, ``'match_rms_adamw'``.
+    ns_dtype : {'float32', 'bfloat16'}, default 'float32'
+        One of ``'float32'``, ``'bfloat16'``.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> momentum_buffer = np.zeros_like(w)
+    >>> reference.muon(w, g, momentum_buffer, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def lbfgs(params: list[FloatArray], closure: Callable[[], tuple[float, Sequence[FloatArray | None]]], state: dict[str, Any], *, lr: float = 1, max_iter: int = 20, max_eval: int | None = None, tolerance_grad: float = 1e-07, tolerance_change: float = 1e-09, history_size: int = 100, line_search_fn: Literal[None, 'strong_wolfe'] = None) -> float:
+    """L-BFGS (closure-driven, one param group), in plain NumPy (fastoptim.functional.lbfgs's signature); returns the loss of the first evaluation.
+
+    Parameters
+    ----------
+    params : list of ndarray
+        C-contiguous float32 or float64 arrays, updated in place.
+    closure : callable
+        closure() evaluates the objective at the params' current values and returns (loss, grads), grads a list like params (None counts as zeros).
+    state : dict
+        The optimizer's state dict (empty before the first step), updated in place.
+    lr : float, default 1
+        The learning rate, >= 0.
+    max_iter : int, default 20
+        The max_iter, >= 1.
+    max_eval : int or None, default None
+        The max_eval, >= 1.
+    tolerance_grad : float, default 1e-07
+        The tolerance_grad, >= 0.
+    tolerance_change : float, default 1e-09
+        The tolerance_change, >= 0.
+    history_size : int, default 100
+        The history_size, >= 1.
+    line_search_fn : {None, 'strong_wolfe'}, default None
+        One of ``None``, ``'strong_wolfe'``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w = [np.ones(4)]
+    >>> def closure():
+    ...     return float((w[0] ** 2).sum()), [2 * w[0]]
+    >>> loss = reference.lbfgs(w, closure, {})
+    >>> bool((abs(w[0]) < 1).all())
     True
     """
     ...

@@ -485,6 +485,17 @@ class ReduceLROnPlateau(Schedule):
 
 
 # ---- drawing --------------------------------------------------------------------
+def _subclasses(cls):
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub] + _subclasses(sub)
+    return out
+
+
+# Every schedule class, e.g. for torch.serialization.add_safe_globals (fastoptim.torch does so).
+SCHEDULE_CLASSES = tuple(_subclasses(Schedule))
+
+
 def plot(schedules_by_name: Mapping[str, LRSchedule], total_steps: int, path: str | os.PathLike[str], *,
          title: str = "Learning-rate schedules", grid: bool | None = None,
          log_scale: bool = False) -> str | os.PathLike[str]:

@@ -9,6 +9,9 @@ import numpy as np
 
 cnp.import_array()
 
+# The kind of state operand that is a per-tensor scalar (check_state_operand).
+SCALAR = "scalar"
+
 
 cdef str describe(obj):
     if isinstance(obj, np.ndarray):
@@ -57,6 +60,25 @@ cdef int check_like(obj, str name, cnp.ndarray ref, str ref_name) except -1:
     return 0
 
 
+cdef int check_state_operand(obj, str name, cnp.ndarray ref, str ref_name, expected) except -1:
+    """obj is a state array of a kind other than ref's dtype and shape: SCALAR (a per-tensor
+    scalar, a 0-d float32 or float64 array) or a shape tuple (ref's dtype, that shape)."""
+    cdef cnp.ndarray a
+    check_float_array(obj, name)
+    a = <cnp.ndarray>obj
+    if expected == SCALAR:
+        if cnp.PyArray_NDIM(a) != 0:
+            raise ValueError(f"{name} has shape {(<object>a).shape}; expected a 0-d array (a per-tensor scalar, "
+                             f"float32 as torch keeps it, or float64)")
+        return 0
+    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(ref):
+        raise TypeError(f"{name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}")
+    if (<object>a).shape != expected:
+        raise ValueError(f"{name} has shape {(<object>a).shape}; expected {expected} for {ref_name} of shape "
+                         f"{(<object>ref).shape}")
+    return 0
+
+
 cdef int64_t check_step(step) except -1:
     try:
         s = int(step)
@@ -84,12 +106,19 @@ cdef double check_grad_scale(grad_scale) except -1:
 
 
 cdef object scalar_as_array(obj, cnp.ndarray param):
-    """A NumPy scalar grad of a 0-d param, as a 0-d array (grads are only read), else obj.
+    """A scalar grad of a 0-d param, as a 0-d array (grads are only read), else obj.
 
-    `err.mean()` is the natural gradient of a scalar bias; only exact dtype
-    matches are taken, so nothing is rounded on the way in.
+    `err.mean()` is the natural gradient of a scalar bias: a NumPy scalar of the
+    param's dtype is taken as it is.  A Python float or int (a number with no dtype
+    of its own, as torch takes it) is converted to the param's dtype.  A NumPy scalar
+    of another dtype is left to the dtype check, as an array of that dtype would be.
     """
-    if (cnp.PyArray_NDIM(param) == 0 and isinstance(obj, np.generic)
-            and (<object>obj).dtype == param.dtype):
-        return np.asarray(obj)
+    if cnp.PyArray_NDIM(param) != 0:
+        return obj
+    if isinstance(obj, np.generic):
+        if (<object>obj).dtype == param.dtype:
+            return np.asarray(obj)
+        return obj
+    if type(obj) is float or type(obj) is int:
+        return np.array(obj, dtype=param.dtype)
     return obj

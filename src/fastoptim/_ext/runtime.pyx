@@ -2,7 +2,7 @@
 # (csrc/kernels.c is compiled into this module only; the other modules reach
 # the tables through the functions of runtime.pxd).
 
-from .common cimport (FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index,
+from .common cimport (FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index,
                       fo_kernel_table, fo_rule_desc, fo_rule_describe, threads_for)
 from .openmp cimport FASTOPTIM_OPENMP, omp_get_max_threads
 
@@ -41,6 +41,14 @@ cdef inline int current_threads() noexcept nogil:
     return max(1, min(omp_get_max_threads(), _followed_threads_cap))
 
 
+cdef int simd_level() noexcept nogil:
+    cdef int i
+    for i in range(FO_N_SIMD_LEVELS):
+        if fo_compiled_table(i) == _table:
+            return i
+    return FO_SIMD_BASELINE
+
+
 cdef const fo_rule_desc *rule_describe(int rule) noexcept nogil:
     return fo_rule_describe(rule)
 
@@ -55,10 +63,16 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def max_threads():
+    """The most threads a step may use: 4 per core of the machine, and at least 64
+    (fastoptim.max_threads documents why)."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
 def default_num_threads():
     """The threads a step uses while set_num_threads has not set a count: OpenMP's
     omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl's limits), at most the
-    usable cores unless OMP_NUM_THREADS is set."""
+    usable cores unless OMP_NUM_THREADS is set, and never more than max_threads()."""
     if not FASTOPTIM_OPENMP:
         return 1
     return max(1, min(omp_get_max_threads(), _followed_threads_cap))
@@ -190,6 +204,7 @@ cdef extern from *:
 
 COMPILER = FASTOPTIM_COMPILER.decode()
 
-# OMP_NUM_THREADS is the user's word (scikit-learn caps OpenMP's count only without it).
-_followed_threads_cap = (1 << 30) if os.environ.get("OMP_NUM_THREADS") else usable_cores()
+# OMP_NUM_THREADS is the user's word (scikit-learn caps OpenMP's count only without it),
+# up to max_threads(): an absurd count (OMP_NUM_THREADS=200000) would kill the process.
+_followed_threads_cap = max_threads() if os.environ.get("OMP_NUM_THREADS") else min(usable_cores(), max_threads())
 COMPILE_ARGS = FASTOPTIM_COMPILE_ARGS.decode()

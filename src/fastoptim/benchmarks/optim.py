@@ -10,6 +10,7 @@ the same run (a = s * a + b over 512 MiB, all threads).
 import functools
 import json
 import platform
+import statistics
 import sys
 
 import numpy as np
@@ -17,8 +18,9 @@ import numpy as np
 from .._config import get_simd_level, num_threads
 from .._ext import runtime
 from .._registry import BY_NAME
-from .timing import (add_selection_arguments, format_time, machine_bandwidth, measure, parse_sizes,
-                     parse_threads, selected_optimizers, size_label)
+from .timing import (RATIO_SPREAD_LIMIT, add_selection_arguments, disagreeing, format_ratio, format_time,
+                     machine_bandwidth, measure_rounds, parse_sizes, parse_threads, ratio_spread,
+                     selected_optimizers, size_label)
 
 QUICK_SIZES = (2**10, 2**16, 2**20, 2**24)
 FULL_SIZES = tuple(2**k for k in range(10, 27, 2))
@@ -76,12 +78,15 @@ def torch_step(torch, variant, spec, options, n, dtype):
 
 def torch_multi_step(torch, variant, spec, options, params, grads):
     """A step of torch.optim's `variant` over copies of params (NumPy arrays) with grads set,
-    state already created; None where torch has no such implementation on the CPU."""
+    state already created; None where torch has no such optimizer or implementation on the CPU."""
+    theirs = spec.torch_optim(torch)
+    if theirs is None:
+        return None
     tparams = [torch.tensor(p, requires_grad=True) for p in params]
     for t, g in zip(tparams, grads):
         t.grad = torch.tensor(g)
     try:
-        opt = getattr(torch.optim, spec.torch_name)(tparams, **options, **TORCH_VARIANTS[variant])
+        opt = theirs(tparams, **options, **TORCH_VARIANTS[variant])
         opt.step()
     except (RuntimeError, TypeError, ValueError):
         return None
@@ -106,6 +111,17 @@ def torch_contenders(torch, build):
         return {}
     steps = {f"torch {variant}": build(variant) for variant in TORCH_VARIANTS}
     return {name: step for name, step in steps.items() if step is not None}
+
+
+def torch_rounds(samples):
+    """Per round, the fastest torch variant's time (None without torch)."""
+    torch_samples = [s for name, s in samples.items() if name.startswith("torch")]
+    return [min(r) for r in zip(*torch_samples)] if torch_samples else None
+
+
+def speedup(samples, baseline):
+    """(median, lowest, highest) per-round speedup of fastoptim over `baseline`'s samples, or None."""
+    return None if baseline is None else ratio_spread(baseline, samples["fastoptim"])
 
 
 def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_seconds=0.02, many=True,
@@ -133,12 +149,15 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
                 spec = BY_NAME[name]
                 for n in sizes:
                     contenders = make_contenders(spec, n, dtype, torch)
-                    times = measure(contenders, rounds, min_seconds)
-                    torch_best = min((t for k, t in times.items() if k.startswith("torch")), default=None)
+                    samples = measure_rounds(contenders, rounds, min_seconds)
+                    times = {k: statistics.median(v) for k, v in samples.items()}
+                    numpy_spread = speedup(samples, samples["numpy"])
+                    torch_spread = speedup(samples, torch_rounds(samples))
                     record = {
                         "optimizer": name, "size": n, "threads": threads, "times": times,
-                        "speedup_numpy": times["numpy"] / times["fastoptim"],
-                        "speedup_torch": torch_best / times["fastoptim"] if torch_best else None,
+                        "speedup_numpy": numpy_spread[0], "speedup_numpy_spread": numpy_spread,
+                        "speedup_torch": torch_spread[0] if torch_spread else None,
+                        "speedup_torch_spread": torch_spread,
                         "torch_best": min((k for k in times if k.startswith("torch")), key=times.get,
                                           default=None),
                         "gb_per_s": spec.bytes_per_element(itemsize) * n / times["fastoptim"] / 1e9,
@@ -146,7 +165,7 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
                     }
                     results["runs"].append(record)
                     rows[(name, n)] = record
-            _print_table(rows, optimizers, sizes, bandwidth, out)
+            _print_table(rows, optimizers, sizes, bandwidth, rounds, out)
             if many:
                 results["many"] = results.get("many", []) + run_many(
                     optimizers, dtype, threads, torch, rounds, min_seconds, out)
@@ -180,20 +199,31 @@ def run_many(optimizers, dtype, threads, torch, rounds, min_seconds, out):
     for name in optimizers:
         cells = []
         for count, n in MANY_TENSORS:
-            times = measure(many_tensor_contenders(BY_NAME[name], count, n, dtype, rng, torch),
-                            rounds, min_seconds)
-            fused = times.get("torch fused")
-            fastest = min((t for k, t in times.items() if k.startswith("torch")), default=None)
+            samples = measure_rounds(many_tensor_contenders(BY_NAME[name], count, n, dtype, rng, torch),
+                                     rounds, min_seconds)
+            times = {k: statistics.median(v) for k, v in samples.items()}
+            fused = speedup(samples, samples.get("torch fused"))
+            fastest = speedup(samples, torch_rounds(samples))
             records.append({"optimizer": name, "tensors": count, "size": n, "threads": threads,
                             "times": times,
-                            "speedup_torch_fused": fused / times["fastoptim"] if fused else None,
-                            "speedup_torch": fastest / times["fastoptim"] if fastest else None})
+                            "speedup_torch_fused": fused[0] if fused else None, "speedup_torch_fused_spread": fused,
+                            "speedup_torch": fastest[0] if fastest else None, "speedup_torch_spread": fastest})
             cell = format_time(times["fastoptim"])
-            cell += f"  {fused / times['fastoptim']:.1f}x" if fused else "     -"
-            cell += f" / {fastest / times['fastoptim']:.1f}x" if fastest else ""
+            cell += f"  {format_ratio(fused)}" if fused else "     -"
+            cell += f" / {format_ratio(fastest)}" if fastest else ""
             cells.append(cell)
         print(f"{name:10}" + "".join(f"{c:>34}" for c in cells), file=out)
+    _print_spread_note([s for r in records for s in (r["speedup_torch_fused_spread"], r["speedup_torch_spread"])],
+                       rounds, out)
     return records
+
+
+def _print_spread_note(spreads, rounds, out):
+    """Say what a '!' means, if any ratio above got one."""
+    if any(s is not None and disagreeing(s) for s in spreads):
+        print(f"! = the {rounds} rounds' ratios (range in brackets) disagree by more than "
+              f"{RATIO_SPREAD_LIMIT:g}x: the machine was busy (or a contender oversubscribed it); "
+              f"do not trust that figure, re-run when the load is low", file=out)
 
 
 def _print_scaling(runs, optimizers, sizes, out):
@@ -210,19 +240,23 @@ def _print_scaling(runs, optimizers, sizes, out):
                 f"{by_key[(name, n, 1)] / by_key[(name, n, threads)]:>11.2f}x" for n in sizes), file=out)
 
 
-def _print_table(rows, optimizers, sizes, bandwidth, out):
-    header = "".join(f"{size_label(n):>12}" for n in sizes)
+def _print_table(rows, optimizers, sizes, bandwidth, rounds, out):
     blocks = [
         ("time per step (fastoptim optimizer)", lambda r: format_time(r["times"]["fastoptim"])),
         ("time per step (fastoptim.functional)", lambda r: format_time(r["times"]["fastoptim.functional"])),
-        ("speedup over NumPy", lambda r: f"{r['speedup_numpy']:.1f}x"),
-        ("speedup over torch's fastest", lambda r: "-" if r["speedup_torch"] is None else f"{r['speedup_torch']:.2f}x"),
+        ("speedup over NumPy (median of per-round ratios)", lambda r: format_ratio(r["speedup_numpy_spread"])),
+        ("speedup over torch's fastest", lambda r: "-" if r["speedup_torch"] is None
+         else format_ratio(r["speedup_torch_spread"])),
         (f"effective GB/s (machine: {bandwidth / 1e9:.1f})", lambda r: f"{r['gb_per_s']:.1f}"),
     ]
     for title, cell in blocks:
-        print(f"\n{title}\n{'':10}{header}", file=out)
+        cells = {(name, n): cell(rows[(name, n)]) for name in optimizers for n in sizes}
+        width = max([12] + [len(c) + 2 for c in cells.values()])  # a flagged ratio's range widens it
+        print(f"\n{title}\n{'':10}" + "".join(f"{size_label(n):>{width}}" for n in sizes), file=out)
         for name in optimizers:
-            print(f"{name:10}" + "".join(f"{cell(rows[(name, n)]):>12}" for n in sizes), file=out)
+            print(f"{name:10}" + "".join(f"{cells[(name, n)]:>{width}}" for n in sizes), file=out)
+    _print_spread_note([s for r in rows.values() for s in (r["speedup_numpy_spread"], r["speedup_torch_spread"])],
+                       rounds, out)
 
 
 def plot(results, path):
@@ -264,7 +298,9 @@ def main(args):
     optimizers = selected_optimizers(args.optimizers)
     sizes = parse_sizes(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     threads = parse_threads(args.threads)
-    rounds, min_seconds = (3, 0.005) if args.quick else (7, 0.02)
+    # Odd counts, so a median is one round's value; enough rounds that one descheduled
+    # round cannot move it, and a spread that shows when the rounds disagree.
+    rounds, min_seconds = (9, 0.005) if args.quick else (11, 0.02)
     dtype = np.dtype(args.dtype).type
     results = run(optimizers, sizes, threads, dtype, use_torch=not args.no_torch, rounds=rounds,
                   min_seconds=min_seconds, many=not args.no_many)

@@ -63,14 +63,75 @@ def calibrate(fn, min_seconds):
         calls = max(calls * 2, int(calls * min_seconds / max(t * calls, 1e-9)) + 1)
 
 
-def measure(contenders, rounds, min_seconds):
-    """Median seconds per call of each contender, timed in interleaved rounds."""
+def measure_rounds(contenders, rounds, min_seconds):
+    """Seconds per call of each contender in each of `rounds` interleaved rounds."""
     calls = {name: calibrate(fn, min_seconds) for name, fn in contenders.items()}
     samples = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
             samples[name].append(time_calls(fn, calls[name]))
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
+
+
+def measure(contenders, rounds, min_seconds):
+    """Median seconds per call of each contender, timed in interleaved rounds."""
+    return {name: statistics.median(s) for name, s in measure_rounds(contenders, rounds, min_seconds).items()}
+
+
+# A ratio whose per-round values span more than this factor is flagged as unreliable:
+# on a busy machine one contender (torch's thread pool, say) may have been descheduled.
+RATIO_SPREAD_LIMIT = 2.0
+
+
+def ratio_spread(slower, faster):
+    """(median, lowest, highest) of the per-round ratios slower[r] / faster[r] of two
+    contenders timed in the same rounds (the rounds interleave them, so round r saw
+    the same machine state for both)."""
+    ratios = [s / f for s, f in zip(slower, faster)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def format_ratio(spread):
+    """'12.3x' for a steady ratio; '12.3x (4.1-40x)!' when its rounds disagree by more
+    than RATIO_SPREAD_LIMIT, so a figure from an oversubscribed run is not read as real."""
+    median, low, high = spread
+    if high > RATIO_SPREAD_LIMIT * low:
+        return f"{median:.3g}x ({low:.2g}-{high:.2g}x)!"
+    return f"{median:.3g}x"
+
+
+def disagreeing(spread):
+    """Whether a ratio's rounds disagree by more than RATIO_SPREAD_LIMIT."""
+    return spread[2] > RATIO_SPREAD_LIMIT * spread[1]
+
+
+def measure_on_ranks(comm, turns, rounds, min_seconds, probe_calls=1):
+    """Timed turns on the MPI ranks of `comm` (every rank calls this together).
+
+    turns[name](calls) runs `calls` units of work on this rank and returns a tuple of
+    counters (work done, bytes sent...).  All ranks take a turn together, between
+    barriers; its time is the slowest rank's and its counters the largest.  Each
+    contender's calls are calibrated to last about min_seconds (from a probe of
+    probe_calls), then contenders take turns in `rounds` rounds, the order rotating
+    every round.  Returns {name: [(seconds, *counters) per round]}, the same on every rank.
+    """
+    from mpi4py import MPI
+
+    def timed(name, calls):
+        comm.Barrier()
+        start = time.perf_counter()
+        counters = turns[name](calls)
+        elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+        return (elapsed, *[comm.allreduce(c, op=MPI.MAX) for c in counters])
+    names = list(turns)
+    calls = {name: max(probe_calls, int(probe_calls * min_seconds / max(timed(name, probe_calls)[0], 1e-6)))
+             for name in names}
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            samples[name].append(timed(name, calls[name]))
+    return samples
 
 
 def machine_bandwidth(threads, rounds=5):

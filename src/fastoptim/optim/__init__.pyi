@@ -5,11 +5,14 @@ One class per face of each rule in fastoptim.rules (Adam and AdamW are one
 rule), generated with the rule's signature and defaults; a face that fixes
 options (AdamW) subclasses the rule's first face (Adam).
 """
-from fastoptim.typing import LR, Params
+from collections.abc import Callable
+from typing import Literal
+
+from fastoptim.typing import LR, Grads, Params
 
 from .optimizer import Optimizer as Optimizer
 
-__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW']
+__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Muon', 'LBFGS']
 
 
 class SGD(Optimizer):
@@ -253,3 +256,368 @@ class AdamW(Adam):
     True
     """
     def __init__(self, params: Params, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.01, amsgrad: bool = False, *, maximize: bool = False) -> None: ...
+
+
+class Adamax(Optimizer):
+    """Adamax: Adam with the infinity norm of past gradients, as torch.optim.Adamax.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.002
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.Adamax([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.002, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
+
+
+class RAdam(Optimizer):
+    """RAdam: Adam with its variance rectified, momentum steps until it can be, as torch.optim.RAdam.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    decoupled_weight_decay : bool, default False
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.RAdam([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None: ...
+
+
+class Lion(Optimizer):
+    """Lion: signed steps of an interpolated momentum, decoupled weight decay.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.0001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.99)
+        (beta1, beta2), each in [0, 1).
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.Lion([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.0001, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
+
+
+class NAdam(Optimizer):
+    """NAdam: Adam with Nesterov momentum (and decoupled weight decay), as torch.optim.NAdam.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.002
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    momentum_decay : float, default 0.004
+        The momentum_decay, >= 0.
+    decoupled_weight_decay : bool, default False
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.NAdam([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.002, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0, momentum_decay: float = 0.004, decoupled_weight_decay: bool = False, *, maximize: bool = False) -> None: ...
+
+
+class ASGD(Optimizer):
+    """ASGD: SGD with iterate averaging (the average kept in ax), as torch.optim.ASGD.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.01
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    lambd : float, default 0.0001
+        The lambd, any finite value.
+    alpha : float, default 0.75
+        The alpha, any finite value.
+    t0 : float, default 1000000.0
+        The t0, any finite value.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.ASGD([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.01, lambd: float = 0.0001, alpha: float = 0.75, t0: float = 1000000.0, weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
+
+
+class Rprop(Optimizer):
+    """Rprop: a step size per element, adapted to the grad's sign, as torch.optim.Rprop.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.01
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    etas : tuple of float, default (0.5, 1.2)
+        (etaminus, etaplus), each in (0, 1).
+    step_sizes : tuple of float, default (1e-06, 50.0)
+        (step_size_min, step_size_max), each >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.Rprop([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.01, etas: tuple[float, float] = (0.5, 1.2), step_sizes: tuple[float, float] = (1e-06, 50.0), *, maximize: bool = False) -> None: ...
+
+
+class LAMB(Optimizer):
+    """LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-06
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.LAMB([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-06, weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
+
+
+class Muon(Optimizer):
+    """Muon (momentum, Newton-Schulz orthogonalized), as torch.optim.Muon.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    weight_decay : float, default 0.1
+        The weight decay, >= 0.
+    momentum : float, default 0.95
+        The momentum, >= 0.
+    nesterov : bool, default True
+    ns_coefficients : tuple of 3 float, default (3.4445, -4.775, 2.0315)
+        3 finite numbers.
+    eps : float, default 1e-07
+        The epsilon, >= 0.
+    ns_steps : int, default 5
+        The ns_steps, >= 0 and <= 99.
+    adjust_lr_fn : {None, 'original', 'match_rms_adamw'}, default None
+        One of ``None``, ``'original'``, ``'match_rms_adamw'``.
+    ns_dtype : {'float32', 'bfloat16'}, default 'float32'
+        One of ``'float32'``, ``'bfloat16'``.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.Muon([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.001, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True, ns_coefficients: tuple[float, ...] = (3.4445, -4.775, 2.0315), eps: float = 1e-07, ns_steps: int = 5, adjust_lr_fn: Literal[None, 'original', 'match_rms_adamw'] = None, *, ns_dtype: Literal['float32', 'bfloat16'] = 'float32') -> None: ...
+
+
+class LBFGS(Optimizer):
+    """L-BFGS (closure-driven, one param group), as torch.optim.LBFGS.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 1
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    max_iter : int, default 20
+        The max_iter, >= 1.
+    max_eval : int or None, default None
+        The max_eval, >= 1.
+    tolerance_grad : float, default 1e-07
+        The tolerance_grad, >= 0.
+    tolerance_change : float, default 1e-09
+        The tolerance_change, >= 0.
+    history_size : int, default 100
+        The history_size, >= 1.
+    line_search_fn : {None, 'strong_wolfe'}, default None
+        One of ``None``, ``'strong_wolfe'``.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones(4, np.float32)
+    >>> opt = fastoptim.LBFGS([w])
+    >>> opt.step([np.ones(4, np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 1, max_iter: int = 20, max_eval: int | None = None, tolerance_grad: float = 1e-07, tolerance_change: float = 1e-09, history_size: int = 100, line_search_fn: Literal[None, 'strong_wolfe'] = None) -> None: ...
+    def step(self, closure: Callable[[], tuple[float, Grads]]) -> float: ...  # type: ignore[override]

@@ -19,16 +19,20 @@ step will use).  Assigning to a group's 'lr' takes effect at the next step:
 a schedule installs it, a number replaces the group's schedule.
 """
 import copy
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
 
 from .. import _validation
-from .._engine import State, StepEngine
+from .._engine import State, StepEngine, saved_groups_with_schedules, split_schedules
 from .._ext.step import StepPlan
 from ..rules import TORCH_ONLY_DEFAULTS
 from ..typing import Grads, ParamGroup, Params
+
+
+_SCALAR_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_param(p, where):
@@ -103,6 +107,7 @@ class Optimizer(StepEngine):
             raise TypeError("a param group must be a dict with a 'params' entry")
         gi = len(self.param_groups)
         where = f"param_groups[{gi}]"
+        self._check_group_count(gi, where)
         group = dict(param_group)
         params = group["params"]
         if isinstance(params, np.ndarray):
@@ -152,11 +157,40 @@ class Optimizer(StepEngine):
                 self._fill_state(state, group, p)
         self._state_version += 1
 
+    # ---- pickling and copying --------------------------------------------------
+    # The pointer tables (a C object) and the step's fast-path memory are caches of
+    # the groups and state: a pickle or a copy leaves them out and builds its own at
+    # its first step, over its own arrays, so it continues bit for bit.
+    _CACHES = ("_plan", "_plan_key", "_plan_params", "_remembered_options", "_remembered_hyper", "_stepping")
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
+        state["_states"] = [dict(s) for s in self._states]
+        # Whether each scheduled group's lr is still the very float this optimizer wrote there
+        # (else a number the user assigned, which replaces the schedule): pickle does not keep
+        # the identity of floats, so it is saved as a flag.
+        state["_lr_written"] = {gi: (schedule, self.param_groups[gi]["lr"] is lr)
+                                for gi, (schedule, lr) in self._lr_written.items()}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._plan = self._plan_key = self._remembered_options = self._remembered_hyper = None
+        self._plan_params = []
+        self._stepping = threading.Lock()
+        self._states = [State(self, s) for s in state["_states"]]
+        self._lr_written = {gi: (schedule, self.param_groups[gi]["lr"] if ours else object())
+                            for gi, (schedule, ours) in state["_lr_written"].items()}
+        self._invalidate()
+
     # ---- state -----------------------------------------------------------
     @property
-    def state(self) -> dict[int, dict[str, Any]]:
-        """Per param (by flat index), its state dict: torch's keys, arrays updated in place."""
-        return {i: s for i, s in enumerate(self._states) if len(s)}
+    def state(self) -> "MutableMapping[int | str, dict[str, Any]]":
+        """Per param (by flat index; a name also works for dict params), its state dict:
+        torch's keys, arrays updated in place.  A live mapping, as torch's `state` is:
+        `del opt.state[i]` and `opt.state.clear()` reset state, which starts afresh at
+        the param's next grad."""
+        return _StateView(self)
 
     def _flat_params(self):
         return [p for g in self.param_groups for p in g["params"]]
@@ -173,6 +207,14 @@ class Optimizer(StepEngine):
         kernels do; it is checked (finite, > 0) before anything is written.
         """
         self._run_step(grads, grad_scale)
+
+    def closure_step(self, closure: "Callable[[], tuple[float, Grads]]") -> float:
+        """One step of a closure-driven optimizer (LBFGS): closure() evaluates the objective at
+        the params' current values and returns (loss, grads), grads in the params' structure
+        (None counts as zeros); the step calls it as often as it needs.  Returns the loss of
+        the first evaluation.  Hyperparameters, params and the first evaluation's grads are
+        checked before anything is written."""
+        return self._run_closure_step(closure)
 
     # ---- engine hooks: NumPy arrays, state by flat index ----------------------------
     _check_plan_params = True    # an array swapped into a group is noticed at the next step
@@ -191,16 +233,25 @@ class Optimizer(StepEngine):
 
     def _state_array(self, array, param, i, key, name):
         where = f"state[{i}][{name!r}]"
-        if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
-            raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {param.shape} "
-                             f"like params[{key!r}], got "
-                             + (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
-                                else type(array).__qualname__))
+        slot = self.rule.slot(name)
+        got = (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
+               else type(array).__qualname__)
+        if slot.scalar:
+            if not isinstance(array, np.ndarray) or array.shape != () or array.dtype not in _SCALAR_DTYPES:
+                raise ValueError(f"{where} must be a 0-d float32 or float64 array (a per-tensor scalar), got {got}")
+        else:
+            shape = slot.shape(param.shape)
+            if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != shape:
+                like = f"like params[{key!r}]" if shape == param.shape else f"for params[{key!r}] of shape {param.shape}"
+                raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {shape} {like}, got {got}")
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill):
-        return np.full_like(p, fill) if fill else np.zeros_like(p)
+    def _new_array(self, p, fill, slot):
+        if slot.scalar:  # torch's 0-d tensor of its scalar dtype
+            return np.array(fill, dtype=np.float32)
+        shape = slot.shape(p.shape)
+        return np.full(shape, fill, dtype=p.dtype) if fill else np.zeros(shape, dtype=p.dtype)
 
     def _zero_step(self):
         return 0
@@ -211,25 +262,40 @@ class Optimizer(StepEngine):
     def _live_step(self, steps, i):
         return steps[i:i + 1].reshape(())
 
+    def _grad_arrays(self, grads):
+        return [None if g is None else np.asarray(g) for g in grads]
+
+    def _evaluate(self, closure):
+        result = closure()
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"the closure must return (loss, grads), got {type(result).__qualname__}")
+        return result[0], self._prepare_grads(result[1])
+
     # plan.gather(grads), called without a Python frame of its own (the step's fast path)
     _gather = staticmethod(StepPlan.gather)
 
     def _prepare_grads(self, grads):
         """grads in any of the structures step() takes, as one flat list in param order."""
         n = len(self._keys)
-        if self._structure == "dict":
-            if not isinstance(grads, Mapping):
-                raise TypeError(f"params were given as a dict, so grads must be a dict with the same "
-                                f"names, got {type(grads).__qualname__}")
+        if isinstance(grads, Mapping) and self._named:
             return self._grads_from_mapping(grads, self._keys)
         if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+            if self._structure == "dict":
+                raise TypeError(f"params were given by name, so grads must be a dict with the same "
+                                f"names (or one list or dict per param group), got {type(grads).__qualname__}")
             raise TypeError(f"grads must be a list of {n} arrays (None to skip a param), "
                             f"got {type(grads).__qualname__}")
-        if self._structure == "groups" and any([isinstance(g, (list, tuple, Mapping)) for g in grads]):
+        # One list (or dict) per group, for group lists and for any optimizer that got more
+        # groups through add_param_group (with a single group, a list there is a bad grad).
+        if ((self._structure == "groups" or len(self.param_groups) > 1)
+                and any([isinstance(g, (list, tuple, Mapping)) for g in grads])):
             if len(grads) != len(self.param_groups):
-                raise ValueError(f"got grads for {len(grads)} groups, but there are "
-                                 f"{len(self.param_groups)} param groups")
+                raise ValueError(f"got grads for {len(grads)} groups (a list of lists or dicts is one "
+                                 f"per param group), but there are {len(self.param_groups)} param groups")
             return self._grads_per_group(grads)
+        if self._structure == "dict":
+            raise TypeError(f"params were given as a dict, so grads must be a dict with the same "
+                            f"names (or one list or dict per param group), got a {type(grads).__qualname__}")
         if len(grads) != n:
             raise ValueError(f"got {len(grads)} grads for {n} params; pass one grad (or None) "
                              f"per param, in the order of the params")
@@ -267,7 +333,8 @@ class Optimizer(StepEngine):
     # ---- checkpoints ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]},
-        plus 'step_count' (which torch ignores when loading).
+        plus 'step_count' and, if any group has a schedule, 'lr_schedules' {group index: schedule}
+        (torch.optim ignores both when loading).
 
         Arrays and schedules are copies, so the dict does not change as training goes on.
         """
@@ -291,10 +358,14 @@ class Optimizer(StepEngine):
             packed["params"] = list(range(start, start + len(g["params"])))
             start += len(g["params"])
             groups.append(packed)
-        return {"state": state, "param_groups": groups, "step_count": self._step_count}
+        return split_schedules({"state": state, "param_groups": groups, "step_count": self._step_count})
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state_dict from state_dict() (or torch.optim's of the same optimizer).
+
+        Groups are matched by position; within a group, params given by name (a dict)
+        are matched by name, whatever the order (a loaded group that names other params
+        is a ValueError), and params given as a list by position, as torch does.
 
         Each group takes the saved hyperparameters, its schedule included: a saved
         group without 'lr_schedule' has a constant lr.  A schedule with state
@@ -305,7 +376,7 @@ class Optimizer(StepEngine):
         """
         if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
-        saved_groups = state_dict["param_groups"]
+        saved_groups = saved_groups_with_schedules(state_dict)
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(self.param_groups)}")
@@ -320,10 +391,11 @@ class Optimizer(StepEngine):
                 raise ValueError(f"loaded param_groups[{gi}] has {len(saved_params)} params, "
                                  f"this optimizer's has {len(group['params'])}")
             base = len(index_map)
-            for j, saved_index in enumerate(saved_params):
+            for saved_index, j in zip(saved_params, _positions(group, saved, gi)):
                 index_map[saved_index] = base + j
             merged = {k: v for k, v in saved.items()
-                      if k not in ("params", *TORCH_ONLY_DEFAULTS) and (k in group or k == "lr_schedule")}
+                      if k not in ("params", "param_names", *TORCH_ONLY_DEFAULTS)
+                      and (k in group or k == "lr_schedule")}
             new_group: dict[str, Any] = dict(group)
             new_group.pop("lr_schedule", None)
             new_group.update(copy.deepcopy(merged, shared))
@@ -344,6 +416,7 @@ class Optimizer(StepEngine):
             self._checked_hyper(new_group, where)
             new_groups.append(new_group)
         params = self._flat_params()
+        slot_names = {slot.name for slot in self.rule.state}
         new_states = [State(self) for _ in params]
         for saved_index, entry in state_dict["state"].items():
             if saved_index not in index_map:
@@ -356,13 +429,22 @@ class Optimizer(StepEngine):
                 if name == "step":
                     loaded[name] = _step_value(value, i)
                     continue
+                if name not in slot_names:  # a rule's own state (LBFGS's): copied as it is
+                    loaded[name] = _copied(value)
+                    continue
                 array = _to_numpy(value)
                 if array is not None:
-                    if array.shape != p.shape:
+                    slot = self.rule.slot(name)
+                    shape = p.shape if slot is None else slot.shape(p.shape)
+                    if array.shape != shape:
                         raise ValueError(f"loaded state[{saved_index}][{name!r}] has shape {array.shape} "
-                                         f"but params[{self._keys[i]!r}] has shape {p.shape}")
-                    # Our own contiguous copy in the param's dtype (torch casts likewise).
-                    loaded[name] = np.array(array, dtype=p.dtype, order="C", copy=True)
+                                         f"but params[{self._keys[i]!r}] of shape {p.shape} needs {shape}")
+                    # Our own contiguous copy in the param's dtype (torch casts likewise); a per-tensor
+                    # scalar keeps its float32 or float64 (torch would cast it too, but then a resumed
+                    # run is no longer the run that was saved, bit for bit).
+                    dtype = array.dtype if slot is not None and slot.scalar and array.dtype in _SCALAR_DTYPES \
+                        else p.dtype
+                    loaded[name] = np.array(array, dtype=dtype, order="C", copy=True)
                 else:
                     loaded[name] = copy.deepcopy(value)
             dict.update(new_states[i], loaded)
@@ -392,6 +474,77 @@ class Optimizer(StepEngine):
         return "\n".join(lines)
 
 
+class _StateView(MutableMapping):
+    """An optimizer's state as torch's `state` mapping: flat index -> the param's state,
+    listing the params that have state.  Changes go to the optimizer's own records."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner):
+        self._owner = owner
+
+    def _index(self, key):
+        keys = self._owner._keys
+        if isinstance(key, str) and self._owner._named and key in keys:
+            return keys.index(key)
+        if _validation.is_integer(key) and 0 <= key < len(keys):
+            return int(key)
+        raise KeyError(key)
+
+    def __getitem__(self, key):
+        state = self._owner._states[self._index(key)]
+        if not len(state):
+            raise KeyError(key)
+        return state
+
+    def __setitem__(self, key, value):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"state[{key!r}] must be a dict of the param's state, got {type(value).__qualname__}")
+        state = self._owner._states[self._index(key)]
+        dict.clear(state)
+        state.update(value)  # checked at the next step, like any change to the state
+
+    def __delitem__(self, key):
+        self[key]  # KeyError for a param without state
+        # A new empty state, so a state taken out (pop) keeps its contents.
+        self._owner._states[self._index(key)] = State(self._owner)
+        self._owner._invalidate()
+
+    def clear(self):
+        self._owner._states = [State(self._owner) for _ in self._owner._states]
+        self._owner._invalidate()
+
+    def __iter__(self):
+        return iter([i for i, s in enumerate(self._owner._states) if len(s)])
+
+    def __len__(self):
+        return sum([1 for s in self._owner._states if len(s)])
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+def _positions(group, saved, gi):
+    """For each param of a loaded group, in its order, the position in `group` of the param
+    it belongs to: by name where both name their params (dict params), else by position."""
+    names, saved_names = group.get("param_names"), saved.get("param_names")
+    if names is None or saved_names is None:  # a list of params on either side: torch's rule
+        return range(len(group["params"]))
+    where = f"loaded param_groups[{gi}]"
+    saved_names = list(saved_names)
+    if len(saved_names) != len(saved["params"]) or len(set(saved_names)) != len(saved_names):
+        raise ValueError(f"{where}['param_names'] must name each of its {len(saved['params'])} params once, "
+                         f"got {saved_names}")
+    position = {name: j for j, name in enumerate(names)}
+    unknown = [n for n in saved_names if n not in position]
+    missing = [n for n in names if n not in set(saved_names)]
+    if unknown or missing:
+        parts = ([f"unknown {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else [])
+        raise ValueError(f"{where} does not name the same params as this optimizer's param_groups[{gi}]: "
+                         + "; ".join(parts) + "; state is matched by name, so nothing was loaded")
+    return [position[n] for n in saved_names]
+
+
 def _step_value(value, i):
     """A step count from an int, a float, a 0-d array or a torch scalar tensor."""
     try:
@@ -401,6 +554,16 @@ def _step_value(value, i):
     if not f.is_integer() or f < 0:
         raise ValueError(f"state[{i}]['step'] must be a whole number >= 0, got {value!r}")
     return int(f)
+
+
+def _copied(value):
+    """A copy of a state value, torch tensors as NumPy (0-d ones as NumPy scalars), lists item by item."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    array = _to_numpy(value)
+    if array is None:
+        return copy.deepcopy(value)
+    return array[()].copy() if array.ndim == 0 else np.array(array, order="C", copy=True)
 
 
 def _to_numpy(value):

@@ -5,7 +5,7 @@ so a generated function has an ordinary signature (positional and keyword
 arguments, defaults: what inspect, help() and stub generators see) and
 costs no more to call than one written by hand.
 """
-from ._rule import TORCH_ONLY_DEFAULTS, Flag, Pair
+from ._rule import TORCH_ONLY_DEFAULTS, Choice, Flag, Integer, Pair, Reals
 
 # ---- annotations: of the generated functions, and of their stubs (fastoptim.rules._stubs) ----
 
@@ -23,17 +23,32 @@ def option_type(rule, name):
         return TORCH_ONLY_TYPES[name]
     if isinstance(option, Pair):
         return "tuple[float, float]"
-    return "bool" if isinstance(option, Flag) else "float"
+    return _value_type(option)
+
+
+def _value_type(option):
+    if isinstance(option, Flag):
+        return "bool"
+    if isinstance(option, Integer):
+        return "int | None" if option.allow_none else "int"
+    if isinstance(option, Choice):
+        return "Literal[" + ", ".join(repr(c) for c in option.choices) + "]"
+    if isinstance(option, Reals):
+        return "tuple[float, ...]"
+    return "float"
 
 
 def field_type(rule, name):
     """A kernel field's annotation in the functional forms."""
-    return "float" if name == "lr" else ("bool" if isinstance(rule.by_name.get(name), Flag) else "float")
+    if name == "lr":
+        return "float"
+    option = rule.by_name.get(name)
+    return "float" if option is None else _value_type(option)
 
 
-def compile_function(name, parameters, body, namespace, doc):
-    """def name(parameters) -> None: body, compiled in `namespace` (which holds the defaults it names)."""
-    source = f"def {name}({', '.join(parameters)}) -> None:\n" + "".join(f"    {line}\n" for line in body)
+def compile_function(name, parameters, body, namespace, doc, returns="None"):
+    """def name(parameters) -> returns: body, compiled in `namespace` (which holds the defaults it names)."""
+    source = f"def {name}({', '.join(parameters)}) -> {returns}:\n" + "".join(f"    {line}\n" for line in body)
     scope = dict(namespace)
     exec(compile(source, f"<fastoptim generated {name}>", "exec"), scope)
     function = scope[name]
@@ -71,7 +86,7 @@ def option_defaults(rule, variant):
 def field_defaults(rule, variant):
     """Every kernel field's default for this face (a Pair's default split into its parts)."""
     options = option_defaults(rule, variant)
-    out = {"lr": options["lr"], "maximize": options["maximize"]}
+    out = {"lr": options["lr"], "maximize": options.get("maximize", False)}
     for option in rule.options:
         if isinstance(option, Pair):
             out.update(zip([p.name for p in option.parts], options[option.name]))
@@ -96,8 +111,34 @@ def functional_parameters(rule, variant):
             namespace[f"_default_{name}"] = defaults[name]
             parameters.append(f"{name}: {field_type(rule, name)!r} = _default_{name}")
     parameters += [f"{slot.arg}: 'FloatArray | None' = None" for slot in rule.state if not slot.positional]
-    namespace["_default_maximize"] = defaults["maximize"]
-    parameters += ["maximize: 'bool' = _default_maximize", "grad_scale: 'float | None' = None"]
+    if "maximize" in rule.by_name:
+        namespace["_default_maximize"] = defaults["maximize"]
+        parameters.append("maximize: 'bool' = _default_maximize")
+    parameters.append("grad_scale: 'float | None' = None")
+    return parameters, namespace
+
+
+def maximize_argument(rule):
+    """Source of the maximize value in a generated body: the argument, or False for a rule without it."""
+    return "maximize" if "maximize" in rule.by_name else "False"
+
+
+# A closure-driven rule's functional closure: evaluates the objective, returns (loss, grads).
+FUNCTIONAL_CLOSURE_TYPE = "Callable[[], tuple[float, Sequence[FloatArray | None]]]"
+
+
+def closure_parameters(rule, variant):
+    """(parameter sources, namespace of defaults) of a closure-driven rule's functional and
+    reference forms: params, closure, state (torch's state dict, updated in place), then
+    the class options, keyword-only, with the class's defaults."""
+    defaults = field_defaults(rule, variant)
+    namespace = {}
+    parameters = ["params: 'list[FloatArray]'", f"closure: {FUNCTIONAL_CLOSURE_TYPE!r}",
+                  "state: 'dict[str, Any]'", "*"]
+    for name in ("lr",) + rule.field_names:
+        if name not in variant.fixed:
+            namespace[f"_default_{name}"] = defaults[name]
+            parameters.append(f"{name}: {field_type(rule, name)!r} = _default_{name}")
     return parameters, namespace
 
 
@@ -139,8 +180,11 @@ def generate_classes(rules, base, torch, module, describe):
         first = None
         for variant in rule.variants:
             parameters, defaults, namespace = class_parameters(rule, variant, torch)
+            attributes = dict(rule=rule, variant=variant)
+            if rule.closure:  # step(closure): the objective is evaluated inside the step
+                attributes["step"] = base.closure_step
             cls = compile_class(variant.name, first or base, base, parameters, defaults, namespace,
-                                dict(rule=rule, variant=variant), module, torch)
+                                attributes, module, torch)
             cls.__doc__ = describe(variant)
             classes[variant.name] = cls
             first = first or cls
@@ -172,6 +216,17 @@ def describe_option(rule, name, default):
         return f"tuple of float, default {default!r}", f"({parts}), each {_range(option.parts[0])}."
     if isinstance(option, Flag):
         return f"bool, default {default!r}", "Maximize the objective." if name == "maximize" else ""
+    if isinstance(option, Integer):
+        bounds = [f">= {option.low}" if option.low is not None else "",
+                  f"<= {option.high}" if option.high is not None else ""]
+        bound = " and ".join(b for b in bounds if b)
+        return (f"int{' or None' if option.allow_none else ''}, default {default!r}",
+                f"The {option.label}{', ' + bound if bound else ''}.")
+    if isinstance(option, Choice):
+        return (f"{{{', '.join(repr(c) for c in option.choices)}}}, default {default!r}",
+                f"One of {', '.join(f'``{c!r}``' for c in option.choices)}.")
+    if isinstance(option, Reals):
+        return f"tuple of {option.length} float, default {default!r}", f"{option.length} finite numbers."
     return f"float, default {default!r}", f"The {option.label.removesuffix(' value')}, {_range(option)}."
 
 
@@ -209,7 +264,12 @@ def functional_parameters_doc(rule, variant):
 
     def state(slot):
         needed = f" Needed when {slot.reason}." if slot.when is not None else ""
-        start = f"starts at the option {slot.fill}" if slot.fill else "zeros before the first step"
+        if isinstance(slot.fill, str):
+            start = f"starts at the option {slot.fill}"
+        else:
+            start = "zeros before the first step" if slot.fill is None else f"starts at {slot.fill}"
+        if slot.scalar:
+            start = f"a 0-d float32 array, {start}"
         return (slot.arg, "ndarray" + (" or None" if slot.when is not None else ""),
                 f"State, updated in place ({start}).{needed}")
 
@@ -221,6 +281,60 @@ def functional_parameters_doc(rule, variant):
             out.append((name, type_line.replace("float or schedule", "float"),
                         description.split(";")[0] + "." if name == "lr" else description))
     out += [state(slot) for slot in rule.state if not slot.positional]
-    out.append(("maximize", *describe_option(rule, "maximize", defaults["maximize"])))
+    if "maximize" in rule.by_name:
+        out.append(("maximize", *describe_option(rule, "maximize", defaults["maximize"])))
     out.append(("grad_scale", "float or None, default None", "Divides the grad inside the kernel (None: 1)."))
     return out
+
+
+def closure_parameters_doc(rule, variant):
+    """(name, type line, description) of each closure form parameter after params, closure and
+    state, in closure_parameters' order."""
+    defaults = field_defaults(rule, variant)
+    out = []
+    for name in ("lr",) + rule.field_names:
+        if name not in variant.fixed:
+            type_line, description = describe_option(rule, name, defaults[name])
+            out.append((name, type_line.replace("float or schedule", "float"),
+                        description.split(";")[0] + "." if name == "lr" else description))
+    return out
+
+
+def closure_example(module_name, variant):
+    """A doctest: one step on sum(w**2) moves w towards 0."""
+    module = module_name.rsplit('.', 1)[-1]
+    return [">>> import numpy as np", f">>> from fastoptim import {module}", ">>> w = [np.ones(4)]",
+            ">>> def closure():", "...     return float((w[0] ** 2).sum()), [2 * w[0]]",
+            f">>> loss = {module}.{variant.function}(w, closure, {{}})", ">>> bool((abs(w[0]) < 1).all())", "True"]
+
+
+CLOSURE_DOC = (("params", "list of ndarray", "C-contiguous float32 or float64 arrays, updated in place."),
+               ("closure", "callable", "closure() evaluates the objective at the params' current values and "
+                "returns (loss, grads), grads a list like params (None counts as zeros)."),
+               ("state", "dict", "The optimizer's state dict (empty before the first step), updated in place."))
+
+
+ARRAYS_DOC = (("param", "ndarray", "C-contiguous float32 or float64 array, updated in place."),
+              ("grad", "ndarray", "Its gradient: same shape and dtype."))
+
+
+def _start(rule, variant, slot):
+    """Source of a scalar slot's start value in an example: its fill (an option's default, or a number)."""
+    fill = slot.fill if slot.fill is not None else 0.0
+    return repr(option_defaults(rule, variant)[fill] if isinstance(fill, str) else fill)
+
+
+def array_example(module_name, rule, variant):
+    """A doctest: one step from the starting state moves a 2x2 param (Muon's are matrices) down a
+    positive gradient."""
+    module = module_name.rsplit('.', 1)[-1]
+    required = [slot for slot in rule.state if slot.positional and slot.when is None]
+    lines = [">>> import numpy as np", f">>> from fastoptim import {module}",
+             ">>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)"]
+    if required:
+        starts = [f"np.array({_start(rule, variant, s)}, np.float32)" if s.scalar else "np.zeros_like(w)"
+                  for s in required]
+        lines.append(f">>> {', '.join(s.arg for s in required)} = {', '.join(starts)}")
+    lines += [f">>> {module}.{variant.function}(w, g, {''.join(s.arg + ', ' for s in required)}step=1)",
+              ">>> bool((w < 1).all())", "True"]
+    return lines

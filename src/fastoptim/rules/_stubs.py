@@ -39,14 +39,26 @@ def _doc(text, indent):
     return f'{indent}"""{body.lstrip()}\n{indent}"""\n' if len(lines) > 1 else f'{indent}"""{lines[0]}"""\n'
 
 
+def _returns(function):
+    annotation = inspect.signature(function).return_annotation
+    if annotation is inspect.Signature.empty or annotation is None:
+        return "None"
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
 def function_stub(function):
-    return (f"def {function.__name__}({_parameters(function)}) -> None:\n"
+    return (f"def {function.__name__}({_parameters(function)}) -> {_returns(function)}:\n"
             + _doc(function.__doc__, "    ") + "    ...\n")
 
 
 def class_stub(cls):
-    return (f"class {cls.__name__}({cls.__bases__[0].__name__}):\n" + _doc(cls.__doc__, "    ")
+    text = (f"class {cls.__name__}({cls.__bases__[0].__name__}):\n" + _doc(cls.__doc__, "    ")
             + f"    def __init__({_parameters(cls.__init__, skip_self=True)}) -> None: ...\n")
+    step = cls.__dict__.get("step")
+    if step is not None:  # a closure-driven rule (LBFGS): step(closure) replaces the adapter's step
+        text += (f"    def step({_parameters(step, skip_self=True)}) -> {_returns(step)}: ...  "
+                 "# type: ignore[override]\n")
+    return text
 
 
 def _all(names):
@@ -70,20 +82,23 @@ def stubs():
     import fastoptim.functional
     import fastoptim.optim
     import fastoptim.reference
-    array_imports = "from fastoptim.typing import FloatArray\n"
+    array_imports = ("from collections.abc import Callable, Sequence\nfrom typing import Any, Literal\n\n"
+                     "from fastoptim.typing import FloatArray\n")
     out = {
         "functional.pyi": functions_module(fastoptim.functional, array_imports),
         "reference.pyi": functions_module(fastoptim.reference, array_imports),
         "optim/__init__.pyi": classes_module(
-            fastoptim.optim, "from fastoptim.typing import LR, Params\n\nfrom .optimizer import Optimizer as Optimizer\n"),
+            fastoptim.optim, "from collections.abc import Callable\nfrom typing import Literal\n\n"
+                             "from fastoptim.typing import LR, Grads, Params\n\n"
+                             "from .optimizer import Optimizer as Optimizer\n"),
     }
     try:
         import fastoptim.torch
     except ImportError:  # pragma: no cover - the stub is written where torch is installed
         return out
     out["torch/__init__.pyi"] = classes_module(
-        fastoptim.torch, "from torch.optim.optimizer import ParamsT as TorchParams\n\n"
-                         "from fastoptim.typing import LR\n\nfrom .optimizer import Optimizer as Optimizer\n")
+        fastoptim.torch, "from typing import Any, Literal\n\nfrom torch.optim.optimizer import ParamsT as TorchParams\n\n"
+                         "from fastoptim.typing import LR, Closure\n\nfrom .optimizer import Optimizer as Optimizer\n")
     return out
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ._numpy import lerp, signed_grad
-from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Flag, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate
+from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Flag, Rule, Slot, Variant, betas, epsilon, learning_rate
 
 FLAGS = (False, True)
 
@@ -25,7 +25,9 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta1, beta
     bias_correction2_sqrt = bias_correction2**0.5
     if amsgrad:
         maximum = state["max_exp_avg_sq"]
-        np.maximum(maximum, exp_avg_sq, out=maximum)
+        # torch.maximum: NaN in either propagates; of equal values (+0 and -0), the first
+        # (np.maximum takes the second)
+        np.copyto(maximum, exp_avg_sq, where=~((maximum >= exp_avg_sq) | np.isnan(maximum)))
         denom = np.sqrt(maximum) / bias_correction2_sqrt + eps
     else:
         denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
@@ -38,8 +40,7 @@ ADAM = Rule(
     kernel="adam",
     options=(
         learning_rate(1e-3),
-        Pair("betas", (Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True),
-                       Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True))),
+        betas(0.9, 0.999),
         epsilon(1e-8),
         WEIGHT_DECAY,
         Flag("amsgrad"),

@@ -22,8 +22,11 @@ calls made (0 for the first); the group keeps the schedule under
 'lr_schedule' and 'lr' shows the value used (before the first step, the value
 the first step will use).  Writing a number to 'lr' (as torch's lr_scheduler
 classes do) replaces the group's schedule.  state_dict() adds 'step_count',
-which torch.optim ignores; a checkpoint holding a schedule needs a picklable one
-(not a lambda) and torch.load(..., weights_only=False).
+and 'lr_schedules' (the groups' schedules, kept out of the groups), which
+torch.optim ignores.  Importing fastoptim.torch allows fastoptim.schedules'
+classes in torch.load's default weights_only loader, so a checkpoint holding
+them loads as it is; any other schedule (a lambda cannot even be saved) needs
+torch.load(..., weights_only=False).
 
 The classes are generated from fastoptim.rules with torch.optim's signatures.
 """
@@ -33,6 +36,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
     raise ImportError("fastoptim.torch needs PyTorch: pip install 'fastoptim[torch]' "
                       "(tested with torch==2.13.0)") from None
 
+from .. import schedules as _schedules
 from ..rules import RULES, VARIANTS
 from ..rules._codegen import class_parameters_doc, generate_classes, numpydoc
 from .optimizer import Optimizer
@@ -56,3 +60,7 @@ def _describe(variant):
 
 
 globals().update(generate_classes(RULES, Optimizer, True, __name__, _describe))
+
+# Schedules are plain data (their arguments, and ReduceLROnPlateau's progress): let
+# torch.load's default weights_only loader rebuild them from a checkpoint.
+torch.serialization.add_safe_globals(list(_schedules.SCHEDULE_CLASSES))

@@ -23,18 +23,23 @@ calls made (0 for the first); the group keeps the schedule under
 'lr_schedule' and 'lr' shows the value used (before the first step, the value
 the first step will use).  Writing a number to 'lr' (as torch's lr_scheduler
 classes do) replaces the group's schedule.  state_dict() adds 'step_count',
-which torch.optim ignores; a checkpoint holding a schedule needs a picklable one
-(not a lambda) and torch.load(..., weights_only=False).
+and 'lr_schedules' (the groups' schedules, kept out of the groups), which
+torch.optim ignores.  Importing fastoptim.torch allows fastoptim.schedules'
+classes in torch.load's default weights_only loader, so a checkpoint holding
+them loads as it is; any other schedule (a lambda cannot even be saved) needs
+torch.load(..., weights_only=False).
 
 The classes are generated from fastoptim.rules with torch.optim's signatures.
 """
+from typing import Any, Literal
+
 from torch.optim.optimizer import ParamsT as TorchParams
 
-from fastoptim.typing import LR
+from fastoptim.typing import LR, Closure
 
 from .optimizer import Optimizer as Optimizer
 
-__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW']
+__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Muon', 'LBFGS']
 
 
 class SGD(Optimizer):
@@ -324,3 +329,407 @@ class AdamW(Adam):
     True
     """
     def __init__(self, params: TorchParams, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.01, amsgrad: bool = False, *, foreach: bool | None = None, maximize: bool = False, capturable: bool = False, differentiable: bool = False, fused: bool | None = None) -> None: ...
+
+
+class Adamax(Optimizer):
+    """torch.optim.Adamax on fastoptim's kernels: Adamax: Adam with the infinity norm of past gradients.
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.002
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    foreach : bool or None, default None
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    maximize : bool, default False
+        Maximize the objective.
+    differentiable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    capturable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import Adamax
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = Adamax([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.002, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0, foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False, capturable: bool = False) -> None: ...
+
+
+class RAdam(Optimizer):
+    """torch.optim.RAdam on fastoptim's kernels: RAdam: Adam with its variance rectified, momentum steps until it can be.
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    decoupled_weight_decay : bool, default False
+    foreach : bool or None, default None
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    maximize : bool, default False
+        Maximize the objective.
+    capturable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    differentiable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import RAdam
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = RAdam([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False, capturable: bool = False, differentiable: bool = False) -> None: ...
+
+
+class Lion(Optimizer):
+    """Lion on fastoptim's kernels: Lion: signed steps of an interpolated momentum, decoupled weight decay.
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.0001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.99)
+        (beta1, beta2), each in [0, 1).
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import Lion
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = Lion([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.0001, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
+
+
+class NAdam(Optimizer):
+    """torch.optim.NAdam on fastoptim's kernels: NAdam: Adam with Nesterov momentum (and decoupled weight decay).
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.002
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-08
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    momentum_decay : float, default 0.004
+        The momentum_decay, >= 0.
+    decoupled_weight_decay : bool, default False
+    foreach : bool or None, default None
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    maximize : bool, default False
+        Maximize the objective.
+    capturable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    differentiable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import NAdam
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = NAdam([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.002, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0, momentum_decay: float = 0.004, decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False, capturable: bool = False, differentiable: bool = False) -> None: ...
+
+
+class ASGD(Optimizer):
+    """torch.optim.ASGD on fastoptim's kernels: ASGD: SGD with iterate averaging (the average kept in ax).
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.01
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    lambd : float, default 0.0001
+        The lambd, any finite value.
+    alpha : float, default 0.75
+        The alpha, any finite value.
+    t0 : float, default 1000000.0
+        The t0, any finite value.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    foreach : bool or None, default None
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    maximize : bool, default False
+        Maximize the objective.
+    differentiable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    capturable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import ASGD
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = ASGD([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.01, lambd: float = 0.0001, alpha: float = 0.75, t0: float = 1000000.0, weight_decay: float = 0.0, foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, capturable: bool = False) -> None: ...
+
+
+class Rprop(Optimizer):
+    """torch.optim.Rprop on fastoptim's kernels: Rprop: a step size per element, adapted to the grad's sign.
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.01
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    etas : tuple of float, default (0.5, 1.2)
+        (etaminus, etaplus), each in (0, 1).
+    step_sizes : tuple of float, default (1e-06, 50.0)
+        (step_size_min, step_size_max), each >= 0.
+    capturable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    foreach : bool or None, default None
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+    maximize : bool, default False
+        Maximize the objective.
+    differentiable : bool, default False
+        torch.optim's option; accepted and kept in the groups, changes nothing here.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import Rprop
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = Rprop([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.01, etas: tuple[float, float] = (0.5, 1.2), step_sizes: tuple[float, float] = (1e-06, 50.0), *, capturable: bool = False, foreach: bool | None = None, maximize: bool = False, differentiable: bool = False) -> None: ...
+
+
+class LAMB(Optimizer):
+    """LAMB on fastoptim's kernels: LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||.
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    betas : tuple of float, default (0.9, 0.999)
+        (beta1, beta2), each in [0, 1).
+    eps : float, default 1e-06
+        The epsilon, >= 0.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import LAMB
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = LAMB([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-06, weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
+
+
+class Muon(Optimizer):
+    """torch.optim.Muon on fastoptim's kernels: Muon (momentum, Newton-Schulz orthogonalized).
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 0.001
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    weight_decay : float, default 0.1
+        The weight decay, >= 0.
+    momentum : float, default 0.95
+        The momentum, >= 0.
+    nesterov : bool, default True
+    ns_coefficients : tuple of 3 float, default (3.4445, -4.775, 2.0315)
+        3 finite numbers.
+    eps : float, default 1e-07
+        The epsilon, >= 0.
+    ns_steps : int, default 5
+        The ns_steps, >= 0 and <= 99.
+    adjust_lr_fn : {None, 'original', 'match_rms_adamw'}, default None
+        One of ``None``, ``'original'``, ``'match_rms_adamw'``.
+    ns_dtype : {'float32', 'bfloat16'}, default 'float32'
+        One of ``'float32'``, ``'bfloat16'``.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import Muon
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = Muon([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.001, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True, ns_coefficients: tuple[float, ...] = (3.4445, -4.775, 2.0315), eps: float = 1e-07, ns_steps: int = 5, adjust_lr_fn: Literal[None, 'original', 'match_rms_adamw'] = None, *, ns_dtype: Literal['float32', 'bfloat16'] = 'float32') -> None: ...
+
+
+class LBFGS(Optimizer):
+    """torch.optim.LBFGS on fastoptim's kernels: L-BFGS (closure-driven, one param group).
+
+    Parameters
+    ----------
+    params : iterable of Tensor or of param group dicts
+        CPU float32 or float64 tensors, as torch.optim takes them.
+    lr : float or schedule, default 1
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    max_iter : int, default 20
+        The max_iter, >= 1.
+    max_eval : int or None, default None
+        The max_eval, >= 1.
+    tolerance_grad : float, default 1e-07
+        The tolerance_grad, >= 0.
+    tolerance_change : float, default 1e-09
+        The tolerance_change, >= 0.
+    history_size : int, default 100
+        The history_size, >= 1.
+    line_search_fn : {None, 'strong_wolfe'}, default None
+        One of ``None``, ``'strong_wolfe'``.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import LBFGS
+    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> opt = LBFGS([w])
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: TorchParams, lr: LR = 1, max_iter: int = 20, max_eval: int | None = None, tolerance_grad: float = 1e-07, tolerance_change: float = 1e-09, history_size: int = 100, line_search_fn: Literal[None, 'strong_wolfe'] = None) -> None: ...
+    def step(self, closure: Closure) -> Any: ...  # type: ignore[override]

@@ -7,13 +7,15 @@ optimizer classes are generated in fastoptim.torch.
 """
 import copy
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
 import torch
 
 from .. import _validation
-from .._engine import State, StepEngine
+from .._engine import SCHEDULES_KEY, State, StepEngine, saved_groups_with_schedules, split_schedules
+from ..typing import Closure
 
 _TORCH_DTYPES = (torch.float32, torch.float64)
 _to_dlpack = torch._C._to_dlpack
@@ -80,6 +82,15 @@ def _check_tensor(t, where, what="param"):
         raise ValueError(f"{where} is a lazily negated or conjugated view; materialize it first")
 
 
+def _cloned(value):
+    """A copy of a state value: tensors cloned (contiguous), lists item by item."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cloned(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone(memory_format=torch.contiguous_format)
+    return copy.deepcopy(value)
+
+
 def _state_step(value, where):
     """A step count from an int, a float or a 0-d tensor (torch keeps float32 steps)."""
     try:
@@ -128,6 +139,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         gi = len(self.param_groups) - 1
         try:
             where = f"param_groups[{gi}]"
+            self._check_group_count(gi, where)
             self._check_torch_flags(group, where)
             self._install_schedule(group, where)  # 'lr' shows the value the next step uses
             if "lr_schedule" in group:
@@ -163,6 +175,13 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         self._run_step(None)
         return loss
 
+    @torch.no_grad()
+    def closure_step(self, closure: "Closure") -> "Any":
+        """One step of a closure-driven optimizer (LBFGS), as torch.optim's: closure() clears the
+        grads, computes the loss, calls backward() and returns the loss; the step calls it (with
+        grad enabled) as often as it needs.  Returns the first evaluation's loss."""
+        return self._run_closure_step(closure)
+
     # ---- engine hooks: torch tensors, state by tensor ----------------------------
     def _flat(self):
         params, groups, keys = [], [], []
@@ -195,15 +214,30 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
     def _state_array(self, t, p, i, key, name):
         where = f"state[params[{key!r}]][{name!r}]"
         _check_tensor(t, where, "state tensor")
-        if t.dtype != p.dtype or t.shape != p.shape:
-            raise ValueError(f"{where} has dtype {t.dtype} and shape {tuple(t.shape)}; expected "
-                             f"{p.dtype} and {tuple(p.shape)} like its param")
+        slot = self.rule.slot(name)
+        if slot.scalar:
+            if t.dim() != 0:
+                raise ValueError(f"{where} has shape {tuple(t.shape)}; expected a 0-d tensor (a per-tensor scalar)")
+        else:
+            shape = slot.shape(tuple(p.shape))
+            if t.dtype != p.dtype or tuple(t.shape) != shape:
+                like = "like its param" if shape == tuple(p.shape) else f"for its param of shape {tuple(p.shape)}"
+                raise ValueError(f"{where} has dtype {t.dtype} and shape {tuple(t.shape)}; expected "
+                                 f"{p.dtype} and {shape} {like}")
         return t.detach().numpy()
 
-    def _new_array(self, p, fill):
-        if fill:
-            return torch.full_like(p, fill, memory_format=torch.contiguous_format)
-        return torch.zeros_like(p, memory_format=torch.contiguous_format)
+    def _new_array(self, p, fill, slot):
+        if slot.scalar:  # torch.optim's 0-d tensors of _get_scalar_dtype()
+            return torch.tensor(float(fill), dtype=_scalar_dtype())
+        shape = slot.shape(tuple(p.shape))
+        if shape == tuple(p.shape):
+            if fill:
+                return torch.full_like(p, fill, memory_format=torch.contiguous_format)
+            return torch.zeros_like(p, memory_format=torch.contiguous_format)
+        return torch.full(shape, fill, dtype=p.dtype) if fill else torch.zeros(shape, dtype=p.dtype)
+
+    def _scalar_f64(self):
+        return _scalar_dtype() == torch.float64
 
     def _zero_step(self):
         return torch.zeros((), dtype=torch.int64)
@@ -216,6 +250,32 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
 
     def _attach(self, plan, params):
         plan.attach_tensors(params)
+
+    def _grad_arrays(self, grads):
+        return [None if p.grad is None else p.grad.detach().numpy() for p in self._plan_params]
+
+    def _evaluate(self, closure):
+        with torch.enable_grad():
+            return closure(), None
+
+    def _to_state(self, value):
+        """NumPy arrays as tensors sharing their memory, NumPy scalars as 0-d tensors (torch's layout)."""
+        if isinstance(value, list):
+            return [self._to_state(v) for v in value]
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value)
+        if isinstance(value, np.floating):
+            return torch.tensor(value)
+        return value
+
+    def _from_state(self, value, name):
+        if isinstance(value, list):
+            return [self._from_state(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, torch.Tensor):
+            _check_tensor(value, f"state[params[0]][{name}]", "state tensor")
+            array = value.detach().numpy()
+            return array[()] if array.ndim == 0 else array
+        return value
 
     def _gather(self, plan, grads):
         missing = plan.gather_torch(self.param_groups, _to_dlpack)
@@ -268,7 +328,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                              for name, value in entry.items()}
                        for key, entry in sd["state"].items()}
         sd["step_count"] = self._step_count
-        return sd
+        return split_schedules(sd)  # so that torch.optim loads it without an 'lr_schedule' key
 
     def load_state_dict(self, state_dict):
         """Load a state_dict of this optimizer or of its torch.optim counterpart.
@@ -277,7 +337,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         (contiguous, in the param's dtype), never shared with the dict.
         """
         groups = self.param_groups
-        saved_groups = state_dict["param_groups"]
+        saved_groups = saved_groups_with_schedules(state_dict)
+        state_dict = {k: v for k, v in state_dict.items() if k != SCHEDULES_KEY} | {"param_groups": saved_groups}
         step_count = _validation.step_count(state_dict.get("step_count", 0), "loaded step_count")
         if len(saved_groups) != len(groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
@@ -297,6 +358,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             self._checked_hyper(merged, where)
             id_map.update(zip(saved["params"], group["params"]))
         state = {}
+        slot_names = {slot.name for slot in self.rule.state}
         for key, entry in state_dict["state"].items():
             p = id_map.get(key)
             if p is None:
@@ -305,12 +367,19 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             own = {}
             for name, value in entry.items():
                 where = f"loaded state[{key!r}][{name!r}]"
+                if isinstance(value, np.ndarray) and name != "step":
+                    value = torch.from_numpy(value)  # a fastoptim (NumPy) checkpoint; copied below
                 if name == "step":
                     own[name] = torch.tensor(_state_step(value, where), dtype=torch.int64)
+                elif name not in slot_names:  # a rule's own state (LBFGS's): copied as it is
+                    own[name] = _cloned(value)
                 elif isinstance(value, torch.Tensor):
-                    if tuple(value.shape) != tuple(p.shape):
+                    slot = self.rule.slot(name)
+                    shape = tuple(p.shape) if slot is None else slot.shape(tuple(p.shape))
+                    if tuple(value.shape) != shape:
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param has "
-                                         f"shape {tuple(p.shape)}")
+                                         f"shape {tuple(p.shape)}" + ("" if shape == tuple(p.shape) else
+                                                                       f" (it needs {shape})"))
                     own[name] = value.detach().to(device=p.device, dtype=p.dtype, copy=True,
                                                   memory_format=torch.contiguous_format)
                 else:
