@@ -485,8 +485,9 @@ class ReduceLROnPlateau(Schedule):
 
 
 # ---- drawing --------------------------------------------------------------------
-def _subclasses(cls):
-    out = []
+def _subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         out += [sub] + _subclasses(sub)
     return out

@@ -238,6 +238,7 @@ cdef class StepPlan:
     cdef fo_args *args
     cdef int *dtypes
     cdef unsigned *f64_masks   # per tensor: fo_common.f64_operands
+    cdef unsigned *scalar_masks  # per tensor: bit k set where state k is a per-tensor scalar (0-d, one element)
     cdef bint tensor_hook      # the rule has a per-tensor hook: prepare every tensor's args
     cdef int passes            # passes over each tensor (fo_rule_passes)
     cdef int n_sums            # sums per block of a summing pass (fo_rule_sums)
@@ -259,6 +260,7 @@ cdef class StepPlan:
         self.args = NULL
         self.dtypes = NULL
         self.f64_masks = NULL
+        self.scalar_masks = NULL
         self.groups = NULL
         self.has_state = NULL
         self.memory = NULL
@@ -271,6 +273,7 @@ cdef class StepPlan:
         free(self.args)
         free(self.dtypes)
         free(self.f64_masks)
+        free(self.scalar_masks)
         free(self.groups)
         free(self.has_state)
         free(self.memory)
@@ -295,13 +298,14 @@ cdef class StepPlan:
         self.args = <fo_args *>calloc(n + 1, sizeof(fo_args))
         self.dtypes = <int *>calloc(n + 1, sizeof(int))
         self.f64_masks = <unsigned *>calloc(n + 1, sizeof(unsigned))
+        self.scalar_masks = <unsigned *>calloc(n + 1, sizeof(unsigned))
         self.groups = <int *>calloc(n + 1, sizeof(int))
         self.has_state = <bint *>calloc(n + 1, sizeof(bint))
         self.memory = <interval *>calloc(n * FO_MAX_OPERANDS + 1, sizeof(interval))
         self.n_groups = n_groups
         self.group_args = <fo_args *>calloc(n_groups + 1, sizeof(fo_args))
         if (self.group_args == NULL or self.offsets == NULL or self.data == NULL or self.args == NULL or self.dtypes == NULL
-                or self.f64_masks == NULL or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
+                or self.f64_masks == NULL or self.scalar_masks == NULL or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
             raise MemoryError()
         self.tensor_hook = fo_has_tensor_hook(rule)
         self.passes = fo_rule_passes(rule)
@@ -326,6 +330,8 @@ cdef class StepPlan:
                 for k, s in enumerate(st):
                     if s is not None:
                         self.data[i * FO_MAX_OPERANDS + 2 + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>s)
+                        if cnp.PyArray_NDIM(<cnp.ndarray>s) == 0:
+                            self.scalar_masks[i] |= 1u << k
                         self.add_memory(<cnp.ndarray>s, i)
         qsort(self.memory, self.n_memory, sizeof(interval), compare_intervals)
         for j in range(1, self.n_memory):
@@ -417,9 +423,12 @@ cdef class StepPlan:
     cdef int check_state_unmoved(self, Py_ssize_t i) except -1:
         cdef Py_ssize_t k = 0
         cdef fo_index size = self.offsets[i + 1] - self.offsets[i]
+        cdef fo_index expected
         for s in <tuple>self.states[i]:
+            # a per-tensor scalar (NAdam's mu_product) holds one element, the others one per param element
+            expected = 1 if self.scalar_masks[i] & (1u << k) else size
             if s is not None and (<char *>cnp.PyArray_DATA(<cnp.ndarray>s) != self.data[i * FO_MAX_OPERANDS + 2 + k]
-                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != size):
+                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != expected):
                 self.raise_moved(i, <cnp.ndarray>s, " (a state array of it)")
             k += 1
         return 0

@@ -50,7 +50,7 @@ class Real:
     low_open: bool = False
     high_open: bool = False
     kernel: bool = True
-    message: str = None
+    message: str | None = None
 
     def check(self, value, where):
         if self.message is None:
@@ -97,7 +97,7 @@ class Pair:
     name: str
     parts: tuple            # two Real
     kernel: bool = True
-    message: str = None
+    message: str | None = None
 
     @property
     def default(self):
@@ -121,10 +121,10 @@ class Integer:
     name: str
     default: object
     label: str
-    low: int = None
-    high: int = None
+    low: int | None = None
+    high: int | None = None
     allow_none: bool = False
-    message: str = None
+    message: str | None = None
     kernel: bool = True
 
     def check(self, value, where):
@@ -148,7 +148,7 @@ class Choice:
     name: str
     default: object
     choices: tuple
-    message: str = None
+    message: str | None = None
 
     kernel = True
 
@@ -167,7 +167,7 @@ class Reals:
     name: str
     default: tuple
     length: int
-    message: str = None     # torch's error text for a wrong length
+    message: str | None = None     # torch's error text for a wrong length
 
     kernel = True
 
@@ -327,11 +327,11 @@ class Rule:
     eager_state: bool = False       # torch creates the state at construction (Adagrad)
     grid: dict = field(default_factory=dict)   # option name -> values; the product is tested
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
-    traffic: int = None             # arrays read or written per element and step, where it is not param, grad
+    traffic: int | None = None             # arrays read or written per element and step, where it is not param, grad
                                     # and state read, param and state written (LAMB's two passes)
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
-    python: PythonStep = None       # a rule at the Python level: no C kernel (see PythonStep)
-    ndim: int = None                # params must have this many dimensions (Muon: 2), else any
+    python: PythonStep | None = None       # a rule at the Python level: no C kernel (see PythonStep)
+    ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any
     fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
                                     # (torch's LBFGS sets max_eval from max_iter)
 
