@@ -8,8 +8,8 @@ one float dtype (float32 or float64) and shape; param and state must be
 writeable.  Nothing is written unless every check passes, and nothing is
 allocated.  fastoptim.reference has the same functions in plain NumPy.
 
-A closure-driven rule (lbfgs) has the form name(params, closure, state, *,
-hyperparameters): one step of its optimizer class, with torch's state dict
+A closure-driven rule (lbfgs) has the form
+``name(params, closure, state, *, hyperparameters)``: one step of its optimizer class, with torch's state dict
 passed in and updated in place; the closure returns (loss, grads).
 
 The functions are generated from fastoptim.rules: one per face of a rule

@@ -1,7 +1,7 @@
 """LAMB (You et al. 2019) as issue 12 states it; C: csrc/fastoptim/rules/lamb.inc.
 
 Adam's bias-corrected direction r = m_hat / (sqrt(v_hat) + eps) + wd * p,
-scaled per tensor by the trust ratio ||p|| / ||r|| (1 unless both norms are
+scaled per tensor by the trust ratio ``||p|| / ||r||`` (1 unless both norms are
 > 0).  torch.optim has no LAMB.  The kernel goes over each tensor twice: the
 first pass updates m and v and sums p^2 and r^2 in block_sum_squares' fixed
 order (so the norms never depend on the thread count), the second recomputes
@@ -51,7 +51,7 @@ LAMB = Rule(
     state=(Slot("exp_avg"), Slot("exp_avg_sq")),
     reference=reference,
     variants=(Variant(
-        "LAMB", "lamb", "LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||",
+        "LAMB", "lamb", "LAMB: Adam's direction scaled per tensor by the trust ratio ``||p|| / ||r||``",
         demos=(Demo("LAMB", dict(lr=0.05), dict(quadratic=0.05, ill_conditioned=0.05, saddle=0.05,
                                                  rosenbrock=0.01, x_cos_pi_x=0.05)),)),),
     # pass 0 reads p, g, m, v and writes m, v; pass 1 reads p, m, v and writes p
