@@ -9,8 +9,8 @@ one float dtype (float32 or float64) and shape; param and state must be
 writeable.  Nothing is written unless every check passes, and nothing is
 allocated.  fastoptim.reference has the same functions in plain NumPy.
 
-A closure-driven rule (lbfgs) has the form name(params, closure, state, *,
-hyperparameters): one step of its optimizer class, with torch's state dict
+A closure-driven rule (lbfgs) has the form
+``name(params, closure, state, *, hyperparameters)``: one step of its optimizer class, with torch's state dict
 passed in and updated in place; the closure returns (loss, grads).
 
 The functions are generated from fastoptim.rules: one per face of a rule
@@ -641,7 +641,7 @@ def rprop(param: FloatArray, grad: FloatArray, prev: FloatArray, step_size: Floa
 
 
 def lamb(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-06, weight_decay: float = 0.0, maximize: bool = False, grad_scale: float | None = None) -> None:
-    """LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||: update param and its state in place, one tensor.
+    """LAMB: Adam's direction scaled per tensor by the trust ratio ``||p|| / ||r||``: update param and its state in place, one tensor.
 
     Parameters
     ----------

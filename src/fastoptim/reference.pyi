@@ -540,7 +540,7 @@ def rprop(param: FloatArray, grad: FloatArray, prev: FloatArray, step_size: Floa
 
 
 def lamb(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: FloatArray, *, step: int, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-06, weight_decay: float = 0.0, maximize: bool = False, grad_scale: float | None = None) -> None:
-    """LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||, in plain NumPy (fastoptim.functional.lamb's signature).
+    """LAMB: Adam's direction scaled per tensor by the trust ratio ``||p|| / ||r||``, in plain NumPy (fastoptim.functional.lamb's signature).
 
     Parameters
     ----------

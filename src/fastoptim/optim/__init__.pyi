@@ -495,7 +495,7 @@ class Rprop(Optimizer):
 
 
 class LAMB(Optimizer):
-    """LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||.
+    """LAMB: Adam's direction scaled per tensor by the trust ratio ``||p|| / ||r||``.
 
     Parameters
     ----------

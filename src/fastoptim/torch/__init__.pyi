@@ -604,7 +604,7 @@ class Rprop(Optimizer):
 
 
 class LAMB(Optimizer):
-    """LAMB on fastoptim's kernels: LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||.
+    """LAMB on fastoptim's kernels: LAMB: Adam's direction scaled per tensor by the trust ratio ``||p|| / ||r||``.
 
     Parameters
     ----------
