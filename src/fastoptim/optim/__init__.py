@@ -19,8 +19,11 @@ _PARAMS_DOC = ("params", "list, dict or list of param groups",
 def _describe(variant):
     rule = _RULE_OF[variant.name]
     torch_name = f", as torch.optim.{variant.torch_name}" if variant.torch_name else ""
-    example = [">>> import numpy as np", ">>> import fastoptim", ">>> w = np.ones(4, np.float32)",
-               f">>> opt = fastoptim.{variant.name}([w])", ">>> opt.step([np.ones(4, np.float32)])",
+    # 2x2: Muon's params are matrices; LBFGS's step evaluates the closure (loss, grads) itself
+    step = (">>> loss = opt.step(lambda: (float((w ** 2).sum()), [2 * w]))" if rule.closure
+            else ">>> opt.step([np.ones((2, 2), np.float32)])")
+    example = [">>> import numpy as np", ">>> import fastoptim", ">>> w = np.ones((2, 2), np.float32)",
+               f">>> opt = fastoptim.{variant.name}([w])", step,
                ">>> bool((w < 1).all())  # one step down the gradient, in place", "True"]
     return numpydoc(f"{variant.summary[:1].upper()}{variant.summary[1:]}{torch_name}.", rule,
                     class_parameters_doc(rule, variant, False), example, extra=[_PARAMS_DOC])

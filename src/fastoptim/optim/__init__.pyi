@@ -46,9 +46,9 @@ class SGD(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.SGD([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -87,9 +87,9 @@ class Adagrad(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.Adagrad([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -129,9 +129,9 @@ class RMSprop(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.RMSprop([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -168,9 +168,9 @@ class Adadelta(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.Adadelta([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -209,9 +209,9 @@ class Adam(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.Adam([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -249,9 +249,9 @@ class AdamW(Adam):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.AdamW([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -288,9 +288,9 @@ class Adamax(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.Adamax([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -328,9 +328,9 @@ class RAdam(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.RAdam([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -365,9 +365,9 @@ class Lion(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.Lion([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -407,9 +407,9 @@ class NAdam(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.NAdam([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -448,9 +448,9 @@ class ASGD(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.ASGD([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -485,9 +485,9 @@ class Rprop(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.Rprop([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -524,9 +524,9 @@ class LAMB(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.LAMB([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -570,9 +570,9 @@ class Muon(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.Muon([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> opt.step([np.ones((2, 2), np.float32)])
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
@@ -613,9 +613,9 @@ class LBFGS(Optimizer):
     --------
     >>> import numpy as np
     >>> import fastoptim
-    >>> w = np.ones(4, np.float32)
+    >>> w = np.ones((2, 2), np.float32)
     >>> opt = fastoptim.LBFGS([w])
-    >>> opt.step([np.ones(4, np.float32)])
+    >>> loss = opt.step(lambda: (float((w ** 2).sum()), [2 * w]))
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """

@@ -51,9 +51,14 @@ _PARAMS_DOC = ("params", "iterable of Tensor or of param group dicts",
 def _describe(variant):
     rule = _RULE_OF[variant.name]
     like = f"torch.optim.{variant.torch_name}" if variant.torch_name else variant.name
+    # 2x2: Muon's params are matrices; LBFGS's step evaluates the closure itself
+    if rule.closure:
+        step = [">>> def closure():", "...     opt.zero_grad()", "...     loss = (w ** 2).sum()",
+                "...     loss.backward()", "...     return loss", ">>> loss = opt.step(closure)"]
+    else:
+        step = [">>> w.sum().backward()", ">>> opt.step()"]
     example = [">>> import torch", f">>> from fastoptim.torch import {variant.name}",
-               ">>> w = torch.nn.Parameter(torch.ones(4))", f">>> opt = {variant.name}([w])",
-               ">>> w.sum().backward()", ">>> opt.step()",
+               ">>> w = torch.nn.Parameter(torch.ones(2, 2))", f">>> opt = {variant.name}([w])", *step,
                ">>> bool((w < 1).all())  # one step down the gradient, in place", "True"]
     return numpydoc(f"{like} on fastoptim's kernels: {variant.summary}.", rule,
                     class_parameters_doc(rule, variant, True), example, extra=[_PARAMS_DOC])

@@ -79,7 +79,7 @@ class SGD(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import SGD
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = SGD([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -127,7 +127,7 @@ class Adagrad(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import Adagrad
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = Adagrad([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -176,7 +176,7 @@ class RMSprop(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import RMSprop
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = RMSprop([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -222,7 +222,7 @@ class Adadelta(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import Adadelta
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = Adadelta([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -272,7 +272,7 @@ class Adam(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import Adam
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = Adam([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -321,7 +321,7 @@ class AdamW(Adam):
     --------
     >>> import torch
     >>> from fastoptim.torch import AdamW
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = AdamW([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -367,7 +367,7 @@ class Adamax(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import Adamax
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = Adamax([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -414,7 +414,7 @@ class RAdam(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import RAdam
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = RAdam([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -452,7 +452,7 @@ class Lion(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import Lion
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = Lion([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -501,7 +501,7 @@ class NAdam(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import NAdam
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = NAdam([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -549,7 +549,7 @@ class ASGD(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import ASGD
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = ASGD([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -593,7 +593,7 @@ class Rprop(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import Rprop
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = Rprop([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -633,7 +633,7 @@ class LAMB(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import LAMB
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = LAMB([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -680,7 +680,7 @@ class Muon(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import Muon
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = Muon([w])
     >>> w.sum().backward()
     >>> opt.step()
@@ -724,10 +724,14 @@ class LBFGS(Optimizer):
     --------
     >>> import torch
     >>> from fastoptim.torch import LBFGS
-    >>> w = torch.nn.Parameter(torch.ones(4))
+    >>> w = torch.nn.Parameter(torch.ones(2, 2))
     >>> opt = LBFGS([w])
-    >>> w.sum().backward()
-    >>> opt.step()
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = (w ** 2).sum()
+    ...     loss.backward()
+    ...     return loss
+    >>> loss = opt.step(closure)
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
