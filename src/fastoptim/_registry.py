@@ -106,7 +106,10 @@ class Spec:
         return positional, keyword
 
 
-SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS)
+# The faces of the C-kernel rules: the registry-driven tests, benchmarks and demos iterate these.
+SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is None)
+# Rules at the Python level (Muon, LBFGS: BLAS products, closures) have tests of their own.
+PYTHON_SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is not None)
 BY_NAME = {spec.name: spec for spec in SPECS}
 # The faces torch.optim has too (LAMB has none): what the torch comparisons iterate.
 TORCH_SPECS = tuple(spec for spec in SPECS if spec.variant.torch_name)

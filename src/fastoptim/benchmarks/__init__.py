@@ -1,9 +1,10 @@
-"""python -m fastoptim bench {optim,torch,hogwild,distributed}: fastoptim's benchmarks.
+"""python -m fastoptim bench {optim,torch,hogwild,distributed,python}: fastoptim's benchmarks.
 
   optim        every optimizer against NumPy and torch.optim, by size and thread count
   torch        fastoptim.torch against torch.optim on two models
   hogwild      Hogwild! SGD against scikit-learn's SGDClassifier
   distributed  data-parallel steps on MPI ranks against torch.distributed and mpi4py + NumPy
+  python       the rules at the Python level (Muon, LBFGS) against torch.optim
 
 Each subcommand is a module of this package with add_arguments(parser) and
 main(args); timing.py is how all of them time.  `bench` with no subcommand is
@@ -20,6 +21,7 @@ SUBCOMMANDS = {
     "hogwild": ("hogwild", "Hogwild! SGD against scikit-learn's SGDClassifier"),
     "distributed": ("distributed", "a data-parallel Adam step on MPI ranks against torch.distributed (gloo) "
                                    "and mpi4py + NumPy (launches mpiexec; needs the mpi extra)"),
+    "python": ("python_rules", "the rules at the Python level (Muon, LBFGS) against torch.optim"),
 }
 
 

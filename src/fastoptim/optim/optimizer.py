@@ -103,6 +103,7 @@ class Optimizer(StepEngine):
             raise TypeError("a param group must be a dict with a 'params' entry")
         gi = len(self.param_groups)
         where = f"param_groups[{gi}]"
+        self._check_group_count(gi, where)
         group = dict(param_group)
         params = group["params"]
         if isinstance(params, np.ndarray):
@@ -174,6 +175,14 @@ class Optimizer(StepEngine):
         """
         self._run_step(grads, grad_scale)
 
+    def closure_step(self, closure):
+        """One step of a closure-driven optimizer (LBFGS): closure() evaluates the objective at
+        the params' current values and returns (loss, grads), grads in the params' structure
+        (None counts as zeros); the step calls it as often as it needs.  Returns the loss of
+        the first evaluation.  Hyperparameters, params and the first evaluation's grads are
+        checked before anything is written."""
+        return self._run_closure_step(closure)
+
     # ---- engine hooks: NumPy arrays, state by flat index ----------------------------
     _check_plan_params = True    # an array swapped into a group is noticed at the next step
 
@@ -219,6 +228,15 @@ class Optimizer(StepEngine):
 
     def _live_step(self, steps, i):
         return steps[i:i + 1].reshape(())
+
+    def _grad_arrays(self, grads):
+        return [None if g is None else np.asarray(g) for g in grads]
+
+    def _evaluate(self, closure):
+        result = closure()
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"the closure must return (loss, grads), got {type(result).__qualname__}")
+        return result[0], self._prepare_grads(result[1])
 
     # plan.gather(grads), called without a Python frame of its own (the step's fast path)
     _gather = staticmethod(StepPlan.gather)
@@ -353,6 +371,7 @@ class Optimizer(StepEngine):
             self._checked_hyper(new_group, where)
             new_groups.append(new_group)
         params = self._flat_params()
+        slot_names = {slot.name for slot in self.rule.state}
         new_states = [State(self) for _ in params]
         for saved_index, entry in state_dict["state"].items():
             if saved_index not in index_map:
@@ -364,6 +383,9 @@ class Optimizer(StepEngine):
             for name, value in entry.items():
                 if name == "step":
                     loaded[name] = _step_value(value, i)
+                    continue
+                if name not in slot_names:  # a rule's own state (LBFGS's): copied as it is
+                    loaded[name] = _copied(value)
                     continue
                 array = _to_numpy(value)
                 if array is not None:
@@ -416,6 +438,16 @@ def _step_value(value, i):
     if not f.is_integer() or f < 0:
         raise ValueError(f"state[{i}]['step'] must be a whole number >= 0, got {value!r}")
     return int(f)
+
+
+def _copied(value):
+    """A copy of a state value, torch tensors as NumPy (0-d ones as NumPy scalars), lists item by item."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    array = _to_numpy(value)
+    if array is None:
+        return copy.deepcopy(value)
+    return array[()].copy() if array.ndim == 0 else np.array(array, order="C", copy=True)
 
 
 def _to_numpy(value):

@@ -11,6 +11,11 @@ The C side of a rule is csrc/fastoptim/rules/<kernel>.inc.  Its field list
 (FO_<NAME>_FIELDS) is the Rule's kernel fields in the same order; the
 arguments' common header carries lr, maximize, the step and the grad scale.
 A checked step's hyperparameters are the tuple (lr, maximize, *fields).
+
+A rule at the Python level (LBFGS, Muon: BLAS products, closures) has no C
+kernel: its `python` (a PythonStep) steps the plan's arrays in Python, with
+fused vector kernels for its element-wise work.  Checks, schedules, state
+and state_dict are the step engine's, as for every other rule.
 """
 import functools
 import math
@@ -107,6 +112,74 @@ class Pair:
         return first, second
 
 
+@dataclass(frozen=True)
+class Integer:
+    """An integer hyperparameter in [low, high] (None: no bound); allow_none for an optional one.
+
+    message: torch's error text for a value above high, if torch has one.
+    """
+    name: str
+    default: object
+    label: str
+    low: int = None
+    high: int = None
+    allow_none: bool = False
+    message: str = None
+    kernel: bool = True
+
+    def check(self, value, where):
+        if value is None and self.allow_none:
+            return None
+        kind = "an integer" + (" or None" if self.allow_none else "")
+        value = _validation.integer(value, self.name, minimum=self.low, label=self.label, where=where, kind=kind)
+        if self.high is not None and value > self.high:
+            head = self.message or f"Invalid {self.label}"
+            raise ValueError(f"{head}: {self.name}={value!r}{where}; must be <= {self.high}")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few values (strings or None).
+
+    message: torch's error text, formatted with the value (e.g. "Adjust
+    learning rate function {} is not supported"); ours follows it.
+    """
+    name: str
+    default: object
+    choices: tuple
+    message: str = None
+
+    kernel = True
+
+    def check(self, value, where):
+        for choice in self.choices:
+            if value is choice or (type(value) is type(choice) and value == choice):
+                return choice
+        head = self.message.format(value) if self.message else f"Invalid {self.name}"
+        raise ValueError(f"{head}: {self.name}={value!r}{where}; expected one of "
+                         f"{', '.join(repr(c) for c in self.choices)}")
+
+
+@dataclass(frozen=True)
+class Reals:
+    """A tuple of `length` real numbers of any sign, finite (Muon's ns_coefficients)."""
+    name: str
+    default: tuple
+    length: int
+    message: str = None     # torch's error text for a wrong length
+
+    kernel = True
+
+    def check(self, value, where):
+        if not isinstance(value, (tuple, list)) or len(value) != self.length:
+            head = self.message or f"Invalid {self.name}"
+            raise ValueError(f"{head}: {self.name}={value!r}{where}; expected a tuple of {self.length} "
+                             f"real numbers")
+        return tuple(_validation.real(v, f"{self.name}[{i}]", label=self.name, where=where)
+                     for i, v in enumerate(value))
+
+
 # The hyperparameters most rules share, with torch's wording.
 def learning_rate(default):
     return Real("lr", default, "learning rate")
@@ -163,6 +236,39 @@ class Slot:
         return () if self.scalar else tuple(param_shape)
 
 
+# ---- rules at the Python level ----------------------------------------------------------
+
+class PythonStep:
+    """How a rule without a C kernel steps: Python over the plan's arrays (see _engine).
+
+    Subclasses say:
+      step(run): one optimizer step; `run` is an _engine.StepArrays (the params,
+        their grads, their state slots, each group's checked hyperparameters,
+        a scratch dict kept across steps; for a closure-driven rule also the
+        closure's first evaluation, `evaluate()` and the rule's own state).
+        A closure-driven rule returns the step's loss.
+      run_single(rule, arrays, names, step, hyper, grad_scale): the functional
+        form of a per-tensor rule, with _ext.step.run_single's arguments (the
+        Rule in place of its kernel number);
+      run_closure(params, closure, state, **hyper): the functional form of a
+        closure-driven rule.
+    closure: step(closure) evaluates the objective itself, maybe many times
+      (LBFGS); the NumPy closure returns (loss, grads), torch's returns the loss.
+    single_group: only one param group (torch's LBFGS).
+    """
+    closure = False
+    single_group = False
+
+    def step(self, run):
+        raise NotImplementedError
+
+    def run_single(self, rule, arrays, names, step, hyper, grad_scale):
+        raise NotImplementedError
+
+    def run_closure(self, params, closure, state, **hyper):
+        raise NotImplementedError
+
+
 # ---- faces, demos ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -200,11 +306,14 @@ class Rule:
     """One update rule: see the module docstring.
 
     options: every class option, lr first (the step engine replaces it by a
-    schedule's value) and maximize among them; signature / torch_signature: the
-    NumPy and torch classes' argument order, names separated by spaces, "*"
-    before the keyword-only ones (torch's may name TORCH_ONLY_DEFAULTS keys);
+    schedule's value) and maximize among them (a rule without it only
+    minimizes); signature / torch_signature: the NumPy and torch classes'
+    argument order, names separated by spaces, "*" before the keyword-only
+    ones (torch's may name TORCH_ONLY_DEFAULTS keys);
     reference(param, grad, state, *, step, grad_scale, lr, maximize, **fields):
-    the update in plain NumPy, state a dict of the used slots' arrays.
+    the update in plain NumPy, state a dict of the used slots' arrays (a
+    closure-driven rule: reference(params, closure, state, *, lr, maximize,
+    **fields), one step with torch's state dict).
     """
     kernel: str
     options: tuple
@@ -220,6 +329,11 @@ class Rule:
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
     traffic: int = None             # arrays read or written per element and step, where it is not param, grad
                                     # and state read, param and state written (LAMB's two passes)
+    not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
+    python: PythonStep = None       # a rule at the Python level: no C kernel (see PythonStep)
+    ndim: int = None                # params must have this many dimensions (Muon: 2), else any
+    fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
+                                    # (torch's LBFGS sets max_eval from max_iter)
 
     def __post_init__(self):
         fields = []
@@ -235,6 +349,11 @@ class Rule:
                                                   if isinstance(option, Pair) and option.message
                                                   for part in option.parts})
         object.__setattr__(self, "check", _memoized(self._check))
+
+    @property
+    def closure(self):
+        """Whether step() takes a closure that it evaluates itself (LBFGS)."""
+        return self.python is not None and self.python.closure
 
     # ---- names ------------------------------------------------------------------
     @property
@@ -258,7 +377,7 @@ class Rule:
         *values, where = args
         w = f" ({where})" if where else ""
         by_field = self.by_name
-        checked = [by_field["lr"].check(lr, w), by_field["maximize"].check(maximize, w)]
+        checked = [by_field["lr"].check(lr, w), self._check_maximize(maximize, w)]
         if self.worded_pairs:
             checked += [self._check_field(f, v, values, w) for f, v in zip(self.fields, values)]
         else:
@@ -274,6 +393,13 @@ class Rule:
         first = self.field_names.index(pair.parts[0].name)
         return field.worded_check(value, pair.message.format(*values[first:first + 2]), w)
 
+    def _check_maximize(self, maximize, where):
+        if "maximize" in self.by_name:
+            return self.by_name["maximize"].check(maximize, where)
+        if maximize is not False:  # a rule without the option (Muon, LBFGS) only minimizes
+            raise TypeError(f"Invalid maximize={maximize!r}{where}; this optimizer only minimizes")
+        return False
+
     def check_options(self, options, lr, where=""):
         """A group's (or a class's) options, checked into (lr, maximize, *fields), at `lr`."""
         w = f" ({where})" if where else ""
@@ -284,7 +410,7 @@ class Rule:
             elif not option.kernel:
                 option.check(options[option.name], w)
         values = [from_pairs[f.name] if f.name in from_pairs else options[f.name] for f in self.fields]
-        return self.check(lr, options["maximize"], *values, where)
+        return self.check(lr, options.get("maximize", False), *values, where)
 
     # ---- state --------------------------------------------------------------------
     def slots(self, options):

@@ -80,6 +80,15 @@ def _check_tensor(t, where, what="param"):
         raise ValueError(f"{where} is a lazily negated or conjugated view; materialize it first")
 
 
+def _cloned(value):
+    """A copy of a state value: tensors cloned (contiguous), lists item by item."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cloned(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone(memory_format=torch.contiguous_format)
+    return copy.deepcopy(value)
+
+
 def _state_step(value, where):
     """A step count from an int, a float or a 0-d tensor (torch keeps float32 steps)."""
     try:
@@ -128,6 +137,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         gi = len(self.param_groups) - 1
         try:
             where = f"param_groups[{gi}]"
+            self._check_group_count(gi, where)
             self._check_torch_flags(group, where)
             self._install_schedule(group, where)  # 'lr' shows the value the next step uses
             if "lr_schedule" in group:
@@ -162,6 +172,13 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 loss = closure()
         self._run_step(None)
         return loss
+
+    @torch.no_grad()
+    def closure_step(self, closure):
+        """One step of a closure-driven optimizer (LBFGS), as torch.optim's: closure() clears the
+        grads, computes the loss, calls backward() and returns the loss; the step calls it (with
+        grad enabled) as often as it needs.  Returns the first evaluation's loss."""
+        return self._run_closure_step(closure)
 
     # ---- engine hooks: torch tensors, state by tensor ----------------------------
     def _flat(self):
@@ -231,6 +248,32 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
 
     def _attach(self, plan, params):
         plan.attach_tensors(params)
+
+    def _grad_arrays(self, grads):
+        return [None if p.grad is None else p.grad.detach().numpy() for p in self._plan_params]
+
+    def _evaluate(self, closure):
+        with torch.enable_grad():
+            return closure(), None
+
+    def _to_state(self, value):
+        """NumPy arrays as tensors sharing their memory, NumPy scalars as 0-d tensors (torch's layout)."""
+        if isinstance(value, list):
+            return [self._to_state(v) for v in value]
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value)
+        if isinstance(value, np.floating):
+            return torch.tensor(value)
+        return value
+
+    def _from_state(self, value, name):
+        if isinstance(value, list):
+            return [self._from_state(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, torch.Tensor):
+            _check_tensor(value, f"state[params[0]][{name}]", "state tensor")
+            array = value.detach().numpy()
+            return array[()] if array.ndim == 0 else array
+        return value
 
     def _gather(self, plan, grads):
         missing = plan.gather_torch(self.param_groups, _to_dlpack)
@@ -312,6 +355,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             self._checked_hyper(merged, where)
             id_map.update(zip(saved["params"], group["params"]))
         state = {}
+        slot_names = {slot.name for slot in self.rule.state}
         for key, entry in state_dict["state"].items():
             p = id_map.get(key)
             if p is None:
@@ -322,6 +366,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 where = f"loaded state[{key!r}][{name!r}]"
                 if name == "step":
                     own[name] = torch.tensor(_state_step(value, where), dtype=torch.int64)
+                elif name not in slot_names:  # a rule's own state (LBFGS's): copied as it is
+                    own[name] = _cloned(value)
                 elif isinstance(value, torch.Tensor):
                     slot = self.rule.slot(name)
                     shape = tuple(p.shape) if slot is None else slot.shape(tuple(p.shape))
