@@ -428,6 +428,19 @@ def zero_refuses_per_tensor_rules_and_non_optimizers():
         assert "PerTensorAdam's is per tensor (elementwise = False): use DataParallel" in str(error)
     else:
         raise AssertionError("no ValueError")
+    for python_level in (fastoptim.Muon, fastoptim.LBFGS):
+        try:
+            fd.ZeroRedundancyOptimizer([np.zeros((3, 2))], python_level, timeout=TIMEOUT)
+        except ValueError as error:
+            assert "it steps whole tensors at the Python level): use DataParallel" in str(error)
+        else:
+            raise AssertionError(f"ZeroRedundancyOptimizer took {python_level.__name__}")
+    try:
+        fd.DataParallel(fastoptim.LBFGS([np.zeros(3)]), timeout=TIMEOUT)
+    except TypeError as error:
+        assert "LBFGS steps with a closure" in str(error)
+    else:
+        raise AssertionError("DataParallel took LBFGS")
     try:
         fd.ZeroRedundancyOptimizer([np.zeros(3)], "Adam", timeout=TIMEOUT)
     except TypeError as error:

@@ -14,14 +14,17 @@ def _per_tensor(optimizer_class):
     """Why the class's update is not element-wise (a reason), or '' if it is.
 
     A class may say so itself (elementwise = False); a generated class says it
-    through its Rule: per-tensor scalar state (NAdam's mu_product, ASGD's eta and
-    mu), or several passes over each tensor (LAMB's norms).
+    through its Rule: a rule at the Python level (Muon's matrix products, LBFGS),
+    per-tensor scalar state (NAdam's mu_product, ASGD's eta and mu), or several
+    passes over each tensor (LAMB's norms).
     """
     if getattr(optimizer_class, "elementwise", True) is not True:
         return "elementwise = False"
     rule = getattr(optimizer_class, "rule", None)
     if rule is None:
         return ""
+    if rule.python is not None:
+        return "it steps whole tensors at the Python level"
     scalars = [slot.name for slot in rule.state if slot.scalar]
     if scalars:
         return f"per-tensor scalar state {', '.join(scalars)}"
