@@ -418,8 +418,10 @@ cdef class StepPlan:
         cdef Py_ssize_t k = 0
         cdef fo_index size = self.offsets[i + 1] - self.offsets[i]
         for s in <tuple>self.states[i]:
+            # a per-tensor scalar slot (NAdam's mu_product) stays 0-d whatever the param's size
             if s is not None and (<char *>cnp.PyArray_DATA(<cnp.ndarray>s) != self.data[i * FO_MAX_OPERANDS + 2 + k]
-                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != size):
+                                  or (cnp.PyArray_NDIM(<cnp.ndarray>s) != 0
+                                      and cnp.PyArray_SIZE(<cnp.ndarray>s) != size)):
                 self.raise_moved(i, <cnp.ndarray>s, " (a state array of it)")
             k += 1
         return 0
