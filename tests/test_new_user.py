@@ -139,7 +139,7 @@ def test_numpy_state_dict_loads_into_fastoptim_torch_and_back(spec, torch):
     if any(slot.scalar for slot in spec.rule.state):
         # torch's load_state_dict casts a per-tensor scalar (NAdam's float32 mu_product) to the
         # param's dtype, as fastoptim.torch does after it: the next step rounds differently
-        np.testing.assert_allclose(t.detach().numpy(), opt.param_groups[0]["params"][0], rtol=1e-12)
+        np.testing.assert_allclose(t.detach().numpy(), opt.param_groups[0]["params"][0], rtol=1e-9)
     else:
         assert _same_bits(t.detach().numpy(), opt.param_groups[0]["params"][0])
     # ... and back: a fastoptim.torch checkpoint into the NumPy class, arrays from tensors.
