@@ -5,8 +5,9 @@ TypeError (wrong kind) or ValueError (out of range) that names the argument,
 its value and where it came from.  Two wordings exist, because users and
 tests know both:
 
-  - with a `label`, torch.optim's: "Invalid learning rate: lr=-1 (param_groups[0]);
-    must be finite and >= 0" (hyperparameters and schedule arguments);
+  - with a `label`, torch.optim's text first, then ours: "Invalid learning rate: -1
+    (param_groups[0]); lr must be finite and >= 0" (hyperparameters and schedule
+    arguments; users and torch's own tests match the leading "Invalid learning rate: -1");
   - without one, the plain form: "max_norm must be >= 0.0, got -1"
     (training helpers, estimators).
 
@@ -39,12 +40,12 @@ def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open
          label=None, where=""):
     """A real number in the bounds (closed unless *_open), as a float.
 
-    label/where: torch.optim's wording, "Invalid {label}: {name}={value!r}{where}; ..."
-    (where is appended as given, e.g. " (param_groups[1])").
+    label/where: torch.optim's wording, "Invalid {label}: {value}{where}; {name} must be ..."
+    (the value printed as torch prints it; where appended as given, e.g. " (param_groups[1])").
     """
     if not _is_real(value):
         if label is not None:
-            raise TypeError(f"Invalid {label}: {name}={value!r}{where}; expected a real number")
+            raise TypeError(f"Invalid {label}: {value!r}{where}; {name} must be a real number")
         raise TypeError(f"{name} must be a real number, got {value!r}")
     x = float(value)
     finite = math.isfinite(x) or (allow_inf and not math.isnan(x))
@@ -55,7 +56,7 @@ def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open
     if label is not None:
         lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
         bound = f">= {low:g}" if math.isinf(high) else f"in {lo}, {hi}"
-        raise ValueError(f"Invalid {label}: {name}={value!r}{where}; must be finite and {bound}")
+        raise ValueError(f"Invalid {label}: {value}{where}; {name} must be finite and {bound}")
     if not finite:
         raise ValueError(f"{name} must be finite, got {value!r}")
     if not above:
@@ -73,16 +74,16 @@ def flag(value, name, where=""):
 def integer(value, name, *, minimum=None, label=None, where="", kind="an integer"):
     """An integer (not a bool) >= minimum, as an int.
 
-    label/where: the "Invalid {label}: {name}={value!r}{where}; ..." wording, where
+    label/where: the "Invalid {label}: {value}{where}; {name} must be ..." wording, where
     `kind` says what was expected ("an integer number of steps").
     """
     if not is_integer(value):
         if label is not None:
-            raise TypeError(f"Invalid {label}: {name}={value!r}{where}; expected {kind}")
+            raise TypeError(f"Invalid {label}: {value!r}{where}; {name} must be {kind}")
         raise TypeError(f"{name} must be {kind}, got {value!r}")
     if minimum is not None and value < minimum:
         if label is not None:
-            raise ValueError(f"Invalid {label}: {name}={value!r}{where}; must be >= {minimum}")
+            raise ValueError(f"Invalid {label}: {value}{where}; {name} must be >= {minimum}")
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(value)
 
