@@ -324,6 +324,7 @@ class Optimizer(StepEngine):
             new_group = dict(group)
             new_group.pop("lr_schedule", None)
             new_group.update(copy.deepcopy(merged, shared))
+            new_group.update(self.variant.fixed)  # the class decides the rule: AdamW stays AdamW
             where = f"loaded param_groups[{gi}]"
             schedule = new_group.get("lr_schedule")
             if schedule is None:
