@@ -196,17 +196,20 @@ class Optimizer(StepEngine):
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill):
+    def _new_array(self, p, fill, fill_imag=False):  # params are real here
         return np.full_like(p, fill) if fill else np.zeros_like(p)
 
-    def _zero_step(self):
+    def _zero_step(self, group):
         return 0
 
-    def _step_value(self, value, i, key):
-        return _step_value(value, i)
-
-    def _live_step(self, steps, i):
-        return steps[i:i + 1].reshape(())
+    def _step_counter(self, state, group, i, key):
+        """state['step'] as a live 0-d int64 array (made from a number or another array)."""
+        counter = state.get("step", 0)
+        if not (type(counter) is np.ndarray and counter.shape == () and counter.dtype == np.int64
+                and counter.flags.writeable and counter.base is None):
+            counter = np.array(_step_value(counter, i), dtype=np.int64)
+            dict.__setitem__(state, "step", counter)
+        return counter
 
     # plan.gather(grads), called without a Python frame of its own (the step's fast path)
     _gather = staticmethod(StepPlan.gather)

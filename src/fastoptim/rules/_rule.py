@@ -103,6 +103,8 @@ class Slot:
     when: (field, predicate) for a slot only some options use (None: always);
     reason: the condition in words, for "... is required when {reason}";
     fill: the class option holding its start value (None: zeros);
+    fill_imag: for a complex param (torch), whether the imaginary parts start at the fill
+        too (torch's Adagrad: complex(v, v)) or at zero (torch.full_like: v + 0j);
     positional: whether the functional form takes it positionally.
     """
     name: str
@@ -110,6 +112,7 @@ class Slot:
     when: tuple = None
     reason: str = ""
     fill: str = None
+    fill_imag: bool = False
     positional: bool = True
 
     @property
@@ -176,6 +179,9 @@ class Rule:
     eager_state: bool = False       # torch creates the state at construction (Adagrad)
     grid: dict = field(default_factory=dict)   # option name -> values; the product is tested
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
+    # Options torch's constructor checks as tensors (Adam's lr and betas): with foreach=True
+    # (and not capturable) a tensor is refused, and a Pair's parts must be both tensors or neither.
+    torch_tensor_checks: tuple = ()
 
     def __post_init__(self):
         fields = []
