@@ -7,6 +7,7 @@ compiled for the x86-64 baseline plus AVX2 and AVX-512 target regions chosen
 at run time (csrc/kernels.c), never with -march=native.
 """
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,10 @@ def check_openmp():
         with open("probe.c", "w") as f:
             f.write(OPENMP_PROBE)
         objects = compiler.compile(["probe.c"], extra_postargs=compile_flags)
-        compiler.link_executable(objects, "probe", extra_postargs=link_flags)
+        # distutils adds LDFLAGS to shared-library links only; the probe needs them too
+        # (macOS: -L of Homebrew's libomp; a sanitizer build: -fsanitize=...).
+        ldflags = shlex.split(os.environ.get("LDFLAGS", "")) if os.name != "nt" else []
+        compiler.link_executable(objects, "probe", extra_preargs=ldflags, extra_postargs=link_flags)
         out = subprocess.run([os.path.join(tmp, "probe")], capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             return False, f"the probe ran but its threads did not start: {out.stdout}{out.stderr}"
@@ -84,6 +88,8 @@ def no_openmp_banner(error):
 
 def extension_flags():
     if sys.platform == "win32":
+        # MSVC (VS 2022+) never contracts to FMA under /fp:precise, our -ffp-contract=off;
+        # it has no target pragmas, so csrc/kernels.c builds the baseline table only.
         compile_args, link_args = ["/O2", "/fp:precise"], []
     else:
         # -fno-math-errno lets GCC vectorise sqrt (a 2-5x difference here);
@@ -103,7 +109,12 @@ def extension_flags():
     return compile_args, link_args
 
 
-compile_args, link_args = extension_flags()
+# Metadata and the sdist need neither the OpenMP probe nor Cython's output (the sdist
+# ships the .pyx and never generated C, see MANIFEST.in): only a build runs them.
+METADATA_ONLY = bool({"egg_info", "dist_info", "sdist"} & set(sys.argv[1:])) and not (
+    {"build", "build_ext", "bdist_wheel", "editable_wheel", "install", "develop"} & set(sys.argv[1:]))
+
+compile_args, link_args = ([], []) if METADATA_ONLY else extension_flags()
 numpy_api = ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")
 kernel_headers = ["csrc/fastoptim/" + name for name in (
     "kernels.h", "update_rules.h", "rules.h", "loops.inc", "loop_helpers.inc", "level_table.inc")]
@@ -144,7 +155,7 @@ extensions = [
 ]
 
 setup(
-    ext_modules=cythonize(
+    ext_modules=extensions if METADATA_ONLY else cythonize(
         extensions,
         compiler_directives={
             "language_level": 3,
@@ -155,4 +166,7 @@ setup(
             "freethreading_compatible": True,
         },
     ),
+    # the extensions compile side by side, one per core (MSVC's distutils driver is not
+    # thread-safe, so Windows builds them in turn)
+    options={"build_ext": {"parallel": (os.cpu_count() or 1) if os.name != "nt" else 1}},
 )

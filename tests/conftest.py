@@ -1,4 +1,5 @@
 import os
+import sys
 import tracemalloc
 
 import numpy as np
@@ -45,8 +46,27 @@ def assert_unchanged(before, arrays):
         np.testing.assert_array_equal(a, b)
 
 
+def _stop_tqdm_monitor():
+    std = sys.modules.get("tqdm.std")
+    if std is None:
+        return
+    std.tqdm.monitor_interval = 0  # tqdm's switch: later bars start no monitor thread
+    classes = [std.tqdm]
+    while classes:  # the running monitor belongs to the class used (tqdm.auto's is a subclass)
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        if cls.__dict__.get("monitor") is not None:
+            cls.monitor.exit()  # wakes it and joins it
+            cls.monitor = None
+
+
 def traced_memory_growth(run, times):
-    """(bytes kept, peak bytes above the start) over `times` calls of run(), as tracemalloc sees them."""
+    """(bytes kept, peak bytes above the start) over `times` calls of run(), as tracemalloc sees them.
+
+    tracemalloc counts every thread's allocations: tqdm's monitor thread, which the first
+    progress bar (train.fit) starts and which then wakes every 10 s for the rest of the
+    session, would be counted too whenever it wakes during the calls, so it is stopped."""
+    _stop_tqdm_monitor()
     tracemalloc.start()
     try:
         run()

@@ -26,7 +26,19 @@
 #define fo_hw_prefetch_write(p) ((void)(p))
 #endif
 
-/* The next item of a shared counter, claimed atomically (serial builds have one thread). */
+/* The next item of a shared counter, claimed atomically (serial builds have one thread).
+ * MSVC's /openmp is OpenMP 2.0, which has no atomic capture: an interlocked add does the same. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static inline ptrdiff_t fo_hw_claim(ptrdiff_t *counter)
+{
+#if defined(_WIN64)
+    return (ptrdiff_t)_InterlockedExchangeAdd64((volatile __int64 *)counter, 1);
+#else
+    return (ptrdiff_t)_InterlockedExchangeAdd((volatile long *)counter, 1);
+#endif
+}
+#else
 static inline ptrdiff_t fo_hw_claim(ptrdiff_t *counter)
 {
     ptrdiff_t claimed;
@@ -36,5 +48,6 @@ static inline ptrdiff_t fo_hw_claim(ptrdiff_t *counter)
     claimed = (*counter)++;
     return claimed;
 }
+#endif
 
 #endif

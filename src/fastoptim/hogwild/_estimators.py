@@ -4,16 +4,21 @@ import time
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+try:
+    import scipy.sparse as sp
+    from scipy.special import expit
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils import check_random_state
+    from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils.extmath import safe_sparse_dot
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover - exercised by .ci/smoke.py --bare
+    raise ImportError(f"fastoptim.hogwild needs scikit-learn (>= 1.6) and SciPy ({exc}): "
+                      "pip install 'fastoptim[hogwild]'") from exc
 
 from .._ext import runtime as _kernels
 from .._config import _resolve_threads
