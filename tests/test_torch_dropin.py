@@ -125,6 +125,7 @@ def test_differentiable_group_takes_torch_path(torch, ft, name):
         warnings.simplefilter("always")
         step_both(torch, ours, theirs)
     (warning,) = fallback_warnings(record, ft)
+    assert warning.filename == __file__  # points at the user's step(), not at fastoptim or torch
     assert "param_groups[0]['params'][0]" in str(warning.message) and "differentiable" in str(warning.message)
     assert list(ours.fallbacks) == ["param_groups[0]['params'][0]"]
     assert_same(torch, ours, theirs, rtol=1e-12, atol=1e-12)

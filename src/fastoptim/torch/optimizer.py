@@ -55,7 +55,7 @@ def _user_stacklevel():
     fastoptim and torch (the user's step() or construction)."""
     inside = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
               os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
-    frame, level = sys._getframe(2), 1
+    frame, level = sys._getframe(2), 2  # stacklevel 2: our caller's caller
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
     return level
