@@ -143,6 +143,8 @@ extensions = [
     extension("step"),
     extension("train", depends=["csrc/fastoptim/counter_rng.h", "csrc/fastoptim/reductions.h"]),
     extension("bandwidth"),
+    # DC-ASGD's delay compensation, for fastoptim.distributed's parameter server and simulator
+    extension("compensation", sources=["csrc/compensation.c"], depends=["csrc/fastoptim/compensation.inc"]),
     Extension(
         "fastoptim.hogwild._kernel",
         sources=["src/fastoptim/hogwild/_kernel.pyx"],

@@ -1,8 +1,8 @@
 /* Builds the kernel tables: the same loops compiled for the x86-64 baseline
  * and, with GCC or clang on x86-64, for AVX2+FMA and AVX-512 through target
- * regions, so one installed binary runs the best code the CPU supports
- * without -march=native.  Other compilers and architectures get the
- * baseline table only. */
+ * regions (fastoptim/each_level.inc), so one installed binary runs the best
+ * code the CPU supports without -march=native.  Other compilers and
+ * architectures get the baseline table only. */
 #include "fastoptim/kernels.h"
 
 #if defined(_MSC_VER)
@@ -20,44 +20,9 @@
 #define FO_STR_(x) #x
 #define FO_STR(x) FO_STR_(x)
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) \
-    && !defined(FASTOPTIM_NO_SIMD_DISPATCH)
-#define FO_X86_DISPATCH 1
-#else
-#define FO_X86_DISPATCH 0
-#endif
-
-#define FO_LEVEL baseline
-#include "fastoptim/level_table.inc"
-#undef FO_LEVEL
-
-#if FO_X86_DISPATCH
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
-#define FO_LEVEL avx2
-#include "fastoptim/level_table.inc"
-#undef FO_LEVEL
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma,prefer-vector-width=512"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,fma,prefer-vector-width=512")
-#endif
-#define FO_LEVEL avx512
-#include "fastoptim/level_table.inc"
-#undef FO_LEVEL
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
+#define FO_LEVEL_BODY "fastoptim/level_table.inc"
+#include "fastoptim/each_level.inc"
+#undef FO_LEVEL_BODY
 
 /* The field tables: names, kinds and offsets of each rule's fields. */
 #define FO_FIELD_ENTRY(r, kind, name) {#name, FO_FIELD_##kind, offsetof(fo_args, rule.r.name)},

@@ -77,3 +77,47 @@ def traced_memory_growth(run, times):
     finally:
         tracemalloc.stop()
     return end - start, peak - start
+
+
+def torch_optimizer(torch, spec):
+    """torch.optim's class of a face, or, for a rule torch.optim lacks (Lion), a torch.optim.Optimizer
+    stepping the rule's NumPy reference on the tensors' memory: the oracle fastoptim.torch is held to.
+
+    Its state is the rule's slots (and a float32 0-d 'step' where the rule keeps one), created at a
+    param's first step as torch.optim creates its own; a rule without a step in its state gets the
+    count of this optimizer's steps of that param."""
+    cls = spec.torch_optim(torch)
+    if cls is not None:
+        return cls
+    rule, variant = spec.rule, spec.variant
+
+    class ReferenceOptimizer(torch.optim.Optimizer):
+        def __init__(self, params, **options):
+            defaults = {o.name: o.default for o in rule.options} | variant.defaults | options
+            super().__init__(params, defaults)
+            self._counts = {}
+
+        @torch.no_grad()
+        def step(self):
+            for group in self.param_groups:
+                fields = spec.functional_kwargs({o.name: group[o.name] for o in rule.options}) | variant.fixed
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if not state:
+                        if rule.step_in_state:
+                            state["step"] = torch.tensor(0.0)
+                        for slot in rule.state:
+                            if slot.used(group.__getitem__):
+                                state[slot.name] = torch.full_like(p, rule.start_value(slot, group))
+                    if rule.step_in_state:
+                        state["step"] += 1
+                        step = int(state["step"])
+                    else:
+                        step = self._counts[p] = self._counts.get(p, 0) + 1
+                    arrays = {k: v.numpy() for k, v in state.items() if k != "step"}
+                    rule.reference(p.detach().numpy(), p.grad.numpy(), arrays, step=step, grad_scale=None, **fields)
+
+    ReferenceOptimizer.__name__ = ReferenceOptimizer.__qualname__ = f"Reference{variant.name}"
+    return ReferenceOptimizer

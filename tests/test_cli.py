@@ -34,3 +34,22 @@ def test_every_flag_of_each_benchmark_parses():
          "--loss", "log_loss", "--alpha", "1e-4", "--epochs", "2", "--repeats", "1", "--hogwild-threads", "1",
          "--hogwild-dtype", "float32", "--json", "x"]))
     assert (args.benchmark, args.n_samples, args.loss, args.hogwild_dtype) == ("hogwild", 10, "log_loss", "float32")
+
+
+def test_bench_python_parses_and_runs_on_tiny_problems(torch):
+    import io
+    from fastoptim.benchmarks import python_rules
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    benchmarks.add_arguments(commands.add_parser("bench"))
+    args = parser.parse_args(["bench", "python", "--size", "8", "--samples", "40", "--features", "3", "--threads",
+                              "1", "--quick", "--json", "x"])
+    assert (args.benchmark, args.size, args.samples, args.features) == ("python", 8, 40, 3)
+    out = io.StringIO()
+    results = python_rules.run(8, 40, 3, (1,), rounds=1, min_seconds=0.0, out=out)
+    assert {r["rule"] for r in results} == {"muon", "lbfgs"}
+    for r in results:  # every contender timed; LBFGS's forms evaluated the closure as often as torch's
+        assert all(seconds > 0 for seconds in r["times"].values()), r
+        if "evaluations" in r:
+            assert len(set(r["evaluations"].values())) == 1, r
+    assert "torch.optim.Muon" in out.getvalue() and "torch.optim.LBFGS" in out.getvalue()

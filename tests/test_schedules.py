@@ -322,7 +322,8 @@ def test_schedule_driven_training_equals_functional_with_the_lr_by_hand(spec):
     grads = [rng.standard_normal(33) for _ in range(40)]
     p, q = np.ones(33), np.ones(33)
     opt = spec.cls([p], **dict(options, lr=schedule))
-    positional, keyword = spec.new_state(q, options)
+    # state filled from lr (ASGD's eta, Rprop's step sizes) takes the lr of the first step, as in torch
+    positional, keyword = spec.new_state(q, dict(options, lr=schedule(0)))
     kwargs = spec.functional_kwargs(options)
     assert opt.param_groups[0]["lr"] == schedule(0)  # before the first step: the lr it will use
     for t, g in enumerate(grads):

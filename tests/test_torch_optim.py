@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastoptim._registry import SPECS
+from fastoptim._registry import SPECS, TORCH_SPECS
+
+from conftest import torch_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def ft(torch):
 
 
 STEPS = 30
-SPEC_IDS = [s.name for s in SPECS]
+SPEC_IDS = [s.name for s in TORCH_SPECS]  # the faces torch.optim has too
 
 
 def make_mlp(torch, dtype=None, seed=0):
@@ -72,20 +74,20 @@ def assert_same_state(torch, ours, theirs, tol):
 
 # ---- numerics ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 def test_matches_torch_every_option_float64(torch, ft, spec):
     data = batches(torch, STEPS)
     for options in spec.option_sets():
         ours_model, theirs_model = make_mlp(torch), make_mlp(torch)
         ours = getattr(ft, spec.torch_name)(ours_model.parameters(), **options)
-        theirs = getattr(torch.optim, spec.torch_name)(theirs_model.parameters(), **options)
+        theirs = torch_optimizer(torch, spec)(theirs_model.parameters(), **options)
         train(torch, ours_model, ours, data)
         train(torch, theirs_model, theirs, data)
         assert_same_state(torch, ours, theirs, 1e-10)
         assert np.abs(flat(ours_model) - flat(make_mlp(torch))).max() > 1e-3, "the params did not move"
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 def test_matches_torch_float32_groups_and_skipped_grads(torch, ft, spec):
     """float32, two param groups with their own lr, a param frozen for some steps,
     and a group lr changed mid-run."""
@@ -102,9 +104,9 @@ def test_matches_torch_float32_groups_and_skipped_grads(torch, ft, spec):
             model[2].bias.grad = None
 
     runs = []
-    for module in (ft, torch.optim):
+    for cls in (getattr(ft, spec.torch_name), torch_optimizer(torch, spec)):
         model = make_mlp(torch, torch.float32)
-        opt = getattr(module, spec.torch_name)(groups(model), **options)
+        opt = cls(groups(model), **options)
         train(torch, model, opt, data[:15], before_step=freeze)
         opt.param_groups[1]["lr"] = options["lr"] / 3
         train(torch, model, opt, data[15:])
@@ -169,7 +171,7 @@ def saved(torch, state_dict, weights_only=True):
     return torch.load(buffer, weights_only=weights_only)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 @pytest.mark.parametrize("direction", ["torch->fastoptim", "fastoptim->torch"])
 def test_checkpoint_exchange(torch, ft, spec, direction):
     """Train 15 steps with one, load its live state_dict into the other on a copy of the
@@ -177,16 +179,17 @@ def test_checkpoint_exchange(torch, ft, spec, direction):
     loaded state neither aliases the source nor loses anything."""
     options = list(spec.option_sets())[-1]
     data = batches(torch, 30)
-    first, second = (torch.optim, ft) if direction == "torch->fastoptim" else (ft, torch.optim)
+    ours, theirs = getattr(ft, spec.torch_name), torch_optimizer(torch, spec)
+    first, second = (theirs, ours) if direction == "torch->fastoptim" else (ours, theirs)
     reference_model = make_mlp(torch)
-    reference = getattr(torch.optim, spec.torch_name)(reference_model.parameters(), **options)
+    reference = torch_optimizer(torch, spec)(reference_model.parameters(), **options)
     train(torch, reference_model, reference, data)
 
     model = make_mlp(torch)
-    opt = getattr(first, spec.torch_name)(model.parameters(), **options)
+    opt = first(model.parameters(), **options)
     train(torch, model, opt, data[:15])
     model_copy = copy.deepcopy(model)
-    other = getattr(second, spec.torch_name)(model_copy.parameters(), lr=0.123)
+    other = second(model_copy.parameters(), lr=0.123)
     other.load_state_dict(opt.state_dict())
     assert other.param_groups[0]["lr"] == options["lr"]
     for k in range(15, 30):  # interleaved, so shared state would show
@@ -194,6 +197,30 @@ def test_checkpoint_exchange(torch, ft, spec, direction):
         train(torch, model_copy, other, data[k:k + 1])
     assert_same_state(torch, opt, reference, 1e-10)
     assert_same_state(torch, other, reference, 1e-10)
+
+
+NO_TORCH_TWIN = [s for s in SPECS if not s.variant.torch_name]  # LAMB: torch.optim has none
+
+
+@pytest.mark.parametrize("spec", NO_TORCH_TWIN, ids=[s.name for s in NO_TORCH_TWIN])
+def test_without_a_torch_twin_the_torch_face_is_the_numpy_face(torch, ft, spec):
+    """fastoptim.torch.<Class> steps exactly as fastoptim.<Class> on the same grads, float32 and
+    float64, and resumes from its state_dict (through torch.save) bit for bit."""
+    for dtype, options in ((torch.float64, list(spec.option_sets())[0]), (torch.float32, list(spec.option_sets())[-1])):
+        data = batches(torch, 12, dtype)
+        model = make_mlp(torch, dtype)
+        arrays = [p.detach().numpy().copy() for p in model.parameters()]
+        opt, ours = getattr(ft, spec.torch_name)(model.parameters(), **options), spec.cls(arrays, **options)
+
+        def record(k, model):
+            ours.step([p.grad.numpy().copy() for p in model.parameters()])
+        train(torch, model, opt, data[:6], before_step=record)
+        resumed = getattr(ft, spec.torch_name)(model.parameters(), lr=0.5)
+        resumed.load_state_dict(saved(torch, opt.state_dict()))
+        train(torch, model, resumed, data[6:], before_step=record)
+        for p, a in zip(model.parameters(), arrays):
+            np.testing.assert_array_equal(p.detach().numpy(), a)
+        assert np.abs(flat(model) - flat(make_mlp(torch, dtype))).max() > 1e-4, "the params did not move"
 
 
 def test_checkpoint_through_torch_save(torch, ft):
@@ -209,13 +236,13 @@ def test_checkpoint_through_torch_save(torch, ft):
     assert_same_state(torch, runs[0], runs[1], 1e-10)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", TORCH_SPECS, ids=SPEC_IDS)
 def test_state_dict_layout_is_torchs(torch, ft, spec):
     options = list(spec.option_sets())[-1]
     dicts = []
-    for module in (ft, torch.optim):
+    for cls in (getattr(ft, spec.torch_name), torch_optimizer(torch, spec)):
         model = make_mlp(torch)
-        opt = getattr(module, spec.torch_name)(model.named_parameters(), **options)
+        opt = cls(model.named_parameters(), **options)
         train(torch, model, opt, batches(torch, 3))
         dicts.append(saved(torch, opt.state_dict()))
     ours, theirs = dicts

@@ -10,6 +10,13 @@
 #include "rules/rmsprop.inc"
 #include "rules/adadelta.inc"
 #include "rules/adam.inc"
+#include "rules/adamax.inc"
+#include "rules/radam.inc"
+#include "rules/lion.inc"
+#include "rules/nadam.inc"
+#include "rules/asgd.inc"
+#include "rules/rprop.inc"
+#include "rules/lamb.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -17,5 +24,25 @@
     X(ADAGRAD, adagrad)    \
     X(RMSPROP, rmsprop)    \
     X(ADADELTA, adadelta)  \
-    X(ADAM, adam)
+    X(ADAM, adam)          \
+    X(ADAMAX, adamax)      \
+    X(RADAM, radam)        \
+    X(LION, lion)          \
+    X(NADAM, nadam)        \
+    X(ASGD, asgd)          \
+    X(RPROP, rprop)        \
+    X(LAMB, lamb)
+#endif
+
+/* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */
+#ifndef FO_TENSOR_RULES
+#define FO_TENSOR_RULES(X) \
+    X(NADAM, nadam)        \
+    X(ASGD, asgd)
+#endif
+
+/* The rules that pass over each tensor more than once: X(NAME, name, passes, sums) (update_rules.h). */
+#ifndef FO_PASS_RULES
+#define FO_PASS_RULES(X) \
+    X(LAMB, lamb, 2, 2)
 #endif

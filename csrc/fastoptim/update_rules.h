@@ -20,6 +20,26 @@
  * Operand slots passed to a loop: data[0] = param, data[1] = grad,
  * data[2..] = the rule's state arrays in the order of the Python Rule's
  * state slots (NULL where the options do not need that array).
+ *
+ * Rules that are not per-element (docs/adding_a_rule.md) also have
+ * per-tensor hooks, listed in rules.h:
+ *   - FO_TENSOR_RULES: fo_<name>_tensor(common, args, data), once per
+ *     tensor and step after the per-call prepare, before any loop: it
+ *     reads and writes the rule's per-tensor scalar state (0-d operands,
+ *     float32 or float64 as common.f64_operands says) and derives the
+ *     tensor's own scalars into its args.
+ *   - FO_PASS_RULES: X(NAME, name, passes, sums), rules that go over each
+ *     tensor `passes` times (LAMB: 2).  common.pass says which pass a loop
+ *     runs.  Every pass but the last also sums `sums` quantities per tensor
+ *     in a fixed order: the engine cuts each tensor into FO_NORM_BLOCKS
+ *     blocks (block b = [n*b/256, n*(b+1)/256)), the unit of thread work,
+ *     and calls the loop once per block with data[FO_SUMS_OPERAND] pointing
+ *     at that block's `sums` doubles, which the loop writes (reductions.h's
+ *     lane order); then, per tensor, it adds the blocks' values in block
+ *     order (0.0 + s_0 + ... + s_255) and hands the totals to
+ *     fo_<name>_reduced(common, args, pass, totals), which derives what the
+ *     next pass needs.  The sums depend on the values alone, never on the
+ *     thread count or SIMD width.
  */
 #ifndef FASTOPTIM_UPDATE_RULES_H
 #define FASTOPTIM_UPDATE_RULES_H
@@ -36,7 +56,31 @@ typedef struct {
     int64_t step;          /* 1-based count of this tensor's steps, this one included */
     int maximize;
     double grad_scale;     /* the grad is divided by it, as in torch's fused kernels; 1 = unscaled */
+    /* Set per tensor by the step engine; read by the per-tensor hooks only. */
+    unsigned f64_operands; /* bit k: data[k] is float64 (else float32), e.g. a per-tensor scalar's storage */
+    int scalar_f64;        /* new per-tensor scalars round to float64 (torch's default dtype), else float32 */
+    int pass;              /* FO_PASS_RULES: the pass the loops run, 0-based; 0 for the others */
 } fo_common;
+
+/* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product
+ * or ASGD's eta: stored as float32 or float64, computed in double and
+ * rounded to its dtype where torch computes in it. */
+#define FO_OPERAND_F64(c, k) ((int)(((c)->f64_operands >> (k)) & 1u))
+static inline double fo_scalar_load(const char *p, int f64)
+{
+    return f64 ? *(const double *)p : (double)*(const float *)p;
+}
+static inline void fo_scalar_store(char *p, int f64, double value)
+{
+    if (f64) *(double *)p = value;
+    else *(float *)p = (float)value;
+}
+/* value rounded to float32 unless f64: a float32 product of two rounded
+ * operands is exact in double, so rounding it once is float32 arithmetic. */
+static inline double fo_scalar_round(double value, int f64)
+{
+    return f64 ? value : (double)(float)value;
+}
 
 /* The kinds of a rule's fields, and how FO_<NAME>_FIELDS(F) entries F(rule, kind, name) declare them. */
 enum fo_field_kind { FO_FIELD_REAL, FO_FIELD_FLAG };
@@ -50,6 +94,11 @@ enum fo_dtype { FO_FLOAT32, FO_FLOAT64, FO_N_DTYPES };
 /* Whether the loop divides the grad by grad_scale: a compile-time variant, so 1 costs nothing. */
 enum fo_grad_mode { FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_N_GRAD_MODES };
 #define FO_MAX_OPERANDS 5
+/* Multi-pass rules (FO_PASS_RULES): blocks per tensor, sums per block at most, and
+ * the operand of a summing pass's output (the engine passes FO_MAX_OPERANDS + 1 operands). */
+#define FO_NORM_BLOCKS 256
+#define FO_MAX_SUMS 4
+#define FO_SUMS_OPERAND FO_MAX_OPERANDS
 
 #include "rules.h"
 
@@ -73,6 +122,62 @@ static inline void fo_prepare(int rule, fo_args *a)
     default: break;
     }
 #undef FO_PREPARE_CASE
+}
+
+/* The per-tensor hook of the rules listed in FO_TENSOR_RULES (rules.h). */
+static inline void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
+{
+#define FO_TENSOR_CASE(NAME, name) case FO_##NAME: fo_##name##_tensor(&a->common, &a->rule.name, data); break;
+    switch (rule) {
+    FO_TENSOR_RULES(FO_TENSOR_CASE)
+    default: break;
+    }
+#undef FO_TENSOR_CASE
+}
+
+/* Whether `rule` has a per-tensor hook (its args then differ per tensor). */
+static inline int fo_has_tensor_hook(int rule)
+{
+#define FO_TENSOR_HOOK_CASE(NAME, name) case FO_##NAME: return 1;
+    switch (rule) {
+    FO_TENSOR_RULES(FO_TENSOR_HOOK_CASE)
+    default: return 0;
+    }
+#undef FO_TENSOR_HOOK_CASE
+}
+
+/* The passes of `rule` over each tensor (1 unless it is in FO_PASS_RULES). */
+static inline int fo_rule_passes(int rule)
+{
+#define FO_PASSES_CASE(NAME, name, passes, sums) case FO_##NAME: return passes;
+    switch (rule) {
+    FO_PASS_RULES(FO_PASSES_CASE)
+    default: return 1;
+    }
+#undef FO_PASSES_CASE
+}
+
+/* The per-tensor sums that `rule`'s passes but the last produce (0 for one pass). */
+static inline int fo_rule_sums(int rule)
+{
+#define FO_SUMS_CASE(NAME, name, passes, sums) case FO_##NAME: return sums;
+    switch (rule) {
+    FO_PASS_RULES(FO_SUMS_CASE)
+    default: return 0;
+    }
+#undef FO_SUMS_CASE
+}
+
+/* After pass `pass` of a multi-pass rule: the tensor's totals (fo_rule_sums of them). */
+static inline void fo_tensor_reduced(int rule, fo_args *a, int pass, const double *totals)
+{
+#define FO_REDUCED_CASE(NAME, name, passes, sums) \
+    case FO_##NAME: fo_##name##_reduced(&a->common, &a->rule.name, pass, totals); break;
+    switch (rule) {
+    FO_PASS_RULES(FO_REDUCED_CASE)
+    default: break;
+    }
+#undef FO_REDUCED_CASE
 }
 
 /* A rule's fields as the Cython layer fills them. */

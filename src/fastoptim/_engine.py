@@ -18,6 +18,15 @@ their arrays are: fastoptim.optim.Optimizer (NumPy arrays, state keyed by
 flat index) and fastoptim.torch.Optimizer (torch tensors read through
 zero-copy NumPy views, state keyed by tensor, as torch.optim has it).  Their
 hooks are listed under "adapter hooks" below.
+
+Rules at the Python level (Rule.python, a PythonStep: LBFGS, Muon) take the
+same steps 1-5; at 6 their Python step runs over the plan's arrays (a
+StepArrays) instead of the C kernels.  A closure-driven rule (LBFGS) takes
+step(closure): after 1-3 the engine evaluates the closure once and checks
+its grads through the plan (4, 5) before anything is written, then hands the
+rule `evaluate()` for the evaluations it makes itself.  Such a rule keeps its
+own state (not per param) where torch does, in the first param's state dict,
+converted by the adapters (NumPy arrays in the step, tensors in torch's state).
 """
 import copy
 import math
@@ -120,6 +129,37 @@ class State(dict):
         return copy.deepcopy(dict(self), memo)
 
 
+class StepArrays:
+    """What the step of a rule at the Python level (Rule.python.step) works on.
+
+    params: the params' NumPy arrays (torch tensors' views), in plan order;
+    grads: each param's grad as a NumPy array, or None (no grad: skip it);
+    state: per param, its slot arrays in the Rule's slot order (None for an
+      unused slot), or None while it has no state;
+    groups: each param's group index; hyper: per group, a dict of its checked
+      hyperparameters (lr at this step, maximize, the Rule's fields);
+    grad_scale: the checked divisor of every grad (1.0: none);
+    steps: each param's step count, already advanced for this step;
+    names: each param's name or flat index, for messages;
+    scratch: a dict the rule may keep work arrays in across steps (not state);
+    for a closure-driven rule: loss (the closure's first result, as returned),
+    evaluate() -> (loss, grads) (another evaluation, checked like the first),
+    read_state() / write_state(values): the rule's own state, as NumPy values.
+    """
+
+    __slots__ = ("params", "grads", "state", "groups", "hyper", "grad_scale", "steps", "names", "scratch",
+                 "loss", "evaluate", "read_state", "write_state")
+
+    def __init__(self, engine, grads, hyper, grad_scale):
+        plan = engine._plan
+        _, self.groups, self.names = engine._flat()
+        self.params, self.state, self.grads = plan.params, plan.states, grads
+        keys = ("lr", "maximize") + engine.rule.field_names
+        self.hyper = [dict(zip(keys, h)) for h in hyper]
+        self.grad_scale, self.steps, self.scratch = grad_scale, plan.steps_array, engine._scratch
+        self.loss = self.evaluate = self.read_state = self.write_state = None
+
+
 class ScheduledLR:
     """Learning-rate schedules of an optimizer with `param_groups`, `_step_count` and `_lr_written`.
 
@@ -187,7 +227,10 @@ class StepEngine(ScheduledLR):
 
     rule = None
 
-    def _init_engine(self, option_keys):
+    def _init_engine(self, defaults):
+        if self.rule.fill_defaults is not None:
+            self.rule.fill_defaults(defaults)
+        self._scratch = {}            # a Python-level rule's work arrays, kept across steps
         self._state_version = 0       # bumped (_invalidate) whenever params or state containers change
         self._step_count = 0          # step() calls made: the t schedules are evaluated at
         self._lr_written = {}         # group index -> (schedule, lr) this optimizer last wrote there
@@ -195,7 +238,7 @@ class StepEngine(ScheduledLR):
         self._plan = None
         self._plan_key = None
         self._plan_params = []        # the params (arrays or tensors) of the current plan, in plan order
-        self._option_keys = tuple(k for k in option_keys if k != "lr_schedule")
+        self._option_keys = tuple(k for k in defaults if k != "lr_schedule")
         self._remembered_options = self._remembered_hyper = None  # the step's fast path
 
     # Whether each step checks that the groups still hold the plan's params (the NumPy
@@ -232,10 +275,16 @@ class StepEngine(ScheduledLR):
         """The NumPy array of a state entry, checked against its param."""
         raise NotImplementedError
 
-    def _new_array(self, p, fill, fill_imag=False):
-        """A new state entry like p, filled with `fill` (a complex p's imaginary parts too if fill_imag,
-        else zero: torch's Adagrad starts its sum at complex(v, v), torch.full_like at v + 0j)."""
+    def _new_array(self, p, fill, slot):
+        """A new state entry of `slot` (a Rule's Slot) for param p, filled with `fill`: like p,
+        or a 0-d array of the scalar dtype for a scalar slot. A complex p (torch) gets `fill`
+        in its imaginary parts too if slot.fill_imag, else zero: torch's Adagrad starts its
+        sum at complex(v, v), torch.full_like at v + 0j."""
         raise NotImplementedError
+
+    def _scalar_f64(self):
+        """Whether new per-tensor scalars are float64 (torch's scalar dtype), else float32."""
+        return False
 
     def _zero_step(self, group):
         """A new state's 'step' entry, for a param of `group`."""
@@ -263,6 +312,32 @@ class StepEngine(ScheduledLR):
 
     def _attach(self, plan, params):
         """Anything the adapter records on a new plan."""
+
+    # Rules at the Python level (Rule.python) also need:
+
+    def _grad_arrays(self, grads):
+        """The gathered grads (as _prepare_grads gave them) as NumPy arrays in plan order, None
+        where a param has no grad."""
+        raise NotImplementedError
+
+    def _evaluate(self, closure):
+        """Call a closure-driven step's closure: (its loss, the grads as _gather takes them)."""
+        raise NotImplementedError
+
+    def _to_state(self, value):
+        """A rule's own state value (NumPy arrays and scalars, lists of them) as the state keeps it."""
+        return value
+
+    def _from_state(self, value, name):
+        """The inverse of _to_state (also for values loaded from a checkpoint); name: the entry's."""
+        return value
+
+    # ---- groups ------------------------------------------------------------------------
+    def _check_group_count(self, gi, where):
+        """Refuse a second param group for a rule with one only (torch's LBFGS)."""
+        if gi > 0 and self.rule.python is not None and self.rule.python.single_group:
+            raise ValueError(f"{type(self).__name__} doesn't support per-parameter options (parameter groups): "
+                             f"it takes one param group, and {where} would be another")
 
     # ---- hyperparameters ------------------------------------------------------------
     def _checked_hyper(self, group, where, lr=None):
@@ -293,18 +368,14 @@ class StepEngine(ScheduledLR):
             slots = self._slots_by_group()
         scale = 1.0 if grad_scale is None else checked_grad_scale(grad_scale)
         grads = self._prepare_grads(grads)
-        if self._gather(self._current_plan(slots), grads):
-            # First grad of some params: create their state, now that every check passed.
-            params, group_of = self._plan_params, self._flat()[1]
-            for i in self._plan.missing_state():
-                self._fill_state(self._new_state_for(i, params[i]), self.param_groups[group_of[i]], params[i])
-                self._fresh.add(i)
-            self._invalidate()
-            self._gather(self._current_plan(slots), grads)
+        self._gather_grads(slots, grads)
         if lr_changes is not None:
             self._write_lrs(lr_changes)
         if not self._before_kernels():
             self._plan.forget_grads()  # fresh state stays fresh: its first update is still to come
+        elif self.rule.python is not None:
+            self._run_python(hyper, scale, grads)
+            self._fresh.clear()
         elif grad_scale is None:
             self._plan.run(hyper)
             self._fresh.clear()
@@ -314,6 +385,72 @@ class StepEngine(ScheduledLR):
         self._step_count = t + 1
         if not fast and lr_changes is None:
             self._remember_options(hyper)
+
+    def _gather_grads(self, slots, grads):
+        """Check the grads and record them in the plan; create the state of params that got
+        their first grad, now that every check passed."""
+        if self._gather(self._current_plan(slots), grads):
+            params, group_of = self._plan_params, self._flat()[1]
+            for i in self._plan.missing_state():
+                self._fill_state(self._new_state_for(i, params[i]), self.param_groups[group_of[i]], params[i])
+                self._fresh.add(i)
+            self._invalidate()
+            self._gather(self._current_plan(slots), grads)
+
+    def _taken_grads(self, grads):
+        """The gathered grads as NumPy arrays (plan order); the plan forgets them."""
+        try:
+            return self._grad_arrays(grads)
+        finally:
+            self._plan.forget_grads()
+
+    def _run_python(self, hyper, grad_scale, grads):
+        """Step 6 for a rule at the Python level: its step over the plan's arrays."""
+        grads = self._taken_grads(grads)
+        for i, g in enumerate(grads):
+            if g is not None:
+                self._plan.advance_step(i)
+        self.rule.python.step(StepArrays(self, grads, hyper, grad_scale))
+
+    def _run_closure_step(self, closure):
+        """step(closure) of a closure-driven rule: checks, the closure's first evaluation (its
+        grads checked, state created) before anything is written, then the rule's step.
+        Returns what the rule's step returns (the first evaluation's loss)."""
+        if not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step takes a closure that evaluates the objective at the "
+                            f"params' current values, got {type(closure).__qualname__}")
+        t = self._step_count
+        hyper, lr_changes = self._checked_groups(t)
+        slots = self._slots_by_group()
+
+        def evaluate():
+            loss, grads = self._evaluate(closure)
+            self._gather_grads(slots, grads)
+            self._fresh.clear()
+            return loss, self._taken_grads(grads)
+
+        loss, grads = evaluate()
+        if lr_changes is not None:
+            self._write_lrs(lr_changes)
+        run = StepArrays(self, grads, hyper, 1.0)
+        run.loss, run.evaluate = loss, evaluate
+        run.read_state, run.write_state = self._read_rule_state, self._write_rule_state
+        result = self.rule.python.step(run)
+        self._step_count = t + 1
+        return result
+
+    def _rule_state(self):
+        """The state dict a rule keeps its own state in: the first param's, as torch's LBFGS does."""
+        return self._new_state_for(0, self._plan_params[0])
+
+    def _read_rule_state(self):
+        return {name: self._from_state(value, name) for name, value in self._rule_state().items()}
+
+    def _write_rule_state(self, values):
+        state = self._rule_state()
+        for name, value in values.items():
+            # Not plan operands: the pointer tables stay valid (no _invalidate).
+            dict.__setitem__(state, name, self._to_state(value))
 
     def _checked_groups(self, t):
         """Every group's checked hyperparameters at step t, and the lr changes to write
@@ -349,12 +486,14 @@ class StepEngine(ScheduledLR):
             dict.__setitem__(state, "step", self._zero_step(group))
         for slot in self.rule.state:
             if slot.used(group.__getitem__):
-                dict.__setitem__(state, slot.name,
-                                 self._new_array(p, self.rule.start_value(slot, group), slot.fill_imag))
+                dict.__setitem__(state, slot.name, self._new_slot_array(group, p, slot.name))
 
     def _new_slot_array(self, group, p, name):
-        slot = next(s for s in self.rule.state if s.name == name)
-        return self._new_array(p, self.rule.start_value(slot, group), slot.fill_imag)
+        slot = self.rule.slot(name)
+        fill = self.rule.start_value(slot, group)
+        if slot.fill == "lr":  # torch's tensor lr: its value
+            fill = self._plain_lr(fill, "")
+        return self._new_array(p, fill, slot)
 
     # ---- pointer tables -----------------------------------------------------------------
     def _current_plan(self, slots):
@@ -379,6 +518,9 @@ class StepEngine(ScheduledLR):
         for i, p in enumerate(params):
             key, group = keys[i], all_groups[groups[i]]
             arrays.append(self._param_array(p, key))
+            if self.rule.ndim is not None and arrays[-1].ndim != self.rule.ndim:
+                raise ValueError(f"{type(self).__name__} only supports {self.rule.ndim}D parameters whereas we "
+                                 f"found a parameter with size: {arrays[-1].shape} (params[{key!r}])")
             state = self._state_of(i, p)
             operands = state_operands(
                 state, slots[groups[i]],
@@ -392,5 +534,6 @@ class StepEngine(ScheduledLR):
             else:
                 steps[i] = 0 if i in self._fresh else 1
         plan = StepPlan(kernel_id(self.rule), arrays, state_arrays, groups, len(all_groups), keys, steps)
+        plan.scalar_f64 = self._scalar_f64()
         self._attach(plan, params)
         return plan, params

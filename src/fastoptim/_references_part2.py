@@ -1,10 +1,10 @@
-"""Pure-NumPy references for the ten optimizers of issue 12, part 2.
+"""Pure-NumPy references for the optimizers of issue 12, part 2, not yet moved into their Rule.
 
-Adamax, NAdam, RAdam, ASGD, Rprop, Adafactor, Lion, LAMB, Muon and LBFGS,
+Adafactor (Muon's and LBFGS's are in fastoptim/rules/muon.py and rules/lbfgs.py; their
+defaults and torch's checks stay in the tables below),
 written as torch 2.13.0 writes them (``torch/optim/<name>.py``, the
 single-tensor path, ``foreach=False``), operation by operation, so that
 float64 agrees with torch.optim to a few ulps and float32 to rounding.
-Lion and LAMB are not in torch: they follow the formulas of issue 12.
 
 The step functions have the signature of :mod:`fastoptim.reference`:
 ``name(param, grad, <state...>, *, step, <hyperparameters>)``; ``step`` is
@@ -29,8 +29,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "adamax", "nadam", "radam", "asgd", "rprop", "adafactor", "lion", "lamb", "muon",
-    "newton_schulz", "LBFGS", "block_norm", "block_sum_squares",
+    "adafactor", "block_norm", "block_sum_squares",
     "DEFAULTS", "check_hyperparameters", "functional_hyperparameters", "new_state",
     "NORM_BLOCKS", "NORM_LANES",
 ]
@@ -54,12 +53,6 @@ def _lerp(start, end, weight):
     return end - (end - start) * (start.dtype.type(1) - w)
 
 
-def _torch_sign(x):
-    """torch.sign on CPU: (x > 0) - (x < 0), so sign(NaN) = 0 and sign(-0.0) = 0 (np.sign(NaN) is NaN)."""
-    one = x.dtype.type(1)
-    return np.where(x > 0, one, x.dtype.type(0)) - np.where(x < 0, one, x.dtype.type(0))
-
-
 def _norm(x):
     """The 2-norm as torch's ``x.norm(2).item()``: a double of the dtype-rounded norm.
 
@@ -71,103 +64,6 @@ def _norm(x):
 
 
 # ---- per-element rules ------------------------------------------------------------
-
-def adamax(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-           weight_decay=0.0, maximize=False):
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        d = d + t(weight_decay) * param
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    # torch.maximum propagates NaN, like np.maximum
-    np.maximum(exp_inf * t(beta2), np.abs(d) + t(eps), out=exp_inf)
-    clr = lr / (1 - beta1**step)
-    param += t(-clr) * exp_avg / exp_inf
-
-
-def nadam(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
-          eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
-          maximize=False):
-    """``mu_product`` is a 0-d array in torch's scalar dtype (float32), starting at 1."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    bias_correction2 = 1 - beta2**step
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= t(1 - lr * weight_decay)
-        else:
-            d = d + t(weight_decay) * param
-    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
-    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
-    mu_product *= mu  # in mu_product's dtype: mu is rounded to float32 first, as torch's 0-d tensor does
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    exp_avg_sq *= t(beta2)
-    exp_avg_sq += t(1 - beta2) * d * d
-    denom = np.sqrt(exp_avg_sq / t(bias_correction2))
-    mu_product_next = float(mu_product) * mu_next
-    denom += t(eps)
-    param += t(-lr * (1.0 - mu) / (1.0 - float(mu_product))) * d / denom
-    param += t((-lr * mu_next) / (1.0 - mu_product_next)) * exp_avg / denom
-
-
-def radam(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-          weight_decay=0.0, decoupled_weight_decay=False, maximize=False):
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= t(1 - lr * weight_decay)
-        else:
-            d = d + t(weight_decay) * param
-    exp_avg[...] = _lerp(exp_avg, d, 1 - beta1)
-    exp_avg_sq *= t(beta2)
-    exp_avg_sq += t(1 - beta2) * d * d
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
-    bias_corrected_exp_avg = exp_avg / t(bias_correction1)
-    rho_inf = 2 / (1 - beta2) - 1
-    rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
-    if rho_t > 5.0:
-        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-        # torch's `scalar / tensor` is tensor.reciprocal() * scalar
-        adaptive_lr = (t(1) / (np.sqrt(exp_avg_sq) + t(eps))) * t(bias_correction2**0.5)
-        param -= bias_corrected_exp_avg * t(lr) * adaptive_lr * t(rect)
-    else:
-        param -= bias_corrected_exp_avg * t(lr)
-
-
-def asgd(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
-         weight_decay=0.0, maximize=False):
-    """``eta`` (starts at lr) and ``mu`` (starts at 1) are 0-d arrays in torch's scalar dtype (float32)."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    if weight_decay != 0:
-        d = d + t(weight_decay) * param
-    eta_value = float(eta)
-    param *= t(1 - lambd * eta_value)
-    param += t(-eta_value) * d
-    if float(mu) != 1:
-        ax += (param - ax) * t(mu)
-    else:
-        ax[...] = param
-    # the next step's eta and mu, rounded to their dtype as torch's copy_ does
-    eta[...] = lr / ((1 + lambd * lr * step) ** alpha)
-    mu[...] = 1 / max(1, step - t0)
-
-
-def rprop(param, grad, prev, step_size, *, step, lr=1e-2, etaminus=0.5, etaplus=1.2,
-          step_size_min=1e-6, step_size_max=50, maximize=False):
-    """``step_size`` starts filled with lr, ``prev`` with zeros.  ``lr`` and ``step`` are not read here."""
-    t = param.dtype.type
-    d = _signed(grad, maximize)
-    sign = _torch_sign(d * prev)  # NaN -> 0: a NaN grad keeps the step size
-    factor = np.where(sign > 0, t(etaplus), np.where(sign < 0, t(etaminus), t(1)))
-    step_size *= factor
-    np.clip(step_size, t(step_size_min), t(step_size_max), out=step_size)  # NaN stays NaN, like clamp_
-    d = np.where(sign < 0, t(0), d)  # torch: grad[sign.eq(etaminus)] = 0
-    param += t(-1) * _torch_sign(d) * step_size
-    prev[...] = d
-
 
 def adafactor(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_decay=-0.8, eps1=None,
               eps2=1e-3, d=1.0, weight_decay=0.0, maximize=False):
@@ -205,498 +101,17 @@ def adafactor(param, grad, row_var, col_var, variance, *, step, lr=1e-2, beta2_d
     param += t(-alpha / denom) * update
 
 
-def lion(param, grad, exp_avg, *, step=None, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0,
-         maximize=False):
-    """Lion (Chen et al. 2023) as issue 12 states it; ``step`` is accepted for the common signature and unused.
+# ---- the deterministic norm (LAMB's, now in fastoptim.rules) ----------------------------
 
-    sign is torch.sign's (0 for NaN), as in lion-pytorch.
-    """
-    t = param.dtype.type
-    g = _signed(grad, maximize)
-    c = t(beta1) * exp_avg + t(1 - beta1) * g
-    if weight_decay != 0:
-        param *= t(1 - lr * weight_decay)
-    param += t(-lr) * _torch_sign(c)
-    exp_avg[...] = t(beta2) * exp_avg + t(1 - beta2) * g
-
-
-# ---- LAMB and its deterministic norm ---------------------------------------------------
-
-NORM_BLOCKS = 256
-NORM_LANES = 8
-
-
-def _combine_lanes(lanes):
-    """((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) over the last axis."""
-    return (((lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3]))
-            + ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7])))
-
-
-def _blocks_sum_squares(x, starts, length):
-    """Sum of squares of the blocks x[s:s+length] for s in starts, in reductions.h's order."""
-    main = length // NORM_LANES * NORM_LANES
-    squares = np.square(x[starts[:, None] + np.arange(length)])  # (blocks, length), double
-    if main:
-        lanes = squares[:, :main].reshape(len(starts), -1, NORM_LANES)
-        lanes = np.cumsum(lanes, axis=1)[:, -1, :]  # each lane summed in element order
-    else:
-        lanes = np.zeros((len(starts), NORM_LANES))
-    tail = np.zeros(len(starts))
-    for k in range(main, length):  # at most 7 elements, summed in order
-        tail = tail + squares[:, k]
-    return _combine_lanes(lanes) + tail
-
-
-def block_sum_squares(x):
-    """The sum of squares of x, computed so that a C kernel can reproduce it bit for bit.
-
-    The exact order (fastoptim's clipping-norm order, csrc/fastoptim/reductions.h):
-    1. view x as n = x.size elements in C order, each converted to double;
-    2. cut them into NORM_BLOCKS = 256 blocks: block b holds elements
-       [n*b // 256, n*(b+1) // 256) (integer division; blocks may be empty);
-    3. in each block of length L, with m = 8 * (L // 8): lane k (k = 0..7) is
-       0.0 + v[k]^2 + v[k+8]^2 + ... over the first m elements in order, the
-       tail is 0.0 + v[m]^2 + ... + v[L-1]^2 in order, and the block's sum is
-       ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail;
-    4. the result is 0.0 + s_0 + s_1 + ... + s_255, in block order.
-    Every operation is a double add or multiply, so the result depends on n
-    and the values only, never on threads or SIMD width.
-    """
-    flat = np.asarray(x, dtype=np.float64).reshape(-1)
-    n = flat.size
-    bounds = np.array([n * b // NORM_BLOCKS for b in range(NORM_BLOCKS + 1)], dtype=np.int64)
-    lengths = np.diff(bounds)
-    block_sums = np.zeros(NORM_BLOCKS)
-    for length in np.unique(lengths):  # at most two lengths: n // 256 and n // 256 + 1
-        which = np.nonzero(lengths == length)[0]
-        if length:
-            block_sums[which] = _blocks_sum_squares(flat, bounds[which], int(length))
-    return float(np.cumsum(np.concatenate(([0.0], block_sums)))[-1])
-
-
-def block_norm(x):
-    """sqrt(block_sum_squares(x)), in double."""
-    return math.sqrt(block_sum_squares(x))
-
-
-def _lamb_direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay):
-    """r = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) + wd * p, in the dtype."""
-    t = param.dtype.type
-    r = (exp_avg / t(1 - beta1**step)) / (np.sqrt(exp_avg_sq / t(1 - beta2**step)) + t(eps))
-    if weight_decay != 0:
-        r = r + t(weight_decay) * param
-    return r
-
-
-def lamb(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6,
-         weight_decay=0.0, maximize=False):
-    """LAMB (You et al. 2019) on one tensor, as issue 12 states it.
-
-    Two passes over memory in the C kernel: the first updates m and v and sums
-    the squares of p and of r (block_sum_squares' order), the second
-    recomputes r from the stored m, v and p and writes p.  trust = ||p|| / ||r||
-    in double, or 1 unless both norms are > 0 (so a NaN r still reaches p).
-    """
-    t = param.dtype.type
-    g = _signed(grad, maximize)
-    exp_avg[...] = t(beta1) * exp_avg + t(1 - beta1) * g
-    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1 - beta2) * g * g
-    r = _lamb_direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay)
-    param_norm, r_norm = block_norm(param), block_norm(r)
-    trust = param_norm / r_norm if param_norm > 0 and r_norm > 0 else 1.0
-    param += t(-(lr * trust)) * r
-
-
-# ---- Muon ----------------------------------------------------------------------------
-
-def _to_bfloat16(x):
-    """Round to bfloat16 (nearest even) and back to float32, as torch's .bfloat16() rounds (needs ml_dtypes)."""
-    import ml_dtypes
-    return np.asarray(x, dtype=np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
-
-
-def newton_schulz(grad, ns_coefficients=(3.4445, -4.7750, 2.0315), ns_steps=5, eps=1e-7,
-                  ns_dtype="float32"):
-    """torch's _zeropower_via_newtonschulz, in float32 or emulated bfloat16; returns a float32 array.
-
-    ns_dtype="bfloat16" rounds every tensor torch computes in bfloat16 (the
-    input, the norm, the division, each product) to bfloat16, with float32
-    products and sums in between (NumPy's float32 BLAS: the sums' order is
-    not torch's, so a few elements can land on the other side of a rounding).
-    """
-    if ns_steps >= 100:
-        raise ValueError("Number of steps must be less than 100 for computational efficiency")
-    if grad.ndim != 2:
-        raise ValueError("Input tensor gradient must be a 2D matrix")
-    if len(ns_coefficients) != 3:
-        raise ValueError("Coefficients must be a tuple of exactly 3 values")
-    if ns_dtype == "float32":
-        rnd = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
-    elif ns_dtype == "bfloat16":
-        rnd = _to_bfloat16
-    else:
-        raise ValueError(f"ns_dtype must be 'float32' or 'bfloat16', got {ns_dtype!r}")
-    a, b, c = (np.float32(k) for k in ns_coefficients)
-    x = rnd(grad)
-    if grad.shape[0] > grad.shape[1]:
-        x = x.T
-    norm = rnd(np.sqrt(np.sum(np.square(x, dtype=np.float64))))  # torch sums bf16 norms in float32
-    x = rnd(x / np.maximum(norm, rnd(eps)))
-    for _ in range(ns_steps):
-        gram = rnd(x @ x.T)
-        gram_update = rnd(b * gram + c * (gram @ gram))  # addmm(gram, gram, gram, beta=b, alpha=c)
-        x = rnd(a * x + gram_update @ x)  # addmm(x, gram_update, x, beta=a)
-    if grad.shape[0] > grad.shape[1]:
-        x = x.T
-    return np.ascontiguousarray(x)
-
-
-def _adjust_lr(lr, adjust_lr_fn, shape):
-    rows, cols = shape[:2]
-    if adjust_lr_fn is None or adjust_lr_fn == "original":
-        ratio = math.sqrt(max(1, rows / cols))
-    elif adjust_lr_fn == "match_rms_adamw":
-        ratio = 0.2 * math.sqrt(max(rows, cols))
-    else:
-        ratio = 1.0
-    return lr * ratio
-
-
-def muon(param, grad, momentum_buffer, *, step=None, lr=1e-3, weight_decay=0.1, momentum=0.95,
-         nesterov=True, ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5,
-         adjust_lr_fn=None, ns_dtype="float32"):
-    """torch 2.13's Muon on one 2-D param (no maximize; ``step`` is accepted for the common signature, unused).
-
-    ``ns_dtype`` picks the Newton-Schulz arithmetic: float32 (ours by
-    default) or emulated bfloat16 (what torch hard-codes).  A NumPy float32
-    ``lr`` behaves like torch's 0-d float32 tensor lr.
-    """
-    if param.ndim != 2:
-        raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: {param.shape}")
-    t = param.dtype.type
-    momentum_buffer[...] = _lerp(momentum_buffer, grad, 1 - momentum)
-    update = _lerp(grad, momentum_buffer, momentum) if nesterov else momentum_buffer
-    ortho = newton_schulz(update, ns_coefficients, ns_steps, eps, ns_dtype)
-    adjusted_lr = _adjust_lr(lr, adjust_lr_fn, param.shape)
-    param *= t(1 - lr * weight_decay)
-    param += t(-adjusted_lr) * ortho.astype(param.dtype)
-
-
-# ---- LBFGS ------------------------------------------------------------------------------
-# The vector operations LBFGS needs, each a small function so that a fused,
-# deterministic kernel can replace it.  Scalars come back in the vectors'
-# dtype, as torch's 0-d tensors do.
-
-def _dot(x, y):
-    return x.dtype.type(np.dot(x, y))
-
-
-def _axpy(alpha, x, y):
-    """y += alpha * x in place (torch's y.add_(x, alpha=alpha))."""
-    y += y.dtype.type(alpha) * x
-
-
-def _scaled(x, alpha):
-    """A new vector x * alpha (alpha a Python or NumPy scalar, promoted as torch promotes)."""
-    return x * alpha
-
-
-def _difference(x, y):
-    return x - y
-
-
-def _max_abs(x):
-    return np.max(np.abs(x))
-
-
-def _sum_abs(x):
-    return np.sum(np.abs(x))
-
-
-def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
-    if bounds is not None:
-        xmin_bound, xmax_bound = bounds
-    else:
-        xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1**2 - g1 * g2
-    if d2_square >= 0:
-        d2 = np.sqrt(d2_square)
-        if x1 <= x2:
-            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
-        else:
-            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
-        return min(max(min_pos, xmin_bound), xmax_bound)
-    return (xmin_bound + xmax_bound) / 2.0
-
-
-def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
-    d_norm = _max_abs(d)
-    g = g.copy()
-    f_new, g_new = obj_func(x, t, d)
-    ls_func_evals = 1
-    gtd_new = _dot(g_new, d)
-    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
-    done = False
-    ls_iter = 0
-    while ls_iter < max_ls:
-        # check conditions
-        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
-            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
-            bracket_g, bracket_gtd = [g_prev, g_new.copy()], [gtd_prev, gtd_new]
-            break
-        if abs(gtd_new) <= -c2 * gtd:
-            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
-            done = True
-            break
-        if gtd_new >= 0:
-            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
-            bracket_g, bracket_gtd = [g_prev, g_new.copy()], [gtd_prev, gtd_new]
-            break
-        # interpolate
-        min_step = t + 0.01 * (t - t_prev)
-        max_step = t * 10
-        tmp = t
-        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
-        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
-        f_new, g_new = obj_func(x, t, d)
-        ls_func_evals += 1
-        gtd_new = _dot(g_new, d)
-        ls_iter += 1
-    if ls_iter == max_ls:  # reached max number of iterations
-        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
-
-    # zoom phase: a point satisfying the criteria, or a bracket too small to split
-    insuf_progress = False
-    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
-    while not done and ls_iter < max_ls:
-        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
-            break
-        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
-                               bracket[1], bracket_f[1], bracket_gtd[1])
-        # test that we are making sufficient progress
-        eps = 0.1 * (max(bracket) - min(bracket))
-        if min(max(bracket) - t, t - min(bracket)) < eps:
-            if insuf_progress or t >= max(bracket) or t <= min(bracket):
-                if abs(t - max(bracket)) < abs(t - min(bracket)):
-                    t = max(bracket) - eps
-                else:
-                    t = min(bracket) + eps
-                insuf_progress = False
-            else:
-                insuf_progress = True
-        else:
-            insuf_progress = False
-        f_new, g_new = obj_func(x, t, d)
-        ls_func_evals += 1
-        gtd_new = _dot(g_new, d)
-        ls_iter += 1
-        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
-            bracket[high_pos], bracket_f[high_pos] = t, f_new
-            bracket_g[high_pos], bracket_gtd[high_pos] = g_new.copy(), gtd_new
-            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
-        else:
-            if abs(gtd_new) <= -c2 * gtd:
-                done = True
-            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
-                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
-                bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
-            bracket[low_pos], bracket_f[low_pos] = t, f_new
-            bracket_g[low_pos], bracket_gtd[low_pos] = g_new.copy(), gtd_new
-    t = bracket[low_pos]
-    return bracket_f[low_pos], bracket_g[low_pos], t, ls_func_evals
-
-
-class LBFGS:
-    """torch.optim.LBFGS over a list of float arrays of one dtype, updated in place.
-
-    ``step(closure)``: the closure evaluates the objective at the arrays'
-    current values and returns ``(loss, grads)``, grads a list like the params
-    (None counts as zeros).  ``state`` holds torch's entries (``func_evals``,
-    ``n_iter``, ``d``, ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``,
-    ``prev_flat_grad``, ``prev_loss``, and ``al`` after the second iteration),
-    with flat vectors over all params in order.  A NumPy float32 ``lr`` acts
-    like torch's 0-d float32 tensor lr.
-    """
-
-    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
-                 tolerance_change=1e-9, history_size=100, line_search_fn=None):
-        check_hyperparameters("lbfgs", lr=lr)
-        if line_search_fn not in (None, "strong_wolfe"):
-            raise ValueError(f"line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
-        self.params = list(params)
-        if len({p.dtype for p in self.params}) != 1:
-            raise ValueError("LBFGS params must share one dtype")
-        for i, p in enumerate(self.params):
-            if not (p.flags.c_contiguous and p.flags.writeable):
-                raise ValueError(f"params[{i}] must be a C-contiguous, writeable array (updated in place)")
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        self.lr, self.max_iter, self.max_eval = lr, max_iter, max_eval
-        self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
-        self.history_size, self.line_search_fn = history_size, line_search_fn
-        self.state = {}
-
-    def _gather_flat_grad(self, grads):
-        grads = list(grads)
-        if len(grads) != len(self.params):
-            raise ValueError(f"the closure returned {len(grads)} grads for {len(self.params)} params")
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if g is not None and np.shape(g) != p.shape:
-                raise ValueError(f"grads[{i}] has shape {np.shape(g)} but params[{i}] has shape {p.shape}")
-        return np.concatenate([np.zeros(p.size, p.dtype) if g is None else np.asarray(g, p.dtype).reshape(-1)
-                               for p, g in zip(self.params, grads)])
-
-    def _add_grad(self, step_size, update):
-        offset = 0
-        for p in self.params:
-            view = p.reshape(-1)  # params are contiguous: a view, updated in place
-            _axpy(step_size, update[offset:offset + p.size], view)
-            offset += p.size
-
-    def _clone_param(self):
-        return [p.copy() for p in self.params]
-
-    def _set_param(self, params_data):
-        for p, data in zip(self.params, params_data):
-            p[...] = data
-
-    def _evaluate(self, closure):
-        loss, grads = closure()
-        return float(loss), self._gather_flat_grad(grads)
-
-    def _directional_evaluate(self, closure, x, t, d):
-        self._add_grad(t, d)
-        loss, flat_grad = self._evaluate(closure)
-        self._set_param(x)
-        return loss, flat_grad
-
-    def step(self, closure):
-        """One call of torch's LBFGS.step: up to max_iter iterations; returns the first loss."""
-        lr, max_iter, max_eval = self.lr, self.max_iter, self.max_eval
-        tolerance_grad, tolerance_change = self.tolerance_grad, self.tolerance_change
-        history_size = self.history_size
-        state = self.state
-        state.setdefault("func_evals", 0)
-        state.setdefault("n_iter", 0)
-
-        orig_loss, flat_grad = self._evaluate(closure)
-        loss = orig_loss
-        current_evals = 1
-        state["func_evals"] += 1
-        opt_cond = _max_abs(flat_grad) <= tolerance_grad
-        if opt_cond:  # optimal condition
-            return orig_loss
-
-        d, t = state.get("d"), state.get("t")
-        old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
-        H_diag = state.get("H_diag")
-        prev_flat_grad, prev_loss = state.get("prev_flat_grad"), state.get("prev_loss")
-
-        n_iter = 0
-        while n_iter < max_iter:
-            n_iter += 1
-            state["n_iter"] += 1
-            # compute the direction
-            if state["n_iter"] == 1:
-                d = -flat_grad
-                old_dirs, old_stps, ro = [], [], []
-                H_diag = 1
-            else:
-                y = _difference(flat_grad, prev_flat_grad)
-                s = _scaled(d, t)
-                ys = _dot(y, s)
-                if ys > 1e-10:  # update the memory
-                    if len(old_dirs) == history_size:
-                        old_dirs.pop(0)
-                        old_stps.pop(0)
-                        ro.pop(0)
-                    old_dirs.append(y)
-                    old_stps.append(s)
-                    ro.append(1.0 / ys)
-                    H_diag = ys / _dot(y, y)
-                num_old = len(old_dirs)
-                if "al" not in state:
-                    state["al"] = [None] * history_size
-                al = state["al"]
-                # two-loop recursion: q = -H g
-                q = -flat_grad
-                for i in range(num_old - 1, -1, -1):
-                    al[i] = _dot(old_stps[i], q) * ro[i]
-                    _axpy(-al[i], old_dirs[i], q)
-                d = r = _scaled(q, H_diag)
-                for i in range(num_old):
-                    be_i = _dot(old_dirs[i], r) * ro[i]
-                    _axpy(al[i] - be_i, old_stps[i], r)
-
-            if prev_flat_grad is None:
-                prev_flat_grad = flat_grad.copy()
-            else:
-                prev_flat_grad[...] = flat_grad
-            prev_loss = loss
-
-            # the step length
-            if state["n_iter"] == 1:
-                t = min(1.0, 1.0 / _sum_abs(flat_grad)) * lr
-            else:
-                t = lr
-            gtd = _dot(flat_grad, d)
-            if gtd > -tolerance_change:  # directional derivative below tolerance
-                break
-
-            ls_func_evals = 0
-            if self.line_search_fn == "strong_wolfe":
-                x_init = self._clone_param()
-
-                def obj_func(x, t, d):
-                    return self._directional_evaluate(closure, x, t, d)
-
-                loss, flat_grad, t, ls_func_evals = _strong_wolfe(
-                    obj_func, x_init, t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals)
-                self._add_grad(t, d)
-                opt_cond = _max_abs(flat_grad) <= tolerance_grad
-            else:
-                self._add_grad(t, d)  # fixed step
-                if n_iter != max_iter:
-                    # re-evaluate unless this was the last iteration
-                    loss, flat_grad = self._evaluate(closure)
-                    opt_cond = _max_abs(flat_grad) <= tolerance_grad
-                    ls_func_evals = 1
-            current_evals += ls_func_evals
-            state["func_evals"] += ls_func_evals
-
-            # conditions to stop
-            if n_iter == max_iter:
-                break
-            if current_evals >= max_eval:
-                break
-            if opt_cond:
-                break
-            if _max_abs(_scaled(d, t)) <= tolerance_change:  # lack of progress
-                break
-            if abs(loss - prev_loss) < tolerance_change:
-                break
-
-        state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
-                     prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
-        return orig_loss
+from .rules._numpy import NORM_BLOCKS, NORM_LANES, block_norm, block_sum_squares  # noqa: E402
 
 
 # ---- hyperparameters: torch's defaults, checks and messages ------------------------------------
 
-# The constructors' arguments as torch names them (Lion and LAMB: issue 12's),
+# The constructors' arguments as torch names them (those moved into their Rule are gone),
 # without torch's implementation flags (foreach, capturable, differentiable, fused).
 DEFAULTS = {
-    "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
-    "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                  decoupled_weight_decay=False, maximize=False),
-    "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
-                  maximize=False),
-    "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
-    "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
     "adafactor": dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, maximize=False),
-    "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
-    "lamb": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, maximize=False),
     "muon": dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None),
     "lbfgs": dict(lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
@@ -732,12 +147,6 @@ _ADAM_LIKE = [_lr, _eps, _beta(0), _beta(1), _weight_decay]
 
 # Each optimizer's checks in torch's order; the first that fails raises ValueError(message).
 _CHECKS = {
-    "adamax": _ADAM_LIKE,
-    "nadam": _ADAM_LIKE + [_at_least("momentum_decay", 0.0, "Invalid momentum_decay value: {}")],
-    "radam": _ADAM_LIKE,
-    "asgd": [_lr, _weight_decay],
-    "rprop": [_lr, lambda h: (0.0 < h["etas"][0] < 1.0 < h["etas"][1],
-                              f"Invalid eta values: {h['etas'][0]}, {h['etas'][1]}")],
     "adafactor": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
         lambda h: (0.0 >= h["beta2_decay"], f"beta2_decay should be <= 0 but is: {h['beta2_decay']}"),
@@ -746,9 +155,6 @@ _CHECKS = {
         _at_least("d", 1.0, "Clipping threshold d should be >= 1 but is: {}"),
         _at_least("weight_decay", 0.0, "weight_decay should be >= 0 but is: {}"),
     ],
-    # Lion and LAMB: torch-style wording for the same kinds of bound
-    "lion": [_lr, _beta(0), _beta(1), _weight_decay],
-    "lamb": _ADAM_LIKE,
     "muon": [
         _at_least("lr", 0.0, "Learning rate should be >= 0 but is: {}"),
         _at_least("momentum", 0.0, "momentum should be >= 0 but is: {}"),
@@ -802,23 +208,11 @@ def new_state(name, param, scalar_dtype=np.float32, lr=None):
     dtype is float64).  ``lr`` is needed for ASGD's eta and Rprop's step_size.
     """
     zeros = lambda: np.zeros_like(param)  # noqa: E731
-    if name == "adamax":
-        return {"exp_avg": zeros(), "exp_inf": zeros()}
-    if name == "nadam":
-        return {"mu_product": np.ones((), scalar_dtype), "exp_avg": zeros(), "exp_avg_sq": zeros()}
-    if name in ("radam", "lamb"):
-        return {"exp_avg": zeros(), "exp_avg_sq": zeros()}
-    if name == "asgd":
-        return {"eta": np.array(lr, scalar_dtype), "mu": np.ones((), scalar_dtype), "ax": zeros()}
-    if name == "rprop":
-        return {"prev": zeros(), "step_size": np.full_like(param, lr)}
     if name == "adafactor":
         if param.ndim > 1:
             return {"row_var": np.zeros(param.shape[:-1] + (1,), param.dtype),
                     "col_var": np.zeros(param.shape[:-2] + (1,) + param.shape[-1:], param.dtype)}
         return {"variance": zeros()}
-    if name == "lion":
-        return {"exp_avg": zeros()}
     if name == "muon":
         return {"momentum_buffer": zeros()}
     raise ValueError(f"no per-param state layout for {name!r}")

@@ -31,6 +31,10 @@ class Spec:
         """The torch.optim (and fastoptim.torch) class name."""
         return self.variant.torch_name or self.variant.name
 
+    def torch_optim(self, torch):
+        """torch.optim's class of this face, or None where torch has none (Lion)."""
+        return getattr(torch.optim, self.variant.torch_name) if self.variant.torch_name else None
+
     @property
     def functional(self):
         return getattr(functional, self.name)
@@ -59,9 +63,13 @@ class Spec:
         return {k: v for k, v in defaults.items() if k in accepted}
 
     def bytes_per_element(self, itemsize):
-        """Memory traffic of one step per element: param, grad and state read, param and state written."""
+        """Memory traffic of one step per element: param, grad and state read, param and state written
+        (per-tensor scalars are not per element)."""
+        if self.rule.traffic is not None:
+            return self.rule.traffic * itemsize
         positional, keyword = self.new_state(np.zeros(1), self.bench_options())
-        return (3 + 2 * (len(positional) + len(keyword))) * itemsize
+        arrays = [a for a in positional + list(keyword.values()) if a is not None and a.ndim]
+        return (3 + 2 * len(arrays)) * itemsize
 
     def option_sets(self):
         """Every valid combination of the grid's options (class keyword arguments)."""
@@ -88,13 +96,20 @@ class Spec:
             return options[name] if name in options else self.rule.by_name[name].default
 
         def new(slot):
-            fill = 0.0 if slot.fill is None else value_of(slot.fill)
-            return np.full_like(param, fill) if fill else np.zeros_like(param)
+            fill = self.rule.start_value(slot, {n: value_of(n) for n in (slot.fill,) if isinstance(n, str)})
+            if slot.scalar:
+                return np.array(fill, dtype=np.float32)
+            return np.full(slot.shape(param.shape), fill, dtype=param.dtype)
 
         positional = [new(slot) for slot in self.rule.state if slot.positional]
         keyword = {slot.arg: new(slot) for slot in self.rule.state if not slot.positional and slot.used(value_of)}
         return positional, keyword
 
 
-SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS)
+# The faces of the C-kernel rules: the registry-driven tests, benchmarks and demos iterate these.
+SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is None)
+# Rules at the Python level (Muon, LBFGS: BLAS products, closures) have tests of their own.
+PYTHON_SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is not None)
 BY_NAME = {spec.name: spec for spec in SPECS}
+# The faces torch.optim has too (LAMB has none): what the torch comparisons iterate.
+TORCH_SPECS = tuple(spec for spec in SPECS if spec.variant.torch_name)

@@ -38,20 +38,24 @@ def is_integer(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, _BOOL_TYPES)
 
 
-def _labelled(label, name, value, where, problem, name_first, shown=None):
+def _labelled(label, name, value, where, problem, name_first, shown=None, head=None):
     """The "Invalid {label}: ..." wording (see the module docstring); `shown`: the value as
-    torch prints it (str) where that differs from repr."""
+    torch prints it (str) where that differs from repr; `head`: torch's own text where it
+    is not "Invalid {label}: {value}" (Muon's "Learning rate should be >= 0 but is: -1")."""
     if name_first:
         return f"Invalid {label}: {name}={value!r}{where}; {problem}"
-    return f"Invalid {label}: {repr(value) if shown is None else shown}{where}; {name} {problem}"
+    if head is None:
+        head = f"Invalid {label}: {repr(value) if shown is None else shown}"
+    return f"{head}{where}; {name} {problem}"
 
 
 def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open=False, allow_inf=False,
-         label=None, where="", name_first=False):
+         label=None, where="", name_first=False, head=None):
     """A real number in the bounds (closed unless *_open), as a float.
 
     label/where: torch.optim's wording, "Invalid {label}: {value}{where}; {name} must be ..."
     (the value printed as torch prints it; where appended as given, e.g. " (param_groups[1])");
+    head: torch's text in place of "Invalid {label}: {value}" for a bad value;
     name_first: "Invalid {label}: {name}={value!r}{where}; must be ...".
     """
     if not _is_real(value):
@@ -69,7 +73,7 @@ def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open
         lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
         bound = f">= {low:g}" if math.isinf(high) else f"in {lo}, {hi}"
         raise ValueError(_labelled(label, name, value, where, f"must be finite and {bound}", name_first,
-                                   shown=str(value)))
+                                   shown=str(value), head=head))
     if not finite:
         raise ValueError(f"{name} must be finite, got {value!r}")
     if not above:

@@ -8,12 +8,18 @@ one float dtype (float32 or float64) and shape; param and state must be
 writeable.  Nothing is written unless every check passes, and nothing is
 allocated.  fastoptim.reference has the same functions in plain NumPy.
 
+A closure-driven rule (lbfgs) has the form name(params, closure, state, *,
+hyperparameters): one step of its optimizer class, with torch's state dict
+passed in and updated in place; the closure returns (loss, grads).
+
 The functions are generated from fastoptim.rules: one per face of a rule
 (adam and adamw are one rule).
 """
+from ._ext.checks import SCALAR
 from ._ext.step import run_single
 from .rules import VARIANTS, kernel_id
-from .rules._codegen import compile_function, field_arguments, fixed_namespace, functional_parameters
+from .rules._codegen import (closure_parameters, compile_function, field_arguments, fixed_namespace,
+                             functional_parameters, maximize_argument)
 
 __all__ = [variant.function for _, variant in VARIANTS]
 
@@ -34,14 +40,29 @@ def _state_operand(rule, slot):
     return f"(_require({slot.arg}, {slot.arg!r}, {slot.reason!r}) if {used} else None)"
 
 
+def _expected(rule):
+    """run_single's `expected` for the rule's operands: None when every state array is like the param."""
+    if not rule.special_operands:
+        return None
+    return (None, None) + tuple(SCALAR if slot.scalar else None for slot in rule.state)
+
+
 def _generate(rule, variant):
+    if rule.closure:
+        return _generate_closure_form(rule, variant)
     parameters, namespace = functional_parameters(rule, variant)
     operands = ["param", "grad"] + [_state_operand(rule, slot) for slot in rule.state]
-    namespace.update(fixed_namespace(variant), _check=rule.check, _run=run_single, _require=_require,
-                     _rule=kernel_id(rule), _names=("param", "grad") + tuple(s.arg for s in rule.state),
+    # A rule at the Python level runs its own per-tensor step, given the Rule for the kernel number.
+    if rule.python is None:
+        run, rule_arg, expected = run_single, kernel_id(rule), ", _expected"
+    else:
+        run, rule_arg, expected = rule.python.run_single, rule, ""
+    namespace.update(fixed_namespace(variant), _check=rule.check, _run=run, _require=_require,
+                     _rule=rule_arg, _names=("param", "grad") + tuple(s.arg for s in rule.state),
+                     _expected=_expected(rule),
                      **{f"_used_{s.arg}": s.when[1] for s in rule.state if s.when is not None})
-    body = [f"hyper = _check(lr, maximize, {', '.join(field_arguments(rule, variant))}, '')",
-            f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale)"]
+    body = [f"hyper = _check(lr, {maximize_argument(rule)}, {', '.join(field_arguments(rule, variant))}, '')",
+            f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale{expected})"]
     torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
     doc = (f"{variant.summary}{torch_name}: update param and its state in place, one tensor.\n\n"
            f"State arrays: {', '.join(_describe_slot(s) for s in rule.state)}.")
@@ -50,8 +71,27 @@ def _generate(rule, variant):
     return function
 
 
+def _generate_closure_form(rule, variant):
+    parameters, namespace = closure_parameters(rule, variant)
+    namespace.update(fixed_namespace(variant), _check=rule.check, _run=rule.python.run_closure)
+    names = ("lr",) + rule.field_names
+    body = [f"hyper = _check(lr, False, {', '.join(field_arguments(rule, variant))}, '')",
+            "return _run(params, closure, state, "
+            + ", ".join(f"{name}=hyper[{0 if name == 'lr' else i + 1}]" for i, name in enumerate(names)) + ")"]
+    torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
+    doc = (f"{variant.summary}{torch_name}: one step over params (a list of arrays, updated in place).\n\n"
+           f"closure() evaluates the objective at the params' current values and returns (loss, grads), "
+           f"grads a list like params (None counts as zeros); state is the optimizer's state dict "
+           f"(empty before the first step), updated in place.  Returns the loss of the first evaluation.")
+    function = compile_function(variant.function, parameters, body, namespace, doc)
+    function.__module__ = __name__
+    return function
+
+
 def _describe_slot(slot):
-    start = f"starts at {slot.fill}" if slot.fill else "zeros before the first step"
+    start = f"starts at {slot.fill}" if slot.fill is not None else "zeros before the first step"
+    if slot.scalar:
+        start = f"a 0-d float32 array, {start}"
     needed = f", needed when {slot.reason}" if slot.when is not None else ""
     return f"{slot.arg} ({start}{needed})"
 

@@ -11,18 +11,33 @@ Each rule's update is its `reference` in fastoptim.rules; the functions here
 give it functional's signatures.
 """
 from .rules import VARIANTS
-from .rules._codegen import compile_function, field_arguments, fixed_namespace, functional_parameters
+from .rules._codegen import (closure_parameters, compile_function, field_arguments, fixed_namespace,
+                             functional_parameters, maximize_argument)
 
 __all__ = [variant.function for _, variant in VARIANTS]
 
 
 def _generate(rule, variant):
+    if rule.closure:
+        return _generate_closure_form(rule, variant)
     parameters, namespace = functional_parameters(rule, variant)
     namespace.update(fixed_namespace(variant), _reference=rule.reference)
     state = ", ".join(f"{slot.name!r}: {slot.arg}" for slot in rule.state)
     fields = ", ".join(f"{name}={value}" for name, value in zip(rule.field_names, field_arguments(rule, variant)))
-    body = [f"_reference(param, grad, {{{state}}}, step=step, grad_scale=grad_scale, lr=lr, maximize=maximize, "
-            f"{fields})"]
+    body = [f"_reference(param, grad, {{{state}}}, step=step, grad_scale=grad_scale, lr=lr, "
+            f"maximize={maximize_argument(rule)}, {fields})"]
+    doc = f"{variant.summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature)."
+    function = compile_function(variant.function, parameters, body, namespace, doc)
+    function.__module__ = __name__
+    return function
+
+
+def _generate_closure_form(rule, variant):
+    """reference(params, closure, state, *, lr, maximize, **fields) with functional's signature."""
+    parameters, namespace = closure_parameters(rule, variant)
+    namespace.update(fixed_namespace(variant), _reference=rule.reference)
+    fields = ", ".join(f"{name}={value}" for name, value in zip(rule.field_names, field_arguments(rule, variant)))
+    body = [f"return _reference(params, closure, state, lr=lr, maximize=False, {fields})"]
     doc = f"{variant.summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature)."
     function = compile_function(variant.function, parameters, body, namespace, doc)
     function.__module__ = __name__

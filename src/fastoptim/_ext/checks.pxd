@@ -37,6 +37,7 @@ cdef str describe(obj)
 cdef int check_float_array(obj, str name) except -1
 cdef int check_layout(cnp.ndarray a, str name, bint written) except -1
 cdef int check_like(obj, str name, cnp.ndarray ref, str ref_name) except -1
+cdef int check_state_operand(obj, str name, cnp.ndarray ref, str ref_name, expected) except -1
 cdef int64_t check_step(step) except -1
 cdef double check_grad_scale(grad_scale) except -1
 cdef object scalar_as_array(obj, cnp.ndarray param)

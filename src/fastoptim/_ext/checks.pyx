@@ -9,6 +9,9 @@ import numpy as np
 
 cnp.import_array()
 
+# The kind of state operand that is a per-tensor scalar (check_state_operand).
+SCALAR = "scalar"
+
 
 cdef str describe(obj):
     if isinstance(obj, np.ndarray):
@@ -54,6 +57,25 @@ cdef int check_like(obj, str name, cnp.ndarray ref, str ref_name) except -1:
         raise TypeError(f"{name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}")
     if not same_shape(a, ref):
         raise ValueError(f"{name} has shape {(<object>a).shape} but {ref_name} has shape {(<object>ref).shape}")
+    return 0
+
+
+cdef int check_state_operand(obj, str name, cnp.ndarray ref, str ref_name, expected) except -1:
+    """obj is a state array of a kind other than ref's dtype and shape: SCALAR (a per-tensor
+    scalar, a 0-d float32 or float64 array) or a shape tuple (ref's dtype, that shape)."""
+    cdef cnp.ndarray a
+    check_float_array(obj, name)
+    a = <cnp.ndarray>obj
+    if expected == SCALAR:
+        if cnp.PyArray_NDIM(a) != 0:
+            raise ValueError(f"{name} has shape {(<object>a).shape}; expected a 0-d array (a per-tensor scalar, "
+                             f"float32 as torch keeps it, or float64)")
+        return 0
+    if cnp.PyArray_TYPE(a) != cnp.PyArray_TYPE(ref):
+        raise TypeError(f"{name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}")
+    if (<object>a).shape != expected:
+        raise ValueError(f"{name} has shape {(<object>a).shape}; expected {expected} for {ref_name} of shape "
+                         f"{(<object>ref).shape}")
     return 0
 
 

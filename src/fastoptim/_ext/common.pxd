@@ -12,6 +12,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         FO_FLOAT32, FO_FLOAT64, FO_N_DTYPES
         FO_GRAD_PLAIN, FO_GRAD_SCALED
         FO_MAX_OPERANDS
+        FO_NORM_BLOCKS, FO_MAX_SUMS, FO_SUMS_OPERAND
         FO_FIELD_REAL, FO_FIELD_FLAG
         FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS
 
@@ -22,6 +23,9 @@ cdef extern from "fastoptim/kernels.h" nogil:
         int64_t step
         int maximize
         double grad_scale
+        unsigned f64_operands
+        int scalar_f64
+        int pass_ "pass"
 
     ctypedef struct fo_args:
         fo_common common
@@ -43,6 +47,11 @@ cdef extern from "fastoptim/kernels.h" nogil:
 
     fo_range_fn fo_range(const fo_kernel_table *table, int rule, int dtype, int grad_mode)
     void fo_prepare(int rule, fo_args *a)
+    void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
+    int fo_has_tensor_hook(int rule)
+    int fo_rule_passes(int rule)
+    int fo_rule_sums(int rule)
+    void fo_tensor_reduced(int rule, fo_args *a, int pass_, const double *totals)
     const fo_kernel_table *fo_compiled_table(int level)
     int fo_cpu_supports(int level)
     const fo_rule_desc *fo_rule_describe(int rule)
@@ -66,3 +75,16 @@ cdef inline int threads_for(fo_index n_elements, int n_threads, fo_index min_ele
     if n_threads <= 1 or n_elements < min_elements:
         return 1
     return n_threads
+
+
+cdef inline fo_index segment_of(const fo_index *offsets, fo_index n_segments, fo_index element) noexcept nogil:
+    """The segment holding `element` of n_segments laid end to end (segment k spans
+    [offsets[k], offsets[k + 1])): the last k with offsets[k] <= element, by bisection."""
+    cdef fo_index lo = 0, hi = n_segments, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if offsets[mid + 1] <= element:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

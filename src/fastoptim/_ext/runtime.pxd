@@ -8,3 +8,5 @@ cdef int parallel_threads(fo_index n_elements, int n_threads) noexcept nogil
 cdef int step_threads(fo_index n_elements) noexcept nogil
 # Rule `rule`'s name and fields, or NULL past the last rule.
 cdef const fo_rule_desc *rule_describe(int rule) noexcept nogil
+# The SIMD level in use (fo_simd_level: the index of runtime.SIMD_LEVELS).
+cdef int simd_level() noexcept nogil

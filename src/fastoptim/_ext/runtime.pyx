@@ -2,7 +2,7 @@
 # (csrc/kernels.c is compiled into this module only; the other modules reach
 # the tables through the functions of runtime.pxd).
 
-from .common cimport (FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index,
+from .common cimport (FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index,
                       fo_kernel_table, fo_rule_desc, fo_rule_describe, threads_for)
 from .openmp cimport FASTOPTIM_OPENMP, omp_get_max_threads
 
@@ -26,6 +26,14 @@ cdef int parallel_threads(fo_index n_elements, int n_threads) noexcept nogil:
 
 cdef int step_threads(fo_index n_elements) noexcept nogil:
     return threads_for(n_elements, _n_threads, _parallel_min_elements)
+
+
+cdef int simd_level() noexcept nogil:
+    cdef int i
+    for i in range(FO_N_SIMD_LEVELS):
+        if fo_compiled_table(i) == _table:
+            return i
+    return FO_SIMD_BASELINE
 
 
 cdef const fo_rule_desc *rule_describe(int rule) noexcept nogil:

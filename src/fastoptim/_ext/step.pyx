@@ -8,7 +8,10 @@
 # Work is split into equal element ranges of the concatenated tensors, one per
 # thread, so tensors of any size mix and every thread gets the same load.
 # Each element's update is independent of the others, so results do not depend
-# on the thread count or on where the split falls.
+# on the thread count or on where the split falls.  Rules with several passes
+# (fo_rule_passes: LAMB) sum per-tensor quantities in their first passes over
+# fixed blocks of each tensor (FO_NORM_BLOCKS, the unit of thread work), added
+# in block order: their results do not depend on the thread count either.
 #
 # A rule's arguments are filled generically: the common header (lr, maximize,
 # step, grad scale) by name, the rule's own fields through the C field table
@@ -22,14 +25,18 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, qsort
 from libc.string cimport memcpy
 
-from .checks cimport (check_float_array, check_grad_scale, check_layout, check_like, check_step, dtype_index,
-                      overlaps, same_shape, scalar_as_array)
-from .common cimport (FO_FIELD_REAL, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MAX_OPERANDS, fo_args, fo_field,
-                      fo_index, fo_kernel_table, fo_prepare, fo_range, fo_range_fn, fo_rule_desc, split_point)
+from .checks cimport (check_float_array, check_grad_scale, check_layout, check_like, check_state_operand,
+                      check_step, dtype_index, overlaps, same_shape, scalar_as_array)
+from .common cimport (FO_FIELD_REAL, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MAX_OPERANDS, FO_MAX_SUMS, FO_NORM_BLOCKS,
+                      FO_SUMS_OPERAND, fo_args, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
+                      fo_range, fo_range_fn, fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_tensor_prepare,
+                      fo_tensor_reduced, segment_of, split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
 
 import numpy as np
+
+from .checks import SCALAR
 
 cnp.import_array()
 
@@ -55,6 +62,17 @@ cdef int fill_args(int rule, fo_args *a, tuple h) except -1:
     return 0
 
 
+cdef unsigned f64_operands(arrays):
+    """Bit k set where operand k is a float64 array (fo_common.f64_operands)."""
+    cdef unsigned mask = 0
+    cdef Py_ssize_t k
+    for k in range(len(arrays)):
+        a = arrays[k]
+        if a is not None and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT64:
+            mask |= 1u << k
+    return mask
+
+
 def checked_grad_scale(grad_scale):
     """grad_scale as the kernels take it: 1.0 for None, else a finite float > 0."""
     return check_grad_scale(grad_scale)
@@ -71,14 +89,68 @@ cdef void run_one_tensor(int rule, int dtype, int grad_mode, const fo_args *args
         fn(args, data, split_point(n, k, parts), split_point(n, k + 1, parts))
 
 
+cdef void run_blocks(fo_range_fn fn, const fo_args *args, char **data, fo_index n, fo_index lo, fo_index hi,
+                     double *sums, int n_sums) noexcept nogil:
+    """A summing pass over the blocks of one tensor of n elements whose first element lies in
+    [lo, hi): block b, [n*b/FO_NORM_BLOCKS, n*(b+1)/FO_NORM_BLOCKS), writes sums[b*n_sums:...]."""
+    cdef char *operands[FO_MAX_OPERANDS + 1]
+    cdef fo_index start, stop
+    cdef int b, k
+    for k in range(FO_MAX_OPERANDS):
+        operands[k] = data[k]
+    for b in range(FO_NORM_BLOCKS):
+        start = n * b // FO_NORM_BLOCKS
+        if start < lo or start >= hi:
+            continue
+        stop = n * (b + 1) // FO_NORM_BLOCKS
+        operands[FO_SUMS_OPERAND] = <char *>&sums[b * n_sums]
+        fn(args, operands, start, stop)
+
+
+cdef void reduce_blocks(int rule, fo_args *args, fo_index n, const double *sums, int n_sums,
+                        int pass_) noexcept nogil:
+    """Add one tensor's block sums in block order and hand the totals to its rule."""
+    cdef double totals[FO_MAX_SUMS]
+    cdef int b, k
+    for k in range(n_sums):
+        totals[k] = 0.0
+        if n > 0:
+            for b in range(FO_NORM_BLOCKS):
+                totals[k] += sums[b * n_sums + k]
+    fo_tensor_reduced(rule, args, pass_, totals)
+
+
+cdef void run_tensor_passes(int rule, int dtype, int grad_mode, fo_args *args, char **data, fo_index n,
+                            int passes) noexcept nogil:
+    """Every pass of a multi-pass rule over one tensor."""
+    cdef fo_range_fn fn = fo_range(kernel_table(), rule, dtype, grad_mode)
+    cdef int n_sums = fo_rule_sums(rule), parts, k, pass_
+    cdef double sums[FO_NORM_BLOCKS * FO_MAX_SUMS]
+    for pass_ in range(passes):
+        args.common.pass_ = pass_
+        if pass_ == passes - 1:
+            run_one_tensor(rule, dtype, grad_mode, args, data, n)
+            return
+        parts = step_threads(n)
+        if parts == 1:
+            run_blocks(fn, args, data, n, 0, n, sums, n_sums)
+        else:
+            for k in prange(parts, schedule="static", num_threads=parts):
+                run_blocks(fn, args, data, n, split_point(n, k, parts), split_point(n, k + 1, parts), sums, n_sums)
+        reduce_blocks(rule, args, n, sums, n_sums, pass_)
+
+
 # ---- functional: one tensor -------------------------------------------------
 
-def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scale=None):
+def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scale=None, tuple expected=None):
     """Check one tensor's operands and update them in place.
 
     arrays: (param, grad, state...) in the rule's operand order, None where the
     options need no array; names: the argument names, for messages; hyper: the
-    checked (lr, maximize, *fields); grad_scale: None or a divisor of the grad.
+    checked (lr, maximize, *fields); grad_scale: None or a divisor of the grad;
+    expected: None when every state array is like the param, else per operand
+    None (like the param), SCALAR (a per-tensor scalar: a 0-d float32 or float64
+    array) or the shape it must have (in the param's dtype).
     """
     cdef fo_args args
     cdef char *data[FO_MAX_OPERANDS]
@@ -92,7 +164,10 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
         arrays = (param, scalar_as_array(arrays[1], param)) + arrays[2:]
     for i in range(1, n_ops):
         if arrays[i] is not None:
-            check_like(arrays[i], names[i], param, names[0])
+            if expected is None or expected[i] is None:
+                check_like(arrays[i], names[i], param, names[0])
+            else:
+                check_state_operand(arrays[i], names[i], param, names[0], expected[i])
             check_layout(<cnp.ndarray>arrays[i], names[i], i != 1)
     for i in range(n_ops):
         for j in range(i + 1, n_ops):
@@ -103,6 +178,8 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     args.common.step = check_step(step)
     scale = 1.0 if grad_scale is None else check_grad_scale(grad_scale)
     args.common.grad_scale = scale
+    args.common.f64_operands = f64_operands(arrays)
+    args.common.scalar_f64 = 0  # new per-tensor scalars are float32, as torch's default dtype makes them
     for i in range(FO_MAX_OPERANDS):
         data[i] = NULL
         if i < n_ops and arrays[i] is not None:
@@ -110,9 +187,15 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     cdef int dtype = dtype_index(cnp.PyArray_TYPE(param))
     cdef fo_index n = cnp.PyArray_SIZE(param)
     cdef int grad_mode = FO_GRAD_PLAIN if scale == 1.0 else FO_GRAD_SCALED
+    cdef int passes = fo_rule_passes(rule)
+    args.common.pass_ = 0
     with nogil:
         fo_prepare(rule, &args)
-        run_one_tensor(rule, dtype, grad_mode, &args, data, n)
+        fo_tensor_prepare(rule, &args, data)
+        if passes > 1:
+            run_tensor_passes(rule, dtype, grad_mode, &args, data, n, passes)
+        else:
+            run_one_tensor(rule, dtype, grad_mode, &args, data, n)
 
 
 # ---- stateful: all tensors of an optimizer -----------------------------------
@@ -190,6 +273,12 @@ cdef class StepPlan:
     cdef char **data
     cdef fo_args *args
     cdef int *dtypes
+    cdef unsigned *f64_masks   # per tensor: fo_common.f64_operands
+    cdef bint tensor_hook      # the rule has a per-tensor hook: prepare every tensor's args
+    cdef int passes            # passes over each tensor (fo_rule_passes)
+    cdef int n_sums            # sums per block of a summing pass (fo_rule_sums)
+    cdef double *sums          # per tensor, FO_NORM_BLOCKS blocks of n_sums: the summing passes' output
+    cdef public bint scalar_f64  # new per-tensor scalars round to float64 (torch's default dtype), else float32
     cdef int *groups
     cdef readonly Py_ssize_t n_groups
     cdef fo_args *group_args
@@ -211,6 +300,7 @@ cdef class StepPlan:
         self.data = NULL
         self.args = NULL
         self.dtypes = NULL
+        self.f64_masks = NULL
         self.groups = NULL
         self.has_state = NULL
         self.memory = NULL
@@ -219,12 +309,14 @@ cdef class StepPlan:
         self.step_data = NULL
         self.step_kind = NULL
         self.complex_view = NULL
+        self.sums = NULL
 
     def __dealloc__(self):
         free(self.offsets)
         free(self.data)
         free(self.args)
         free(self.dtypes)
+        free(self.f64_masks)
         free(self.groups)
         free(self.has_state)
         free(self.memory)
@@ -233,6 +325,7 @@ cdef class StepPlan:
         free(self.step_data)
         free(self.step_kind)
         free(self.complex_view)
+        free(self.sums)
 
     def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, list steps):
         cdef Py_ssize_t n = len(params), i, j, k
@@ -258,14 +351,23 @@ cdef class StepPlan:
         self.data = <char **>calloc(n * FO_MAX_OPERANDS + 1, sizeof(char *))
         self.args = <fo_args *>calloc(n + 1, sizeof(fo_args))
         self.dtypes = <int *>calloc(n + 1, sizeof(int))
+        self.f64_masks = <unsigned *>calloc(n + 1, sizeof(unsigned))
         self.groups = <int *>calloc(n + 1, sizeof(int))
         self.has_state = <bint *>calloc(n + 1, sizeof(bint))
         self.memory = <interval *>calloc(n * (FO_MAX_OPERANDS + 1) + 1, sizeof(interval))
         self.n_groups = n_groups
         self.group_args = <fo_args *>calloc(n_groups + 1, sizeof(fo_args))
         if (self.group_args == NULL or self.offsets == NULL or self.data == NULL or self.args == NULL or self.dtypes == NULL
-                or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
+                or self.f64_masks == NULL or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
             raise MemoryError()
+        self.tensor_hook = fo_has_tensor_hook(rule)
+        self.passes = fo_rule_passes(rule)
+        self.n_sums = fo_rule_sums(rule)
+        if self.passes > 1:
+            self.sums = <double *>calloc(n * FO_NORM_BLOCKS * self.n_sums + 1, sizeof(double))
+            if self.sums == NULL:
+                raise MemoryError()
+        self.scalar_f64 = False
         self.n_memory = 0
         for i in range(n):
             p = <cnp.ndarray>params[i]
@@ -279,6 +381,7 @@ cdef class StepPlan:
             self.add_memory(p, i)
             st = states[i]
             self.has_state[i] = st is not None
+            self.f64_masks[i] = f64_operands((p, p) + (tuple(st) if st is not None else ()))
             if st is not None:
                 for k, s in enumerate(st):
                     if s is not None:
@@ -330,6 +433,12 @@ cdef class StepPlan:
             return <int64_t>(<float *>counter)[0]
         (<double *>counter)[0] = (<double *>counter)[0] + 1.0
         return <int64_t>(<double *>counter)[0]
+
+    def advance_step(self, Py_ssize_t i):
+        """Add one to tensor i's step count (a rule at the Python level steps it); the new count."""
+        if not 0 <= i < self.n_tensors:
+            raise IndexError(f"tensor {i} of {self.n_tensors}")
+        return self.advance(i)
 
     cdef void add_memory(self, cnp.ndarray a, Py_ssize_t tensor):
         cdef fo_index nbytes = cnp.PyArray_NBYTES(a)
@@ -568,10 +677,58 @@ cdef class StepPlan:
                     memcpy(&self.args[i], &self.group_args[self.groups[i]], sizeof(fo_args))
                     self.args[i].common.step = step
                     fo_prepare(self.rule, &self.args[i])
+                if self.tensor_hook:
+                    self.args[i].common.f64_operands = self.f64_masks[i]
+                    self.args[i].common.scalar_f64 = self.scalar_f64
+                    fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_MAX_OPERANDS])
+                self.args[i].common.pass_ = 0
                 prev = i
                 prev_step = step
-            self.run_all()
+            if self.passes > 1:
+                self.run_passes()
+            else:
+                self.run_all()
         self.forget_grads()
+
+    cdef void run_passes(self) noexcept nogil:
+        """A multi-pass rule: each summing pass over every tensor's blocks, then per tensor
+        its totals to the rule, then the last pass as any rule's."""
+        cdef fo_index total = self.offsets[self.n_tensors]
+        cdef int parts, k, pass_
+        cdef Py_ssize_t i
+        for pass_ in range(self.passes):
+            for i in range(self.n_tensors):
+                self.args[i].common.pass_ = pass_
+            if pass_ == self.passes - 1:
+                self.run_all()
+                return
+            parts = step_threads(total)
+            if parts == 1:
+                self.run_blocks_range(0, total)
+            else:
+                for k in prange(parts, schedule="static", num_threads=parts):
+                    self.run_blocks_range(split_point(total, k, parts), split_point(total, k + 1, parts))
+            for i in range(self.n_tensors):
+                if self.data[i * FO_MAX_OPERANDS + 1] != NULL:
+                    reduce_blocks(self.rule, &self.args[i], self.offsets[i + 1] - self.offsets[i],
+                                  &self.sums[i * FO_NORM_BLOCKS * self.n_sums], self.n_sums, pass_)
+
+    cdef void run_blocks_range(self, fo_index begin, fo_index end) noexcept nogil:
+        """A summing pass over the blocks whose first element lies in [begin, end) of the
+        tensors laid end to end."""
+        cdef fo_index t, first, last
+        cdef const fo_kernel_table *table = kernel_table()
+        if begin >= end:
+            return
+        t = segment_of(self.offsets, self.n_tensors, begin)
+        while t < self.n_tensors and self.offsets[t] < end:
+            if self.data[t * FO_MAX_OPERANDS + 1] != NULL:
+                first = begin - self.offsets[t] if begin > self.offsets[t] else 0
+                last = (end if end < self.offsets[t + 1] else self.offsets[t + 1]) - self.offsets[t]
+                run_blocks(fo_range(table, self.rule, self.dtypes[t], self.grad_mode), &self.args[t],
+                           &self.data[t * FO_MAX_OPERANDS], self.offsets[t + 1] - self.offsets[t], first, last,
+                           &self.sums[t * FO_NORM_BLOCKS * self.n_sums], self.n_sums)
+            t += 1
 
     cdef void run_all(self) noexcept nogil:
         cdef fo_index total = self.offsets[self.n_tensors]
@@ -584,18 +741,11 @@ cdef class StepPlan:
 
     cdef void run_range(self, fo_index begin, fo_index end) noexcept nogil:
         """Update elements [begin, end) of the tensors laid end to end."""
-        cdef Py_ssize_t lo = 0, hi = self.n_tensors, mid, t
-        cdef fo_index first, last
+        cdef fo_index t, first, last
         cdef const fo_kernel_table *table = kernel_table()
         if begin >= end:
             return
-        while lo < hi:  # the tensor holding element `begin`: last t with offsets[t] <= begin
-            mid = (lo + hi) // 2
-            if self.offsets[mid + 1] <= begin:
-                lo = mid + 1
-            else:
-                hi = mid
-        t = lo
+        t = segment_of(self.offsets, self.n_tensors, begin)
         while t < self.n_tensors and self.offsets[t] < end:
             if self.data[t * FO_MAX_OPERANDS + 1] != NULL:
                 first = begin - self.offsets[t] if begin > self.offsets[t] else 0

@@ -76,12 +76,15 @@ def torch_step(torch, variant, spec, options, n, dtype):
 
 def torch_multi_step(torch, variant, spec, options, params, grads):
     """A step of torch.optim's `variant` over copies of params (NumPy arrays) with grads set,
-    state already created; None where torch has no such implementation on the CPU."""
+    state already created; None where torch has no such optimizer or implementation on the CPU."""
+    theirs = spec.torch_optim(torch)
+    if theirs is None:
+        return None
     tparams = [torch.tensor(p, requires_grad=True) for p in params]
     for t, g in zip(tparams, grads):
         t.grad = torch.tensor(g)
     try:
-        opt = getattr(torch.optim, spec.torch_name)(tparams, **options, **TORCH_VARIANTS[variant])
+        opt = theirs(tparams, **options, **TORCH_VARIANTS[variant])
         opt.step()
     except (RuntimeError, TypeError, ValueError):
         return None

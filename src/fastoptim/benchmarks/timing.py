@@ -73,6 +73,35 @@ def measure(contenders, rounds, min_seconds):
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def measure_on_ranks(comm, turns, rounds, min_seconds, probe_calls=1):
+    """Timed turns on the MPI ranks of `comm` (every rank calls this together).
+
+    turns[name](calls) runs `calls` units of work on this rank and returns a tuple of
+    counters (work done, bytes sent...).  All ranks take a turn together, between
+    barriers; its time is the slowest rank's and its counters the largest.  Each
+    contender's calls are calibrated to last about min_seconds (from a probe of
+    probe_calls), then contenders take turns in `rounds` rounds, the order rotating
+    every round.  Returns {name: [(seconds, *counters) per round]}, the same on every rank.
+    """
+    from mpi4py import MPI
+
+    def timed(name, calls):
+        comm.Barrier()
+        start = time.perf_counter()
+        counters = turns[name](calls)
+        elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+        return (elapsed, *[comm.allreduce(c, op=MPI.MAX) for c in counters])
+    names = list(turns)
+    calls = {name: max(probe_calls, int(probe_calls * min_seconds / max(timed(name, probe_calls)[0], 1e-6)))
+             for name in names}
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            samples[name].append(timed(name, calls[name]))
+    return samples
+
+
 def machine_bandwidth(threads, rounds=5):
     """Bytes per second of a = s * a + b on 2 x 256 MiB float64 arrays (3 streams of 8 bytes)."""
     n = 2**25

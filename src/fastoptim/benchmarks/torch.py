@@ -47,7 +47,8 @@ def contenders(torch, spec, model_name, variants):
     options = spec.bench_options()
     steps = {}
     candidates = [("fastoptim.torch", getattr(ft, spec.torch_name), {})]
-    candidates += [(f"torch {v}", getattr(torch.optim, spec.torch_name), TORCH_VARIANTS[v]) for v in variants]
+    theirs = spec.torch_optim(torch)
+    candidates += [(f"torch {v}", theirs, TORCH_VARIANTS[v]) for v in variants if theirs is not None]
     for label, cls, extra in candidates:
         params = list(model_with_grads(torch, model_name).parameters())
         try:

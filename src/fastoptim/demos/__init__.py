@@ -1,10 +1,12 @@
-"""python -m fastoptim compare / trajectories: the optimizers side by side.
+"""python -m fastoptim compare / trajectories / distributed: the optimizers side by side.
 
 compare: softmax regression on iris or digits with each optimizer, a table
 of final loss, test accuracy and wall time, and loss curves.
 trajectories: each optimizer's path over the contours of the 2-D test
 functions, and over x cos(pi x), where plain descent settles in a local
 minimum.  problems: the test functions and models they use.
+distributed: an MLP on digits trained on MPI ranks (the module
+demos.distributed, imported only when run: it launches mpiexec).
 
 The contenders are every face of every rule in fastoptim.rules, with the
 settings of its Variant's demos.
@@ -36,7 +38,15 @@ def add_trajectories_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="a fifth of the steps")
 
 
+def add_distributed_arguments(parser):
+    from . import distributed
+    distributed.add_arguments(parser)
+
+
 def main(args):
+    if args.command == "distributed":
+        from . import distributed
+        return distributed.main(args)
     try:
         if args.command == "compare":
             compare(args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, out=args.out)

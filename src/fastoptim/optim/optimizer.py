@@ -29,6 +29,9 @@ from .._ext.step import StepPlan
 from ..rules import TORCH_ONLY_DEFAULTS
 
 
+_SCALAR_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _check_param(p, where):
     if not isinstance(p, np.ndarray):
         t = type(p)
@@ -100,6 +103,7 @@ class Optimizer(StepEngine):
             raise TypeError("a param group must be a dict with a 'params' entry")
         gi = len(self.param_groups)
         where = f"param_groups[{gi}]"
+        self._check_group_count(gi, where)
         group = dict(param_group)
         params = group["params"]
         if isinstance(params, np.ndarray):
@@ -171,6 +175,14 @@ class Optimizer(StepEngine):
         """
         self._run_step(grads, grad_scale)
 
+    def closure_step(self, closure):
+        """One step of a closure-driven optimizer (LBFGS): closure() evaluates the objective at
+        the params' current values and returns (loss, grads), grads in the params' structure
+        (None counts as zeros); the step calls it as often as it needs.  Returns the loss of
+        the first evaluation.  Hyperparameters, params and the first evaluation's grads are
+        checked before anything is written."""
+        return self._run_closure_step(closure)
+
     # ---- engine hooks: NumPy arrays, state by flat index ----------------------------
     _check_plan_params = True    # an array swapped into a group is noticed at the next step
 
@@ -188,16 +200,25 @@ class Optimizer(StepEngine):
 
     def _state_array(self, array, param, i, key, name):
         where = f"state[{i}][{name!r}]"
-        if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != param.shape:
-            raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {param.shape} "
-                             f"like params[{key!r}], got "
-                             + (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
-                                else type(array).__qualname__))
+        slot = self.rule.slot(name)
+        got = (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
+               else type(array).__qualname__)
+        if slot.scalar:
+            if not isinstance(array, np.ndarray) or array.shape != () or array.dtype not in _SCALAR_DTYPES:
+                raise ValueError(f"{where} must be a 0-d float32 or float64 array (a per-tensor scalar), got {got}")
+        else:
+            shape = slot.shape(param.shape)
+            if not isinstance(array, np.ndarray) or array.dtype != param.dtype or array.shape != shape:
+                like = f"like params[{key!r}]" if shape == param.shape else f"for params[{key!r}] of shape {param.shape}"
+                raise ValueError(f"{where} must be an array of dtype {param.dtype} and shape {shape} {like}, got {got}")
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill, fill_imag=False):  # params are real here
-        return np.full_like(p, fill) if fill else np.zeros_like(p)
+    def _new_array(self, p, fill, slot):  # params are real here: slot.fill_imag has nothing to do
+        if slot.scalar:  # torch's 0-d tensor of its scalar dtype
+            return np.array(fill, dtype=np.float32)
+        shape = slot.shape(p.shape)
+        return np.full(shape, fill, dtype=p.dtype) if fill else np.zeros(shape, dtype=p.dtype)
 
     def _zero_step(self, group):
         return 0
@@ -210,6 +231,15 @@ class Optimizer(StepEngine):
             counter = np.array(_step_value(counter, i), dtype=np.int64)
             dict.__setitem__(state, "step", counter)
         return counter
+
+    def _grad_arrays(self, grads):
+        return [None if g is None else np.asarray(g) for g in grads]
+
+    def _evaluate(self, closure):
+        result = closure()
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(f"the closure must return (loss, grads), got {type(result).__qualname__}")
+        return result[0], self._prepare_grads(result[1])
 
     # plan.gather(grads), called without a Python frame of its own (the step's fast path)
     _gather = staticmethod(StepPlan.gather)
@@ -345,6 +375,7 @@ class Optimizer(StepEngine):
             self._checked_hyper(new_group, where)
             new_groups.append(new_group)
         params = self._flat_params()
+        slot_names = {slot.name for slot in self.rule.state}
         new_states = [State(self) for _ in params]
         for saved_index, entry in state_dict["state"].items():
             if saved_index not in index_map:
@@ -357,13 +388,22 @@ class Optimizer(StepEngine):
                 if name == "step":
                     loaded[name] = _step_value(value, i)
                     continue
+                if name not in slot_names:  # a rule's own state (LBFGS's): copied as it is
+                    loaded[name] = _copied(value)
+                    continue
                 array = _to_numpy(value)
                 if array is not None:
-                    if array.shape != p.shape:
+                    slot = self.rule.slot(name)
+                    shape = p.shape if slot is None else slot.shape(p.shape)
+                    if array.shape != shape:
                         raise ValueError(f"loaded state[{saved_index}][{name!r}] has shape {array.shape} "
-                                         f"but params[{self._keys[i]!r}] has shape {p.shape}")
-                    # Our own contiguous copy in the param's dtype (torch casts likewise).
-                    loaded[name] = np.array(array, dtype=p.dtype, order="C", copy=True)
+                                         f"but params[{self._keys[i]!r}] of shape {p.shape} needs {shape}")
+                    # Our own contiguous copy in the param's dtype (torch casts likewise); a per-tensor
+                    # scalar keeps its float32 or float64 (torch would cast it too, but then a resumed
+                    # run is no longer the run that was saved, bit for bit).
+                    dtype = array.dtype if slot is not None and slot.scalar and array.dtype in _SCALAR_DTYPES \
+                        else p.dtype
+                    loaded[name] = np.array(array, dtype=dtype, order="C", copy=True)
                 else:
                     loaded[name] = copy.deepcopy(value)
             dict.update(new_states[i], loaded)
@@ -402,6 +442,16 @@ def _step_value(value, i):
     if not f.is_integer() or f < 0:
         raise ValueError(f"state[{i}]['step'] must be a whole number >= 0, got {value!r}")
     return int(f)
+
+
+def _copied(value):
+    """A copy of a state value, torch tensors as NumPy (0-d ones as NumPy scalars), lists item by item."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    array = _to_numpy(value)
+    if array is None:
+        return copy.deepcopy(value)
+    return array[()].copy() if array.ndim == 0 else np.array(array, order="C", copy=True)
 
 
 def _to_numpy(value):

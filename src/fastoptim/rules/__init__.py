@@ -5,20 +5,29 @@ fastoptim.optim, fastoptim.torch, the test and benchmark registry and the
 demos are generated from this list.  Adding a rule: see docs/adding_a_rule.md.
 """
 from .._ext.runtime import rule_fields
-from ._rule import TORCH_ONLY_DEFAULTS, Demo, Flag, Pair, Real, Rule, Slot, Variant
+from ._rule import TORCH_ONLY_DEFAULTS, Choice, Demo, Flag, Integer, Pair, PythonStep, Real, Reals, Rule, Slot, Variant
 from .adadelta import ADADELTA
 from .adagrad import ADAGRAD
 from .adam import ADAM
+from .adamax import ADAMAX
+from .asgd import ASGD
+from .lamb import LAMB
+from .lbfgs import LBFGS
+from .lion import LION
+from .muon import MUON
+from .nadam import NADAM
+from .radam import RADAM
 from .rmsprop import RMSPROP
+from .rprop import RPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM, LION, NADAM, ASGD, RPROP, LAMB, MUON, LBFGS)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)
 
-__all__ = ["RULES", "VARIANTS", "Rule", "Real", "Flag", "Pair", "Slot", "Variant", "Demo",
-           "TORCH_ONLY_DEFAULTS", "kernel_id"]
+__all__ = ["RULES", "VARIANTS", "Rule", "Real", "Flag", "Pair", "Integer", "Choice", "Reals", "Slot", "Variant",
+           "Demo", "PythonStep", "TORCH_ONLY_DEFAULTS", "kernel_id"]
 
 
 def _kernel_ids():
@@ -26,6 +35,8 @@ def _kernel_ids():
     compiled = rule_fields()
     ids = {}
     for rule in RULES:
+        if rule.python is not None:
+            continue  # a rule at the Python level has no C kernel
         if rule.kernel not in compiled:
             raise ImportError(f"fastoptim: rule {rule.kernel!r} has no C kernel; add it to csrc/fastoptim/rules.h "
                               f"(compiled: {sorted(compiled)})")
@@ -41,5 +52,5 @@ _IDS = _kernel_ids()
 
 
 def kernel_id(rule):
-    """The rule's number in the C kernel tables."""
-    return _IDS[rule.kernel]
+    """The rule's number in the C kernel tables (-1 for a rule at the Python level)."""
+    return -1 if rule.python is not None else _IDS[rule.kernel]

@@ -47,7 +47,7 @@ def option_defaults(rule, variant):
 def field_defaults(rule, variant):
     """Every kernel field's default for this face (a Pair's default split into its parts)."""
     options = option_defaults(rule, variant)
-    out = {"lr": options["lr"], "maximize": options["maximize"]}
+    out = {"lr": options["lr"], "maximize": options.get("maximize", False)}
     for option in rule.options:
         if isinstance(option, Pair):
             out.update(zip([p.name for p in option.parts], options[option.name]))
@@ -71,8 +71,28 @@ def functional_parameters(rule, variant):
             namespace[f"_default_{name}"] = defaults[name]
             parameters.append(f"{name}=_default_{name}")
     parameters += [f"{slot.arg}=None" for slot in rule.state if not slot.positional]
-    namespace["_default_maximize"] = defaults["maximize"]
-    parameters += ["maximize=_default_maximize", "grad_scale=None"]
+    if "maximize" in rule.by_name:
+        namespace["_default_maximize"] = defaults["maximize"]
+        parameters.append("maximize=_default_maximize")
+    parameters.append("grad_scale=None")
+    return parameters, namespace
+
+
+def maximize_argument(rule):
+    """Source of the maximize value in a generated body: the argument, or False for a rule without it."""
+    return "maximize" if "maximize" in rule.by_name else "False"
+
+
+def closure_parameters(rule, variant):
+    """(parameter sources, namespace of defaults) of a closure-driven rule's functional and
+    reference forms: params, closure, state (torch's state dict, updated in place), then
+    the class options, keyword-only, with the class's defaults."""
+    defaults = field_defaults(rule, variant)
+    namespace, parameters = {}, ["params", "closure", "state", "*"]
+    for name in ("lr",) + rule.field_names:
+        if name not in variant.fixed:
+            namespace[f"_default_{name}"] = defaults[name]
+            parameters.append(f"{name}=_default_{name}")
     return parameters, namespace
 
 
@@ -114,8 +134,11 @@ def generate_classes(rules, base, torch, module, describe):
         first = None
         for variant in rule.variants:
             parameters, defaults, namespace = class_parameters(rule, variant, torch)
+            attributes = dict(rule=rule, variant=variant)
+            if rule.closure:  # step(closure): the objective is evaluated inside the step
+                attributes["step"] = base.closure_step
             cls = compile_class(variant.name, first or base, base, parameters, defaults, namespace,
-                                dict(rule=rule, variant=variant), module)
+                                attributes, module)
             cls.__doc__ = describe(variant)
             classes[variant.name] = cls
             first = first or cls

@@ -1,4 +1,7 @@
 """Helpers of the rules' NumPy references (whole-array operations, in the array's dtype)."""
+import math
+
+import numpy as np
 
 
 def signed_grad(grad, maximize, grad_scale):
@@ -16,3 +19,67 @@ def lerp(start, end, weight):
         start += w * (end - start)
     else:
         start[...] = end - (end - start) * (start.dtype.type(1) - w)
+
+
+def torch_sign(x):
+    """torch.sign on CPU: (x > 0) - (x < 0) in x's dtype, so sign(NaN) = 0 (np.sign(NaN) is NaN)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+# ---- the deterministic norm of multi-pass rules (LAMB) -------------------------------
+
+NORM_BLOCKS = 256
+NORM_LANES = 8
+
+
+def _combine_lanes(lanes):
+    """((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) over the last axis."""
+    return (((lanes[..., 0] + lanes[..., 1]) + (lanes[..., 2] + lanes[..., 3]))
+            + ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7])))
+
+
+def _blocks_sum_squares(x, starts, length):
+    """Sum of squares of the blocks x[s:s+length] for s in starts, in reductions.h's order."""
+    main = length // NORM_LANES * NORM_LANES
+    squares = np.square(x[starts[:, None] + np.arange(length)])  # (blocks, length), double
+    if main:
+        lanes = squares[:, :main].reshape(len(starts), -1, NORM_LANES)
+        lanes = np.cumsum(lanes, axis=1)[:, -1, :]  # each lane summed in element order
+    else:
+        lanes = np.zeros((len(starts), NORM_LANES))
+    tail = np.zeros(len(starts))
+    for k in range(main, length):  # at most 7 elements, summed in order
+        tail = tail + squares[:, k]
+    return _combine_lanes(lanes) + tail
+
+
+def block_sum_squares(x):
+    """The sum of squares of x, computed so that a C kernel can reproduce it bit for bit.
+
+    The exact order (fastoptim's clipping-norm order, csrc/fastoptim/reductions.h):
+    1. view x as n = x.size elements in C order, each converted to double;
+    2. cut them into NORM_BLOCKS = 256 blocks: block b holds elements
+       [n*b // 256, n*(b+1) // 256) (integer division; blocks may be empty);
+    3. in each block of length L, with m = 8 * (L // 8): lane k (k = 0..7) is
+       0.0 + v[k]^2 + v[k+8]^2 + ... over the first m elements in order, the
+       tail is 0.0 + v[m]^2 + ... + v[L-1]^2 in order, and the block's sum is
+       ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail;
+    4. the result is 0.0 + s_0 + s_1 + ... + s_255, in block order.
+    Every operation is a double add or multiply, so the result depends on n
+    and the values only, never on threads or SIMD width.
+    """
+    flat = np.asarray(x, dtype=np.float64).reshape(-1)
+    n = flat.size
+    bounds = np.array([n * b // NORM_BLOCKS for b in range(NORM_BLOCKS + 1)], dtype=np.int64)
+    lengths = np.diff(bounds)
+    block_sums = np.zeros(NORM_BLOCKS)
+    for length in np.unique(lengths):  # at most two lengths: n // 256 and n // 256 + 1
+        which = np.nonzero(lengths == length)[0]
+        if length:
+            block_sums[which] = _blocks_sum_squares(flat, bounds[which], int(length))
+    return float(np.cumsum(np.concatenate(([0.0], block_sums)))[-1])
+
+
+def block_norm(x):
+    """sqrt(block_sum_squares(x)), in double."""
+    return math.sqrt(block_sum_squares(x))

@@ -11,6 +11,11 @@ The C side of a rule is csrc/fastoptim/rules/<kernel>.inc.  Its field list
 (FO_<NAME>_FIELDS) is the Rule's kernel fields in the same order; the
 arguments' common header carries lr, maximize, the step and the grad scale.
 A checked step's hyperparameters are the tuple (lr, maximize, *fields).
+
+A rule at the Python level (LBFGS, Muon: BLAS products, closures) has no C
+kernel: its `python` (a PythonStep) steps the plan's arrays in Python, with
+fused vector kernels for its element-wise work.  Checks, schedules, state
+and state_dict are the step engine's, as for every other rule.
 """
 import functools
 import math
@@ -33,6 +38,9 @@ class Real:
 
     label: torch.optim's word for it in messages ("learning rate", "epsilon value").
     kernel: False for a class option the kernel never sees (a state's start value).
+    message: torch.optim's text for a bad value where it is not "Invalid {label}: {value}",
+    "{}" standing for the value ("Learning rate should be >= 0 but is: {}"). Either way
+    the error starts with torch's text and our context follows.
     """
     name: str
     default: float
@@ -42,10 +50,16 @@ class Real:
     low_open: bool = False
     high_open: bool = False
     kernel: bool = True
+    message: str = None
 
     def check(self, value, where):
+        return self.worded_check(value, None if self.message is None else self.message.format(value), where)
+
+    def worded_check(self, value, head, where):
+        """The check, a bad value raising `head` (torch's text; None: "Invalid {label}: {value}")
+        first and our context after."""
         return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
-                                high_open=self.high_open, label=self.label, where=where)
+                                high_open=self.high_open, label=self.label, where=where, head=head)
 
 
 @dataclass(frozen=True)
@@ -61,10 +75,16 @@ class Flag:
 
 @dataclass(frozen=True)
 class Pair:
-    """A class option that is two kernel fields, as torch's betas = (beta1, beta2)."""
+    """A class option that is two kernel fields, as torch's betas = (beta1, beta2).
+
+    message: torch.optim's message for a bad pair, "{}" standing for each part
+    ("Invalid eta values: {}, {}"): a bad part then raises it first, our
+    context after.
+    """
     name: str
     parts: tuple            # two Real
     kernel: bool = True
+    message: str = None
 
     @property
     def default(self):
@@ -79,6 +99,74 @@ class Pair:
         return first, second
 
 
+@dataclass(frozen=True)
+class Integer:
+    """An integer hyperparameter in [low, high] (None: no bound); allow_none for an optional one.
+
+    message: torch's error text for a value above high, if torch has one.
+    """
+    name: str
+    default: object
+    label: str
+    low: int = None
+    high: int = None
+    allow_none: bool = False
+    message: str = None
+    kernel: bool = True
+
+    def check(self, value, where):
+        if value is None and self.allow_none:
+            return None
+        kind = "an integer" + (" or None" if self.allow_none else "")
+        value = _validation.integer(value, self.name, minimum=self.low, label=self.label, where=where, kind=kind)
+        if self.high is not None and value > self.high:
+            head = self.message or f"Invalid {self.label}"
+            raise ValueError(f"{head}: {self.name}={value!r}{where}; must be <= {self.high}")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few values (strings or None).
+
+    message: torch's error text, formatted with the value (e.g. "Adjust
+    learning rate function {} is not supported"); ours follows it.
+    """
+    name: str
+    default: object
+    choices: tuple
+    message: str = None
+
+    kernel = True
+
+    def check(self, value, where):
+        for choice in self.choices:
+            if value is choice or (type(value) is type(choice) and value == choice):
+                return choice
+        head = self.message.format(value) if self.message else f"Invalid {self.name}"
+        raise ValueError(f"{head}: {self.name}={value!r}{where}; expected one of "
+                         f"{', '.join(repr(c) for c in self.choices)}")
+
+
+@dataclass(frozen=True)
+class Reals:
+    """A tuple of `length` real numbers of any sign, finite (Muon's ns_coefficients)."""
+    name: str
+    default: tuple
+    length: int
+    message: str = None     # torch's error text for a wrong length
+
+    kernel = True
+
+    def check(self, value, where):
+        if not isinstance(value, (tuple, list)) or len(value) != self.length:
+            head = self.message or f"Invalid {self.name}"
+            raise ValueError(f"{head}: {self.name}={value!r}{where}; expected a tuple of {self.length} "
+                             f"real numbers")
+        return tuple(_validation.real(v, f"{self.name}[{i}]", label=self.name, where=where)
+                     for i, v in enumerate(value))
+
+
 # The hyperparameters most rules share, with torch's wording.
 def learning_rate(default):
     return Real("lr", default, "learning rate")
@@ -86,6 +174,12 @@ def learning_rate(default):
 
 def epsilon(default):
     return Real("eps", default, "epsilon value")
+
+
+def betas(beta1, beta2):
+    """torch's betas=(beta1, beta2): two coefficients in [0, 1)."""
+    return Pair("betas", (Real("beta1", beta1, "beta parameter at index 0", high=1.0, high_open=True),
+                          Real("beta2", beta2, "beta parameter at index 1", high=1.0, high_open=True)))
 
 
 WEIGHT_DECAY = Real("weight_decay", 0.0, "weight_decay value")
@@ -102,18 +196,22 @@ class Slot:
     argument: its name as a functional argument, if not the key;
     when: (field, predicate) for a slot only some options use (None: always);
     reason: the condition in words, for "... is required when {reason}";
-    fill: the class option holding its start value (None: zeros);
+    fill: its start value: the name of the class option holding it, a number, or None (zeros);
     fill_imag: for a complex param (torch), whether the imaginary parts start at the fill
         too (torch's Adagrad: complex(v, v)) or at zero (torch.full_like: v + 0j);
-    positional: whether the functional form takes it positionally.
+    positional: whether the functional form takes it positionally;
+    scalar: a per-tensor scalar (NAdam's mu_product), kept as torch keeps it: a 0-d
+    array of torch's scalar dtype (float32), read and written by the rule's
+    per-tensor hook (fo_<name>_tensor) rather than by its loops.
     """
     name: str
     argument: str = None
     when: tuple = None
     reason: str = ""
-    fill: str = None
+    fill: object = None
     fill_imag: bool = False
     positional: bool = True
+    scalar: bool = False
 
     @property
     def arg(self):
@@ -122,6 +220,43 @@ class Slot:
     def used(self, value_of):
         """Whether options give this slot an array; value_of(field name) -> the option's value."""
         return self.when is None or bool(self.when[1](value_of(self.when[0])))
+
+    def shape(self, param_shape):
+        """The shape of this slot's array for a param of `param_shape`."""
+        return () if self.scalar else tuple(param_shape)
+
+
+# ---- rules at the Python level ----------------------------------------------------------
+
+class PythonStep:
+    """How a rule without a C kernel steps: Python over the plan's arrays (see _engine).
+
+    Subclasses say:
+      step(run): one optimizer step; `run` is an _engine.StepArrays (the params,
+        their grads, their state slots, each group's checked hyperparameters,
+        a scratch dict kept across steps; for a closure-driven rule also the
+        closure's first evaluation, `evaluate()` and the rule's own state).
+        A closure-driven rule returns the step's loss.
+      run_single(rule, arrays, names, step, hyper, grad_scale): the functional
+        form of a per-tensor rule, with _ext.step.run_single's arguments (the
+        Rule in place of its kernel number);
+      run_closure(params, closure, state, **hyper): the functional form of a
+        closure-driven rule.
+    closure: step(closure) evaluates the objective itself, maybe many times
+      (LBFGS); the NumPy closure returns (loss, grads), torch's returns the loss.
+    single_group: only one param group (torch's LBFGS).
+    """
+    closure = False
+    single_group = False
+
+    def step(self, run):
+        raise NotImplementedError
+
+    def run_single(self, rule, arrays, names, step, hyper, grad_scale):
+        raise NotImplementedError
+
+    def run_closure(self, params, closure, state, **hyper):
+        raise NotImplementedError
 
 
 # ---- faces, demos ---------------------------------------------------------------------
@@ -161,11 +296,14 @@ class Rule:
     """One update rule: see the module docstring.
 
     options: every class option, lr first (the step engine replaces it by a
-    schedule's value) and maximize among them; signature / torch_signature: the
-    NumPy and torch classes' argument order, names separated by spaces, "*"
-    before the keyword-only ones (torch's may name TORCH_ONLY_DEFAULTS keys);
+    schedule's value) and maximize among them (a rule without it only
+    minimizes); signature / torch_signature: the NumPy and torch classes'
+    argument order, names separated by spaces, "*" before the keyword-only
+    ones (torch's may name TORCH_ONLY_DEFAULTS keys);
     reference(param, grad, state, *, step, grad_scale, lr, maximize, **fields):
-    the update in plain NumPy, state a dict of the used slots' arrays.
+    the update in plain NumPy, state a dict of the used slots' arrays (a
+    closure-driven rule: reference(params, closure, state, *, lr, maximize,
+    **fields), one step with torch's state dict).
     """
     kernel: str
     options: tuple
@@ -182,6 +320,13 @@ class Rule:
     # Options torch's constructor checks as tensors (Adam's lr and betas): with foreach=True
     # (and not capturable) a tensor is refused, and a Pair's parts must be both tensors or neither.
     torch_tensor_checks: tuple = ()
+    traffic: int = None             # arrays read or written per element and step, where it is not param, grad
+                                    # and state read, param and state written (LAMB's two passes)
+    not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
+    python: PythonStep = None       # a rule at the Python level: no C kernel (see PythonStep)
+    ndim: int = None                # params must have this many dimensions (Muon: 2), else any
+    fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
+                                    # (torch's LBFGS sets max_eval from max_iter)
 
     def __post_init__(self):
         fields = []
@@ -192,7 +337,16 @@ class Rule:
                 fields.append(option)
         object.__setattr__(self, "fields", tuple(fields))
         object.__setattr__(self, "by_name", {o.name: o for o in self.options})
+        object.__setattr__(self, "slots_by_name", {s.name: s for s in self.state})
+        object.__setattr__(self, "worded_pairs", {part.name: option for option in self.options
+                                                  if isinstance(option, Pair) and option.message
+                                                  for part in option.parts})
         object.__setattr__(self, "check", _memoized(self._check))
+
+    @property
+    def closure(self):
+        """Whether step() takes a closure that it evaluates itself (LBFGS)."""
+        return self.python is not None and self.python.closure
 
     # ---- names ------------------------------------------------------------------
     @property
@@ -216,11 +370,28 @@ class Rule:
         *values, where = args
         w = f" ({where})" if where else ""
         by_field = self.by_name
-        checked = [by_field["lr"].check(lr, w), by_field["maximize"].check(maximize, w)]
-        checked += [f.check(v, w) for f, v in zip(self.fields, values)]
+        checked = [by_field["lr"].check(lr, w), self._check_maximize(maximize, w)]
+        if self.worded_pairs:
+            checked += [self._check_field(f, v, values, w) for f, v in zip(self.fields, values)]
+        else:
+            checked += [f.check(v, w) for f, v in zip(self.fields, values)]
         if self.validate is not None:
             self.validate(dict(zip(self.field_names, checked[2:])), w)
         return tuple(checked)
+
+    def _check_field(self, field, value, values, w):
+        pair = self.worded_pairs.get(field.name)
+        if pair is None:
+            return field.check(value, w)
+        first = self.field_names.index(pair.parts[0].name)
+        return field.worded_check(value, pair.message.format(*values[first:first + 2]), w)
+
+    def _check_maximize(self, maximize, where):
+        if "maximize" in self.by_name:
+            return self.by_name["maximize"].check(maximize, where)
+        if maximize is not False:  # a rule without the option (Muon, LBFGS) only minimizes
+            raise TypeError(f"Invalid maximize={maximize!r}{where}; this optimizer only minimizes")
+        return False
 
     def check_options(self, options, lr, where=""):
         """A group's (or a class's) options, checked into (lr, maximize, *fields), at `lr`."""
@@ -232,7 +403,7 @@ class Rule:
             elif not option.kernel:
                 option.check(options[option.name], w)
         values = [from_pairs[f.name] if f.name in from_pairs else options[f.name] for f in self.fields]
-        return self.check(lr, options["maximize"], *values, where)
+        return self.check(lr, options.get("maximize", False), *values, where)
 
     # ---- state --------------------------------------------------------------------
     def slots(self, options):
@@ -241,7 +412,18 @@ class Rule:
 
     def start_value(self, slot, options):
         """The value a new array of `slot` starts at."""
-        return 0.0 if slot.fill is None else options[slot.fill]
+        if slot.fill is None:
+            return 0.0
+        return options[slot.fill] if isinstance(slot.fill, str) else slot.fill
+
+    def slot(self, name):
+        """The state slot called `name`, or None (a key the kernels do not see, as 'step')."""
+        return self.slots_by_name.get(name)
+
+    @property
+    def special_operands(self):
+        """Whether some state slot is not shaped like the param (functional forms then check each kind)."""
+        return any(s.scalar for s in self.state)
 
 
 _IMMUTABLE = frozenset([float, int, bool, str, np.float64, np.float32, np.float16, np.int64, np.int32,

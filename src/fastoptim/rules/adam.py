@@ -2,7 +2,7 @@
 import numpy as np
 
 from ._numpy import lerp, signed_grad
-from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Flag, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate
+from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Flag, Rule, Slot, Variant, betas, epsilon, learning_rate
 
 FLAGS = (False, True)
 
@@ -38,8 +38,7 @@ ADAM = Rule(
     kernel="adam",
     options=(
         learning_rate(1e-3),
-        Pair("betas", (Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True),
-                       Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True))),
+        betas(0.9, 0.999),
         epsilon(1e-8),
         WEIGHT_DECAY,
         Flag("amsgrad"),

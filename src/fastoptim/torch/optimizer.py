@@ -113,6 +113,15 @@ def _step_dtype(group):
     return torch.float32 if group.get("fused") else _scalar_dtype()
 
 
+def _cloned(value):
+    """A copy of a state value: tensors cloned (contiguous), lists item by item."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cloned(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone(memory_format=torch.contiguous_format)
+    return copy.deepcopy(value)
+
+
 def _state_step(value, where):
     """A step count from an int, a float or a 0-d tensor (torch keeps float32 steps)."""
     try:
@@ -320,6 +329,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         gi = len(self.param_groups) - 1
         try:
             where = f"param_groups[{gi}]"
+            self._check_group_count(gi, where)
             self._check_tensor_options(group, f" ({where})")
             self._install_schedule(group, where)  # 'lr' shows the value the next step uses
             if "lr_schedule" in group:
@@ -492,6 +502,13 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 found = True
         return found
 
+    @torch.no_grad()
+    def closure_step(self, closure):
+        """One step of a closure-driven optimizer (LBFGS), as torch.optim's: closure() clears the
+        grads, computes the loss, calls backward() and returns the loss; the step calls it (with
+        grad enabled) as often as it needs.  Returns the first evaluation's loss."""
+        return self._run_closure_step(closure)
+
     # ---- engine hooks: torch tensors, state by tensor ----------------------------
     def _flat(self):
         routes = self._routes
@@ -515,18 +532,30 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         return self.state[p]
 
     def _state_array(self, t, p, i, key, name):
+        where = f"state[params[{key!r}]][{name!r}]"
+        if self.rule.slot(name).scalar:  # a per-tensor scalar (NAdam's mu_product): a 0-d float tensor
+            if (not isinstance(t, torch.Tensor) or t.dim() != 0 or t.device.type != "cpu"
+                    or t.dtype not in (torch.float32, torch.float64)):
+                raise ValueError(f"{where} must be a 0-d float32 or float64 CPU tensor (a per-tensor scalar), "
+                                 f"got {t!r}")
+            return t.detach().numpy()
         if not isinstance(t, torch.Tensor) or t.dtype != p.dtype or t.device != p.device or not _same_layout(t, p):
-            raise ValueError(f"state[params[{key!r}]][{name!r}] must be a tensor laid out like its param "
+            raise ValueError(f"{where} must be a tensor laid out like its param "
                              f"({p.dtype}, shape {tuple(p.shape)}, strides {p.stride()})")
         t = t.detach()
         return (torch.view_as_real(t) if t.is_complex() else t).numpy()
 
-    def _new_array(self, p, fill, fill_imag=False):
+    def _new_array(self, p, fill, slot):
+        if slot.scalar:  # torch.optim's 0-d tensors of _get_scalar_dtype()
+            return torch.tensor(float(fill), dtype=_scalar_dtype())
         # preserve_format: a channels_last or transposed param gets state laid out like it (torch's too)
         if fill:
-            return torch.full_like(p, complex(fill, fill) if fill_imag and p.is_complex() else fill,
+            return torch.full_like(p, complex(fill, fill) if slot.fill_imag and p.is_complex() else fill,
                                    memory_format=torch.preserve_format)
         return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _scalar_f64(self):
+        return _scalar_dtype() == torch.float64
 
     def _zero_step(self, group):
         return torch.zeros((), dtype=_step_dtype(group))
@@ -546,6 +575,31 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             plan.attach_tensors(params)
         else:
             plan.attach_tensors(params, routes.every, bytes(routes.in_plan))
+
+    def _grad_arrays(self, grads):
+        return [None if p.grad is None else p.grad.detach().numpy() for p in self._plan_params]
+
+    def _evaluate(self, closure):
+        with torch.enable_grad():
+            return closure(), None
+
+    def _to_state(self, value):
+        """NumPy arrays as tensors sharing their memory, NumPy scalars as 0-d tensors (torch's layout)."""
+        if isinstance(value, list):
+            return [self._to_state(v) for v in value]
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value)
+        if isinstance(value, np.floating):
+            return torch.tensor(value)
+        return value
+
+    def _from_state(self, value, name):
+        if isinstance(value, list):
+            return [self._from_state(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, torch.Tensor):
+            array = value.detach().numpy()  # torch's own error for a tensor NumPy cannot view
+            return array[()] if array.ndim == 0 else array
+        return value
 
     def _gather(self, plan, grads):
         for _ in range(3):
@@ -645,14 +699,19 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 where = f"loaded state[{key!r}][{name!r}]"
                 if name == "step":
                     own[name] = self._loaded_step(value, group_of[key], where)
-                elif isinstance(value, torch.Tensor) and name in slots:
+                elif name not in slots:  # a rule's own state (LBFGS's), or a user's: copied as it is
+                    own[name] = _cloned(value)
+                elif isinstance(value, torch.Tensor) and self.rule.slot(name).scalar:
+                    if value.dim() != 0:
+                        raise ValueError(f"{where} has shape {tuple(value.shape)}; expected a 0-d tensor "
+                                         f"(a per-tensor scalar)")
+                    own[name] = value.detach().to(device="cpu", copy=True)
+                elif isinstance(value, torch.Tensor):
                     if tuple(value.shape) != tuple(p.shape):
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param has "
                                          f"shape {tuple(p.shape)}")
                     # our own copy, in the param's dtype and layout (torch casts to the dtype too)
                     own[name] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(value.detach())
-                elif isinstance(value, torch.Tensor):
-                    own[name] = value.detach().clone()
                 else:
                     own[name] = value
             state[key] = own

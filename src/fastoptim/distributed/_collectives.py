@@ -1,0 +1,129 @@
+"""Collectives over a model's params and grads.
+
+The hot paths (a step's reductions and gathers) call Open MPI's blocking
+collectives, whose algorithms are several times faster here than its
+non-blocking ones (libnbc: measured side by side in the distributed
+benchmark's exploration, see the README), under _mpi.blocking's watchdog, which
+aborts the job if a call outlives its timeout.  A single-threaded rank gains
+nothing from a non-blocking reduction anyway: Open MPI progresses it only
+inside MPI calls, so it would not advance while the rank runs a fused step.
+
+API
+---
+``broadcast_params(params, comm=None, root=0, timeout=300.0)``
+    public; see its docstring.
+``broadcast_arrays(arrays, comm, root, timeout, what)``
+    the same without checks, for wrappers that checked the model already.
+``ShardedSum(buffer, bounds, comm)``
+    the sum over ranks of a flat buffer, in place, shard by shard: shard r
+    (buffer[bounds[r]:bounds[r + 1]]) is summed onto rank r (MPI_Reduce, in
+    place at the root).  ``.reduce()`` leaves this rank's shard summed;
+    ``.gather()`` then all-gathers the shards in place (MPI_Allgatherv): the
+    whole sum on every rank, each element added up once, by its owner, so every
+    rank gets the same bits and replicas never drift apart (MPI's Allreduce
+    promises no such thing).  Call both inside _mpi.blocking.
+``ShardAllgather(arrays, space, bounds, comm)``
+    the all-gather of element-wise shards of a flat space into the params:
+    ``.run()``, blocking.  A space of one param is one contiguous buffer, so
+    the shards land straight in it (MPI_Allgatherv in place).  Otherwise they
+    travel through a flat buffer: this rank's pieces are copied in, gathered,
+    and the other ranks' pieces copied out.  (Straight into the params by an
+    MPI datatype over their addresses (hindexed from MPI_BOTTOM, with
+    MPI_Alltoallw) was 1.5-3x slower here: Open MPI then packs through its
+    shared-memory fragments, while a contiguous Allgatherv is one copy.)
+``fused_step(optimizer, grads, divisor)``
+    the fused step on summed grads, dividing them by `divisor` inside the kernel
+    (the mean over ranks costs no pass of its own).
+"""
+import numpy as np
+
+from ._buckets import ParamSet, flat_view
+from ._consistency import check_same_model
+from ._mpi import DEFAULT_TIMEOUT, MPI, check_timeout, mpi_datatype, resolve_comm, wait
+
+
+def broadcast_params(params, comm=None, root=0, timeout=DEFAULT_TIMEOUT):
+    """Copy root's params into every rank's params, in place.
+
+    params: a list or dict of arrays (or param groups), as optimizers take;
+    every rank passes its own arrays of the same model.  A model that differs
+    across ranks raises ValueError on every rank.  Returns `params`.
+    """
+    comm = resolve_comm(comm)
+    timeout = check_timeout(timeout)
+    size = comm.Get_size()
+    if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < size:
+        raise ValueError(f"root must be a rank of comm (0..{size - 1}), got {root!r}")
+    model = ParamSet(params)
+    check_same_model(model, comm, timeout, "broadcast_params")
+    broadcast_arrays(model.arrays, comm, int(root), timeout, f"broadcast_params from rank {root}")
+    return params
+
+
+def broadcast_arrays(arrays, comm, root, timeout, what):
+    """Root's arrays into every rank's arrays of the same shapes and dtypes, in place."""
+    requests = [comm.Ibcast([a, mpi_datatype(a.dtype)], root=root) for a in arrays if a.size]
+    wait(requests, timeout, what, comm)
+
+
+class ShardedSum:
+    """Sum a flat buffer over the ranks, in place, each shard onto its owner, then gather."""
+
+    def __init__(self, buffer, bounds, comm):
+        self.buffer, self.comm = buffer, comm
+        self.rank = comm.Get_rank()
+        self.counts, self.displs = np.diff(bounds), bounds[:-1].copy()
+        self.datatype = mpi_datatype(buffer.dtype)
+        self.shards = [buffer[int(a):int(b)] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def reduce(self):
+        """This rank's shard becomes the sum over ranks."""
+        for root, shard in enumerate(self.shards):
+            if shard.size == 0:
+                continue
+            if root == self.rank:
+                self.comm.Reduce(MPI.IN_PLACE, [shard, self.datatype], op=MPI.SUM, root=root)
+            else:
+                self.comm.Reduce([shard, self.datatype], None, op=MPI.SUM, root=root)
+
+    def gather(self):
+        """Every rank's reduced shard into every rank's buffer."""
+        self.comm.Allgatherv(MPI.IN_PLACE, [self.buffer, self.counts, self.displs, self.datatype])
+
+
+class ShardAllgather:
+    """All-gather the element-wise shards of a flat space into the params."""
+
+    def __init__(self, arrays, space, bounds, comm):
+        self.comm = comm
+        rank = comm.Get_rank()
+        datatype = mpi_datatype(space.dtype)
+        counts, displs = np.diff(bounds), bounds[:-1].copy()
+        start = {i: int(space.offsets[j]) for j, i in enumerate(space.indices)}
+        if len(space.indices) == 1:   # the param is the flat space: gather straight into it
+            self.flat = flat_view(arrays[space.indices[0]])
+            self.own, self.others = [], []
+        else:
+            self.flat = np.empty(space.size, dtype=space.dtype)
+
+            def parts(r):  # (param piece, its place in the flat buffer)
+                return [(flat_view(arrays[i])[lo:hi], self.flat[start[i] + lo:start[i] + hi])
+                        for i, lo, hi in space.pieces(int(bounds[r]), int(bounds[r + 1]))]
+            self.own = parts(rank)
+            self.others = [part for r in range(len(counts)) if r != rank for part in parts(r)]
+        self.recv = [self.flat, counts, displs, datatype]
+
+    def run(self):
+        """Gather (blocking: call it inside _mpi.blocking)."""
+        for piece, place in self.own:
+            np.copyto(place, piece)
+        self.comm.Allgatherv(MPI.IN_PLACE, self.recv)
+        for piece, place in self.others:
+            np.copyto(piece, place)
+
+
+def fused_step(optimizer, grads, divisor):
+    """The fused step on summed grads; the kernel divides them by `divisor` (torch's
+    grad_scale semantics: grad / divisor, exactly, so N ranks' sum divided by N is the
+    mean one process computes)."""
+    optimizer.step(grads, grad_scale=None if divisor == 1 else divisor)

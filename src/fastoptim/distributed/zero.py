@@ -1,0 +1,217 @@
+"""ZeRO stage 1 (Rajbhandari et al. 2020): optimizer state sharded element-wise over the ranks."""
+import numpy as np
+
+from ..optim import Optimizer
+from ..optim.optimizer import _to_numpy
+from ._buckets import ParamSet, Shard
+from ._collectives import ShardAllgather, ShardedSum, broadcast_arrays, fused_step
+from ._consistency import check_same_model
+from ._mpi import DEFAULT_TIMEOUT, allgather_object, blocking, check_timeout, resolve_comm
+
+
+class ZeroRedundancyOptimizer:
+    """An optimizer whose state is split over the ranks: each holds 1/N of it.
+
+    params: a list or dict of arrays, or param groups (every rank its own replica
+    of the same model); optimizer_class: a fastoptim optimizer class, built on
+    this rank's shard with **defaults.  The params are flattened (per dtype) and
+    each rank owns one element-wise contiguous shard: shards are equal to within
+    one element and cut across tensor boundaries, and the shard's optimizer
+    runs on 1-D views of the parts of params in the shard (no copies).
+
+    step(grads) takes this rank's local grads: each shard's grads are summed
+    onto its rank (a reduce-scatter, as MPI_Reduce per shard; the mean with
+    average=True), the shard's fused step runs, and an all-gather writes every
+    rank's new params straight into the params' memory.  Results equal DataParallel's.  As with DataParallel, grads
+    written into grad_buffers() are not copied, and at construction the model is
+    checked to be the same on every rank and rank 0's params are copied to all.
+
+    state_dict() (a collective: call it on every rank) gathers the full state in
+    the layout of optimizer_class over the whole params, so a checkpoint loads
+    into a plain optimizer; load_state_dict() takes such a full state (a plain
+    optimizer's too) and keeps this rank's shard of it.
+    """
+
+    def __init__(self, params, optimizer_class, comm=None, *, average=True, timeout=DEFAULT_TIMEOUT,
+                 **defaults):
+        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
+            raise TypeError(f"optimizer_class must be a fastoptim optimizer class (fastoptim.Adam, ...), "
+                            f"got {optimizer_class!r}")
+        if getattr(optimizer_class, "elementwise", True) is not True:
+            raise ValueError(f"ZeroRedundancyOptimizer cuts params into element-wise shards across tensor "
+                             f"boundaries, so the update rule's math must be element-wise; "
+                             f"{optimizer_class.__name__}'s is per tensor: use DataParallel instead")
+        if not isinstance(average, (bool, np.bool_)):
+            raise TypeError(f"average must be True (the mean over ranks) or False (the sum), got {average!r}")
+        self.comm = resolve_comm(comm)
+        self.timeout = check_timeout(timeout)
+        self.average = bool(average)
+        self.model = model = ParamSet(params)
+        check_same_model(model, self.comm, self.timeout, "ZeroRedundancyOptimizer",
+                         extra={"optimizer": optimizer_class.__name__, "average": self.average})
+        broadcast_arrays(model.arrays, self.comm, 0, self.timeout, "ZeroRedundancyOptimizer's copy of rank 0's params")
+        self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
+        self.shard = shard = Shard(model, self.rank, self.size)
+        self.optimizer = optimizer_class(shard.param_groups(), **defaults)
+
+        # Full-size flat grad buffers, one per dtype space (the reduce-scatter's input) ...
+        self._grad_flat = [np.zeros(space.size, dtype=space.dtype) for space in model.spaces]
+        self._grad_views = [np.zeros_like(a) for a in model.arrays]
+        for space, flat in zip(model.spaces, self._grad_flat):
+            for j, i in enumerate(space.indices):
+                a = model.arrays[i]
+                self._grad_views[i] = flat[space.offsets[j]:space.offsets[j + 1]].reshape(a.shape)
+        # Each shard's grads are summed in place, onto its rank: the shard's optimizer reads them there.
+        self._sums = [ShardedSum(flat, bounds, self.comm) for flat, bounds in zip(self._grad_flat, shard.bounds)]
+        self._pieces = []          # per param of the shard's optimizer: (param index, lo, hi), None if empty
+        optimizer_grads = []
+        start_of = [{i: int(space.offsets[j]) for j, i in enumerate(space.indices)} for space in model.spaces]
+        for members, group in zip(shard.group_members(), self.optimizer.param_groups):
+            for m, view in zip(members, group["params"]):
+                if m is None:
+                    self._pieces.append(None)
+                    optimizer_grads.append(np.zeros(0, dtype=view.dtype))
+                    continue
+                s, k = m
+                i, lo, hi = shard.pieces[s][k]
+                start = start_of[s][i] + lo  # the piece's place in the space
+                self._pieces.append((i, lo, hi))
+                optimizer_grads.append(self._grad_flat[s][start:start + hi - lo])
+        self._optimizer_grads = optimizer_grads
+        self._gathers = ([ShardAllgather(model.arrays, space, bounds, self.comm)
+                          for space, bounds in zip(model.spaces, shard.bounds)] if self.size > 1 else [])
+
+    @property
+    def param_groups(self):
+        """The shard optimizer's param groups: the model's hyperparameters, this rank's
+        1-D views as 'params'.  Changing a hyperparameter (on every rank) takes effect."""
+        return self.optimizer.param_groups
+
+    def grad_buffers(self):
+        """Per param, its grad's place in the flat buffers, in the params' structure
+        (write grads there and pass them to step(): no copy).  After a step, this
+        rank's shard of them holds the sum of the ranks' grads (the kernel divides
+        by the number of ranks with average=True)."""
+        return self.model.unflatten(self._grad_views)
+
+    def step(self, grads):
+        """Reduce-scatter this rank's grads, step the shard, all-gather the params
+        (every rank calls it together).  Every grad is checked before any message."""
+        flat = self.model.flatten(grads)
+        for g, view in zip(flat, self._grad_views):
+            if g is not view:
+                np.copyto(view, g)
+        divisor = self.size if self.average else 1
+        if self.size > 1:
+            blocking(self.timeout, "the reduce-scatter of ZeroRedundancyOptimizer.step", self.comm,
+                     self._reduce)
+        fused_step(self.optimizer, self._optimizer_grads, divisor)
+        if self.size > 1:
+            blocking(self.timeout, "the all-gather of ZeroRedundancyOptimizer.step", self.comm, self._gather)
+
+    def _reduce(self):
+        for total in self._sums:
+            total.reduce()
+
+    def _gather(self):
+        for gather in self._gathers:
+            gather.run()
+
+    def local_state_nbytes(self):
+        """Bytes of optimizer state held on this rank: the per-element state arrays
+        (moments, accumulators), not the per-tensor step counters.  Summed over the
+        ranks, it equals the unsharded optimizer's."""
+        return sum(v.nbytes for s in self.optimizer.state.values() for k, v in s.items()
+                   if k != "step" and isinstance(v, np.ndarray))
+
+    # ---- checkpoints ---------------------------------------------------------------
+    def state_dict(self):
+        """The full state, gathered from every rank, in the layout of the unsharded
+        optimizer over the whole params (torch's layout; loads into a plain
+        optimizer).  A collective: every rank calls it and gets the same dict."""
+        local = self.optimizer.state_dict()
+        pieces = {}  # param index -> [(lo, hi, state entry)]
+        for j, entry in local["state"].items():
+            if self._pieces[j] is not None:
+                i, lo, hi = self._pieces[j]
+                pieces.setdefault(i, []).append((lo, hi, entry))
+        everyone = allgather_object(pieces, self.comm, self.timeout, "ZeroRedundancyOptimizer.state_dict")
+        state = {}
+        for i, p in enumerate(self.model.arrays):
+            parts = sorted((part for rank_pieces in everyone for part in rank_pieces.get(i, ())),
+                           key=lambda part: part[0])
+            if parts:
+                state[i] = _joined_state(parts, p, self.model.keys[i])
+        groups, first = [], 0
+        for saved, count in zip(local["param_groups"], self.model.group_sizes):
+            group = {k: v for k, v in saved.items() if k not in ("params", "param_names")}
+            group["params"] = list(range(first, first + count))
+            if self.model.named:
+                group["param_names"] = self.model.keys[first:first + count]
+            groups.append(group)
+            first += count
+        return {"state": state, "param_groups": groups, "step_count": local["step_count"]}
+
+    def load_state_dict(self, state_dict):
+        """Load a full state (from state_dict(), or a plain optimizer's over the same
+        params) and keep this rank's shard.  Every rank loads the same dict; no
+        message is sent.  Checked like Optimizer.load_state_dict: nothing changes on error."""
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.model.group_sizes):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
+                             f"the model has {len(self.model.group_sizes)}")
+        model_index, first = {}, 0  # saved param index -> model flat index, by position in the groups
+        for gi, (saved, count) in enumerate(zip(saved_groups, self.model.group_sizes)):
+            if len(saved["params"]) != count:
+                raise ValueError(f"loaded param_groups[{gi}] has {len(saved['params'])} params, "
+                                 f"the model's has {count}")
+            for j, saved_index in enumerate(saved["params"]):
+                model_index[saved_index] = first + j
+            first += count
+        full = {}
+        for saved_index, entry in state_dict["state"].items():
+            if saved_index not in model_index:
+                raise ValueError(f"loaded state has an entry for param {saved_index!r}, "
+                                 f"which no loaded param group lists")
+            full[model_index[saved_index]] = entry
+        shard_state = {}
+        for j, piece in enumerate(self._pieces):
+            if piece is None or piece[0] not in full:
+                continue
+            i, lo, hi = piece
+            p, key = self.model.arrays[i], self.model.keys[i]
+            sliced = {}
+            for name, value in full[i].items():
+                array = None if name == "step" else _to_numpy(value)
+                if array is None:
+                    sliced[name] = value
+                    continue
+                if array.shape != p.shape:
+                    raise ValueError(f"loaded state[{key!r}][{name!r}] has shape {array.shape} "
+                                     f"but params[{key!r}] has shape {p.shape}")
+                sliced[name] = array.reshape(-1)[lo:hi]
+            shard_state[j] = sliced
+        shard_groups, start = [], 0
+        for saved, group in zip(saved_groups, self.optimizer.param_groups):
+            count = len(group["params"])
+            shard_groups.append({**{k: v for k, v in saved.items() if k not in ("params", "param_names")},
+                                 "params": list(range(start, start + count))})
+            start += count
+        self.optimizer.load_state_dict({"state": shard_state, "param_groups": shard_groups,
+                                        "step_count": state_dict.get("step_count", 0)})
+
+
+def _joined_state(parts, param, key):
+    """One param's state from its pieces' states [(lo, hi, entry)], sorted by lo."""
+    covered = sum(hi - lo for lo, hi, _ in parts)
+    if covered != param.size:  # pragma: no cover - every piece of a param steps together
+        raise RuntimeError(f"the shards hold state for {covered} of the {param.size} elements of params[{key!r}]")
+    joined = {}
+    for name, value in parts[0][2].items():
+        if isinstance(value, np.ndarray) and name != "step":
+            joined[name] = np.concatenate([entry[name] for _, _, entry in parts]).reshape(param.shape)
+        else:
+            joined[name] = value
+    return joined
