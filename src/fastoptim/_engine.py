@@ -156,7 +156,7 @@ class StepArrays:
         self.params, self.state, self.grads = plan.params, plan.states, grads
         keys = ("lr", "maximize") + engine.rule.field_names
         self.hyper = [dict(zip(keys, h)) for h in hyper]
-        self.grad_scale, self.steps, self.scratch = grad_scale, plan.steps_array, engine._scratch
+        self.grad_scale, self.steps, self.scratch = grad_scale, plan.step_counts, engine._scratch
         self.loss = self.evaluate = self.read_state = self.write_state = None
 
 

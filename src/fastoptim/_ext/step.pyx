@@ -385,7 +385,8 @@ cdef class StepPlan:
             if st is not None:
                 for k, s in enumerate(st):
                     if s is not None:
-                        if not same_layout(<cnp.ndarray>s, p):
+                        # a 0-d state (a per-tensor scalar: NAdam's mu_product) has no layout to pair
+                        if cnp.PyArray_NDIM(<cnp.ndarray>s) != 0 and not same_layout(<cnp.ndarray>s, p):
                             raise ValueError(f"state {k} of {self.param_name(i)} is laid out differently from "
                                              f"its param (strides {(<object>s).strides} and {(<object>p).strides})")
                         self.data[i * FO_MAX_OPERANDS + 2 + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>s)
@@ -432,6 +433,22 @@ cdef class StepPlan:
             (<float *>counter)[0] = (<float *>counter)[0] + <float>1.0
             return <int64_t>(<float *>counter)[0]
         (<double *>counter)[0] = (<double *>counter)[0] + 1.0
+        return <int64_t>(<double *>counter)[0]
+
+    @property
+    def step_counts(self):
+        """Each tensor's step count now, as ints (plan order)."""
+        return [self.count_of(i) for i in range(self.n_tensors)]
+
+    cdef int64_t count_of(self, Py_ssize_t i):
+        cdef int kind = self.step_kind[i]
+        cdef char *counter = self.step_data[i]
+        if kind == STEP_INTERNAL:
+            return self.count[i]
+        if kind == STEP_INT64:
+            return (<int64_t *>counter)[0]
+        if kind == STEP_FLOAT32:
+            return <int64_t>(<float *>counter)[0]
         return <int64_t>(<double *>counter)[0]
 
     def advance_step(self, Py_ssize_t i):

@@ -32,6 +32,7 @@ import sys
 import warnings
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from .. import _validation
