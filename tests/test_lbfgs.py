@@ -217,7 +217,7 @@ def test_checks_are_torchs_then_ours():
             (dict(lr=-1.0), ValueError, r"^Invalid learning rate: -1.0"),
             (dict(line_search_fn="armijo"), ValueError, r"^only 'strong_wolfe' is supported: line_search_fn='armijo'"),
             (dict(max_iter=0), ValueError, r"^Invalid max_iter: 0 \(defaults\); max_iter must be >= 1"),
-            (dict(max_eval=1.5), TypeError, r"max_eval=1.5 .*an integer or None"),
+            (dict(max_eval=1.5), TypeError, r"^Invalid max_eval: 1.5 \(defaults\); max_eval must be an integer or None"),
             (dict(history_size=0), ValueError, r"Invalid history_size"),
             (dict(tolerance_grad=-1.0), ValueError, r"^Invalid tolerance_grad: -1.0 \(defaults\); tolerance_grad must be")]:
         with pytest.raises(error, match=message):
