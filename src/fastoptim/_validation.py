@@ -72,7 +72,8 @@ def real(value, name, *, low=-math.inf, high=math.inf, low_open=False, high_open
     if label is not None:
         lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
         bound = f">= {low:g}" if math.isinf(high) else f"in {lo}, {hi}"
-        raise ValueError(_labelled(label, name, value, where, f"must be finite and {bound}", name_first,
+        problem = "must be finite" if math.isinf(low) and math.isinf(high) else f"must be finite and {bound}"
+        raise ValueError(_labelled(label, name, value, where, problem, name_first,
                                    shown=str(value), head=head))
     if not finite:
         raise ValueError(f"{name} must be finite, got {value!r}")
