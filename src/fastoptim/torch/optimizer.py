@@ -210,6 +210,11 @@ def _state_reason(rule, group, p, state):
             continue
         if not isinstance(value, torch.Tensor):
             return f"state[{name!r}] is a {type(value).__name__}"
+        if rule.slot(name).scalar:  # a per-tensor scalar (NAdam's mu_product): 0-d, float32 or float64
+            if (value.dim() != 0 or value.device.type != "cpu" or value.dtype not in (torch.float32, torch.float64)
+                    or value.requires_grad):
+                return f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a 0-d float"
+            continue
         if (value.layout != torch.strided or value.device != p.device or value.dtype != p.dtype
                 or value.is_conj() or value.is_neg() or value.requires_grad or not _same_layout(value, p)):
             return (f"state[{name!r}] ({value.dtype}, strides {value.stride()} on {value.device}) is not laid "
