@@ -197,6 +197,19 @@ def test_state_dict_layout_mirrors_torch():
     assert set(opt2.state_dict()["state"][0]) == {"step", "sum"}  # Adagrad's state starts at construction
 
 
+@pytest.mark.parametrize("loaded_from", [Adam, AdamW])
+def test_adamw_stays_adamw_after_loading(loaded_from):
+    """The class decides the rule, not the loaded group (issue 15): one zero-grad AdamW step
+    from 1 with lr=0.1, weight_decay=0.5 decays to 1 - 0.1 * 0.5 = 0.95; Adam's coupled
+    decay would give 0.90."""
+    p = np.ones(3)
+    w = AdamW([p], lr=0.1, weight_decay=0.5)
+    w.load_state_dict(loaded_from([np.ones(3)], lr=0.1, weight_decay=0.5).state_dict())
+    w.step([np.zeros(3)])
+    assert w.param_groups[0]["decoupled_weight_decay"] is True
+    np.testing.assert_allclose(p, 0.95, rtol=0, atol=1e-12)
+
+
 def test_load_state_dict_rejects_mismatches_and_changes_nothing():
     p = [np.zeros(3)]
     opt = Adam(p, lr=0.1)
