@@ -299,3 +299,18 @@ def test_fast_path_still_checks_grads_and_plan():
     opt.step([None, np.ones(3)])
     assert replacement[0] < 0  # the swapped-in array is the one updated (state stays with position 1)
     np.testing.assert_array_equal(p[1], old)
+
+
+def test_an_empty_param_takes_empty_state_of_any_strides():
+    """An empty array has no layout to pair (numpy gives some empty views stride 0, as ZeRO's
+    empty shard pieces have): the step goes on and steps the other params."""
+    params = [np.zeros(0), np.ones(3)]
+    opt = fastoptim.Adam(params, lr=0.1)
+    opt.step([np.zeros(0), np.ones(3)])
+    opt.state[0]["exp_avg"] = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(0,), strides=(0,))
+    opt.step([np.zeros(0), np.ones(3)])
+    reference = [np.ones(3)]
+    ref = fastoptim.Adam(reference, lr=0.1)
+    ref.step([np.ones(3)])
+    ref.step([np.ones(3)])
+    np.testing.assert_array_equal(params[1], reference[0])

@@ -220,6 +220,8 @@ cdef bint same_layout(cnp.ndarray a, cnp.ndarray b) except -1:
     cdef int d
     if not same_shape(a, b) or cnp.PyArray_ITEMSIZE(a) != cnp.PyArray_ITEMSIZE(b):
         return False
+    if cnp.PyArray_SIZE(a) == 0:
+        return True         # no elements to pair; numpy gives empty arrays any strides (ZeRO's empty pieces)
     for d in range(cnp.PyArray_NDIM(a)):
         if cnp.PyArray_DIM(a, d) != 1 and cnp.PyArray_STRIDE(a, d) != cnp.PyArray_STRIDE(b, d):
             return False

@@ -25,8 +25,10 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, lambd, alph
         ax += (param - ax) * param.dtype.type(mu)
     else:
         ax[...] = param
-    # the next step's eta and mu: torch.as_tensor (float32) copied into the state's dtype
-    eta[...] = np.float32(lr / ((1 + lambd * lr * step) ** alpha))
+    # the next step's eta and mu: torch.as_tensor (float32) copied into the state's dtype.  In IEEE
+    # doubles as the kernel's pow (Python floats raise on 0 ** -a and go complex below 0).
+    with np.errstate(all="ignore"):
+        eta[...] = np.float32(np.float64(lr) / np.float64(1 + lambd * lr * step) ** alpha)
     mu[...] = np.float32(1 / max(1, step - t0))
 
 
