@@ -44,17 +44,18 @@ __all__ = [
 # ---- argument checks ------------------------------------------------------------
 def _rate(owner: str, name: str, value: Any) -> float:
     """A learning rate argument: a finite real number >= 0, as a float."""
-    return _validation.real(value, name, low=0.0, label="argument", where=f" ({owner})")
+    return _validation.real(value, name, low=0.0, label="argument", name_first=True, where=f" ({owner})")
 
 
 def _positive(owner: str, name: str, value: Any, high: float = math.inf, high_open: bool = False) -> float:
     return _validation.real(value, name, low=0.0, low_open=True, high=high, high_open=high_open,
-                            label="argument", where=f" ({owner})")
+                            label="argument", name_first=True, where=f" ({owner})")
 
 
 def _count(owner: str, name: str, value: Any, minimum: int = 0) -> int:
     """A number of steps: an integer >= minimum, as an int."""
-    return _validation.integer(value, name, minimum=minimum, label="argument", where=f" ({owner})",
+    return _validation.integer(value, name, minimum=minimum, label="argument", name_first=True,
+                               where=f" ({owner})",
                                kind="an integer number of steps")
 
 
@@ -408,6 +409,7 @@ class ReduceLROnPlateau(Schedule):
                              f"expected 'rel' or 'abs'")
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor = _validation.real(factor, "factor", low=0.0, high=1.0, high_open=True, label="argument",
+                                       name_first=True,
                                        where=f" ({where})")
         self.patience = _count(where, "patience", patience)
         self.threshold = _rate(where, "threshold", threshold)
@@ -466,7 +468,8 @@ class ReduceLROnPlateau(Schedule):
         if missing:
             raise ValueError(f"{where}: state_dict lacks {missing}")
         lr = _rate(where, "lr", state_dict["lr"])
-        best = _validation.real(state_dict["best"], "best", low=-math.inf, label="argument", where=f" ({where})")
+        best = _validation.real(state_dict["best"], "best", low=-math.inf, label="argument", name_first=True,
+                                where=f" ({where})")
         counters = {name: _count(where, name, state_dict[name])
                     for name in ("num_bad_epochs", "cooldown_counter", "last_epoch")}
         self.lr, self.best = lr, best

@@ -2,7 +2,7 @@
 # (csrc/kernels.c is compiled into this module only; the other modules reach
 # the tables through the functions of runtime.pxd).
 
-from .common cimport (FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index,
+from .common cimport (FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index, fo_rule_passes,
                       fo_kernel_table, fo_rule_desc, fo_rule_describe, threads_for)
 from .openmp cimport FASTOPTIM_OPENMP, omp_get_max_threads
 
@@ -168,6 +168,11 @@ def set_simd_level(level):
 
 
 # ---- the rules the C side has ---------------------------------------------------------
+
+def rule_passes(int rule):
+    """How many times rule number `rule` goes over each tensor (1; LAMB: 2, its norms first)."""
+    return fo_rule_passes(rule)
+
 
 def rule_fields():
     """{rule name: (its number, its field names in kernel order)}, as csrc/fastoptim/rules.h lists them."""

@@ -66,6 +66,7 @@ class Optimizer(StepEngine):
     """
 
     rule: Any = None        # the fastoptim.rules.Rule, set by the generated classes
+    variant: Any = None     # the fastoptim.rules.Variant (the class: Adam or AdamW), set likewise
 
     def __init__(self, params: Params, defaults: Mapping[str, Any]) -> None:
         self.defaults = dict(defaults)
@@ -247,20 +248,23 @@ class Optimizer(StepEngine):
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill, slot):
+    def _new_array(self, p, fill, slot):  # params are real here: slot.fill_imag has nothing to do
         if slot.scalar:  # torch's 0-d tensor of its scalar dtype
             return np.array(fill, dtype=np.float32)
         shape = slot.shape(p.shape)
         return np.full(shape, fill, dtype=p.dtype) if fill else np.zeros(shape, dtype=p.dtype)
 
-    def _zero_step(self):
+    def _zero_step(self, group):
         return 0
 
-    def _step_value(self, value, i, key):
-        return _step_value(value, i)
-
-    def _live_step(self, steps, i):
-        return steps[i:i + 1].reshape(())
+    def _step_counter(self, state, group, i, key):
+        """state['step'] as a live 0-d int64 array (made from a number or another array)."""
+        counter = state.get("step", 0)
+        if not (type(counter) is np.ndarray and counter.shape == () and counter.dtype == np.int64
+                and counter.flags.writeable and counter.base is None):
+            counter = np.array(_step_value(counter, i), dtype=np.int64)
+            dict.__setitem__(state, "step", counter)
+        return counter
 
     def _grad_arrays(self, grads):
         return [None if g is None else np.asarray(g) for g in grads]
@@ -399,6 +403,7 @@ class Optimizer(StepEngine):
             new_group: dict[str, Any] = dict(group)
             new_group.pop("lr_schedule", None)
             new_group.update(copy.deepcopy(merged, shared))
+            new_group.update(self.variant.fixed)  # the class decides the rule: AdamW stays AdamW
             where = f"loaded param_groups[{gi}]"
             schedule = new_group.get("lr_schedule")
             if schedule is None:

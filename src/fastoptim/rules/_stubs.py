@@ -72,7 +72,10 @@ def functions_module(module, imports):
 
 
 def classes_module(module, imports):
-    names = [n for n in module.__all__ if n != "Optimizer"]
+    # the generated classes; the others (Optimizer, FallbackWarning) are re-exported from .optimizer
+    names = [n for n in module.__all__ if getattr(module, n).__module__ == module.__name__]
+    reexported = sorted(n for n in module.__all__ if n not in names)
+    imports += "from .optimizer import " + ", ".join(f"{n} as {n}" for n in reexported) + "\n"
     return (HEADER + _doc(module.__doc__, "") + imports + "\n" + _all(module.__all__) + "\n\n"
             + "\n\n".join(class_stub(getattr(module, name)) for name in names))
 
@@ -89,8 +92,7 @@ def stubs():
         "reference.pyi": functions_module(fastoptim.reference, array_imports),
         "optim/__init__.pyi": classes_module(
             fastoptim.optim, "from collections.abc import Callable\nfrom typing import Literal\n\n"
-                             "from fastoptim.typing import LR, Grads, Params\n\n"
-                             "from .optimizer import Optimizer as Optimizer\n"),
+                             "from fastoptim.typing import LR, Grads, Params\n\n"),
     }
     try:
         import fastoptim.torch
@@ -98,7 +100,7 @@ def stubs():
         return out
     out["torch/__init__.pyi"] = classes_module(
         fastoptim.torch, "from typing import Any, Literal\n\nfrom torch.optim.optimizer import ParamsT as TorchParams\n\n"
-                         "from fastoptim.typing import LR, Closure\n\nfrom .optimizer import Optimizer as Optimizer\n")
+                         "from fastoptim.typing import LR, Closure\n\n")
     return out
 
 

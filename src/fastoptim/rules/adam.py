@@ -64,4 +64,5 @@ ADAM = Rule(
                                  x_cos_pi_x=0.2)),)),
     ),
     grid=GRID,
+    torch_tensor_checks=("lr", "betas"),
 )

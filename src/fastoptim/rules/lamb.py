@@ -10,7 +10,7 @@ r and writes p.
 import numpy as np
 
 from ._numpy import block_norm, signed_grad
-from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate, torch_worded
+from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate
 
 FLAGS = (False, True)
 
@@ -39,11 +39,11 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta1, beta
 LAMB = Rule(
     kernel="lamb",
     options=(
-        torch_worded(learning_rate(1e-3)),
-        Pair("betas", (torch_worded(Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True)),
-                       torch_worded(Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True)))),
-        torch_worded(epsilon(1e-6)),
-        torch_worded(WEIGHT_DECAY),
+        learning_rate(1e-3),
+        Pair("betas", (Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True),
+                       Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True))),
+        epsilon(1e-6),
+        WEIGHT_DECAY,
         MAXIMIZE,
     ),
     signature="lr betas eps weight_decay * maximize",

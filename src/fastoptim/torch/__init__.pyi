@@ -5,24 +5,33 @@
 
 SGD, Adagrad, RMSprop, Adadelta, Adam and AdamW subclass torch.optim.Optimizer
 with torch.optim's constructor signatures, param groups, state and
-state_dict layout, so checkpoints move both ways and torch's lr_scheduler
-classes drive them unchanged.  A step updates CPU float32/float64 tensors in
-place through zero-copy NumPy views, all params in one call into the same
-multi-tensor kernels as fastoptim.Adam & co.  Anything that would need a copy
-(params on another device, sparse or non-contiguous grads or params) is an
-error, checked before anything is written.
+state_dict layout (state['step'] is torch's float tensor), so checkpoints move
+both ways and torch's lr_scheduler classes drive them unchanged.  A step
+updates CPU float32/float64 tensors (complex ones as their view_as_real, as
+torch does) in place through zero-copy NumPy views, all params in one call
+into the same multi-tensor kernels as fastoptim.Adam & co; any dense layout
+(contiguous, channels_last, transposed) whose grad and state are laid out
+alike is stepped in place.
 
-Differences from torch.optim: `foreach` and `fused` are accepted and kept in
-the groups (checkpoints round-trip) but change nothing, since every step is
-one fused multi-tensor kernel; `capturable=True` and `differentiable=True`
-are errors (CUDA graphs, autograd through the step).  `state[p]['step']` is
-an int64 tensor, live during training; state_dict() writes torch's float
-`step`.  lr may also be a schedule (fastoptim.schedules, or any callable
-taking the step), as in fastoptim.optim: t = step_count, the number of step()
-calls made (0 for the first); the group keeps the schedule under
-'lr_schedule' and 'lr' shows the value used (before the first step, the value
-the first step will use).  Writing a number to 'lr' (as torch's lr_scheduler
-classes do) replaces the group's schedule.  state_dict() adds 'step_count',
+What the kernels cannot step is stepped by torch.optim's own implementation
+of the same optimizer, with the same results and one FallbackWarning naming
+the params and the reason (`optimizer.fallbacks` lists them): groups with
+differentiable=True or capturable=True, float16/bfloat16 params (for now),
+strided views with gaps, params on other devices (meta included), params
+that share memory (a duplicate in a group), and params whose grads are
+sparse or laid out unlike the param.
+
+`foreach` and `fused` are kept in the groups (checkpoints round-trip) and
+steer only torch's path; the kernels are fused whatever they say.  As in
+torch, fused=True makes the optimizer read torch.amp.GradScaler's
+`grad_scale` and `found_inf` (the kernels divide the grads by the scale
+without writing them; a nonzero found_inf skips the step).
+lr may also be a schedule (fastoptim.schedules, or any callable taking the
+step), as in fastoptim.optim: t = step_count, the number of step() calls
+made (0 for the first); the group keeps the schedule under 'lr_schedule'
+and 'lr' shows the value used (before the first step, the value the first
+step will use).  Writing a number to 'lr' (as torch's lr_scheduler classes
+do) replaces the group's schedule.  state_dict() adds 'step_count',
 and 'lr_schedules' (the groups' schedules, kept out of the groups), which
 torch.optim ignores.  Importing fastoptim.torch allows fastoptim.schedules'
 classes in torch.load's default weights_only loader, so a checkpoint holding
@@ -37,9 +46,9 @@ from torch.optim.optimizer import ParamsT as TorchParams
 
 from fastoptim.typing import LR, Closure
 
-from .optimizer import Optimizer as Optimizer
+from .optimizer import FallbackWarning as FallbackWarning, Optimizer as Optimizer
 
-__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Muon', 'LBFGS']
+__all__ = ['Optimizer', 'FallbackWarning', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Muon', 'LBFGS']
 
 
 class SGD(Optimizer):
@@ -48,7 +57,7 @@ class SGD(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.001
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     momentum : float, default 0.0
@@ -95,7 +104,7 @@ class Adagrad(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.01
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     lr_decay : float, default 0.0
@@ -143,7 +152,7 @@ class RMSprop(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.01
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     alpha : float, default 0.99
@@ -192,7 +201,7 @@ class Adadelta(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 1.0
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     rho : float, default 0.9
@@ -238,7 +247,7 @@ class Adam(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.001
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     betas : tuple of float, default (0.9, 0.999)
@@ -288,7 +297,7 @@ class AdamW(Adam):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.001
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     betas : tuple of float, default (0.9, 0.999)
@@ -337,7 +346,7 @@ class Adamax(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.002
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     betas : tuple of float, default (0.9, 0.999)
@@ -383,7 +392,7 @@ class RAdam(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.001
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     betas : tuple of float, default (0.9, 0.999)
@@ -430,7 +439,7 @@ class Lion(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.0001
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     betas : tuple of float, default (0.9, 0.99)
@@ -468,7 +477,7 @@ class NAdam(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.002
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     betas : tuple of float, default (0.9, 0.999)
@@ -517,7 +526,7 @@ class ASGD(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.01
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     lambd : float, default 0.0001
@@ -565,7 +574,7 @@ class Rprop(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.01
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     etas : tuple of float, default (0.5, 1.2)
@@ -609,7 +618,7 @@ class LAMB(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.001
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     betas : tuple of float, default (0.9, 0.999)
@@ -649,7 +658,7 @@ class Muon(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 0.001
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     weight_decay : float, default 0.1
@@ -696,7 +705,7 @@ class LBFGS(Optimizer):
     Parameters
     ----------
     params : iterable of Tensor or of param group dicts
-        CPU float32 or float64 tensors, as torch.optim takes them.
+        CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning says so).
     lr : float or schedule, default 1
         The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
     max_iter : int, default 20
