@@ -274,6 +274,8 @@ def parameter_server_errors_on_every_rank():
                                                         timeout=TIMEOUT),
                  "push_every is 1 on rank 0 but 2 on rank 1")
     # The optimizer is built on servers only; its failure is named on every rank.
+    expect_error(ValueError, lambda: fd.ParameterServer(model(), lambda p: fastoptim.LAMB(p), timeout=TIMEOUT),
+                 "LAMB's is per tensor (2 passes over each tensor)")
     expect_error(ValueError, lambda: fd.ParameterServer(model(), lambda p: "not an optimizer", timeout=TIMEOUT),
                  "ParameterServer could not start: on rank 0: TypeError: ParameterServer: optimizer(params) "
                  "must return a fastoptim optimizer, got builtins.str")

@@ -8,6 +8,7 @@ import fastoptim.distributed as fd
 from fastoptim import schedules
 from fastoptim._registry import SPECS
 from fastoptim.distributed import _mpi
+from fastoptim.distributed.zero import _per_tensor
 from mpi_harness import check, main
 
 COMM = MPI.COMM_WORLD
@@ -258,7 +259,19 @@ def data_parallel_equals_one_process_for_every_optimizer_and_replicas_are_identi
 
 @check
 def zero_equals_one_process_for_every_optimizer_and_shards_its_state():
+    refused = set()
     for n, spec in enumerate(SPECS):
+        reason = _per_tensor(spec.cls)
+        if reason:
+            # ZeRO's shards cut tensors: it refuses a per-tensor rule (DataParallel runs it, above)
+            refused.add(spec.cls.__name__)
+            try:
+                fd.ZeroRedundancyOptimizer(make_params("list"), spec.cls, timeout=TIMEOUT)
+            except ValueError as error:
+                assert f"{spec.cls.__name__}'s is per tensor ({reason}): use DataParallel" in str(error)
+            else:
+                raise AssertionError(f"ZeroRedundancyOptimizer took {spec.cls.__name__} ({reason})")
+            continue
         ref, ref_arrays, zero, arrays = train_every_option_set(
             spec, n % 2 == 1, lambda p: fd.ZeroRedundancyOptimizer(p, spec.cls, timeout=TIMEOUT))
         assert_close(arrays, ref_arrays, what=spec.name)
@@ -277,6 +290,7 @@ def zero_equals_one_process_for_every_optimizer_and_shards_its_state():
         per_rank = _mpi.allgather_object(zero.local_state_nbytes(), COMM, TIMEOUT, "state bytes")
         total = sum(v.nbytes for s in ref.state.values() for k, v in s.items() if k != "step")
         assert sum(per_rank) == total, (per_rank, total)
+    assert {"LAMB", "NAdam", "ASGD"} <= refused, refused  # the per-tensor rules of the registry today
 
 
 @check
@@ -411,9 +425,22 @@ def zero_refuses_per_tensor_rules_and_non_optimizers():
     try:
         fd.ZeroRedundancyOptimizer([np.zeros(3)], PerTensorAdam, timeout=TIMEOUT)
     except ValueError as error:
-        assert "PerTensorAdam's is per tensor: use DataParallel" in str(error)
+        assert "PerTensorAdam's is per tensor (elementwise = False): use DataParallel" in str(error)
     else:
         raise AssertionError("no ValueError")
+    for python_level in (fastoptim.Muon, fastoptim.LBFGS):
+        try:
+            fd.ZeroRedundancyOptimizer([np.zeros((3, 2))], python_level, timeout=TIMEOUT)
+        except ValueError as error:
+            assert "it steps whole tensors at the Python level): use DataParallel" in str(error)
+        else:
+            raise AssertionError(f"ZeroRedundancyOptimizer took {python_level.__name__}")
+    try:
+        fd.DataParallel(fastoptim.LBFGS([np.zeros(3)]), timeout=TIMEOUT)
+    except TypeError as error:
+        assert "LBFGS steps with a closure" in str(error)
+    else:
+        raise AssertionError("DataParallel took LBFGS")
     try:
         fd.ZeroRedundancyOptimizer([np.zeros(3)], "Adam", timeout=TIMEOUT)
     except TypeError as error:

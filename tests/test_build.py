@@ -41,7 +41,7 @@ def test_show_config():
 
 
 def test_thread_controls():
-    original = fastoptim.get_num_threads()
+    original = runtime._num_threads_setting()  # 0 while steps follow OpenMP's count
     try:
         fastoptim.set_num_threads(1)
         assert fastoptim.get_num_threads() == 1
@@ -57,7 +57,7 @@ def test_thread_controls():
         with pytest.raises(TypeError, match="integer or None"):
             fastoptim.set_num_threads(1.5)
     finally:
-        fastoptim.set_num_threads(original)
+        runtime._set_num_threads(original)
 
 
 def run_python(code, **env):

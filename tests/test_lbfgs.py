@@ -196,7 +196,7 @@ def test_functional_form_is_the_reference():
         reference.lbfgs(other, _numpy_closure(objective, other, [(3,), (2, 2)]), other_state, history_size=4)
     np.testing.assert_array_equal(_flat(params), _flat(other))
     assert state["n_iter"] == other_state["n_iter"] > 0
-    with pytest.raises(ValueError, match="Invalid history_size: history_size=0"):
+    with pytest.raises(ValueError, match="Invalid history_size: 0"):
         functional.lbfgs(params, _numpy_closure(objective, params, [(3,), (2, 2)]), state, history_size=0)
 
 
@@ -214,12 +214,12 @@ def test_converges_and_stops_at_optimum():
 
 def test_checks_are_torchs_then_ours():
     for kwargs, error, message in [
-            (dict(lr=-1.0), ValueError, r"^Invalid learning rate: lr=-1.0"),
+            (dict(lr=-1.0), ValueError, r"^Invalid learning rate: -1.0"),
             (dict(line_search_fn="armijo"), ValueError, r"^only 'strong_wolfe' is supported: line_search_fn='armijo'"),
-            (dict(max_iter=0), ValueError, r"Invalid max_iter: max_iter=0"),
-            (dict(max_eval=1.5), TypeError, r"max_eval=1.5 .*an integer or None"),
+            (dict(max_iter=0), ValueError, r"^Invalid max_iter: 0 \(defaults\); max_iter must be >= 1"),
+            (dict(max_eval=1.5), TypeError, r"^Invalid max_eval: 1.5 \(defaults\); max_eval must be an integer or None"),
             (dict(history_size=0), ValueError, r"Invalid history_size"),
-            (dict(tolerance_grad=-1.0), ValueError, r"tolerance_grad=-1.0")]:
+            (dict(tolerance_grad=-1.0), ValueError, r"^Invalid tolerance_grad: -1.0 \(defaults\); tolerance_grad must be")]:
         with pytest.raises(error, match=message):
             fastoptim.LBFGS([np.zeros(2)], **kwargs)
     opt = fastoptim.LBFGS([np.zeros(2)], max_iter=8)

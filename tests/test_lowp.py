@@ -3,6 +3,8 @@ against fastoptim._lowp_reference bit for bit (every option set, SIMD level,
 thread split, chunk tail; state in 16 bits or float32; master weights;
 stochastic rounding), the issue's rounding check, and fastoptim.torch against
 torch.optim's fused kernels within one unit in the last place."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -115,10 +117,9 @@ def test_the_refused_rules_are_the_expected_ones():
 
 @pytest.mark.parametrize("dtype", HALF, ids=half_id)
 @pytest.mark.parametrize("spec", REFUSED, ids=lambda s: s.name)
-def test_refused_rules_name_the_rule_and_dtype_before_writing(spec, dtype, torch):
-    """The class (any precision option), fastoptim.torch's class and the functional form refuse
-    a 16-bit param with an error naming the rule and the dtype; nothing is written."""
-    import fastoptim.torch as ft
+def test_refused_rules_name_the_rule_and_dtype_before_writing(spec, dtype):
+    """The class (any precision option) and the functional form refuse a 16-bit param with an
+    error naming the rule and the dtype; nothing is written."""
     dtype_name = np.dtype(dtype).name
     shape = (4, 3)  # 2-D: Muon takes matrices only
     rule_name = spec.variant.name
@@ -128,10 +129,6 @@ def test_refused_rules_name_the_rule_and_dtype_before_writing(spec, dtype, torch
         with pytest.raises(TypeError, match=match):
             spec.cls([p], **precision)
         assert (p == 1).all()
-    t = torch.ones(shape, dtype=getattr(torch, dtype_name), requires_grad=True)
-    with pytest.raises(TypeError, match=match):
-        getattr(ft, spec.variant.name)([t])
-    assert (t.detach() == 1).all()
     if spec.rule.closure:
         return  # its functional form takes a closure and a list of params: checked above as LBFGS's
     param, grad = np.ones(shape, dtype), np.ones(shape, dtype)
@@ -142,6 +139,46 @@ def test_refused_rules_name_the_rule_and_dtype_before_writing(spec, dtype, torch
     assert (param == 1).all()
     for a, b in zip(positional + list(keyword.values()), before):
         assert_same_bits(a, b, spec.name)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=half_id)
+@pytest.mark.parametrize("spec", REFUSED, ids=lambda s: s.name)
+def test_refused_rules_take_torchs_path_in_fastoptim_torch(spec, dtype, torch):
+    """fastoptim.torch steps a refused rule's 16-bit params with torch.optim's own implementation
+    (a FallbackWarning naming the param and the dtype; torch's bits), or, where torch.optim has no
+    such class (LAMB), raises a TypeError naming the class and the dtype; asking such a param for
+    an option torch's implementation lacks is a TypeError. Nothing is written by an error."""
+    import fastoptim.torch as ft
+    torch_dtype = getattr(torch, np.dtype(dtype).name)
+    rule_name = spec.variant.name
+    start = torch.linspace(-1, 1, 12).reshape(4, 3).to(torch_dtype)  # 2-D: Muon takes matrices only
+
+    def closure_for(t):
+        def closure():
+            t.grad = torch.full_like(t, 0.5) + t.detach()
+            return float((t.detach().float() ** 2).sum())
+        return closure
+
+    ours = start.clone().requires_grad_()
+    opt = getattr(ft, rule_name)([ours])
+    if spec.variant.torch_name is None:
+        with pytest.raises(TypeError, match=rf"fastoptim.torch.{rule_name} cannot step .*{torch_dtype}"):
+            opt.step(closure_for(ours))
+        assert torch.equal(ours.detach(), start)
+        return
+    with pytest.warns(ft.FallbackWarning, match=rf"{torch_dtype} param"):
+        opt.step(closure_for(ours))
+    theirs = start.clone().requires_grad_()
+    getattr(torch.optim, spec.variant.torch_name)([theirs]).step(closure_for(theirs))
+    assert torch.equal(ours.detach(), theirs.detach())
+    for precision in ({"master_weights": True}, {"stochastic_rounding": True}, {"state_dtype": "float32"}):
+        t = start.clone().requires_grad_()
+        opt = getattr(ft, rule_name)([t], **precision)
+        with pytest.raises(TypeError, match=f"has no {next(iter(precision))}"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ft.FallbackWarning)
+                opt.step(closure_for(t))
+        assert torch.equal(t.detach(), start)
 
 
 # ---- optimizers: master weights, stochastic rounding, state_dtype --------------------------------

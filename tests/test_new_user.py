@@ -136,14 +136,22 @@ def test_numpy_state_dict_loads_into_fastoptim_torch_and_back(spec, torch):
     t.grad = torch.tensor(g)
     topt.step()
     opt.step([g])
-    assert _same_bits(t.detach().numpy(), opt.param_groups[0]["params"][0])
+    if any(slot.scalar for slot in spec.rule.state):
+        # torch's load_state_dict casts a per-tensor scalar (NAdam's float32 mu_product) to the
+        # param's dtype, as fastoptim.torch does after it: the next steps round differently
+        def same(a, b):
+            np.testing.assert_allclose(a, b, rtol=1e-9)
+            return True
+    else:
+        same = _same_bits
+    assert same(t.detach().numpy(), opt.param_groups[0]["params"][0])
     # ... and back: a fastoptim.torch checkpoint into the NumPy class, arrays from tensors.
     back = spec.cls([t.detach().numpy().copy()], lr=0.01)
     back.load_state_dict(topt.state_dict())
     g = rng.standard_normal((3, 4))
     back.step([g])
     opt.step([g])
-    assert _same_bits(back.param_groups[0]["params"][0], opt.param_groups[0]["params"][0])
+    assert same(back.param_groups[0]["params"][0], opt.param_groups[0]["params"][0])
     for entry in back.state.values():
         for value in entry.values():
             assert isinstance(value, (np.ndarray, int))

@@ -197,6 +197,19 @@ def test_state_dict_layout_mirrors_torch():
     assert set(opt2.state_dict()["state"][0]) == {"step", "sum"}  # Adagrad's state starts at construction
 
 
+@pytest.mark.parametrize("loaded_from", [Adam, AdamW])
+def test_adamw_stays_adamw_after_loading(loaded_from):
+    """The class decides the rule, not the loaded group (issue 15): one zero-grad AdamW step
+    from 1 with lr=0.1, weight_decay=0.5 decays to 1 - 0.1 * 0.5 = 0.95; Adam's coupled
+    decay would give 0.90."""
+    p = np.ones(3)
+    w = AdamW([p], lr=0.1, weight_decay=0.5)
+    w.load_state_dict(loaded_from([np.ones(3)], lr=0.1, weight_decay=0.5).state_dict())
+    w.step([np.zeros(3)])
+    assert w.param_groups[0]["decoupled_weight_decay"] is True
+    np.testing.assert_allclose(p, 0.95, rtol=0, atol=1e-12)
+
+
 def test_load_state_dict_rejects_mismatches_and_changes_nothing():
     p = [np.zeros(3)]
     opt = Adam(p, lr=0.1)
@@ -286,3 +299,18 @@ def test_fast_path_still_checks_grads_and_plan():
     opt.step([None, np.ones(3)])
     assert replacement[0] < 0  # the swapped-in array is the one updated (state stays with position 1)
     np.testing.assert_array_equal(p[1], old)
+
+
+def test_an_empty_param_takes_empty_state_of_any_strides():
+    """An empty array has no layout to pair (numpy gives some empty views stride 0, as ZeRO's
+    empty shard pieces have): the step goes on and steps the other params."""
+    params = [np.zeros(0), np.ones(3)]
+    opt = fastoptim.Adam(params, lr=0.1)
+    opt.step([np.zeros(0), np.ones(3)])
+    opt.state[0]["exp_avg"] = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(0,), strides=(0,))
+    opt.step([np.zeros(0), np.ones(3)])
+    reference = [np.ones(3)]
+    ref = fastoptim.Adam(reference, lr=0.1)
+    ref.step([np.ones(3)])
+    ref.step([np.ones(3)])
+    np.testing.assert_array_equal(params[1], reference[0])

@@ -118,12 +118,12 @@ NP = classes(optim.Optimizer, False)
 def test_checks_with_torch_words_then_ours():
     cls = NP["HeavyBall"]
     for options, error, message in [
-            ({"lr": -1.0}, ValueError, r"Invalid learning rate: lr=-1.0"),
-            ({"repeats": 0}, ValueError, r"Invalid repeats: repeats=0 \(defaults\); must be >= 1"),
+            ({"lr": -1.0}, ValueError, r"^Invalid learning rate: -1.0 \(defaults\); lr must be"),
+            ({"repeats": 0}, ValueError, r"^Invalid repeats: 0 \(defaults\); repeats must be >= 1"),
             ({"repeats": 4}, ValueError, r"Too many repeats: repeats=4 \(defaults\); must be <= 3"),
-            ({"repeats": 1.0}, TypeError, r"repeats=1.0 \(defaults\); expected an integer"),
+            ({"repeats": 1.0}, TypeError, r"^Invalid repeats: 1.0 \(defaults\); repeats must be an integer"),
             ({"shift": (1.0,)}, ValueError, r"Shift needs two values: shift=\(1.0,\) \(defaults\)"),
-            ({"shift": (1.0, float("nan"))}, ValueError, r"shift\[1\]=nan"),
+            ({"shift": (1.0, float("nan"))}, ValueError, r"^Invalid shift: nan \(defaults\); shift\[1\] must be finite$"),
             ({"mode": "other"}, ValueError,
              r"Mode other is unknown: mode='other' \(defaults\); expected one of None, 'shifted'")]:
         with pytest.raises(error, match=message):

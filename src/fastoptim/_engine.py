@@ -8,7 +8,10 @@ One step, for any rule and either backend:
   4. the grads, checked and recorded by the plan;
   5. state for params that got their first grad (now that every check passed);
   6. the lrs written back to the groups, the kernels run, step_count advanced.
-Nothing is written before 5, so a failed step changes nothing.
+Nothing is written before 5, so a failed step changes nothing.  Between 6's lrs
+and kernels, the adapter's _before_kernels() steps whatever it keeps out of
+the plan (the torch adapter: params that take torch's own implementation) and
+may skip the kernels (torch's found_inf).
 
 StepEngine holds that logic once.  The two adapters subclass it and say what
 their arrays are: fastoptim.optim.Optimizer (NumPy arrays, state keyed by
@@ -106,7 +109,7 @@ def state_operands(state, slots, new_array, checked):
         if name is None:
             arrays.append(None)
             continue
-        if name not in state:  # an option switched on after this state began
+        if state.get(name) is None:  # an option switched on after this state began (torch keeps None)
             dict.__setitem__(state, name, new_array(name))
         arrays.append(checked(state[name], name))
     return tuple(arrays)
@@ -152,6 +155,8 @@ class State(dict):
         self._owner._invalidate()
 
     def __setitem__(self, key, value):
+        if dict.get(self, key, self) is value:  # the same object again (torch's SGD does it every step)
+            return
         super().__setitem__(key, value)
         self._changed()
 
@@ -213,7 +218,7 @@ class StepArrays:
         self.params, self.state, self.grads = plan.params, plan.states, grads
         keys = ("lr", "maximize") + engine.rule.field_names
         self.hyper = [dict(zip(keys, h)) for h in hyper]
-        self.grad_scale, self.steps, self.scratch = grad_scale, plan.steps_array, engine._scratch
+        self.grad_scale, self.steps, self.scratch = grad_scale, plan.step_counts, engine._scratch
         self.loss = self.evaluate = self.read_state = self.write_state = None
 
 
@@ -336,7 +341,10 @@ class StepEngine(ScheduledLR):
 
     def _new_array(self, p, fill, slot, float32=False):
         """A new state entry of `slot` (a Rule's Slot) for param p, filled with `fill`: like p
-        (in float32 if asked), or a 0-d array of the scalar dtype for a scalar slot."""
+        (in float32 if asked: a 16-bit p's float32 state), or a 0-d array of the scalar dtype for
+        a scalar slot. A complex p (torch) gets `fill` in its imaginary parts too if
+        slot.fill_imag, else zero: torch's Adagrad starts its sum at complex(v, v),
+        torch.full_like at v + 0j."""
         raise NotImplementedError
 
     def _master_copy(self, p):
@@ -351,17 +359,20 @@ class StepEngine(ScheduledLR):
         """Whether new per-tensor scalars are float64 (torch's scalar dtype), else float32."""
         return False
 
-    def _zero_step(self):
-        """A new state's 'step' entry."""
+    def _zero_step(self, group):
+        """A new state's 'step' entry, for a param of `group`."""
         raise NotImplementedError
 
-    def _step_value(self, value, i, key):
-        """A state's 'step' entry as an int."""
+    def _step_counter(self, state, group, i, key):
+        """Param i's step count as the kernels advance it: a 0-d int64, float32 or float64
+        array over the memory of state['step'] (which the adapter may first replace by a
+        counter of its own kind, holding the same count)."""
         raise NotImplementedError
 
-    def _live_step(self, steps, i):
-        """The state's 'step' entry: a live 0-d view of the count the kernels advance."""
-        raise NotImplementedError
+    def _before_kernels(self):
+        """Called once a step is sure to run, before the kernels: step what the plan leaves
+        out; False skips the kernels this time (state is made, nothing else changes)."""
+        return True
 
     def _prepare_grads(self, grads):
         """The step's grads as the gather hook takes them."""
@@ -449,13 +460,17 @@ class StepEngine(ScheduledLR):
         self._gather_grads(slots, grads)
         if lr_changes is not None:
             self._write_lrs(lr_changes)
-        if self.rule.python is not None:
+        if not self._before_kernels():
+            self._plan.forget_grads()  # fresh state stays fresh: its first update is still to come
+        elif self.rule.python is not None:
             self._run_python(hyper, scale, grads)
+            self._fresh.clear()
         elif grad_scale is None:
             self._plan.run(hyper)
+            self._fresh.clear()
         else:
             self._plan.run(hyper, scale)
-        self._fresh.clear()
+            self._fresh.clear()
         self._step_count = t + 1
         if not fast and lr_changes is None:
             self._remember_options(hyper)
@@ -481,10 +496,9 @@ class StepEngine(ScheduledLR):
     def _run_python(self, hyper, grad_scale, grads):
         """Step 6 for a rule at the Python level: its step over the plan's arrays."""
         grads = self._taken_grads(grads)
-        steps = self._plan.steps_array
         for i, g in enumerate(grads):
             if g is not None:
-                steps[i] += 1
+                self._plan.advance_step(i)
         self.rule.python.step(StepArrays(self, grads, hyper, grad_scale))
 
     def _run_closure_step(self, closure):
@@ -560,7 +574,7 @@ class StepEngine(ScheduledLR):
         state_dtype, master, stochastic, _ = precision(group, "")
         half = self._is_half(p)
         if self.rule.step_in_state or (half and stochastic):  # stochastic rounding keys its bits by step
-            dict.__setitem__(state, "step", self._zero_step())
+            dict.__setitem__(state, "step", self._zero_step(group))
         for slot in self.rule.state:
             if slot.used(group.__getitem__):
                 dict.__setitem__(state, slot.name, self._new_slot_array(group, p, slot.name,
@@ -600,7 +614,7 @@ class StepEngine(ScheduledLR):
         all_groups = list(self.param_groups) + ([extra_group] if extra_group is not None else [])
         slots = tuple([self.rule.slots(g) for g in all_groups])
         options = [precision(g, "") for g in all_groups]
-        steps = np.zeros(len(params), dtype=np.int64)
+        steps = [0] * len(params)
         arrays, state_arrays, layouts, masters, seeds = [], [], [], [], []
         for i, p in enumerate(params):
             key, group = keys[i], all_groups[groups[i]]
@@ -634,11 +648,10 @@ class StepEngine(ScheduledLR):
             if operands is None or (all(a is None for a in operands) and not needs_state):
                 continue
             if self.rule.step_in_state or (layout is not None and stochastic):
-                if "step" in state or self.rule.step_in_state:
-                    steps[i] = self._step_value(state.get("step", 0), i, key)
-                else:  # stochastic rounding switched on after this rule's state began
-                    steps[i] = 0 if i in self._fresh else 1
-                dict.__setitem__(state, "step", self._live_step(steps, i))
+                if "step" not in state and not self.rule.step_in_state:
+                    # stochastic rounding switched on after this rule's state began
+                    dict.__setitem__(state, "step", 0 if i in self._fresh else 1)
+                steps[i] = self._step_counter(state, group, i, key)
             else:
                 steps[i] = 0 if i in self._fresh else 1
         plan = StepPlan(kernel_id(self.rule), arrays, state_arrays, groups, len(all_groups), keys, steps,

@@ -23,7 +23,7 @@ try:
     import ml_dtypes
     bfloat16 = np.dtype(ml_dtypes.bfloat16)
 except ImportError:  # the bf16 extra is not installed: float16 still works
-    ml_dtypes = None
+    ml_dtypes = None  # type: ignore[assignment]
     bfloat16 = None
 
 float16 = np.dtype(np.float16)

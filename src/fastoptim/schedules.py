@@ -25,11 +25,14 @@ metric rather than the step; see its docstring.  plot() draws schedules.
 """
 import bisect
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from . import _validation
+from .typing import LRSchedule
 
 __all__ = [
     "Schedule", "constant", "piecewise_constant", "exponential", "polynomial", "polynomial_decay",
@@ -39,23 +42,24 @@ __all__ = [
 
 
 # ---- argument checks ------------------------------------------------------------
-def _rate(owner, name, value):
+def _rate(owner: str, name: str, value: Any) -> float:
     """A learning rate argument: a finite real number >= 0, as a float."""
-    return _validation.real(value, name, low=0.0, label="argument", where=f" ({owner})")
+    return _validation.real(value, name, low=0.0, label="argument", name_first=True, where=f" ({owner})")
 
 
-def _positive(owner, name, value, high=math.inf, high_open=False):
+def _positive(owner: str, name: str, value: Any, high: float = math.inf, high_open: bool = False) -> float:
     return _validation.real(value, name, low=0.0, low_open=True, high=high, high_open=high_open,
-                            label="argument", where=f" ({owner})")
+                            label="argument", name_first=True, where=f" ({owner})")
 
 
-def _count(owner, name, value, minimum=0):
+def _count(owner: str, name: str, value: Any, minimum: int = 0) -> int:
     """A number of steps: an integer >= minimum, as an int."""
-    return _validation.integer(value, name, minimum=minimum, label="argument", where=f" ({owner})",
+    return _validation.integer(value, name, minimum=minimum, label="argument", name_first=True,
+                               where=f" ({owner})",
                                kind="an integer number of steps")
 
 
-def _increasing_steps(owner, name, values):
+def _increasing_steps(owner: str, name: str, values: Any) -> tuple[int, ...]:
     """Step boundaries: integers >= 0, strictly increasing, as a tuple of ints."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(f"Invalid argument: {name}={values!r} ({owner}); expected a sequence of steps")
@@ -67,14 +71,14 @@ def _increasing_steps(owner, name, values):
     return steps
 
 
-def _schedule(owner, name, value):
+def _schedule(owner: str, name: str, value: Any) -> LRSchedule:
     if not callable(value):
         raise TypeError(f"Invalid argument: {name}={value!r} ({owner}); expected a schedule "
                         f"(a callable taking the step)")
-    return value
+    return value  # type: ignore[no-any-return]
 
 
-def _check_step(t):
+def _check_step(t: Any) -> int:
     """The step t a schedule is called with: an integer >= 0, as an int."""
     if type(t) is not int:
         if not _validation.is_integer(t):
@@ -82,13 +86,13 @@ def _check_step(t):
         t = int(t)
     if t < 0:
         raise ValueError(f"a schedule's step must be >= 0 (t = 0 is the first step), got {t}")
-    return t
+    return int(t)
 
 
-def _power(base, exponent):
+def _power(base: float, exponent: float) -> float:
     """base ** exponent as a float; inf where it overflows (the optimizer then rejects it)."""
     try:
-        return base ** exponent
+        return float(base ** exponent)
     except OverflowError:
         return math.inf
 
@@ -102,27 +106,27 @@ class Schedule:
     checked t.  Equality, hashing and repr follow the arguments.
     """
 
-    _fields = ()
-    _constructor = None     # the public name, for repr
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _constructor: ClassVar[str | None] = None     # the public name, for repr
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         if type(t) is not int or t < 0:  # the usual int t skips the call
             t = _check_step(t)
         return self._value(t)
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         raise NotImplementedError
 
-    def _arguments(self):
+    def _arguments(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._fields)
 
-    def __eq__(self, other):
-        return type(self) is type(other) and self._arguments() == other._arguments()
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and type(self) is type(other) and self._arguments() == other._arguments()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((type(self), self._arguments()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self._arguments()))
         return f"{self._constructor or type(self).__name__}({args})"
 
@@ -132,10 +136,10 @@ class Constant(Schedule):
     _fields = ("lr",)
     _constructor = "constant"
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = _rate("constant", "lr", lr)
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         return self.lr
 
 
@@ -145,7 +149,7 @@ class PiecewiseConstant(Schedule):
     _fields = ("boundaries", "values")
     _constructor = "piecewise_constant"
 
-    def __init__(self, boundaries, values):
+    def __init__(self, boundaries: Iterable[int], values: Iterable[float]) -> None:
         where = "piecewise_constant"
         self.boundaries = _increasing_steps(where, "boundaries", boundaries)
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -155,7 +159,7 @@ class PiecewiseConstant(Schedule):
             raise ValueError(f"Invalid arguments ({where}): len(values) must be len(boundaries) + 1, "
                              f"got {len(self.values)} values for {len(self.boundaries)} boundaries")
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         return self.values[bisect.bisect_right(self.boundaries, t)]
 
 
@@ -164,12 +168,12 @@ class Exponential(Schedule):
     _fields = ("base_lr", "gamma", "min_lr")
     _constructor = "exponential"
 
-    def __init__(self, base_lr, gamma, min_lr=0.0):
+    def __init__(self, base_lr: float, gamma: float, min_lr: float = 0.0) -> None:
         self.base_lr = _rate(self._constructor, "base_lr", base_lr)
         self.gamma = _positive(self._constructor, self._fields[1], gamma)
         self.min_lr = _rate(self._constructor, "min_lr", min_lr)
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         return max(self.min_lr, self.base_lr * _power(self.gamma, t))
 
 
@@ -178,11 +182,11 @@ class Factor(Exponential):
     _fields = ("base_lr", "factor", "min_lr")
     _constructor = "factor"
 
-    def __init__(self, base_lr, factor, min_lr=0.0):
+    def __init__(self, base_lr: float, factor: float, min_lr: float = 0.0) -> None:
         super().__init__(base_lr, _positive(self._constructor, "factor", factor, high=1.0), min_lr)
 
     @property
-    def factor(self):
+    def factor(self) -> float:
         return self.gamma
 
 
@@ -191,13 +195,13 @@ class Polynomial(Schedule):
     _fields = ("base_lr", "alpha", "beta")
     _constructor = "polynomial"
 
-    def __init__(self, base_lr, alpha, beta=1.0):
+    def __init__(self, base_lr: float, alpha: float, beta: float = 1.0) -> None:
         self.base_lr = _rate("polynomial", "base_lr", base_lr)
         self.alpha = _rate("polynomial", "alpha", alpha)
         self.beta = _rate("polynomial", "beta", beta)
 
-    def _value(self, t):
-        return self.base_lr * (self.beta * t + 1) ** (-self.alpha)
+    def _value(self, t: int) -> float:
+        return self.base_lr * float((self.beta * t + 1) ** (-self.alpha))
 
 
 class PolynomialDecay(Schedule):
@@ -206,16 +210,16 @@ class PolynomialDecay(Schedule):
     _fields = ("base_lr", "end_lr", "total_steps", "power")
     _constructor = "polynomial_decay"
 
-    def __init__(self, base_lr, end_lr, total_steps, power=1.0):
+    def __init__(self, base_lr: float, end_lr: float, total_steps: int, power: float = 1.0) -> None:
         where = "polynomial_decay"
         self.base_lr = _rate(where, "base_lr", base_lr)
         self.end_lr = _rate(where, "end_lr", end_lr)
         self.total_steps = _count(where, "total_steps", total_steps, minimum=1)
         self.power = _positive(where, "power", power)
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         T = self.total_steps
-        return (self.base_lr - self.end_lr) * (1 - min(t, T) / T) ** self.power + self.end_lr
+        return (self.base_lr - self.end_lr) * float((1 - min(t, T) / T) ** self.power) + self.end_lr
 
 
 class Sqrt(Schedule):
@@ -223,11 +227,11 @@ class Sqrt(Schedule):
     _fields = ("base_lr",)
     _constructor = "sqrt"
 
-    def __init__(self, base_lr):
+    def __init__(self, base_lr: float) -> None:
         self.base_lr = _rate("sqrt", "base_lr", base_lr)
 
-    def _value(self, t):
-        return self.base_lr * (t + 1) ** -0.5
+    def _value(self, t: int) -> float:
+        return self.base_lr * float((t + 1) ** -0.5)
 
 
 class MultiFactor(Schedule):
@@ -235,12 +239,12 @@ class MultiFactor(Schedule):
     _fields = ("base_lr", "milestones", "factor")
     _constructor = "multi_factor"
 
-    def __init__(self, base_lr, milestones, factor):
+    def __init__(self, base_lr: float, milestones: Iterable[int], factor: float) -> None:
         self.base_lr = _rate("multi_factor", "base_lr", base_lr)
         self.milestones = _increasing_steps("multi_factor", "milestones", milestones)
         self.factor = _positive("multi_factor", "factor", factor, high=1.0)
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         return self.base_lr * self.factor ** bisect.bisect_right(self.milestones, t)
 
 
@@ -252,7 +256,8 @@ class Cosine(Schedule):
     _fields = ("base_lr", "total_steps", "final_lr", "warmup_steps", "warmup_begin_lr")
     _constructor = "cosine"
 
-    def __init__(self, base_lr, total_steps, final_lr=0.0, warmup_steps=0, warmup_begin_lr=0.0):
+    def __init__(self, base_lr: float, total_steps: int, final_lr: float = 0.0, warmup_steps: int = 0,
+                 warmup_begin_lr: float = 0.0) -> None:
         where = "cosine"
         self.base_lr = _rate(where, "base_lr", base_lr)
         self.total_steps = _count(where, "total_steps", total_steps, minimum=1)
@@ -263,7 +268,7 @@ class Cosine(Schedule):
             raise ValueError(f"Invalid arguments ({where}): total_steps={self.total_steps} must be "
                              f"greater than warmup_steps={self.warmup_steps}")
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         w, T = self.warmup_steps, self.total_steps
         if t < w:
             return self.warmup_begin_lr + (self.base_lr - self.warmup_begin_lr) * t / w
@@ -277,12 +282,12 @@ class Warmup(Schedule):
     _fields = ("schedule", "warmup_steps", "start_lr")
     _constructor = "warmup"
 
-    def __init__(self, schedule, warmup_steps, start_lr=0.0):
+    def __init__(self, schedule: LRSchedule, warmup_steps: int, start_lr: float = 0.0) -> None:
         self.schedule = _schedule("warmup", "schedule", schedule)
         self.warmup_steps = _count("warmup", "warmup_steps", warmup_steps)
         self.start_lr = _rate("warmup", "start_lr", start_lr)
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         w = self.warmup_steps
         if t < w:
             return self.start_lr + (float(self.schedule(0)) - self.start_lr) * t / w
@@ -297,7 +302,8 @@ class OneCycle(Schedule):
     _fields = ("max_lr", "total_steps", "pct_start", "div_factor", "final_div_factor")
     _constructor = "one_cycle"
 
-    def __init__(self, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+    def __init__(self, max_lr: float, total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4) -> None:
         where = "one_cycle"
         self.max_lr = _rate(where, "max_lr", max_lr)
         self.total_steps = _count(where, "total_steps", total_steps, minimum=2)
@@ -314,12 +320,12 @@ class OneCycle(Schedule):
         self._min_lr = self._initial_lr / self.final_div_factor
 
     @staticmethod
-    def _annealing_cos(start, end, pct):
+    def _annealing_cos(start: float, end: float, pct: float) -> float:
         # torch's OneCycleLR._annealing_cos, operation for operation, for identical values.
         cos_out = math.cos(math.pi * pct) + 1
         return end + (start - end) / 2.0 * cos_out
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         last = self.total_steps - 1
         if t >= last:
             return self._min_lr
@@ -335,9 +341,9 @@ class Join(Schedule):
     _fields = ("schedules", "boundaries")
     _constructor = "join"
 
-    def __init__(self, schedules, boundaries):
+    def __init__(self, schedules: Iterable[LRSchedule], boundaries: Iterable[int]) -> None:
         where = "join"
-        if isinstance(schedules, (str, bytes)) or not hasattr(schedules, "__iter__"):
+        if isinstance(schedules, (str, bytes)) or not hasattr(schedules, "__iter__"):  # type: ignore[unreachable]
             raise TypeError(f"Invalid argument: schedules={schedules!r} ({where}); expected a sequence "
                             f"of schedules")
         self.schedules = tuple(_schedule(where, f"schedules[{i}]", s) for i, s in enumerate(schedules))
@@ -346,7 +352,7 @@ class Join(Schedule):
             raise ValueError(f"Invalid arguments ({where}): len(schedules) must be len(boundaries) + 1, "
                              f"got {len(self.schedules)} schedules for {len(self.boundaries)} boundaries")
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         i = bisect.bisect_right(self.boundaries, t)
         return float(self.schedules[i](t - self.boundaries[i - 1] if i else t))
 
@@ -391,8 +397,9 @@ class ReduceLROnPlateau(Schedule):
     _state_fields = ("lr", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
     _constructor = "ReduceLROnPlateau"
 
-    def __init__(self, lr, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
-                 cooldown=0, min_lr=0.0, eps=1e-8):
+    def __init__(self, lr: float, mode: Literal["min", "max"] = "min", factor: float = 0.1, patience: int = 10,
+                 threshold: float = 1e-4, threshold_mode: Literal["rel", "abs"] = "rel", cooldown: int = 0,
+                 min_lr: float = 0.0, eps: float = 1e-8) -> None:
         where = "ReduceLROnPlateau"
         self.initial_lr = _rate(where, "lr", lr)
         if mode not in ("min", "max"):
@@ -402,6 +409,7 @@ class ReduceLROnPlateau(Schedule):
                              f"expected 'rel' or 'abs'")
         self.mode, self.threshold_mode = mode, threshold_mode
         self.factor = _validation.real(factor, "factor", low=0.0, high=1.0, high_open=True, label="argument",
+                                       name_first=True,
                                        where=f" ({where})")
         self.patience = _count(where, "patience", patience)
         self.threshold = _rate(where, "threshold", threshold)
@@ -414,17 +422,17 @@ class ReduceLROnPlateau(Schedule):
         self.cooldown_counter = 0
         self.last_epoch = 0
 
-    def _value(self, t):
+    def _value(self, t: int) -> float:
         return self.lr
 
-    def _is_better(self, a):
+    def _is_better(self, a: float) -> bool:
         if self.mode == "min":
             bound = self.best * (1.0 - self.threshold) if self.threshold_mode == "rel" else self.best - self.threshold
             return a < bound
         bound = self.best * (self.threshold + 1.0) if self.threshold_mode == "rel" else self.best + self.threshold
         return a > bound
 
-    def step(self, metric):
+    def step(self, metric: float) -> float:
         """Record one epoch's metric; returns the lr from now on."""
         if isinstance(metric, (str, bytes, bool, np.bool_)):
             raise TypeError(f"ReduceLROnPlateau.step: metric must be a real number, got {metric!r}")
@@ -449,38 +457,40 @@ class ReduceLROnPlateau(Schedule):
             self.num_bad_epochs = 0
         return self.lr
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The progress so far (lr, best, counters); the arguments are the constructor's."""
         return {name: getattr(self, name) for name in self._state_fields}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Continue from state_dict(); checked first, so on error nothing changes."""
         where = "ReduceLROnPlateau.load_state_dict"
         missing = [name for name in self._state_fields if name not in state_dict]
         if missing:
             raise ValueError(f"{where}: state_dict lacks {missing}")
         lr = _rate(where, "lr", state_dict["lr"])
-        best = _validation.real(state_dict["best"], "best", low=-math.inf, label="argument", where=f" ({where})")
+        best = _validation.real(state_dict["best"], "best", low=-math.inf, label="argument", name_first=True,
+                                where=f" ({where})")
         counters = {name: _count(where, name, state_dict[name])
                     for name in ("num_bad_epochs", "cooldown_counter", "last_epoch")}
         self.lr, self.best = lr, best
         for name, value in counters.items():
             setattr(self, name, value)
 
-    def _arguments(self):
+    def _arguments(self) -> tuple[Any, ...]:
         return super()._arguments() + tuple(getattr(self, name) for name in self._state_fields)
 
-    __hash__ = None  # it changes as it steps
+    __hash__ = None  # type: ignore[assignment]  # it changes as it steps
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields[1:])
         return (f"ReduceLROnPlateau(lr={self.initial_lr!r}, {args}; "
                 f"current lr={self.lr!r}, best={self.best!r}, epochs={self.last_epoch})")
 
 
 # ---- drawing --------------------------------------------------------------------
-def _subclasses(cls):
-    out = []
+def _subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         out += [sub] + _subclasses(sub)
     return out
@@ -490,8 +500,9 @@ def _subclasses(cls):
 SCHEDULE_CLASSES = tuple(_subclasses(Schedule))
 
 
-def plot(schedules_by_name, total_steps, path, *, title="Learning-rate schedules", grid=None,
-         log_scale=False):
+def plot(schedules_by_name: Mapping[str, LRSchedule], total_steps: int, path: str | os.PathLike[str], *,
+         title: str = "Learning-rate schedules", grid: bool | None = None,
+         log_scale: bool = False) -> str | os.PathLike[str]:
     """Draw each schedule's lr over steps 0..total_steps-1 into one PNG at `path`; returns path.
 
     schedules_by_name: a dict name -> schedule (any callable taking the step).
@@ -540,7 +551,7 @@ def plot(schedules_by_name, total_steps, path, *, title="Learning-rate schedules
         ax.set_ylabel("learning rate")
         ax.set_title(title)
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        axes = [ax]
+        axes = np.array([ax])
     for ax in axes:
         if log_scale:
             ax.set_yscale("log")

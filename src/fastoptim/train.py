@@ -267,7 +267,7 @@ def grad_norm(grads, norm_type=2.0):
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all grads in place so that their joint norm is at most max_norm; return the norm before.
 
-    torch.nn.utils.clip_grad_norm_'s rule: grads are multiplied by
+    ``torch.nn.utils.clip_grad_norm_``'s rule: grads are multiplied by
     max_norm / (norm + 1e-6) when that is below 1.  A NaN or infinite norm
     raises with error_if_nonfinite, else leaves the grads as they are (torch
     would spread the NaN to every grad).
@@ -312,7 +312,7 @@ class EarlyStopping:
     arrays); it returns True when training should stop.  With restore_best,
     restore(params) copies the best params seen back into the arrays, in place.
     An improvement is a metric below best - min_delta (mode='min') or above
-    best + min_delta (mode='max'); NaN is never an improvement.
+    best + min_delta (mode='max'); NaN is never an improvement::
 
         stopper = EarlyStopping(patience=5)
         for epoch in range(100):
@@ -409,7 +409,7 @@ class History:
     grad_norm: list = field(default_factory=list)
     steps: int = 0                 # optimizer steps taken (skipped ones excluded)
     stopped_early: bool = False
-    best_epoch: int = None         # with early stopping: the epoch whose params were kept
+    best_epoch: int | None = None       # with early stopping: the epoch whose params were kept
     restored: bool = False         # whether the best params were copied back at the end
 
     @property
@@ -466,31 +466,73 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
         progress=None):
     """Train `params` with `optimizer` for `epochs` passes over `data`; return a History.
 
-    params: the arrays the optimizer updates, in the structure it was given
-        (they must be its params, the same arrays).
-    loss_and_grad(params, batch) -> (loss, grads): grads in the params'
+    Parameters
+    ----------
+    params : arrays in the optimizer's structure
+        The arrays the optimizer updates, in the structure it was given (they must be
+        its params, the same arrays).
+    loss_and_grad : callable
+        ``loss_and_grad(params, batch) -> (loss, grads)``: grads in the params'
         structure; they may be modified in place (clipping, noise).
-    data: an array, or a tuple of arrays with one row per sample; a batch is
-        the same structure indexed by the batch's rows (a view when the
-        batches are slices, i.e. without shuffle or order; else NumPy's
-        gather, a copy of the batch's rows).
-    batch_size, shuffle, seed, order, pacing, drop_last: as minibatches();
-        each epoch draws its batches with the epoch's number, so a seed makes
-        the whole run reproducible.
-    clip_value: clamp each grad element to [-clip_value, clip_value].
-    clip_norm, norm_type: scale the grads so their joint norm is at most clip_norm.
-    grad_noise: None, True (eta=0.01, gamma=0.55) or a dict with eta and/or
-        gamma: Gaussian noise of variance eta / (1 + t) ** gamma added to the
-        grads at step t (after clipping), seeded from `seed`.
-    skip_nonfinite: skip a step whose grads hold NaN or inf (params and
-        optimizer state untouched), count it in History.skipped and warn.
-    validation(params) -> float: evaluated after every epoch (History.val).
-    early_stopping: an EarlyStopping watching the validation metric (or the
-        training loss without validation); fit resets it first.  With
-        restore_best the best params are copied back when training ends.
-    callback(epoch, record) -> bool: called after every epoch with that
-        epoch's entries ({'loss', 'lr', 'time', 'val', ...}); True stops.
-    progress: a tqdm bar over epochs (None: if tqdm is installed).
+    data : ndarray or tuple of ndarray
+        One row per sample; a batch is the same structure indexed by the batch's rows
+        (a view when the batches are slices, i.e. without shuffle or order; else
+        NumPy's gather, a copy of the batch's rows).
+    optimizer : fastoptim.Optimizer
+        Any optimizer over `params`.
+    epochs : int
+        Passes over `data`.
+    batch_size, shuffle, seed, order, pacing, drop_last
+        As `minibatches`; each epoch draws its batches with the epoch's number, so a
+        seed makes the whole run reproducible.
+    clip_value : float, optional
+        Clamp each grad element to [-clip_value, clip_value].
+    clip_norm, norm_type : float, optional
+        Scale the grads so their joint norm is at most clip_norm.
+    grad_noise : None, True or dict
+        True (eta=0.01, gamma=0.55) or a dict with eta and/or gamma: Gaussian noise of
+        variance ``eta / (1 + t) ** gamma`` added to the grads at step t (after
+        clipping), seeded from `seed`.
+    skip_nonfinite : bool, default True
+        Skip a step whose grads hold NaN or inf (params and optimizer state untouched),
+        count it in History.skipped and warn.
+    validation : callable, optional
+        ``validation(params) -> float``, evaluated after every epoch (History.val).
+    early_stopping : EarlyStopping, optional
+        Watches the validation metric (or the training loss without validation); fit
+        resets it first.  With restore_best the best params are copied back when
+        training ends.
+    callback : callable, optional
+        ``callback(epoch, record) -> bool``, called after every epoch with that epoch's
+        entries ({'loss', 'lr', 'time', 'val', ...}); True stops.
+    progress : bool, optional
+        A tqdm bar over epochs (None: if tqdm is installed).
+
+    Returns
+    -------
+    History
+        Per epoch: loss, lr, time, validation metric, skipped steps, grad norm.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad argument, named in the message, before anything is trained.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> from fastoptim import train
+    >>> X = np.arange(8.0).reshape(4, 2); y = X @ np.array([1.0, -2.0])
+    >>> params = [np.zeros(2)]
+    >>> def loss_and_grad(params, batch):
+    ...     (w,), (Xb, yb) = params, batch
+    ...     err = Xb @ w - yb
+    ...     return float(err @ err) / len(yb), [2 * Xb.T @ err / len(yb)]
+    >>> history = train.fit(params, loss_and_grad, (X, y), fastoptim.Adam(params, lr=0.1), epochs=200,
+    ...                     progress=False)
+    >>> history.loss[-1] < history.loss[0]
+    True
     """
     epochs = _validation.positive_int(epochs, "epochs")
     n = _n_samples(data)

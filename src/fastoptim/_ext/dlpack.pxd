@@ -46,25 +46,39 @@ cdef enum:
     DL_CPU = 1
     DL_FLOAT = 2
     DL_BFLOAT = 4
+    DL_COMPLEX = 5
 
 
-cdef inline char *dlpack_grad_data(capsule, cnp.ndarray p, fo_index *nbytes) except? NULL:
-    """The data of a DLPack capsule if it is a dense, C-contiguous CPU tensor
-    with p's dtype and shape; NULL otherwise (the caller says why)."""
+cdef inline char *dlpack_grad_data(capsule, cnp.ndarray p, bint complex_view, fo_index *nbytes) except? NULL:
+    """The data of a DLPack capsule if it is a dense CPU tensor laid out as the array p:
+    p's dtype, shape and strides (strides of size-1 dims do not matter); with
+    complex_view, p is the view_as_real of a complex param, and the tensor must be
+    complex with p's shape and strides but the trailing (real, imaginary) dimension.
+    NULL otherwise (the caller says why)."""
     cdef fo_DLTensor *t = &(<fo_DLManagedTensor *>PyCapsule_GetPointer(capsule, "dltensor")).dl_tensor
     cdef int d, nd = cnp.PyArray_NDIM(p)
-    cdef int64_t expected = 1
+    cdef int64_t item = cnp.PyArray_ITEMSIZE(p), unit = item, compact = 1, stride
     cdef int code = DL_BFLOAT if cnp.PyArray_TYPE(p) == bfloat16_typenum() else DL_FLOAT
-    if (t.device.device_type != DL_CPU or t.dtype.code != code or t.dtype.lanes != 1
-            or t.dtype.bits != 8 * cnp.PyArray_ITEMSIZE(p) or t.ndim != nd):
+    if t.device.device_type != DL_CPU or t.dtype.lanes != 1:
+        return NULL
+    if complex_view:
+        if (t.dtype.code != DL_COMPLEX or t.dtype.bits != 16 * item or nd < 1
+                or cnp.PyArray_DIM(p, nd - 1) != 2 or cnp.PyArray_STRIDE(p, nd - 1) != item):
+            return NULL
+        nd -= 1
+        unit = 2 * item
+    elif t.dtype.code != code or t.dtype.bits != 8 * item:
+        return NULL
+    if t.ndim != nd:
         return NULL
     for d in range(nd - 1, -1, -1):
         if t.shape[d] != cnp.PyArray_DIM(p, d):
             return NULL
-        # Strides of size-1 dims do not matter; NULL strides mean compact row-major.
-        if t.strides != NULL and t.shape[d] != 1 and t.strides[d] != expected:
+        # NULL strides mean compact row-major.
+        stride = t.strides[d] if t.strides != NULL else compact
+        if t.shape[d] != 1 and stride * unit != cnp.PyArray_STRIDE(p, d):
             return NULL
-        expected *= t.shape[d]
+        compact *= t.shape[d]
     nbytes[0] = cnp.PyArray_NBYTES(p)
     if t.data == NULL:
         return &fo_empty_tensor_data if nbytes[0] == 0 else NULL

@@ -2,7 +2,7 @@
 # (csrc/kernels.c is compiled into this module only; the other modules reach
 # the tables through the functions of runtime.pxd).
 
-from .common cimport (FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index,
+from .common cimport (FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index, fo_rule_passes,
                       fo_kernel_table, fo_rule_desc, fo_rule_describe, threads_for)
 from .openmp cimport FASTOPTIM_OPENMP, omp_get_max_threads
 
@@ -10,7 +10,11 @@ import os
 
 OPENMP = bool(FASTOPTIM_OPENMP)
 
-cdef int _n_threads = 1
+# 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl, omp_set_num_threads),
+# as scikit-learn's _openmp_effective_n_threads does; > 0: set by set_num_threads.
+cdef int _n_threads = 0
+# Without OMP_NUM_THREADS, OpenMP's default may count cores this process may not use.
+cdef int _followed_threads_cap = 1
 # Below this many elements per call, work runs on one thread: starting a
 # parallel region costs more than the work.  Tests lower it to exercise splits.
 cdef fo_index _parallel_min_elements = 1 << 15
@@ -25,7 +29,16 @@ cdef int parallel_threads(fo_index n_elements, int n_threads) noexcept nogil:
 
 
 cdef int step_threads(fo_index n_elements) noexcept nogil:
-    return threads_for(n_elements, _n_threads, _parallel_min_elements)
+    return threads_for(n_elements, current_threads(), _parallel_min_elements)
+
+
+cdef inline int current_threads() noexcept nogil:
+    """The threads of a step: set_num_threads's count, else OpenMP's (read live, per call)."""
+    if not FASTOPTIM_OPENMP:
+        return 1
+    if _n_threads > 0:
+        return _n_threads
+    return max(1, min(omp_get_max_threads(), _followed_threads_cap))
 
 
 cdef int simd_level() noexcept nogil:
@@ -50,23 +63,61 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def max_threads():
+    """The most threads a step may use: 4 per core of the machine, and at least 64
+    (fastoptim.max_threads documents why)."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
 def default_num_threads():
-    """OMP_NUM_THREADS if set (as omp_get_max_threads reports it), else the usable cores."""
+    """The threads a step uses while set_num_threads has not set a count: OpenMP's
+    omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl's limits), at most the
+    usable cores unless OMP_NUM_THREADS is set, and never more than max_threads()."""
     if not FASTOPTIM_OPENMP:
         return 1
-    if os.environ.get("OMP_NUM_THREADS"):
-        return max(1, omp_get_max_threads())
-    return usable_cores()
+    return max(1, min(omp_get_max_threads(), _followed_threads_cap))
 
 
 def _set_num_threads(int n):
+    """Every step uses n threads; 0 = follow OpenMP (default_num_threads)."""
     global _n_threads
-    _n_threads = n if FASTOPTIM_OPENMP else 1
+    if n < 0:
+        raise ValueError(f"thread count {n} is negative")
+    _n_threads = n
+
+
+def _num_threads_setting():
+    """The count set_num_threads set, or 0 while steps follow OpenMP."""
+    return _n_threads
 
 
 def get_num_threads():
     """The number of threads a step uses."""
-    return _n_threads
+    return current_threads()
+
+
+cdef extern from *:
+    """
+    #if defined(_OPENMP) && !defined(_WIN32)
+    #include <dlfcn.h>
+    static const char *fo_openmp_library(void) {
+        Dl_info info;
+        if (dladdr((void *)&omp_get_max_threads, &info) && info.dli_fname)
+            return info.dli_fname;
+        return NULL;
+    }
+    #else
+    static const char *fo_openmp_library(void) { return NULL; }
+    #endif
+    """
+    const char *fo_openmp_library() noexcept nogil
+
+
+def openmp_library():
+    """The file of the OpenMP runtime the kernels call (None where it cannot be told:
+    a serial build, Windows)."""
+    path = fo_openmp_library()
+    return None if path == NULL else os.fsdecode(path)
 
 
 def _set_parallel_min_elements(fo_index n):
@@ -118,6 +169,11 @@ def set_simd_level(level):
 
 # ---- the rules the C side has ---------------------------------------------------------
 
+def rule_passes(int rule):
+    """How many times rule number `rule` goes over each tensor (1; LAMB: 2, its norms first)."""
+    return fo_rule_passes(rule)
+
+
 def rule_fields():
     """{rule name: (its number, its field names in kernel order)}, as csrc/fastoptim/rules.h lists them."""
     cdef const fo_rule_desc *d
@@ -152,4 +208,8 @@ cdef extern from *:
     const char *FASTOPTIM_COMPILER
 
 COMPILER = FASTOPTIM_COMPILER.decode()
+
+# OMP_NUM_THREADS is the user's word (scikit-learn caps OpenMP's count only without it),
+# up to max_threads(): an absurd count (OMP_NUM_THREADS=200000) would kill the process.
+_followed_threads_cap = max_threads() if os.environ.get("OMP_NUM_THREADS") else min(usable_cores(), max_threads())
 COMPILE_ARGS = FASTOPTIM_COMPILE_ARGS.decode()

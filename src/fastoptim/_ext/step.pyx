@@ -247,6 +247,36 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
 
 # ---- stateful: all tensors of an optimizer -----------------------------------
 
+cdef bint dense_block(cnp.ndarray a) except -1:
+    """Whether a's elements fill one block of memory from its data pointer, each once
+    (C-contiguous, or any permutation of that: channels_last, a transpose)."""
+    cdef Py_ssize_t expected = cnp.PyArray_ITEMSIZE(a)
+    if cnp.PyArray_IS_C_CONTIGUOUS(a):
+        return True
+    for stride, size in sorted([((<object>a).strides[d], (<object>a).shape[d])
+                                for d in range(cnp.PyArray_NDIM(a)) if cnp.PyArray_DIM(a, d) != 1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+cdef bint same_layout(cnp.ndarray a, cnp.ndarray b) except -1:
+    """Whether a and b, of one shape, put each element at the same place, counted in elements
+    (so the kernels, which walk memory, pair the same elements; a float32 state or master copy
+    of a 16-bit param has twice its strides in bytes)."""
+    cdef int d
+    cdef Py_ssize_t item_a = cnp.PyArray_ITEMSIZE(a), item_b = cnp.PyArray_ITEMSIZE(b)
+    if not same_shape(a, b):
+        return False
+    if cnp.PyArray_SIZE(a) == 0:
+        return True         # no elements to pair; numpy gives empty arrays any strides (ZeRO's empty pieces)
+    for d in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, d) != 1 and cnp.PyArray_STRIDE(a, d) * item_b != cnp.PyArray_STRIDE(b, d) * item_a:
+            return False
+    return True
+
+
 ctypedef struct interval:
     char *begin
     char *end
@@ -259,6 +289,14 @@ cdef int compare_intervals(const void *x, const void *y) noexcept nogil:
     return -1 if a.begin < b.begin else (1 if a.begin > b.begin else 0)
 
 
+# How a tensor's step count is kept (StepPlan.step_kind).
+cdef enum:
+    STEP_INTERNAL = 0     # in the plan (rules without a 'step' in their state)
+    STEP_INT64 = 1        # in the 0-d array the state holds: fastoptim.optim's int64,
+    STEP_FLOAT32 = 2      # torch.optim's float32 (fused groups, or the default dtype),
+    STEP_FLOAT64 = 3      # or float64 (under torch.set_default_dtype(torch.float64))
+
+
 cdef class StepPlan:
     """Pointer tables for one optimizer's tensors, built once and reused.
 
@@ -266,12 +304,14 @@ cdef class StepPlan:
     tuple of state arrays in operand order (None for unused slots), or None
     while the tensor has no state yet; groups: group index of each tensor,
     of n_groups;
-    keys: each tensor's name or flat index, for messages; steps: int64 array
-    holding each tensor's step count, incremented here.
-    16-bit params: stores, per tensor, the param's layout (LAYOUTS; None: round to
-    nearest), its float32 master copy (FO_*_MASTER) and the seed of its stochastic
-    rounding; a state array in the param's 16-bit dtype is stored in 16 bits, one in
-    float32 stays float32.
+    keys: each tensor's name or flat index, for messages; steps: per tensor,
+    its step count: a 0-d int64, float32 or float64 array that the state
+    holds (a live counter, read and incremented in place by run()), or an
+    int (a count kept in the plan, for rules whose state has no 'step').
+    16-bit params: layouts, masters, seeds give per tensor the param's layout
+    (LAYOUTS; None: round to nearest), its float32 master copy (FO_*_MASTER)
+    and the seed of its stochastic rounding; a state array in the param's
+    16-bit dtype is stored in 16 bits, one in float32 stays float32.
     """
     cdef readonly int rule
     cdef int grad_mode         # FO_GRAD_PLAIN or FO_GRAD_SCALED for this run
@@ -280,7 +320,6 @@ cdef class StepPlan:
     cdef readonly Py_ssize_t n_tensors
     cdef readonly list params
     cdef readonly list states
-    cdef list state_sizes      # per tensor, its state arrays' sizes when the plan was built (gather checks them)
     cdef list keys
     cdef list kept             # per tensor, a grad object that must outlive run(): an array made
                                # from a NumPy scalar, or a torch grad read through DLPack
@@ -303,9 +342,15 @@ cdef class StepPlan:
     cdef bint *has_state
     cdef interval *memory
     cdef Py_ssize_t n_memory
-    cdef int64_t[::1] steps
-    cdef readonly object steps_array
+    cdef int64_t *count             # per tensor: its step count when kept here (STEP_INTERNAL)
+    cdef char **step_data           # per tensor: its counter's memory otherwise
+    cdef int *step_kind
+    cdef list step_arrays           # the counters, kept alive with the plan
     cdef readonly list tensors      # torch face: the param tensors the views belong to
+    cdef list every                 # torch face: every param of the groups, when some are not in the plan,
+    cdef bytes in_plan              # and which of them are (1) or are stepped elsewhere (0)
+    cdef list tensor_layouts        # torch face: each tensor's (shape, strides, dtype) when attached
+    cdef bint *complex_view         # torch face: the param is complex, its array the view_as_real
 
     def __cinit__(self):
         self.offsets = NULL
@@ -320,7 +365,10 @@ cdef class StepPlan:
         self.has_state = NULL
         self.memory = NULL
         self.group_args = NULL
-        self.sums = NULL
+        self.count = NULL
+        self.step_data = NULL
+        self.step_kind = NULL
+        self.complex_view = NULL
 
     def __dealloc__(self):
         free(self.offsets)
@@ -334,9 +382,13 @@ cdef class StepPlan:
         free(self.has_state)
         free(self.memory)
         free(self.group_args)
+        free(self.count)
+        free(self.step_data)
+        free(self.step_kind)
+        free(self.complex_view)
         free(self.sums)
 
-    def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, steps,
+    def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, list steps,
                  layouts=None, masters=None, seeds=None):
         cdef Py_ssize_t n = len(params), i, j, k
         cdef cnp.ndarray p
@@ -346,13 +398,18 @@ cdef class StepPlan:
         self.bad_tensor = self.bad_overlap = -1
         self.params = params
         self.states = states
-        self.state_sizes = [None if st is None else tuple([None if s is None else cnp.PyArray_SIZE(<cnp.ndarray>s)
-                                                           for s in st]) for st in states]
         self.keys = keys
         self.kept = [None] * n
         self.keeping = False
-        self.steps_array = steps
-        self.steps = steps
+        if len(steps) != n:
+            raise ValueError(f"got {len(steps)} step counts for {n} params")
+        self.step_arrays = steps
+        self.count = <int64_t *>calloc(n + 1, sizeof(int64_t))
+        self.step_data = <char **>calloc(n + 1, sizeof(char *))
+        self.step_kind = <int *>calloc(n + 1, sizeof(int))
+        self.complex_view = <bint *>calloc(n + 1, sizeof(bint))
+        if self.count == NULL or self.step_data == NULL or self.step_kind == NULL or self.complex_view == NULL:
+            raise MemoryError()
         self.offsets = <fo_index *>calloc(n + 1, sizeof(fo_index))
         self.data = <char **>calloc(n * FO_DATA_SLOTS + 1, sizeof(char *))
         self.args = <fo_args *>calloc(n + 1, sizeof(fo_args))
@@ -362,7 +419,8 @@ cdef class StepPlan:
         self.f64_masks = <unsigned *>calloc(n + 1, sizeof(unsigned))
         self.groups = <int *>calloc(n + 1, sizeof(int))
         self.has_state = <bint *>calloc(n + 1, sizeof(bint))
-        self.memory = <interval *>calloc(n * FO_DATA_SLOTS + 1, sizeof(interval))
+        # per tensor: its param, state arrays, master copy and step counter
+        self.memory = <interval *>calloc(n * (FO_DATA_SLOTS + 1) + 1, sizeof(interval))
         self.n_groups = n_groups
         self.group_args = <fo_args *>calloc(n_groups + 1, sizeof(fo_args))
         if (self.group_args == NULL or self.offsets == NULL or self.data == NULL or self.args == NULL or self.layouts == NULL
@@ -380,6 +438,9 @@ cdef class StepPlan:
         self.n_memory = 0
         for i in range(n):
             p = <cnp.ndarray>params[i]
+            if not dense_block(p):
+                raise ValueError(f"{self.param_name(i)} is not one dense block of memory (strides "
+                                 f"{(<object>p).strides} for shape {(<object>p).shape})")
             self.offsets[i + 1] = self.offsets[i] + cnp.PyArray_SIZE(p)
             storage = storage_type(cnp.PyArray_TYPE(p))
             self.layouts[i] = storage if layouts is None or layouts[i] is None else layouts[i]
@@ -394,20 +455,86 @@ cdef class StepPlan:
             if st is not None:
                 for k, s in enumerate(st):
                     if s is not None:
+                        # a 0-d state (a per-tensor scalar: NAdam's mu_product) has no layout to pair
+                        if cnp.PyArray_NDIM(<cnp.ndarray>s) != 0 and not same_layout(<cnp.ndarray>s, p):
+                            raise ValueError(f"state {k} of {self.param_name(i)} is laid out differently from "
+                                             f"its param (strides {(<object>s).strides} and {(<object>p).strides})")
                         self.data[i * FO_DATA_SLOTS + 2 + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>s)
                         self.add_memory(<cnp.ndarray>s, i)
                         if cnp.PyArray_TYPE(<cnp.ndarray>s) == cnp.PyArray_TYPE(p) and (storage == FO_BF16
                                                                                        or storage == FO_F16):
                             self.half_slots[i] |= 1u << k
             if masters is not None and masters[i] is not None:
+                if not same_layout(<cnp.ndarray>masters[i], p):
+                    raise ValueError(f"the master copy of {self.param_name(i)} is laid out differently from "
+                                     f"its param (strides {(<object>masters[i]).strides} and {(<object>p).strides})")
                 self.data[i * FO_DATA_SLOTS + FO_MASTER_SLOT] = <char *>cnp.PyArray_DATA(<cnp.ndarray>masters[i])
                 self.add_memory(<cnp.ndarray>masters[i], i)
+            self.set_counter(i, steps[i])
         qsort(self.memory, self.n_memory, sizeof(interval), compare_intervals)
         for j in range(1, self.n_memory):
             if self.memory[j].begin < self.memory[j - 1].end:
                 raise ValueError(f"{self.param_name(self.memory[j].tensor)} shares memory with "
                                  f"{self.param_name(self.memory[j - 1].tensor)} (or their state); "
                                  f"every param must be its own array")
+
+    cdef int set_counter(self, Py_ssize_t i, counter) except -1:
+        cdef cnp.ndarray a
+        cdef int typenum
+        if not cnp.PyArray_Check(counter):
+            self.step_kind[i] = STEP_INTERNAL
+            self.count[i] = counter
+            return 0
+        a = <cnp.ndarray>counter
+        typenum = cnp.PyArray_TYPE(a)
+        if (cnp.PyArray_NDIM(a) != 0 or not cnp.PyArray_ISWRITEABLE(a) or not cnp.PyArray_ISALIGNED(a)
+                or not cnp.PyArray_ISNOTSWAPPED(a)
+                or typenum not in (cnp.NPY_INT64, cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
+            raise ValueError(f"state[{self.param_name(i)}]['step'] must be a writeable 0-d int64, float32 or "
+                             f"float64 array, got {counter!r}")
+        self.step_kind[i] = (STEP_INT64 if typenum == cnp.NPY_INT64 else
+                             STEP_FLOAT32 if typenum == cnp.NPY_FLOAT32 else STEP_FLOAT64)
+        self.step_data[i] = <char *>cnp.PyArray_DATA(a)
+        self.add_memory(a, i)  # two params sharing one counter would count twice
+        return 0
+
+    cdef inline int64_t advance(self, Py_ssize_t i) noexcept nogil:
+        """Add one to tensor i's step count; the new count."""
+        cdef int kind = self.step_kind[i]
+        cdef char *counter = self.step_data[i]
+        if kind == STEP_INTERNAL:
+            self.count[i] += 1
+            return self.count[i]
+        if kind == STEP_INT64:
+            (<int64_t *>counter)[0] += 1
+            return (<int64_t *>counter)[0]
+        if kind == STEP_FLOAT32:  # as torch's `step += 1` on a float32 tensor (exact to 2**24)
+            (<float *>counter)[0] = (<float *>counter)[0] + <float>1.0
+            return <int64_t>(<float *>counter)[0]
+        (<double *>counter)[0] = (<double *>counter)[0] + 1.0
+        return <int64_t>(<double *>counter)[0]
+
+    @property
+    def step_counts(self):
+        """Each tensor's step count now, as ints (plan order)."""
+        return [self.count_of(i) for i in range(self.n_tensors)]
+
+    cdef int64_t count_of(self, Py_ssize_t i):
+        cdef int kind = self.step_kind[i]
+        cdef char *counter = self.step_data[i]
+        if kind == STEP_INTERNAL:
+            return self.count[i]
+        if kind == STEP_INT64:
+            return (<int64_t *>counter)[0]
+        if kind == STEP_FLOAT32:
+            return <int64_t>(<float *>counter)[0]
+        return <int64_t>(<double *>counter)[0]
+
+    def advance_step(self, Py_ssize_t i):
+        """Add one to tensor i's step count (a rule at the Python level steps it); the new count."""
+        if not 0 <= i < self.n_tensors:
+            raise IndexError(f"tensor {i} of {self.n_tensors}")
+        return self.advance(i)
 
     cdef void add_memory(self, cnp.ndarray a, Py_ssize_t tensor):
         cdef fo_index nbytes = cnp.PyArray_NBYTES(a)
@@ -491,10 +618,12 @@ cdef class StepPlan:
 
     cdef int check_state_unmoved(self, Py_ssize_t i) except -1:
         cdef Py_ssize_t k = 0
-        cdef tuple sizes = <tuple>self.state_sizes[i]
-        for s in <tuple>self.states[i]:  # sizes: a per-tensor scalar (0-d) is not shaped like its param
+        cdef fo_index size = self.offsets[i + 1] - self.offsets[i]
+        for s in <tuple>self.states[i]:
+            # a per-tensor scalar slot (NAdam's mu_product) stays 0-d whatever the param's size
             if s is not None and (<char *>cnp.PyArray_DATA(<cnp.ndarray>s) != self.data[i * FO_DATA_SLOTS + 2 + k]
-                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != <Py_ssize_t>sizes[k]):
+                                  or (cnp.PyArray_NDIM(<cnp.ndarray>s) != 0
+                                      and cnp.PyArray_SIZE(<cnp.ndarray>s) != size)):
                 self.raise_moved(i, <cnp.ndarray>s, " (a state array of it)")
             k += 1
         return 0
@@ -541,31 +670,59 @@ cdef class StepPlan:
                          f"pass the gradient in its own array")
 
     # ---- torch face -----------------------------------------------------------
-    def attach_tensors(self, list tensors):
-        """Record the torch tensors whose NumPy views this plan was built on (plan order)."""
+    def attach_tensors(self, list tensors, list every=None, bytes in_plan=None):
+        """Record the torch tensors whose NumPy views this plan was built on (plan order).
+
+        every, in_plan: when some params of the groups are stepped elsewhere (torch's own
+        implementation), every param of the groups in order and, per param, 1 if it is
+        one of `tensors` and 0 if not; gather_torch then checks the groups against them.
+        A complex tensor's array is its view_as_real (a trailing dimension of 2).
+        """
+        cdef Py_ssize_t i
         if len(tensors) != self.n_tensors:
             raise ValueError(f"got {len(tensors)} tensors for {self.n_tensors} params")
+        if (every is None) != (in_plan is None) or (every is not None and len(every) != len(in_plan)):
+            raise ValueError("every and in_plan go together, one flag per param")
         self.tensors = tensors
+        self.every, self.in_plan = every, in_plan
+        self.tensor_layouts = []
+        for i in range(self.n_tensors):
+            t = tensors[i]
+            self.complex_view[i] = t.is_complex()
+            self.tensor_layouts.append((t.shape, t.stride(), t.dtype))
 
     def gather_torch(self, list param_groups, to_dlpack):
         """gather() for torch params: read each param's .grad itself.
 
         Checks at C speed that the groups still hold the attached tensors over
-        the same memory, then takes every grad through a DLPack capsule.
+        the same memory, then takes every grad through a DLPack capsule: a grad
+        must have its param's dtype, shape and strides.
         Returns -1 if the params changed (rebuild the plan), -2 if a grad cannot
         be read in place (bad_tensor and bad_overlap say which), else the number
         of params with a grad and no state yet.  Nothing but grad pointers is
         recorded.
         """
-        cdef Py_ssize_t i = 0, n = self.n_tensors, n_missing = 0
+        cdef Py_ssize_t i = 0, n = self.n_tensors, n_missing = 0, k = 0, n_every = 0
         cdef cnp.ndarray p
         cdef char *begin
         cdef fo_index nbytes
+        cdef list every = self.every
+        cdef const unsigned char *in_plan = NULL
         if self.tensors is None:
             raise ValueError("attach_tensors() was not called")
+        if every is not None:
+            in_plan = <const unsigned char *>self.in_plan
+            n_every = len(every)
         self.forget_grads()
         for group in param_groups:
             for t in group["params"]:
+                if every is not None:  # some params are stepped elsewhere: skip them
+                    if k >= n_every or t is not every[k]:
+                        self.forget_grads()
+                        return -1
+                    k += 1
+                    if not in_plan[k - 1]:
+                        continue
                 if i >= n or t is not self.tensors[i]:
                     self.forget_grads()
                     return -1
@@ -579,9 +736,9 @@ cdef class StepPlan:
                         capsule = to_dlpack(g)
                     except Exception:  # sparse and other tensors without plain storage
                         return self.refuse_torch_grad(i, -1)
-                    begin = dlpack_grad_data(capsule, p, &nbytes)
+                    begin = dlpack_grad_data(capsule, p, self.complex_view[i], &nbytes)
                     if begin == NULL:
-                        if self.tensor_reshaped(i):  # same memory, new shape or dtype: rebuild
+                        if self.tensor_reshaped(i):  # same memory, new shape, strides or dtype: rebuild
                             self.forget_grads()
                             return -1
                         return self.refuse_torch_grad(i, -1)
@@ -594,14 +751,14 @@ cdef class StepPlan:
                     self.keep(i, g)
                     self.data[i * FO_DATA_SLOTS + 1] = begin
                 i += 1
-        if i != n:
+        if i != n or k != n_every:
             self.forget_grads()
             return -1
         return n_missing
 
     cdef bint tensor_reshaped(self, Py_ssize_t i) except -1:
-        t, p = self.tensors[i], self.params[i]
-        return tuple(t.shape) != p.shape or str(t.dtype) != "torch." + p.dtype.name
+        t = self.tensors[i]
+        return (t.shape, t.stride(), t.dtype) != self.tensor_layouts[i]
 
     cdef int refuse_torch_grad(self, Py_ssize_t i, fo_index overlap) noexcept:
         """Record that param i's grad cannot be read as it is (overlap: the param whose memory it
@@ -617,6 +774,7 @@ cdef class StepPlan:
         rule's kernel fields); grad_scale: a checked divisor of every grad (1: none).
         """
         cdef Py_ssize_t n = self.n_tensors, i, prev = -1
+        cdef int64_t step, prev_step = 0
         if len(group_hyper) != self.n_groups:
             self.forget_grads()
             raise ValueError(f"got hyperparameters for {len(group_hyper)} groups, expected {self.n_groups}")
@@ -632,14 +790,13 @@ cdef class StepPlan:
             for i in range(n):
                 if self.data[i * FO_DATA_SLOTS + 1] == NULL:
                     continue
-                self.steps[i] += 1
+                step = self.advance(i)
                 # Tensors of one group at one step share their per-call scalars.
-                if (prev >= 0 and self.groups[i] == self.groups[prev]
-                        and self.steps[i] == self.steps[prev]):
+                if prev >= 0 and self.groups[i] == self.groups[prev] and step == prev_step:
                     memcpy(&self.args[i], &self.args[prev], sizeof(fo_args))
                 else:
                     memcpy(&self.args[i], &self.group_args[self.groups[i]], sizeof(fo_args))
-                    self.args[i].common.step = self.steps[i]
+                    self.args[i].common.step = step
                     fo_prepare(self.rule, &self.args[i])
                 self.args[i].common.half_slots = self.half_slots[i]
                 self.args[i].common.param_index = <uint32_t>i
@@ -650,6 +807,7 @@ cdef class StepPlan:
                     fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_DATA_SLOTS])
                 self.args[i].common.pass_ = 0
                 prev = i
+                prev_step = step
             if self.passes > 1:
                 self.run_passes()
             else:

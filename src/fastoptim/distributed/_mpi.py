@@ -49,7 +49,7 @@ import threading
 import time
 
 import numpy as np
-from mpi4py import MPI
+from mpi4py import MPI as MPI  # re-exported: the algorithms take it from here
 
 DEFAULT_TIMEOUT = 300.0
 

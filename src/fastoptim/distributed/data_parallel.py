@@ -39,6 +39,9 @@ class DataParallel:
         if not isinstance(average, (bool, np.bool_)):
             raise TypeError(f"average must be True (the mean over ranks) or False (the sum), got {average!r}")
         self.average = bool(average)
+        if getattr(getattr(optimizer, "rule", None), "closure", False):
+            raise TypeError(f"{type(optimizer).__name__} steps with a closure that evaluates the loss "
+                            f"itself; DataParallel.step takes grads: use a grad-based optimizer")
         self.optimizer = optimizer
         self.model = model = ParamSet.from_optimizer(optimizer)
         check_same_model(model, self.comm, self.timeout, "DataParallel",

@@ -38,6 +38,7 @@ from ._dcasgd import DelayCompensation, check_compensation
 from ._mpi import DEFAULT_TIMEOUT, MPI, ArraysBuffer, wait
 from ._roles import (TAG_FETCH, TAG_PARAMS, TAG_PUSH, TAG_PUSH_FETCH, AsyncRoles, agree,
                      build_optimizer, checked_count, shard_buffer)
+from .zero import _per_tensor
 
 
 class ParameterServer(AsyncRoles):
@@ -119,6 +120,10 @@ class ParameterServer(AsyncRoles):
     def _set_up_server(self, optimizer, resume):
         shard = self.shards[self.rank]
         self.optimizer = build_optimizer(optimizer, shard.param_groups(), "ParameterServer")
+        per_tensor = _per_tensor(type(self.optimizer))
+        if per_tensor:  # its shard cuts tensors: a per-tensor rule would compute on pieces
+            raise ValueError(f"ParameterServer: the servers' shards cut across tensors, so their optimizer must be "
+                             f"element-wise; {type(self.optimizer).__name__}'s is per tensor ({per_tensor})")
         # The shard optimizer's params, in its order, and the piece of the model each one is.
         self._group_pieces = _group_pieces(shard)
         self._pieces = [piece for group in self._group_pieces for piece in group]

@@ -1,12 +1,36 @@
 """ZeRO stage 1 (Rajbhandari et al. 2020): optimizer state sharded element-wise over the ranks."""
 import numpy as np
 
+from .._ext import runtime
 from ..optim import Optimizer
 from ..optim.optimizer import _to_numpy
 from ._buckets import ParamSet, Shard
 from ._collectives import ShardAllgather, ShardedSum, broadcast_arrays, fused_step
 from ._consistency import check_same_model
 from ._mpi import DEFAULT_TIMEOUT, allgather_object, blocking, check_timeout, resolve_comm
+
+
+def _per_tensor(optimizer_class):
+    """Why the class's update is not element-wise (a reason), or '' if it is.
+
+    A class may say so itself (elementwise = False); a generated class says it
+    through its Rule: a rule at the Python level (Muon's matrix products, LBFGS),
+    per-tensor scalar state (NAdam's mu_product, ASGD's eta and mu), or several
+    passes over each tensor (LAMB's norms).
+    """
+    if getattr(optimizer_class, "elementwise", True) is not True:
+        return "elementwise = False"
+    rule = getattr(optimizer_class, "rule", None)
+    if rule is None:
+        return ""
+    if rule.python is not None:
+        return "it steps whole tensors at the Python level"
+    scalars = [slot.name for slot in rule.state if slot.scalar]
+    if scalars:
+        return f"per-tensor scalar state {', '.join(scalars)}"
+    number, _ = runtime.rule_fields()[rule.kernel]
+    passes = runtime.rule_passes(number)
+    return f"{passes} passes over each tensor" if passes > 1 else ""
 
 
 class ZeroRedundancyOptimizer:
@@ -37,10 +61,11 @@ class ZeroRedundancyOptimizer:
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError(f"optimizer_class must be a fastoptim optimizer class (fastoptim.Adam, ...), "
                             f"got {optimizer_class!r}")
-        if getattr(optimizer_class, "elementwise", True) is not True:
+        per_tensor = _per_tensor(optimizer_class)
+        if per_tensor:
             raise ValueError(f"ZeroRedundancyOptimizer cuts params into element-wise shards across tensor "
                              f"boundaries, so the update rule's math must be element-wise; "
-                             f"{optimizer_class.__name__}'s is per tensor: use DataParallel instead")
+                             f"{optimizer_class.__name__}'s is per tensor ({per_tensor}): use DataParallel instead")
         if not isinstance(average, (bool, np.bool_)):
             raise TypeError(f"average must be True (the mean over ranks) or False (the sum), got {average!r}")
         self.comm = resolve_comm(comm)

@@ -68,7 +68,7 @@ def _squared_norm(w):
 class _BaseHogwildSGD(BaseEstimator):
     """The parts both estimators share: checks, data layout and the epoch loop."""
 
-    _LOSSES = ()
+    _LOSSES: tuple[str, ...] = ()
 
     def _check_params(self):
         """Check the hyperparameters (see _checks); returns the number of threads."""
@@ -359,7 +359,7 @@ class _Monitor:
     """The stopping rule and the record of the fit of one row of the model, as scikit-learn's
     SGD: after each epoch, with early_stopping the score on the held-out rows (accuracy or
     R^2, the estimator's score) must beat the best by tol, else the mean training objective
-    (loss plus alpha/2 |w|^2 before each step) must fall below the best by tol; n_iter_no_change
+    (loss plus ``alpha/2 |w|^2`` before each step) must fall below the best by tol; n_iter_no_change
     epochs in a row without that stop the fit.  verbose prints scikit-learn's lines."""
 
     def __init__(self, estimator, n_train):
@@ -419,7 +419,7 @@ _COMMON_PARAMS = """
         Maximum number of epochs.
     tol : float or None, default=1e-3
         Stop when for n_iter_no_change epochs in a row the epoch's mean objective (loss plus
-        alpha/2 |w|^2 before each step) is not below the best by tol, or with early_stopping
+        ``alpha/2 |w|^2`` before each step) is not below the best by tol, or with early_stopping
         the validation score is not above the best by tol (scikit-learn's criteria); None
         runs max_iter epochs.
     shuffle : bool, default=True
@@ -443,10 +443,10 @@ _COMMON_PARAMS = """
     validation_fraction : float in (0, 1), default=0.1
     n_iter_no_change : int, default=5
     warm_start : bool, default=False
-        fit starts from the current coef_ and intercept_ (unless coef_init/intercept_init
-        are given); the step count t_ restarts, as in scikit-learn.
+        fit starts from the current ``coef_`` and ``intercept_`` (unless coef_init/intercept_init
+        are given); the step count ``t_`` restarts, as in scikit-learn.
     average : bool or int, default=False
-        Averaged SGD: coef_ and intercept_ become the average of the iterates from
+        Averaged SGD: ``coef_`` and ``intercept_`` become the average of the iterates from
         sample `average` on (True: from the first), with scikit-learn's lazy updates.
     beta : float in (0, 1], default=0.9
         The per-epoch decay of learning_rate='epoch_decay'.
@@ -464,7 +464,7 @@ _COMMON_ATTRIBUTES = """
         With early_stopping, the validation score after each epoch of fit (one list per
         class for one-vs-rest), else None (as MLPClassifier's; SGDClassifier keeps none).
     best_validation_score_ : float or None
-        The best of validation_scores_ (one per class for one-vs-rest).
+        The best of ``validation_scores_`` (one per class for one-vs-rest).
     best_loss_ : float or None
         The smallest epoch objective of fit when the tol criterion stops it (tol set,
         early_stopping off), else None (one per class for one-vs-rest).

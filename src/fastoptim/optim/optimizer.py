@@ -20,7 +20,8 @@ a schedule installs it, a number replaces the group's schedule.
 """
 import copy
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from .. import _validation
 from .._engine import State, StepEngine, saved_groups_with_schedules, split_schedules
 from .._ext.step import StepPlan, is_half
 from ..rules import TORCH_ONLY_DEFAULTS
+from ..typing import Grads, ParamGroup, Params
 
 
 _SCALAR_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -63,27 +65,29 @@ class Optimizer(StepEngine):
     the group's 'lr_schedule', and 'lr' shows the value used at the last step.
     """
 
-    rule = None             # the fastoptim.rules.Rule, set by the generated classes
+    rule: Any = None        # the fastoptim.rules.Rule, set by the generated classes
+    variant: Any = None     # the fastoptim.rules.Variant (the class: Adam or AdamW), set likewise
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Params, defaults: Mapping[str, Any]) -> None:
         self.defaults = dict(defaults)
         self._init_engine(self.defaults)
         self._install_schedule(self.defaults, "defaults")
         self._checked_hyper(self.defaults, "defaults")
-        self.param_groups = []
-        self._keys = []              # per flat param: its name or flat index
-        self._named = None           # True if params were given by name
-        self._states = []            # per flat param: its State (possibly empty)
+        self.param_groups: list[dict[str, Any]] = []
+        self._keys: list[Any] = []   # per flat param: its name or flat index
+        self._named: bool | None = None  # True if params were given by name
+        self._states: list[State] = []   # per flat param: its State (possibly empty)
+        groups: list[Any]
         if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
             raise TypeError("params must be a list of arrays, a dict name -> array, or a list "
                             f"of param group dicts, got {type(params).__qualname__}")
         if not isinstance(params, (Mapping, list, tuple)):
-            params = list(params)  # e.g. a generator of arrays
+            params = list(params)  # type: ignore[assignment]  # e.g. a generator of arrays
         if isinstance(params, Mapping):
             self._structure = "dict"
             groups = [{"params": params}]
         else:
-            if len(params) == 0:
+            if len(params) == 0:  # type: ignore[arg-type]  # a list or tuple by now
                 raise ValueError("optimizer got an empty parameter list")
             if all(isinstance(g, Mapping) for g in params):
                 self._structure = "groups"
@@ -98,7 +102,7 @@ class Optimizer(StepEngine):
             self.add_param_group(group)
 
     # ---- groups ------------------------------------------------------------
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a group (a dict with 'params' and optional hyperparameter overrides)."""
         if not isinstance(param_group, Mapping) or "params" not in param_group:
             raise TypeError("a param group must be a dict with a 'params' entry")
@@ -182,7 +186,7 @@ class Optimizer(StepEngine):
 
     # ---- state -----------------------------------------------------------
     @property
-    def state(self):
+    def state(self) -> "MutableMapping[int | str, dict[str, Any]]":
         """Per param (by flat index; a name also works for dict params), its state dict:
         torch's keys, arrays updated in place.  A live mapping, as torch's `state` is:
         `del opt.state[i]` and `opt.state.clear()` reset state, which starts afresh at
@@ -196,7 +200,7 @@ class Optimizer(StepEngine):
         return [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
 
     # ---- the step ---------------------------------------------------------
-    def step(self, grads, *, grad_scale=None):
+    def step(self, grads: Grads, *, grad_scale: float | None = None) -> None:
         """Update every param that has a grad, in place, in one call into the kernels.
 
         Groups with a schedule use its value at t = step_count (see the module docstring).
@@ -205,7 +209,7 @@ class Optimizer(StepEngine):
         """
         self._run_step(grads, grad_scale)
 
-    def closure_step(self, closure):
+    def closure_step(self, closure: "Callable[[], tuple[float, Grads]]") -> float:
         """One step of a closure-driven optimizer (LBFGS): closure() evaluates the objective at
         the params' current values and returns (loss, grads), grads in the params' structure
         (None counts as zeros); the step calls it as often as it needs.  Returns the loss of
@@ -245,7 +249,7 @@ class Optimizer(StepEngine):
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill, slot, float32=False):
+    def _new_array(self, p, fill, slot, float32=False):  # params are real here: slot.fill_imag has nothing to do
         if slot.scalar:  # torch's 0-d tensor of its scalar dtype
             return np.array(fill, dtype=np.float32)
         shape = slot.shape(p.shape)
@@ -258,14 +262,17 @@ class Optimizer(StepEngine):
     def _is_half(self, p):
         return is_half(p)
 
-    def _zero_step(self):
+    def _zero_step(self, group):
         return 0
 
-    def _step_value(self, value, i, key):
-        return _step_value(value, i)
-
-    def _live_step(self, steps, i):
-        return steps[i:i + 1].reshape(())
+    def _step_counter(self, state, group, i, key):
+        """state['step'] as a live 0-d int64 array (made from a number or another array)."""
+        counter = state.get("step", 0)
+        if not (type(counter) is np.ndarray and counter.shape == () and counter.dtype == np.int64
+                and counter.flags.writeable and counter.base is None):
+            counter = np.array(_step_value(counter, i), dtype=np.int64)
+            dict.__setitem__(state, "step", counter)
+        return counter
 
     def _grad_arrays(self, grads):
         return [None if g is None else np.asarray(g) for g in grads]
@@ -336,7 +343,7 @@ class Optimizer(StepEngine):
         return [grads[k] for k in keys]
 
     # ---- checkpoints ----------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]},
         plus 'step_count' and, if any group has a schedule, 'lr_schedules' {group index: schedule}
         (torch.optim ignores both when loading).
@@ -357,7 +364,7 @@ class Optimizer(StepEngine):
                     entry[name] = copy.deepcopy(value)
             state[i] = entry
         groups, start = [], 0
-        shared = {}  # one deepcopy memo: a schedule shared by groups stays shared in the copy
+        shared: dict[int, Any] = {}  # one deepcopy memo: a schedule shared by groups stays shared in the copy
         for g in self.param_groups:
             packed = {k: copy.deepcopy(v, shared) for k, v in g.items() if k != "params"}
             packed["params"] = list(range(start, start + len(g["params"])))
@@ -365,7 +372,7 @@ class Optimizer(StepEngine):
             groups.append(packed)
         return split_schedules({"state": state, "param_groups": groups, "step_count": self._step_count})
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state_dict from state_dict() (or torch.optim's of the same optimizer).
 
         Groups are matched by position; within a group, params given by name (a dict)
@@ -386,10 +393,10 @@ class Optimizer(StepEngine):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(self.param_groups)}")
         step_count = _validation.step_count(state_dict.get("step_count", 0), "loaded step_count")
-        index_map = {}
+        index_map: dict[Any, Any] = {}
         new_groups = []
-        schedule_states = []  # (live schedule, saved state) to load once everything is checked
-        shared = {}  # one deepcopy memo, so a schedule shared by saved groups stays shared
+        schedule_states: list[tuple[Any, Any]] = []  # (live schedule, saved state) to load once everything is checked
+        shared: dict[int, Any] = {}  # one deepcopy memo, so a schedule shared by saved groups stays shared
         for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             saved_params = list(saved["params"])
             if len(saved_params) != len(group["params"]):
@@ -401,9 +408,10 @@ class Optimizer(StepEngine):
             merged = {k: v for k, v in saved.items()
                       if k not in ("params", "param_names", *TORCH_ONLY_DEFAULTS)
                       and (k in group or k == "lr_schedule")}
-            new_group = dict(group)
+            new_group: dict[str, Any] = dict(group)
             new_group.pop("lr_schedule", None)
             new_group.update(copy.deepcopy(merged, shared))
+            new_group.update(self.variant.fixed)  # the class decides the rule: AdamW stays AdamW
             where = f"loaded param_groups[{gi}]"
             schedule = new_group.get("lr_schedule")
             if schedule is None:
@@ -412,7 +420,7 @@ class Optimizer(StepEngine):
                 if not callable(schedule):
                     raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule "
                                     f"(a callable taking the step)")
-                live = group.get("lr_schedule")
+                live: Any = group.get("lr_schedule")
                 if type(live) is type(schedule) and hasattr(live, "load_state_dict"):
                     saved_state = schedule.state_dict()
                     copy.deepcopy(live).load_state_dict(saved_state)  # checks it, changing nothing
@@ -471,10 +479,10 @@ class Optimizer(StepEngine):
         self._step_count = step_count
         self._state_version += 1
 
-    def zero_grad(self, set_to_none=True):  # pragma: no cover - grads are arguments here
+    def zero_grad(self, set_to_none: bool = True) -> None:  # pragma: no cover - grads are arguments here
         """NumPy grads are passed to step(); there is nothing to reset.  Present for torch habits."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for gi, g in enumerate(self.param_groups):
             lines.append(f"Parameter Group {gi}")

@@ -44,9 +44,9 @@ class Real:
 
     label: torch.optim's word for it in messages ("learning rate", "epsilon value").
     kernel: False for a class option the kernel never sees (a state's start value).
-    message: torch.optim's very message for a bad value, "{}" standing for it
-    ("Invalid learning rate: {}"): the error then starts with it and our
-    context follows (see torch_worded).
+    message: torch.optim's text for a bad value where it is not "Invalid {label}: {value}",
+    "{}" standing for the value ("Learning rate should be >= 0 but is: {}"). Either way
+    the error starts with torch's text and our context follows.
     """
     name: str
     default: float
@@ -56,29 +56,16 @@ class Real:
     low_open: bool = False
     high_open: bool = False
     kernel: bool = True
-    message: str = None
+    message: str | None = None
 
     def check(self, value, where):
-        if self.message is None:
-            return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
-                                    high_open=self.high_open, label=self.label, where=where)
-        return self.worded_check(value, self.message.format(value), where)
+        return self.worded_check(value, None if self.message is None else self.message.format(value), where)
 
-    def worded_check(self, value, message, where):
-        """The check, raising `message` (torch's) first and the plain reason after."""
-        try:
-            return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
-                                    high_open=self.high_open)
-        except ValueError as error:
-            raise ValueError(f"{message}{where}: {error}") from None
-        except TypeError as error:
-            raise TypeError(f"Invalid {self.label}: {self.name}={value!r}{where}; {error}") from None
-
-
-def torch_worded(option, message=None):
-    """`option` raising torch.optim's message first: `message`, or "Invalid {label}: {}"."""
-    from dataclasses import replace
-    return replace(option, message=message or f"Invalid {option.label}: {{}}")
+    def worded_check(self, value, head, where):
+        """The check, a bad value raising `head` (torch's text; None: "Invalid {label}: {value}")
+        first and our context after."""
+        return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
+                                high_open=self.high_open, label=self.label, where=where, head=head)
 
 
 @dataclass(frozen=True)
@@ -103,7 +90,7 @@ class Pair:
     name: str
     parts: tuple            # two Real
     kernel: bool = True
-    message: str = None
+    message: str | None = None
 
     @property
     def default(self):
@@ -127,10 +114,10 @@ class Integer:
     name: str
     default: object
     label: str
-    low: int = None
-    high: int = None
+    low: int | None = None
+    high: int | None = None
     allow_none: bool = False
-    message: str = None
+    message: str | None = None
     kernel: bool = True
 
     def check(self, value, where):
@@ -154,7 +141,7 @@ class Choice:
     name: str
     default: object
     choices: tuple
-    message: str = None
+    message: str | None = None
 
     kernel = True
 
@@ -173,7 +160,7 @@ class Reals:
     name: str
     default: tuple
     length: int
-    message: str = None     # torch's error text for a wrong length
+    message: str | None = None     # torch's error text for a wrong length
 
     kernel = True
 
@@ -216,16 +203,19 @@ class Slot:
     when: (field, predicate) for a slot only some options use (None: always);
     reason: the condition in words, for "... is required when {reason}";
     fill: its start value: the name of the class option holding it, a number, or None (zeros);
+    fill_imag: for a complex param (torch), whether the imaginary parts start at the fill
+        too (torch's Adagrad: complex(v, v)) or at zero (torch.full_like: v + 0j);
     positional: whether the functional form takes it positionally;
     scalar: a per-tensor scalar (NAdam's mu_product), kept as torch keeps it: a 0-d
     array of torch's scalar dtype (float32), read and written by the rule's
     per-tensor hook (fo_<name>_tensor) rather than by its loops.
     """
     name: str
-    argument: str = None
-    when: tuple = None
+    argument: str | None = None
+    when: tuple | None = None
     reason: str = ""
-    fill: object = None
+    fill: str | float | None = None
+    fill_imag: bool = False
     positional: bool = True
     scalar: bool = False
 
@@ -298,7 +288,7 @@ class Variant:
     name: str                       # class name (fastoptim and fastoptim.torch)
     function: str                   # fastoptim.functional / fastoptim.reference name
     summary: str                    # one line, for docstrings and the README's tables
-    torch_name: str = None          # the torch.optim class (None: torch has none)
+    torch_name: str | None = None   # the torch.optim class (None: torch has none)
     fixed: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)
     bench: dict = field(default_factory=dict)     # options the benchmarks run
@@ -333,11 +323,14 @@ class Rule:
     eager_state: bool = False       # torch creates the state at construction (Adagrad)
     grid: dict = field(default_factory=dict)   # option name -> values; the product is tested
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
-    traffic: int = None             # arrays read or written per element and step, where it is not param, grad
+    # Options torch's constructor checks as tensors (Adam's lr and betas): with foreach=True
+    # (and not capturable) a tensor is refused, and a Pair's parts must be both tensors or neither.
+    torch_tensor_checks: tuple = ()
+    traffic: int | None = None             # arrays read or written per element and step, where it is not param, grad
                                     # and state read, param and state written (LAMB's two passes)
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
-    python: PythonStep = None       # a rule at the Python level: no C kernel (see PythonStep)
-    ndim: int = None                # params must have this many dimensions (Muon: 2), else any
+    python: PythonStep | None = None       # a rule at the Python level: no C kernel (see PythonStep)
+    ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any
     fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
                                     # (torch's LBFGS sets max_eval from max_iter)
 

@@ -57,11 +57,12 @@ ADAM = Rule(
         Variant("Adam", "adam", "Adam (and AMSGrad); L2 weight decay added to the gradient", torch_name="Adam",
                 demos=(Demo("Adam", dict(lr=0.01), dict(quadratic=0.5, ill_conditioned=0.5, saddle=0.1,
                                                          rosenbrock=0.05, x_cos_pi_x=0.2)),)),
-        Variant("AdamW", "adamw", "AdamW: decoupled weight decay, param *= 1 - lr * weight_decay",
+        Variant("AdamW", "adamw", "AdamW: decoupled weight decay, ``param *= 1 - lr * weight_decay``",
                 torch_name="AdamW", fixed=dict(decoupled_weight_decay=True), defaults=dict(weight_decay=1e-2),
                 demos=(Demo("AdamW", dict(lr=0.01, weight_decay=0.01),
                             dict(quadratic=0.5, ill_conditioned=0.5, saddle=0.1, rosenbrock=0.05,
                                  x_cos_pi_x=0.2)),)),
     ),
     grid=GRID,
+    torch_tensor_checks=("lr", "betas"),
 )

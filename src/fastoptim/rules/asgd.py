@@ -8,7 +8,7 @@ in double instead moves float64 results 3e-8 away from torch.
 import numpy as np
 
 from ._numpy import signed_grad
-from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Real, Rule, Slot, Variant, learning_rate, torch_worded
+from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Real, Rule, Slot, Variant, learning_rate
 
 FLAGS = (False, True)
 
@@ -25,24 +25,26 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, lambd, alph
         ax += (param - ax) * param.dtype.type(mu)
     else:
         ax[...] = param
-    # the next step's eta and mu: torch.as_tensor (float32) copied into the state's dtype
-    eta[...] = np.float32(lr / ((1 + lambd * lr * step) ** alpha))
+    # the next step's eta and mu: torch.as_tensor (float32) copied into the state's dtype.  In IEEE
+    # doubles as the kernel's pow (Python floats raise on 0 ** -a and go complex below 0).
+    with np.errstate(all="ignore"):
+        eta[...] = np.float32(np.float64(lr) / np.float64(1 + lambd * lr * step) ** alpha)
     mu[...] = np.float32(1 / max(1, step - t0))
 
 
 def _finite(name, default, label):
     """An option torch does not check: any finite number (torch's wording for a bad one)."""
-    return torch_worded(Real(name, default, label, low=-np.inf))
+    return Real(name, default, label, low=-np.inf)
 
 
 ASGD = Rule(
     kernel="asgd",
     options=(
-        torch_worded(learning_rate(1e-2)),
+        learning_rate(1e-2),
         _finite("lambd", 1e-4, "lambd value"),
         _finite("alpha", 0.75, "alpha value"),
         _finite("t0", 1e6, "t0 value"),
-        torch_worded(WEIGHT_DECAY),
+        WEIGHT_DECAY,
         MAXIMIZE,
     ),
     signature="lr lambd alpha t0 weight_decay * maximize",

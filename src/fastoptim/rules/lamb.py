@@ -1,7 +1,7 @@
 """LAMB (You et al. 2019) as issue 12 states it; C: csrc/fastoptim/rules/lamb.inc.
 
 Adam's bias-corrected direction r = m_hat / (sqrt(v_hat) + eps) + wd * p,
-scaled per tensor by the trust ratio ||p|| / ||r|| (1 unless both norms are
+scaled per tensor by the trust ratio ``||p|| / ||r||`` (1 unless both norms are
 > 0).  torch.optim has no LAMB.  The kernel goes over each tensor twice: the
 first pass updates m and v and sums p^2 and r^2 in block_sum_squares' fixed
 order (so the norms never depend on the thread count), the second recomputes
@@ -10,7 +10,7 @@ r and writes p.
 import numpy as np
 
 from ._numpy import block_norm, signed_grad
-from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate, torch_worded
+from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate
 
 FLAGS = (False, True)
 
@@ -39,11 +39,11 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta1, beta
 LAMB = Rule(
     kernel="lamb",
     options=(
-        torch_worded(learning_rate(1e-3)),
-        Pair("betas", (torch_worded(Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True)),
-                       torch_worded(Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True)))),
-        torch_worded(epsilon(1e-6)),
-        torch_worded(WEIGHT_DECAY),
+        learning_rate(1e-3),
+        Pair("betas", (Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True),
+                       Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True))),
+        epsilon(1e-6),
+        WEIGHT_DECAY,
         MAXIMIZE,
     ),
     signature="lr betas eps weight_decay * maximize",
@@ -51,7 +51,7 @@ LAMB = Rule(
     state=(Slot("exp_avg"), Slot("exp_avg_sq")),
     reference=reference,
     variants=(Variant(
-        "LAMB", "lamb", "LAMB: Adam's direction scaled per tensor by the trust ratio ||p|| / ||r||",
+        "LAMB", "lamb", "LAMB: Adam's direction scaled per tensor by the trust ratio ``||p|| / ||r||``",
         demos=(Demo("LAMB", dict(lr=0.05), dict(quadratic=0.05, ill_conditioned=0.05, saddle=0.05,
                                                  rosenbrock=0.01, x_cos_pi_x=0.05)),)),),
     # pass 0 reads p, g, m, v and writes m, v; pass 1 reads p, m, v and writes p

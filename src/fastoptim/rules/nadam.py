@@ -8,8 +8,7 @@ Keeping it in double instead moves float64 results 2e-7 away from torch.
 import numpy as np
 
 from ._numpy import lerp, signed_grad
-from ._rule import (MAXIMIZE, WEIGHT_DECAY, Demo, Flag, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate,
-                    torch_worded)
+from ._rule import (MAXIMIZE, WEIGHT_DECAY, Demo, Flag, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate)
 
 FLAGS = (False, True)
 
@@ -40,12 +39,12 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta1, beta
 NADAM = Rule(
     kernel="nadam",
     options=(
-        torch_worded(learning_rate(2e-3)),
-        Pair("betas", (torch_worded(Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True)),
-                       torch_worded(Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True)))),
-        torch_worded(epsilon(1e-8)),
-        torch_worded(WEIGHT_DECAY),
-        torch_worded(Real("momentum_decay", 4e-3, "momentum_decay value")),
+        learning_rate(2e-3),
+        Pair("betas", (Real("beta1", 0.9, "beta parameter at index 0", high=1.0, high_open=True),
+                       Real("beta2", 0.999, "beta parameter at index 1", high=1.0, high_open=True))),
+        epsilon(1e-8),
+        WEIGHT_DECAY,
+        Real("momentum_decay", 4e-3, "momentum_decay value"),
         Flag("decoupled_weight_decay"),
         MAXIMIZE,
     ),

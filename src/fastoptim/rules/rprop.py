@@ -8,7 +8,7 @@ param and its step size alone.
 import numpy as np
 
 from ._numpy import signed_grad, torch_sign
-from ._rule import MAXIMIZE, Demo, Pair, Real, Rule, Slot, Variant, learning_rate, torch_worded
+from ._rule import MAXIMIZE, Demo, Pair, Real, Rule, Slot, Variant, learning_rate
 
 FLAGS = (False, True)
 
@@ -36,7 +36,7 @@ def validate(fields, where):
 RPROP = Rule(
     kernel="rprop",
     options=(
-        torch_worded(learning_rate(1e-2)),
+        learning_rate(1e-2),
         Pair("etas", (Real("etaminus", 0.5, "etaminus", low_open=True, high=1.0, high_open=True),
                       Real("etaplus", 1.2, "etaplus", low=1.0, low_open=True)),
              message="Invalid eta values: {}, {}"),

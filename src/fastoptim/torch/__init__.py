@@ -4,24 +4,33 @@
 
 SGD, Adagrad, RMSprop, Adadelta, Adam and AdamW subclass torch.optim.Optimizer
 with torch.optim's constructor signatures, param groups, state and
-state_dict layout, so checkpoints move both ways and torch's lr_scheduler
-classes drive them unchanged.  A step updates CPU float32/float64 tensors in
-place through zero-copy NumPy views, all params in one call into the same
-multi-tensor kernels as fastoptim.Adam & co.  Anything that would need a copy
-(params on another device, sparse or non-contiguous grads or params) is an
-error, checked before anything is written.
+state_dict layout (state['step'] is torch's float tensor), so checkpoints move
+both ways and torch's lr_scheduler classes drive them unchanged.  A step
+updates CPU float32/float64 tensors (complex ones as their view_as_real, as
+torch does) in place through zero-copy NumPy views, all params in one call
+into the same multi-tensor kernels as fastoptim.Adam & co; any dense layout
+(contiguous, channels_last, transposed) whose grad and state are laid out
+alike is stepped in place.
 
-Differences from torch.optim: `foreach` and `fused` are accepted and kept in
-the groups (checkpoints round-trip) but change nothing, since every step is
-one fused multi-tensor kernel; `capturable=True` and `differentiable=True`
-are errors (CUDA graphs, autograd through the step).  `state[p]['step']` is
-an int64 tensor, live during training; state_dict() writes torch's float
-`step`.  lr may also be a schedule (fastoptim.schedules, or any callable
-taking the step), as in fastoptim.optim: t = step_count, the number of step()
-calls made (0 for the first); the group keeps the schedule under
-'lr_schedule' and 'lr' shows the value used (before the first step, the value
-the first step will use).  Writing a number to 'lr' (as torch's lr_scheduler
-classes do) replaces the group's schedule.  state_dict() adds 'step_count',
+What the kernels cannot step is stepped by torch.optim's own implementation
+of the same optimizer, with the same results and one FallbackWarning naming
+the params and the reason (`optimizer.fallbacks` lists them): groups with
+differentiable=True or capturable=True, float16/bfloat16 params (for now),
+strided views with gaps, params on other devices (meta included), params
+that share memory (a duplicate in a group), and params whose grads are
+sparse or laid out unlike the param.
+
+`foreach` and `fused` are kept in the groups (checkpoints round-trip) and
+steer only torch's path; the kernels are fused whatever they say.  As in
+torch, fused=True makes the optimizer read torch.amp.GradScaler's
+`grad_scale` and `found_inf` (the kernels divide the grads by the scale
+without writing them; a nonzero found_inf skips the step).
+lr may also be a schedule (fastoptim.schedules, or any callable taking the
+step), as in fastoptim.optim: t = step_count, the number of step() calls
+made (0 for the first); the group keeps the schedule under 'lr_schedule'
+and 'lr' shows the value used (before the first step, the value the first
+step will use).  Writing a number to 'lr' (as torch's lr_scheduler classes
+do) replaces the group's schedule.  state_dict() adds 'step_count',
 and 'lr_schedules' (the groups' schedules, kept out of the groups), which
 torch.optim ignores.  Importing fastoptim.torch allows fastoptim.schedules'
 classes in torch.load's default weights_only loader, so a checkpoint holding
@@ -38,15 +47,32 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 from .. import schedules as _schedules
 from ..rules import RULES, VARIANTS
-from ..rules._codegen import generate_classes
-from .optimizer import Optimizer
+from ..rules._codegen import class_parameters_doc, generate_classes, numpydoc
+from .optimizer import FallbackWarning, Optimizer
 
-__all__ = ["Optimizer"] + [variant.name for _, variant in VARIANTS]
+__all__ = ["Optimizer", "FallbackWarning"] + [variant.name for _, variant in VARIANTS]
+
+_RULE_OF = {variant.name: rule for rule, variant in VARIANTS}
+_PARAMS_DOC = ("params", "iterable of Tensor or of param group dicts",
+               "CPU tensors, as torch.optim takes them: float32/float64 (and complex, as view_as_real) on "
+               "fastoptim's kernels, the others on torch.optim's own implementation (a FallbackWarning "
+               "says so).")
 
 
 def _describe(variant):
+    rule = _RULE_OF[variant.name]
     like = f"torch.optim.{variant.torch_name}" if variant.torch_name else variant.name
-    return f"{like} on fastoptim's kernels: {variant.summary}."
+    # 2x2: Muon's params are matrices; LBFGS's step evaluates the closure itself
+    if rule.closure:
+        step = [">>> def closure():", "...     opt.zero_grad()", "...     loss = (w ** 2).sum()",
+                "...     loss.backward()", "...     return loss", ">>> loss = opt.step(closure)"]
+    else:
+        step = [">>> w.sum().backward()", ">>> opt.step()"]
+    example = [">>> import torch", f">>> from fastoptim.torch import {variant.name}",
+               ">>> w = torch.nn.Parameter(torch.ones(2, 2))", f">>> opt = {variant.name}([w])", *step,
+               ">>> bool((w < 1).all())  # one step down the gradient, in place", "True"]
+    return numpydoc(f"{like} on fastoptim's kernels: {variant.summary}.", rule,
+                    class_parameters_doc(rule, variant, True), example, extra=[_PARAMS_DOC])
 
 
 globals().update(generate_classes(RULES, Optimizer, True, __name__, _describe))

@@ -4,24 +4,76 @@ and state_dict over torch tensors, stepped through zero-copy NumPy views.
 The step itself is fastoptim._engine's; this module says what the tensors
 are, reads grads through DLPack and words torch-specific errors.  The
 optimizer classes are generated in fastoptim.torch.
+
+Routes.  Each param is stepped either by fastoptim's kernels or by torch.optim's
+own implementation of the same optimizer (fastoptim.torch._fallback), decided
+once per param when the pointer tables are built (so again whenever params,
+state or the routing options change) and cached with them:
+
+  kernels  CPU float32/float64 params, complex64/complex128 ones as their
+           view_as_real (as torch steps them), and float16/bfloat16 ones of
+           the rules that take 16-bit params (bfloat16 needs ml_dtypes),
+           laid out as one dense block of memory (contiguous, channels_last,
+           a transpose, ...) with grad and state laid out alike (a 16-bit
+           param's state in its dtype, or float32 with state_dtype="float32");
+  torch    differentiable=True or capturable=True groups; float16/bfloat16
+           params of the rules whose kernels refuse them (NAdam, ASGD, and the
+           Python-level Muon and LBFGS; a rule torch.optim lacks, LAMB, raises
+           instead); strided views with gaps; params on another device
+           (meta included) or with another layout; params sharing memory with
+           another (a duplicate in a group: torch steps each occurrence);
+           state the kernels cannot use; and, from the first time it happens,
+           a param whose grad is sparse or laid out unlike the param.  A 16-bit
+           param on this path whose group asks for master_weights,
+           stochastic_rounding or state_dtype="float32" is an error: torch's
+           implementation has none of them.
+
+A one-time FallbackWarning names the params that take torch's path and why;
+`optimizer.fallbacks` lists them.  Both paths share one state layout (torch's),
+so a param can change route between steps.
 """
 import copy
+import os
+import sys
+import warnings
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
-
 import torch
 
 from .. import _validation
-from .._engine import SCHEDULES_KEY, State, StepEngine, saved_groups_with_schedules, split_schedules
+from .._engine import (SCHEDULES_KEY, State, StepEngine, precision, saved_groups_with_schedules,
+                       split_schedules)
+from ..rules import Pair, half_refusal
+from ..typing import Closure
+from ._fallback import TorchTwin
 
-_TORCH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_HALF_DTYPES = (torch.bfloat16, torch.float16)
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+_COUNTER_DTYPES = (torch.int64, torch.float32, torch.float64)
 _to_dlpack = torch._C._to_dlpack
 
 
+class FallbackWarning(UserWarning):
+    """Some params are stepped by torch.optim's own implementation, not fastoptim's kernels
+    (same results; the message says which params and why)."""
+
+
+def _user_stacklevel():
+    """The stacklevel, for a warning raised by our caller, of the first frame outside
+    fastoptim and torch (the user's step() or construction)."""
+    inside = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+              os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    frame, level = sys._getframe(2), 2  # stacklevel 2: our caller's caller
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class _StateMap(defaultdict):
-    """torch's `state` (param -> state dict); every change invalidates the owner's pointer tables."""
+    """torch's `state` (param -> state dict, and any other key -> any value, as torch's
+    defaultdict(dict) allows); every change invalidates the owner's pointer tables."""
 
     def __init__(self, owner, items=()):
         super().__init__(lambda: State(owner))
@@ -30,7 +82,7 @@ class _StateMap(defaultdict):
             self[key] = value
 
     def __setitem__(self, key, value):
-        if not isinstance(value, State):
+        if isinstance(value, dict) and not (isinstance(value, State) and value._owner is self._owner):
             value = State(self._owner, value)
         super().__setitem__(key, value)
         self._owner._invalidate()
@@ -51,11 +103,14 @@ class _StateMap(defaultdict):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
+    def _plain(self):
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in self.items()}
+
     def __reduce__(self):
-        return (dict, ({k: dict(v) for k, v in self.items()},))
+        return (dict, (self._plain(),))
 
     def __deepcopy__(self, memo):
-        return copy.deepcopy({k: dict(v) for k, v in self.items()}, memo)
+        return copy.deepcopy(self._plain(), memo)
 
 
 def _scalar_dtype():
@@ -63,23 +118,18 @@ def _scalar_dtype():
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _check_tensor(t, where, what="param"):
-    """A CPU, dense, contiguous float32/float64 tensor a kernel can update in place."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{where} must be a torch.Tensor, got {type(t).__module__}.{type(t).__qualname__}")
-    if t.is_sparse or t.layout != torch.strided:
-        raise TypeError(f"{where} is a {t.layout} tensor; fastoptim.torch takes dense (strided) {what}s only")
-    if t.device.type != "cpu":
-        raise ValueError(f"{where} is on {t.device}; fastoptim.torch steps CPU tensors and never copies "
-                         f"them behind your back: step a CPU copy of the {what}s")
-    if t.dtype not in _TORCH_DTYPES:
-        raise TypeError(f"{where} has dtype {t.dtype}; expected torch.float32, torch.float64, "
-                        f"torch.bfloat16 or torch.float16")
-    if not t.is_contiguous():
-        raise ValueError(f"{where} is not contiguous (strides {t.stride()} for shape {tuple(t.shape)}); "
-                         f"fastoptim.torch updates {what}s in place and never through a hidden copy")
-    if t.is_neg() or t.is_conj():
-        raise ValueError(f"{where} is a lazily negated or conjugated view; materialize it first")
+def _step_dtype(group):
+    """The dtype torch gives a new state['step'] of this group: float32 when fused."""
+    return torch.float32 if group.get("fused") else _scalar_dtype()
+
+
+def _has_ml_dtypes():
+    """Whether ml_dtypes (NumPy's bfloat16, which the kernels' views of bfloat16 tensors need) imports."""
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _numpy_view(t):
@@ -110,14 +160,187 @@ def _state_step(value, where):
     return int(f)
 
 
+def _is_dense(t):
+    """Whether t's elements fill one block of memory, each once (any order of dims)."""
+    expected = 1
+    for stride, size in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_layout(a, b):
+    """Whether a and b (same shape) put each element at the same offset."""
+    return a.shape == b.shape and all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()))
+
+
+def _memory_span(t):
+    """[first byte, last byte + 1) of a CPU strided tensor's elements, or None."""
+    if t.layout != torch.strided or t.device.type != "cpu" or t.numel() == 0:
+        return None
+    start = t.data_ptr()
+    last = sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    return start, start + (last + 1) * t.element_size()
+
+
+def _group_reason(group):
+    """Why a whole group takes torch's implementation, or None."""
+    if group.get("differentiable"):
+        return "differentiable=True (autograd through the update)"
+    if group.get("capturable"):
+        return "capturable=True (CUDA graphs)"
+    return None
+
+
+def _param_reason(rule, p):
+    """Why the kernels cannot step param p of `rule`, or None."""
+    if p.layout != torch.strided:
+        return f"a {p.layout} param"
+    if p.device.type != "cpu":
+        return f"on {p.device}"
+    if p.dtype in _HALF_DTYPES:
+        refusal = half_refusal(rule)
+        if refusal is not None:
+            return f"a {p.dtype} param, which this optimizer's kernels do not take: {refusal}"
+        if p.dtype == torch.bfloat16 and not _has_ml_dtypes():
+            return f"{p.dtype} needs ml_dtypes (the bf16 extra: pip install fastoptim[bf16])"
+    elif p.dtype not in _KERNEL_DTYPES:
+        return f"dtype {p.dtype}"
+    if p.is_conj() or p.is_neg():
+        return "a lazily conjugated or negated view"
+    if not _is_dense(p):
+        return f"a strided view with gaps (strides {p.stride()} for shape {tuple(p.shape)})"
+    return None
+
+
+def _grad_reason(p, g):
+    """Why the kernels cannot read grad g of param p where torch's implementation can, or
+    None (a grad of another dtype or shape, or sharing memory, stays an error)."""
+    if g.layout != torch.strided:
+        return f"its grad is {g.layout}"
+    if g.device != p.device:
+        return f"its grad is on {g.device}"
+    if g.dtype != p.dtype or g.shape != p.shape:
+        return None
+    if g.is_conj() or g.is_neg():
+        return "its grad is a lazily conjugated or negated view"
+    if not _same_layout(g, p):
+        return f"its grad has strides {g.stride()}, the param {p.stride()}"
+    return None
+
+
+def _state_reason(rule, group, p, state):
+    """Why the kernels cannot use param p's existing state, or None."""
+    if not state:
+        return None
+    # a 16-bit param's state is in its dtype, or in float32 (state_dtype="float32")
+    dtype = torch.float32 if p.dtype in _HALF_DTYPES and precision(group, "")[0] == "float32" else p.dtype
+    for name in rule.slots(group):
+        value = None if name is None else state.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            return f"state[{name!r}] is a {type(value).__name__}"
+        if rule.slot(name).scalar:  # a per-tensor scalar (NAdam's mu_product): 0-d, float32 or float64
+            if (value.dim() != 0 or value.device.type != "cpu" or value.dtype not in (torch.float32, torch.float64)
+                    or value.requires_grad):
+                return f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a 0-d float"
+            continue
+        if (value.layout != torch.strided or value.device != p.device or value.dtype != dtype
+                or value.is_conj() or value.is_neg() or value.requires_grad or not _same_layout(value, p)):
+            return (f"state[{name!r}] ({value.dtype}, strides {value.stride()} on {value.device}) is not laid "
+                    f"out like the param ({dtype}, strides {p.stride()})")
+    return None
+
+
+def _refuse_lost_options(groups, entries, reasons, torch_name):
+    """torch.optim's implementation has no master weights, float32 state or stochastic rounding
+    for 16-bit params: a 16-bit param on its path whose group asks for one is an error (before
+    anything is written), not an option silently dropped."""
+    for gi, p, where, _, _ in entries:
+        if where not in reasons or p.dtype not in _HALF_DTYPES:
+            continue
+        state_dtype, master, stochastic, _ = precision(groups[gi], f"param_groups[{gi}]")
+        asked = [option for option, on in (("state_dtype='float32'", state_dtype == "float32"),
+                                           ("master_weights=True", master),
+                                           ("stochastic_rounding=True", stochastic)) if on]
+        if asked:
+            raise TypeError(f"{where} takes torch.optim.{torch_name}'s own implementation ({reasons[where]}), "
+                            f"which has no {' or '.join(asked)}: step it with the default 16-bit options, "
+                            f"or as a float32 param")
+
+
+class _Routes:
+    """Which params the kernels step: the plan's lists (params, groups, keys), and for the
+    rest, per group, the params torch's implementation steps and why."""
+
+    __slots__ = ("params", "groups", "keys", "every", "in_plan", "torch_groups", "reasons", "recheck")
+
+    def __init__(self):
+        self.params, self.groups, self.keys = [], [], []
+        self.every, self.in_plan = [], bytearray()
+        self.torch_groups = []   # [(group index, [params])], in group order
+        self.reasons = {}        # where -> why, for the params on torch's path
+        self.recheck = []        # params on torch's path for what they are (device, dtype, layout):
+        #                          what may change under the same object (model.to_empty(), p.data = ...)
+
+
+def _tensors_as_numbers(options):
+    """A copy of options with each one-element tensor (alone, or in a tuple) as a Python
+    number, or None if there is none.  Tensor hyperparameters are torch's; the kernels
+    take them as numbers."""
+    def number(value):
+        return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+
+    out, changed = {}, False
+    for key, value in options.items():
+        if key == "params":
+            new = value
+        elif isinstance(value, (tuple, list)):
+            new = type(value)(number(v) for v in value)
+            changed |= any(a is not b for a, b in zip(new, value))
+        else:
+            new = number(value)
+            changed |= new is not value
+        out[key] = new
+    return out if changed else None
+
+
 class Optimizer(StepEngine, torch.optim.Optimizer):
-    """Base of fastoptim's torch.optim drop-ins; the generated subclasses set `rule`."""
+    """Base of fastoptim's torch.optim drop-ins; the generated subclasses set `rule` and `variant`."""
 
     rule = None
+    variant = None
 
     def __init__(self, params, defaults):
         self._init_engine(defaults)
+        self._init_routes()
+        # torch checks the hyperparameters before it looks at the params (params=None with a bad
+        # lr is torch's ValueError), tensor options first.
+        self._check_tensor_options(defaults, "")
+        self._checked_hyper(defaults, "defaults", 0.0 if callable(defaults.get("lr")) else None)
         super().__init__(params, defaults)
+        if defaults.get("fused"):
+            if defaults.get("differentiable"):
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if defaults.get("foreach"):
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        self._set_amp_support()
+
+    def _init_routes(self):
+        self._routes = None        # the routes of the current plan
+        self._grad_routes = {}     # param -> why its grads take torch's path (kept once seen)
+        self._warned = set()       # (where, why) already in a FallbackWarning
+        self._twin = None          # TorchTwin: torch's implementation, made at its first use
+        self._amp = None           # (grad_scale, found_inf) during a step that has them
+        self._skip_kernels = False
+
+    def _set_amp_support(self):
+        # As torch: a fused optimizer reads GradScaler's grad_scale and found_inf itself
+        # (the kernels divide by the scale; a found_inf skips the step).
+        if self.defaults.get("fused"):
+            self._step_supports_amp_scaling = True
 
     # ---- state containers ------------------------------------------------------
     @property
@@ -131,14 +354,28 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         self._state_map = _StateMap(self, value)
 
     def __setstate__(self, state):
-        if "_state_version" not in self.__dict__:  # unpickling: __init__ did not run
+        if "_state_version" not in self.__dict__:  # unpickling, deepcopy: __init__ did not run
             self._init_engine(state["defaults"])
+            self._init_routes()
         state = dict(state)
         state_map = state.pop("state", None)
         super().__setstate__(state)
         if state_map is not None:
             self.state = state_map
+        self._fix_variant_options()
+        self._set_amp_support()
         self._invalidate()
+
+    def _fix_variant_options(self):
+        """The class decides the rule: AdamW stays AdamW whatever a loaded group says."""
+        for group in self.param_groups:
+            group.update(self.variant.fixed)
+
+    @property
+    def fallbacks(self):
+        """{param (where): why} for the params torch.optim's own implementation steps
+        (as of the last step; see the module docstring)."""
+        return dict(self._routes.reasons) if self._routes is not None else {}
 
     # ---- groups ------------------------------------------------------------
     def add_param_group(self, param_group):
@@ -148,70 +385,218 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         try:
             where = f"param_groups[{gi}]"
             self._check_group_count(gi, where)
-            self._check_torch_flags(group, where)
+            self._check_tensor_options(group, f" ({where})")
             self._install_schedule(group, where)  # 'lr' shows the value the next step uses
             if "lr_schedule" in group:
                 self._lr_written[gi] = (group["lr_schedule"], group["lr"])
             self._checked_hyper(group, where)
-            names = group.get("param_names")
-            for j, p in enumerate(group["params"]):
-                _check_tensor(p, f"param_groups[{gi}]['params'][{j}]" + (f" ({names[j]!r})" if names else ""))
-            self._build_plan()  # checks that no two params share memory
         except Exception:
             self.param_groups.pop()
             self._lr_written.pop(gi, None)
             raise
         if self.rule.eager_state:  # torch's Adagrad creates its state here
             for p in group["params"]:
-                self._fill_state(self.state[p], group, p)
+                if not self.state.get(p):
+                    self._fill_state(self.state[p], group, p)
         self._invalidate()
 
-    def _check_torch_flags(self, group, where):
-        for flag, reason in (("differentiable", "autograd cannot see through the in-place C kernels"),
-                             ("capturable", "it is for CUDA graphs; fastoptim.torch steps CPU tensors")):
-            if group.get(flag, False):
-                raise ValueError(f"{flag}=True is not supported by fastoptim.torch ({where}): {reason}")
+    def _check_tensor_options(self, options, where):
+        """torch's checks of tensor-valued options (before their values are checked)."""
+        checked = self.rule.torch_tensor_checks
+        refused = bool(options.get("foreach")) and not options.get("capturable")
+        lr = options.get("lr")
+        if isinstance(lr, torch.Tensor):
+            if "lr" in checked and refused:
+                raise ValueError(f"lr as a Tensor is not supported for capturable=False and foreach=True{where}")
+            if lr.numel() != 1:
+                raise ValueError(f"Tensor lr must be 1-element{where}; got shape {tuple(lr.shape)}")
+        for option in self.rule.options:
+            if not (isinstance(option, Pair) and option.name in checked):
+                continue
+            value = options.get(option.name)
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                continue  # the option's own check words it
+            tensors = [isinstance(v, torch.Tensor) for v in value]
+            if any(tensors) and not all(tensors):
+                raise ValueError(f"{option.name} must be either both floats or both Tensors{where}")
+            for index, part in enumerate(value):
+                if isinstance(part, torch.Tensor):
+                    if refused:
+                        raise ValueError(f"{option.name}[{index}] as a Tensor is not supported for "
+                                         f"capturable=False and foreach=True{where}")
+                    if part.numel() != 1:
+                        raise ValueError(f"Tensor {option.name}[{index}] must be 1-element{where}")
+
+    def _checked_hyper(self, group, where, lr=None):
+        try:
+            return super()._checked_hyper(group, where, lr)
+        except TypeError:  # tensor hyperparameters (torch allows one-element tensors): as numbers
+            numbers = _tensors_as_numbers(group)
+            if numbers is None:
+                raise
+            return super()._checked_hyper(numbers, where, lr)
 
     # ---- the step -----------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
-        """Update every param that has a grad, in place, in one call into the kernels."""
+        """Update every param that has a grad, in place, in one call into the kernels
+        (and torch's own implementation for the params listed in `fallbacks`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._run_step(None)
+        attributes = self.__dict__
+        if "grad_scale" not in attributes and "found_inf" not in attributes:
+            self._run_step(None)
+            return loss
+        # Set by torch.amp.GradScaler (fused optimizers) or by hand: the grads are divided by
+        # grad_scale inside the kernels, never written; a nonzero found_inf skips the step.
+        grad_scale, found_inf = attributes.get("grad_scale"), attributes.get("found_inf")
+        skip = found_inf is not None and float(found_inf) != 0
+        self._amp, self._skip_kernels = (grad_scale, found_inf), skip
+        try:
+            self._run_step(None, None if grad_scale is None or skip else float(grad_scale))
+        finally:
+            self._amp, self._skip_kernels = None, False
         return loss
 
+    def _before_kernels(self):
+        routes = self._routes
+        if routes.torch_groups:
+            if self._twin is None:
+                self._twin = TorchTwin(self.variant.torch_name)
+            grad_scale, found_inf = self._amp or (None, None)
+            self._twin.step(self, [(self.param_groups[gi], params) for gi, params in routes.torch_groups],
+                            grad_scale, found_inf)
+        return not self._skip_kernels
+
+    # ---- routes --------------------------------------------------------------
+    def _slots_by_group(self):
+        # The plan's key: each group's state slots, and the options that route its params.
+        return tuple([(self.rule.slots(g), precision(g, ""), bool(g.get("differentiable")),
+                       bool(g.get("capturable"))) for g in self.param_groups])
+
+    def _build_plan(self, extra=(), extra_keys=(), extra_group=None):
+        self._routes = self._decide_routes()
+        return super()._build_plan()
+
+    def _decide_routes(self):
+        routes = _Routes()
+        entries = []   # per param of the groups: [group index, param, where, key, why or None]
+        spans = []     # (start, end, position) of each param's memory
+        for gi, g in enumerate(self.param_groups):
+            names = g.get("param_names")
+            group_reason = _group_reason(g)
+            for j, p in enumerate(g["params"]):
+                k = len(entries)
+                where = f"param_groups[{gi}]['params'][{j}]" + (f" ({names[j]!r})" if names else "")
+                reason = group_reason or _param_reason(self.rule, p)
+                if reason is not None and group_reason is None:
+                    routes.recheck.append(p)
+                reason = reason or self._grad_routes.get(p)
+                entries.append([gi, p, where, names[j] if names else k, reason])
+                span = _memory_span(p)
+                if span is not None:
+                    spans.append((span[0], span[1], k))
+        # Params sharing memory (a param twice in a group, overlapping views): torch steps
+        # each one in turn, and so do we, on its path.
+        spans.sort()
+        reach, owner = -1, -1
+        for start, end, k in spans:
+            if start < reach:
+                for shared in (k, owner):
+                    entries[shared][4] = entries[shared][4] or "shares memory with another param"
+            if end > reach:
+                reach, owner = end, k
+        every = [entry[1] for entry in entries]
+        self._grad_routes = {p: why for p, why in self._grad_routes.items() if any(p is q for q in every)}
+        torch_params = {}
+        for gi, p, where, key, reason in entries:
+            if reason is None:
+                reason = _state_reason(self.rule, self.param_groups[gi], p, self.state.get(p))
+            routes.every.append(p)
+            routes.in_plan.append(reason is None)
+            if reason is None:
+                routes.params.append(p)
+                routes.groups.append(gi)
+                routes.keys.append(key)
+            else:
+                torch_params.setdefault(gi, []).append(p)
+                routes.reasons[where] = reason
+        routes.torch_groups = sorted(torch_params.items())
+        if routes.reasons:
+            self._announce(routes.reasons)
+            _refuse_lost_options(self.param_groups, entries, routes.reasons, self.variant.torch_name)
+        return routes
+
+    def _announce(self, reasons):
+        name = type(self).__name__
+        if self.variant.torch_name is None:
+            listed = "; ".join(f"{where}: {why}" for where, why in reasons.items())
+            raise TypeError(f"fastoptim.torch.{name} cannot step {listed}; and torch.optim has no {name} "
+                            f"to step them instead")
+        new = [(where, why) for where, why in reasons.items() if (where, why) not in self._warned]
+        if not new:
+            return
+        self._warned.update(new)
+        listed = "; ".join(f"{where}: {why}" for where, why in new)
+        warnings.warn(f"fastoptim.torch.{name}: {len(new)} param(s) take torch.optim.{self.variant.torch_name}'s "
+                      f"own implementation (same results, not fastoptim's fused kernels): {listed}. "
+                      f"Said once per param and reason; optimizer.fallbacks lists them.",
+                      FallbackWarning, stacklevel=_user_stacklevel())
+
+    def _route_bad_grads(self):
+        """Send params whose grads the kernels cannot read to torch's path for good; whether any."""
+        found = False
+        for p in self._routes.params:
+            g = p.grad
+            if g is None or p in self._grad_routes:
+                continue
+            reason = _grad_reason(p, g)
+            if reason is not None:
+                self._grad_routes[p] = reason
+                found = True
+        return found
+
     @torch.no_grad()
-    def closure_step(self, closure):
+    def closure_step(self, closure: "Closure") -> "Any":
         """One step of a closure-driven optimizer (LBFGS), as torch.optim's: closure() clears the
         grads, computes the loss, calls backward() and returns the loss; the step calls it (with
         grad enabled) as often as it needs.  Returns the first evaluation's loss."""
-        return self._run_closure_step(closure)
+        self._current_plan(self._slots_by_group())  # decides the routes
+        if not self._routes.torch_groups:
+            return self._run_closure_step(closure)
+        return self._closure_step_by_torch(closure)
+
+    def _closure_step_by_torch(self, closure):
+        """Some params take torch's path: the rule's update spans every param (one flat
+        direction), so torch's implementation steps them all, over the same state (torch keeps
+        it in the first param's, as the rule does here)."""
+        t = self._step_count
+        _, lr_changes = self._checked_groups(t)
+        if lr_changes is not None:
+            self._write_lrs(lr_changes)
+        if self._twin is None:
+            self._twin = TorchTwin(self.variant.torch_name)
+        loss = self._twin.closure_step(self, closure)
+        self._step_count = t + 1
+        return loss
 
     # ---- engine hooks: torch tensors, state by tensor ----------------------------
     def _flat(self):
-        params, groups, keys = [], [], []
-        for gi, g in enumerate(self.param_groups):
-            names = g.get("param_names")
-            for j, p in enumerate(g["params"]):
-                params.append(p)
-                groups.append(gi)
-                keys.append(names[j] if names else len(keys))
-        return params, groups, keys
+        routes = self._routes
+        return list(routes.params), list(routes.groups), list(routes.keys)
 
     def _plain_lr(self, lr, where):
         if isinstance(lr, torch.Tensor):  # torch allows a one-element tensor lr
             if lr.numel() != 1:
-                raise ValueError(f"Invalid learning rate: lr is a tensor of shape {tuple(lr.shape)} "
-                                 f"({where}); expected a number or a one-element tensor")
+                raise ValueError(f"Tensor lr must be 1-element ({where}); got shape {tuple(lr.shape)}")
             return lr.item()
         return lr
 
     def _param_array(self, p, key):
-        _check_tensor(p, f"params[{key!r}]")
-        return _numpy_view(p)
+        t = p.detach()
+        return _numpy_view(torch.view_as_real(t) if t.is_complex() else t)
 
     def _state_of(self, i, p):
         return self.state.get(p)
@@ -221,34 +606,32 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
 
     def _state_array(self, t, p, i, key, name, float32=False):
         where = f"state[params[{key!r}]][{name!r}]"
-        _check_tensor(t, where, "state tensor")
-        slot = self.rule.slot(name)
-        if slot is not None and slot.scalar:
-            if t.dim() != 0:
-                raise ValueError(f"{where} has shape {tuple(t.shape)}; expected a 0-d tensor (a per-tensor scalar)")
-        else:
-            shape = tuple(p.shape) if slot is None else slot.shape(tuple(p.shape))
-            dtype = torch.float32 if float32 else p.dtype
-            if t.dtype != dtype or tuple(t.shape) != shape:
-                like = ("" if float32 else " like its param") if shape == tuple(p.shape) else \
-                    f" for its param of shape {tuple(p.shape)}"
-                raise ValueError(f"{where} has dtype {t.dtype} and shape {tuple(t.shape)}; expected "
-                                 f"{dtype} and {shape}{like}")
-        return _numpy_view(t)
+        slot = self.rule.slot(name)  # None: the master copy of a 16-bit param
+        if slot is not None and slot.scalar:  # a per-tensor scalar (NAdam's mu_product): a 0-d float tensor
+            if (not isinstance(t, torch.Tensor) or t.dim() != 0 or t.device.type != "cpu"
+                    or t.dtype not in (torch.float32, torch.float64)):
+                raise ValueError(f"{where} must be a 0-d float32 or float64 CPU tensor (a per-tensor scalar), "
+                                 f"got {t!r}")
+            return t.detach().numpy()
+        dtype = torch.float32 if float32 else p.dtype  # float32: a 16-bit param's float32 state or master copy
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.device != p.device or not _same_layout(t, p):
+            raise ValueError(f"{where} must be a tensor laid out like its param "
+                             f"({dtype}, shape {tuple(p.shape)}, strides {p.stride()})")
+        t = t.detach()
+        return _numpy_view(torch.view_as_real(t) if t.is_complex() else t)
 
     def _new_array(self, p, fill, slot, float32=False):
         if slot.scalar:  # torch.optim's 0-d tensors of _get_scalar_dtype()
             return torch.tensor(float(fill), dtype=_scalar_dtype())
-        shape = slot.shape(tuple(p.shape))
+        # preserve_format: a channels_last or transposed param gets state laid out like it (torch's too)
         dtype = torch.float32 if float32 else p.dtype
-        if shape == tuple(p.shape):
-            if fill:
-                return torch.full_like(p, fill, dtype=dtype, memory_format=torch.contiguous_format)
-            return torch.zeros_like(p, dtype=dtype, memory_format=torch.contiguous_format)
-        return torch.full(shape, fill, dtype=dtype) if fill else torch.zeros(shape, dtype=dtype)
+        if fill:
+            return torch.full_like(p, complex(fill, fill) if slot.fill_imag and p.is_complex() else fill,
+                                   dtype=dtype, memory_format=torch.preserve_format)
+        return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
     def _master_copy(self, p):
-        return p.detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        return p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
 
     def _is_half(self, p):
         return p.dtype in _HALF_DTYPES
@@ -256,17 +639,24 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
     def _scalar_f64(self):
         return _scalar_dtype() == torch.float64
 
-    def _zero_step(self):
-        return torch.zeros((), dtype=torch.int64)
+    def _zero_step(self, group):
+        return torch.zeros((), dtype=_step_dtype(group))
 
-    def _step_value(self, value, i, key):
-        return _state_step(value, f"state[params[{key!r}]]['step']")
-
-    def _live_step(self, steps, i):
-        return torch.from_numpy(steps[i:i + 1].reshape(()))
+    def _step_counter(self, state, group, i, key):
+        value = state.get("step")
+        if not (type(value) is torch.Tensor and value.dtype in _COUNTER_DTYPES and value.dim() == 0
+                and value.device.type == "cpu" and not value.requires_grad and not value.is_neg()):
+            count = _state_step(0 if value is None else value, f"state[params[{key!r}]]['step']")
+            value = torch.tensor(float(count), dtype=_step_dtype(group))
+            dict.__setitem__(state, "step", value)
+        return value.numpy()  # a 0-d view: the kernels advance the tensor itself
 
     def _attach(self, plan, params):
-        plan.attach_tensors(params)
+        routes = self._routes
+        if len(routes.every) == len(routes.params):
+            plan.attach_tensors(params)
+        else:
+            plan.attach_tensors(params, routes.every, bytes(routes.in_plan))
 
     def _grad_arrays(self, grads):
         return [None if p.grad is None else p.grad.detach().numpy() for p in self._plan_params]
@@ -289,25 +679,34 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         if isinstance(value, list):
             return [self._from_state(v, f"{name}[{i}]") for i, v in enumerate(value)]
         if isinstance(value, torch.Tensor):
-            _check_tensor(value, f"state[params[0]][{name}]", "state tensor")
-            array = value.detach().numpy()
+            array = value.detach().numpy()  # torch's own error for a tensor NumPy cannot view
             return array[()] if array.ndim == 0 else array
         return value
 
     def _gather(self, plan, grads):
-        missing = plan.gather_torch(self.param_groups, _to_dlpack)
-        if missing == -1:  # params were added, replaced or moved: new tables, checked again
-            self._invalidate()
-            plan = self._current_plan(self._plan_key[1])
+        for _ in range(3):
             missing = plan.gather_torch(self.param_groups, _to_dlpack)
-            if missing == -1:
-                raise RuntimeError("fastoptim.torch: the params changed while building the step")
+            if missing == -1 or (self._routes.recheck and self._rerouted()):
+                # params were added, replaced or moved: new tables, checked again
+                self._invalidate()
+            elif missing == -2 and self._route_bad_grads():  # those params take torch's path now
+                self._invalidate()
+            else:
+                break
+            plan = self._current_plan(self._plan_key[1])
+        else:
+            raise RuntimeError("fastoptim.torch: the params changed while building the step")
         if missing == -2:
             self._raise_bad_grad(plan)
         return missing
 
+    def _rerouted(self):
+        """Whether a param on torch's path for what it was (on meta, say) is now one the kernels
+        can step: torch's deferred init builds the optimizer on meta params, then to_empty()s them."""
+        return any(_param_reason(self.rule, p) is None for p in self._routes.recheck)
+
     def _raise_bad_grad(self, plan):
-        """The error for the grad plan.gather_torch refused."""
+        """The error for the grad plan.gather_torch refused (one torch's path does not take either)."""
         params, _, keys = self._flat()
         i, hit = plan.bad_tensor, plan.bad_overlap
         p, g = params[i], params[i].grad
@@ -315,19 +714,12 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         if hit >= 0:
             raise ValueError(f"{name} shares memory with params[{keys[hit]!r}] or its state; "
                              f"a gradient must be its own tensor")
-        if g.is_sparse or g.layout != torch.strided:
-            raise TypeError(f"{name} is a sparse ({g.layout}) tensor; fastoptim.torch takes dense "
-                            f"gradients only (use a dense embedding, or torch.optim.SparseAdam)")
-        if g.device.type != "cpu":
-            raise ValueError(f"{name} is on {g.device}; fastoptim.torch steps CPU tensors and never "
-                             f"copies them behind your back")
         if g.dtype != p.dtype:
             raise TypeError(f"{name} has dtype {g.dtype} but {param_name} has dtype {p.dtype}")
         if g.shape != p.shape:
             raise ValueError(f"{name} has shape {tuple(g.shape)} but {param_name} has shape {tuple(p.shape)}")
-        raise ValueError(f"{name} is not contiguous (strides {g.stride()} for shape {tuple(g.shape)}); "
-                         f"fastoptim.torch never reads through a hidden copy: make it contiguous "
-                         f"(p.grad = p.grad.contiguous()) or keep it so")
+        raise ValueError(f"{name} (strides {g.stride()}, {g.dtype}) cannot be read in place for "
+                         f"{param_name} (strides {p.stride()}, {p.dtype})")
 
     # ---- checkpoints --------------------------------------------------------
     def state_dict(self):
@@ -338,11 +730,12 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         memory with this one.
         """
         sd = super().state_dict()
-        scalar = _scalar_dtype()
-        sd["state"] = {key: {name: (torch.tensor(float(value), dtype=scalar) if name == "step"
-                                    else value.clone() if isinstance(value, torch.Tensor)
-                                    else copy.deepcopy(value))
-                             for name, value in entry.items()}
+
+        def snapshot(value):
+            return value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+
+        sd["state"] = {key: ({name: snapshot(value) for name, value in entry.items()}
+                             if isinstance(entry, dict) else snapshot(entry))
                        for key, entry in sd["state"].items()}
         sd["step_count"] = self._step_count
         return split_schedules(sd)  # so that torch.optim loads it without an 'lr_schedule' key
@@ -351,7 +744,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         """Load a state_dict of this optimizer or of its torch.optim counterpart.
 
         Checked first, so a bad dict changes nothing; state tensors are copied
-        (contiguous, in the param's dtype), never shared with the dict.
+        (in the param's dtype and layout), never shared with the dict.  The
+        class's fixed options win over the loaded ones (AdamW stays AdamW).
         """
         groups = self.param_groups
         saved_groups = saved_groups_with_schedules(state_dict)
@@ -367,19 +761,20 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                                  f"this optimizer's has {len(group['params'])}")
             merged = dict(group)
             merged.update({k: v for k, v in saved.items() if k not in ("params", "param_names")})
+            merged.update(self.variant.fixed)
             where = f"loaded param_groups[{gi}]"
-            self._check_torch_flags(merged, where)
             schedule = merged.get("lr_schedule")
             if schedule is not None and not callable(schedule):
                 raise TypeError(f"{where}['lr_schedule']={schedule!r} is not a schedule (a callable taking the step)")
+            self._check_tensor_options(merged, f" ({where})")
             self._checked_hyper(merged, where)
             id_map.update(zip(saved["params"], group["params"]))
             group_of.update((key, merged) for key in saved["params"])
         state, kept_float32 = {}, []
-        slot_names = {slot.name for slot in self.rule.state} | {"master_param"}
+        slots = {slot.name for slot in self.rule.state}
         for key, entry in state_dict["state"].items():
             p = id_map.get(key)
-            if p is None:
+            if p is None or not isinstance(entry, dict):
                 state[key] = entry
                 continue
             own = {}
@@ -388,20 +783,23 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 if isinstance(value, np.ndarray) and name != "step":
                     value = torch.from_numpy(value)  # a fastoptim (NumPy) checkpoint; copied below
                 if name == "step":
-                    own[name] = torch.tensor(_state_step(value, where), dtype=torch.int64)
-                elif name not in slot_names:  # a rule's own state (LBFGS's): copied as it is
-                    own[name] = _cloned(value)
+                    own[name] = self._loaded_step(value, group_of[key], where)
+                elif name not in slots and name != "master_param":  # a rule's own state (LBFGS's), or a user's
+                    own[name] = _cloned(value)                         # copied as it is
+                elif isinstance(value, torch.Tensor) and name in slots and self.rule.slot(name).scalar:
+                    if value.dim() != 0:
+                        raise ValueError(f"{where} has shape {tuple(value.shape)}; expected a 0-d tensor "
+                                         f"(a per-tensor scalar)")
+                    own[name] = value.detach().to(device="cpu", copy=True)
                 elif isinstance(value, torch.Tensor):
-                    slot = self.rule.slot(name)
-                    shape = tuple(p.shape) if slot is None else slot.shape(tuple(p.shape))
-                    if tuple(value.shape) != shape:
+                    if tuple(value.shape) != tuple(p.shape):
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param has "
-                                         f"shape {tuple(p.shape)}" + ("" if shape == tuple(p.shape) else
-                                                                       f" (it needs {shape})"))
-                    # the param's dtype, or float32 for a 16-bit param's master copy and float32 state
+                                         f"shape {tuple(p.shape)}")
+                    # our own copy, in the param's layout and dtype (torch casts to the dtype too), or
+                    # in float32 for a 16-bit param's master copy and float32 state
                     dtype = torch.float32 if self._loaded_as_float32(name, group_of[key], p) else p.dtype
-                    own[name] = value.detach().to(device=p.device, dtype=dtype, copy=True,
-                                                  memory_format=torch.contiguous_format)
+                    own[name] = torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format).copy_(
+                        value.detach())
                     if dtype != p.dtype:  # torch's loader would cast it to the param's dtype
                         kept_float32.append((p, name, own[name]))
                 else:
@@ -416,8 +814,16 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         for group in self.param_groups:  # e.g. a fastoptim.optim checkpoint has no torch-only keys
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
-        # torch casts a fused group's step to float32; keep ours as int64
-        for s in self.state.values():
-            if "step" in s and s["step"].dtype != torch.int64:
-                dict.__setitem__(s, "step", torch.tensor(_state_step(s["step"], "step"), dtype=torch.int64))
+        self._fix_variant_options()
         self._invalidate()
+
+    @staticmethod
+    def _loaded_step(value, group, where):
+        """A loaded 'step' as torch keeps it: a fused group's as float32, a tensor otherwise
+        as it is (copied), a number as a tensor of torch's dtype for it."""
+        count = _state_step(value, where)
+        if group.get("fused"):
+            return torch.tensor(float(count), dtype=torch.float32)
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(device="cpu", copy=True)
+        return torch.tensor(float(count), dtype=_scalar_dtype())
