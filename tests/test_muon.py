@@ -17,13 +17,14 @@ import pytest
 
 import fastoptim
 from fastoptim import functional, reference
+from fastoptim.rules import PRECISION_DEFAULTS
 from fastoptim.rules.muon import MUON, newton_schulz_reference
 
 from conftest import assert_unchanged, snapshot
 
 SHAPES = [(3, 5), (6, 4), (1, 7), (16, 16)]
 DTYPES = (np.float32, np.float64)
-OURS_ONLY = MUON.not_in_torch  # ns_dtype
+OURS_ONLY = MUON.not_in_torch + tuple(PRECISION_DEFAULTS)  # ns_dtype, and every class's 16-bit options
 
 
 def _configs():
