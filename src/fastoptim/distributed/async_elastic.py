@@ -33,19 +33,8 @@ from ._roles import (TAG_DIFFERENCE, TAG_EXCHANGE, AsyncRoles, agree, build_opti
 class AsyncElasticAveraging(AsyncRoles):
     """Asynchronous EASGD: rank 0 holds the center, the other ranks are workers.
 
-    ea = AsyncElasticAveraging(params, optimizer, period=10)   # every rank, same model
-    stats = ea.run(worker_fn)
-
-    params: the model (list or dict of arrays, or param groups); every rank
-      starts from rank 0's values (the center's start).
-    optimizer: a callable building a worker's local optimizer over params,
-      e.g. ``lambda p: fastoptim.SGD(p, lr=0.05, momentum=0.9, nesterov=True)``
-      (EAMSGD).
-    period: local steps between elastic exchanges (tau).
-    alpha: the moving rate, default 0.9 / n_workers (the paper's beta = 0.9).
-    timeout: seconds any wait may take before the job aborts.
-
-    On workers, worker_fn(ea) uses ea.worker_index, ea.n_workers and
+    ``ea = AsyncElasticAveraging(params, optimizer, period=10)`` on every rank,
+    with the same model, then ``stats = ea.run(worker_fn)``.  On workers, worker_fn(ea) uses ea.worker_index, ea.n_workers and
     ea.step(grads).  After run(), every rank's params hold the final center,
     and run() returns on every rank the same dict, of this run: exchanges,
     staleness_mean and staleness_max (center updates by other workers between

@@ -42,9 +42,8 @@ def _per_tensor(optimizer_class: type) -> str:
 class ZeroRedundancyOptimizer:
     """An optimizer whose state is split over the ranks: each holds 1/N of it.
 
-    params: a list or dict of arrays, or param groups (every rank its own replica
-    of the same model); optimizer_class: a fastoptim optimizer class, built on
-    this rank's shard with **defaults.  The params are flattened (per dtype) and
+    Every rank passes its own replica of the same model, and optimizer_class is
+    built on this rank's shard with ``**defaults``.  The params are flattened (per dtype) and
     each rank owns one element-wise contiguous shard: shards are equal to within
     one element and cut across tensor boundaries, and the shard's optimizer
     runs on 1-D views of the parts of params in the shard (no copies).
