@@ -4,6 +4,13 @@ import sys
 
 import fastoptim
 
+try:  # autodoc imports fastoptim.distributed: documenting it needs no MPI_Init
+    import mpi4py
+    mpi4py.rc.initialize = False
+    mpi4py.rc.finalize = False
+except ImportError:  # pragma: no cover - the docs extra installs it
+    pass
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_sphinxext"))  # figures from the CLIs
 
 project = "fastoptim"

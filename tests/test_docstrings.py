@@ -3,18 +3,25 @@
 doctest's own finder skips the generated functions (their globals are not their
 module's), so the objects are listed here from each module's __all__.
 """
+import dataclasses
 import doctest
 import importlib
 import inspect
 
 import numpy as np
 import pytest
+from mpi_harness import no_mpi_init
 
 import fastoptim
 from fastoptim.rules import VARIANTS
 
+no_mpi_init()  # fastoptim.distributed's examples run without MPI_Init (their collective lines are skipped)
+
 MODULES = ["fastoptim", "fastoptim.functional", "fastoptim.reference", "fastoptim.schedules",
-           "fastoptim.typing", "fastoptim.torch", "fastoptim.train"]
+           "fastoptim.typing", "fastoptim.torch", "fastoptim.train", "fastoptim.distributed",
+           "fastoptim.demos.problems"]
+# Hand-written modules whose every public class, function and method has a full numpydoc docstring.
+NUMPYDOC_MODULES = ["fastoptim.train", "fastoptim.distributed", "fastoptim.demos.problems"]
 
 
 def _public_objects():
@@ -73,3 +80,71 @@ def test_generated_numpydoc_documents_every_parameter(name):
     assert parsed["Examples"] and (parsed["Raises"] or name.startswith("reference.")), name
     expected = [p for p in inspect.signature(function).parameters if p != "self"]
     assert documented == expected, name
+
+
+def _hand_written_objects():
+    for module in NUMPYDOC_MODULES:
+        for name, obj in _public_objects():
+            if name.startswith(module + ".") and name.count(".") == module.count(".") + 1:
+                yield name, obj
+
+
+def _documented_names(section):
+    # numpydoc keeps "a, b : list" as one entry: one name each
+    return [n.strip() for p in section for n in p.name.split(",")]
+
+
+def _signature_names(function, skip_first):
+    parameters = list(inspect.signature(function).parameters.values())[1 if skip_first else 0:]
+    return [("**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL else "") + p.name
+            for p in parameters]
+
+
+def _returns_something(function):
+    annotation = inspect.signature(function).return_annotation
+    return annotation not in (None, "None", inspect.Signature.empty)
+
+
+def _public_methods(cls):
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.split(".")[0] != "fastoptim":
+            continue
+        for attribute, member in vars(klass).items():
+            if (attribute.startswith("_") and attribute != "__call__") or not (
+                    isinstance(member, (property, staticmethod, classmethod)) or inspect.isfunction(member)):
+                continue  # private, or a field (a dataclass's defaults)
+            yield attribute, getattr(cls, attribute) if not isinstance(member, property) else member
+
+
+HAND_WRITTEN = dict(_hand_written_objects())
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_hand_written_numpydoc(name):
+    """Every public class and function: Parameters (exactly the signature's), Returns when it
+    returns something, Raises and Examples; every public method: its Parameters and Returns."""
+    from numpydoc.docscrape import ClassDoc, FunctionDoc, NumpyDocString
+    obj = HAND_WRITTEN[name]
+    assert name in TESTS, f"{name} has no example that runs"
+    if inspect.isclass(obj) and issubclass(obj, BaseException):
+        return  # an exception documents when it is raised; its example is checked above
+    if inspect.isclass(obj):
+        parsed = ClassDoc(obj, config={"show_class_members": False})
+        assert _documented_names(parsed["Parameters"]) == _signature_names(obj.__init__, True), name
+        assert parsed["Examples"], name
+        assert parsed["Raises"] or dataclasses.is_dataclass(obj), name  # a plain record raises nothing of its own
+        for attribute, member in _public_methods(obj):
+            where = f"{name}.{attribute}"
+            if isinstance(member, property):
+                assert member.__doc__, where
+                continue
+            doc = NumpyDocString(inspect.getdoc(member) or "")
+            assert doc["Summary"], where
+            skip_first = not isinstance(inspect.getattr_static(obj, attribute), staticmethod)
+            assert _documented_names(doc["Parameters"]) == _signature_names(member, skip_first), where
+            assert bool(doc["Returns"]) == _returns_something(member), where
+    else:
+        parsed = FunctionDoc(obj)
+        assert _documented_names(parsed["Parameters"]) == _signature_names(obj, False), name
+        assert bool(parsed["Returns"]) == _returns_something(obj), name
+        assert parsed["Raises"] and parsed["Examples"], name

@@ -72,17 +72,76 @@ fastoptim.schedules.cosine(0.1, total_steps=1.5)                # line 11
 '''
 
 
-def test_mypy_checks_user_code_against_the_installed_package(tmp_path):
-    (tmp_path / "good.py").write_text(GOOD)
-    (tmp_path / "bad.py").write_text(BAD)
+GOOD_DISTRIBUTED_TRAIN = '''
+import numpy as np
+import numpy.typing as npt
+import fastoptim
+from fastoptim import train
+from fastoptim.distributed import (DataParallel, ElasticAveraging, ParameterServer, ZeroRedundancyOptimizer,
+                                   broadcast_params, random_delays, round_robin_delays, simulate)
+
+w = np.zeros(3)
+params = {"w": w}
+same: dict[str, npt.NDArray[np.float64]] = broadcast_params(params, root=0, timeout=10.0)  # keeps the structure
+dp = DataParallel(fastoptim.Adam(params, lr=0.1), average=False, bucket_bytes=1 << 20)
+dp.step(dp.grad_buffers())
+zero = ZeroRedundancyOptimizer([w], fastoptim.Adam, lr=0.1)
+ea = ElasticAveraging(fastoptim.SGD([w], lr=0.1), period=4, alpha=0.5)
+ps = ParameterServer([w], lambda p: fastoptim.SGD(p, lr=0.1), servers=1, compensation="constant")
+stats = ps.run(lambda server: None)
+delays: npt.NDArray[np.int64] = random_delays(4, 10, seed=1) + round_robin_delays(4, 10)
+out = simulate(lambda snapshot: [snapshot[0]], [w], lambda p: fastoptim.SGD(p, lr=0.1), delays=delays)
+seconds: float = out["seconds"]
+by_name = simulate(lambda snapshot: {"w": snapshot["w"]}, params, lambda p: fastoptim.SGD(p, lr=0.1), delays=[0, 1])
+norm: float = train.clip_grad_norm([w], max_norm=1.0) + train.grad_norm({"w": w}, norm_type=1.0)
+stopper = train.EarlyStopping(patience=3)
+history = train.fit([w], lambda p, batch: (0.0, [w]), np.zeros((4, 3)), fastoptim.SGD([w]), epochs=2,
+                    pacing=train.linear_pacing(0.5), early_stopping=stopper, progress=False)
+losses: list[float] = history.loss
+'''
+
+BAD_DISTRIBUTED_TRAIN = '''
+import numpy as np
+import fastoptim
+from fastoptim import train
+from fastoptim.distributed import DataParallel, ParameterServer, simulate
+
+w = np.zeros(3)
+DataParallel("adam")                                                          # line 8
+DataParallel(fastoptim.Adam([w]), timeout="10")                               # line 9
+ParameterServer([w], fastoptim.SGD([w]), servers=1)                           # line 10
+simulate(lambda s: s, [w], lambda p: fastoptim.SGD(p), delays=[0], compensation=1)  # line 11
+simulate(lambda s: {"w": s[0]}, [w], lambda p: fastoptim.SGD(p), delays=[0])  # line 12
+train.clip_grad_norm([w], max_norm="1")                                       # line 13
+train.fit([w], lambda p, b: (0.0, p), np.zeros((4, 3)), fastoptim.SGD([w]), epochs=2.5)  # line 14
+train.minibatches(10, 3, pacing=0.5)                                          # line 15
+'''
+
+
+def _mypy(tmp_path, files):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
     # From an empty directory, so mypy finds fastoptim where Python does: the installed package.
     env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "PYTHONPATH")}
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--python-executable", sys.executable,
-         "--cache-dir", str(tmp_path / "cache"), "good.py", "bad.py"],
+         "--cache-dir", str(tmp_path / "cache"), *files],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert not [e for e in errors if e.startswith("good.py")], result.stdout
-    flagged = {int(e.split(":")[1]) for e in errors if e.startswith("bad.py")}
-    assert flagged == {6, 7, 8, 9, 10, 11}, result.stdout
-    assert 'Argument "lr" to "Adam" has incompatible type "str"' in result.stdout
+    return result.stdout, errors
+
+
+def _flagged_lines(errors, name):
+    return {int(e.split(":")[1]) for e in errors if e.startswith(name)}
+
+
+def test_mypy_checks_user_code_against_the_installed_package(tmp_path):
+    # One mypy run for every case: each costs about half a minute.
+    stdout, errors = _mypy(tmp_path, {"good.py": GOOD, "bad.py": BAD,
+                                      "good_distributed_train.py": GOOD_DISTRIBUTED_TRAIN,
+                                      "bad_distributed_train.py": BAD_DISTRIBUTED_TRAIN})
+    assert not [e for e in errors if e.startswith("good")], stdout
+    assert _flagged_lines(errors, "bad.py") == {6, 7, 8, 9, 10, 11}, stdout
+    assert 'Argument "lr" to "Adam" has incompatible type "str"' in stdout
+    assert _flagged_lines(errors, "bad_distributed_train.py") == set(range(8, 16)), stdout
+    assert 'Argument 1 to "DataParallel" has incompatible type "str"' in stdout

@@ -11,14 +11,22 @@ import numbers
 import operator
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Optional, Union, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _validation
 from ._ext import train as _kernels
 from ._config import get_num_threads
+from ._docstrings import fill
+from .optim import Optimizer
+from .typing import ArrayTree, Pacing
+
+#: One batch's rows: a slice (batches in order) or an array of sample indices.
+BatchIndex = Union[slice, npt.NDArray[np.intp]]
 
 __all__ = [
     "minibatches", "Batches", "linear_pacing", "root_pacing", "step_pacing",
@@ -33,8 +41,9 @@ __all__ = [
 
 # ---- batches and curriculum ------------------------------------------------------------
 
-def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0, order=None,
-                pacing=None, drop_last=False):
+def minibatches(n_samples: int, batch_size: Optional[int] = None, *, shuffle: bool = True, seed: Optional[int] = None,
+                epoch: int = 0, order: Optional[npt.ArrayLike] = None, pacing: Optional[Pacing] = None,
+                drop_last: bool = False) -> "Batches":
     """The batches of one epoch: a sequence of index arrays (or slices), made on demand.
 
     batch_size=None gives one batch of every sample (full-batch gradient
@@ -49,6 +58,45 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     how much of that order the epoch sees (the easiest ceil(fraction * len(order))
     samples; see linear_pacing, root_pacing and step_pacing).  The visible
     samples are shuffled if shuffle, else kept in the order given.
+
+    Parameters
+    ----------
+    n_samples : int
+        The number of samples, >= 0.
+    batch_size : int or None, default None
+        Samples per batch, >= 1 (None: one batch of every sample).
+    shuffle : bool, default True
+        Permute the samples afresh each epoch.
+    seed : int or None, default None
+        The permutations' seed (None: fresh entropy).
+    epoch : int, default 0
+        The epoch's number, >= 0 (with seed, it picks the permutation).
+    order : array of int or None, default None
+        Sample indices from easiest to hardest (curriculum learning).
+    pacing : callable or None, default None
+        ``pacing(epoch) -> fraction in (0, 1]`` of `order` this epoch sees.
+    drop_last : bool, default False
+        Leave out a last batch smaller than batch_size.
+
+    Returns
+    -------
+    Batches
+        The epoch's batches: slices, or index arrays.
+
+    Raises
+    ------
+    TypeError
+        pacing is not callable.
+    ValueError
+        A count out of range, a bad order, or a pacing fraction outside (0, 1].
+
+    Examples
+    --------
+    >>> from fastoptim.train import minibatches
+    >>> list(minibatches(5, 2, shuffle=False))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    >>> [len(b) for b in minibatches(5, 2, seed=0)]
+    [2, 2, 1]
     """
     n = operator.index(n_samples) if not isinstance(n_samples, bool) else None
     if n is None or n < 0:
@@ -57,6 +105,7 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     epoch = operator.index(epoch)
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
+    visible: Optional[npt.NDArray[Any]]
     if order is not None:
         order = np.asarray(order)
         if order.ndim != 1 or not np.issubdtype(order.dtype, np.integer):
@@ -88,23 +137,54 @@ def minibatches(n_samples, batch_size=None, *, shuffle=True, seed=None, epoch=0,
     return Batches(visible, size, max(1, size) if batch_size is None else batch_size, drop_last)
 
 
-class Batches(Sequence):
+class Batches(Sequence[BatchIndex]):
     """The batches of one epoch, made on demand: batch i is a view of one index array (or a slice).
 
     A list of batches would hold one array object per batch, which for
     single-sample SGD on a large data set is far more memory than the indices.
+    minibatches() makes them.
+
+    Parameters
+    ----------
+    indices : numpy.ndarray or None
+        The epoch's sample indices in order (None: the samples in order, as slices).
+    size : int
+        How many of them the epoch sees.
+    batch_size : int
+        Samples per batch.
+    drop_last : bool
+        Leave out a last batch smaller than batch_size.
+
+    Raises
+    ------
+    IndexError
+        A batch number out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim.train import Batches
+    >>> batches = Batches(np.array([3, 1, 2, 0]), 4, 3, drop_last=False)
+    >>> len(batches), batches[0], batches[-1]
+    (2, array([3, 1, 2]), array([0]))
     """
 
-    def __init__(self, indices, size, batch_size, drop_last):
+    def __init__(self, indices: Optional[npt.NDArray[Any]], size: int, batch_size: int, drop_last: bool) -> None:
         self.indices = indices          # None: the samples in order (batches are slices)
         self.batch_size = batch_size
         self._stop = size - size % batch_size if drop_last else size
         self._size = size
 
-    def __len__(self):
+    def __len__(self) -> int:
         return -(-self._stop // self.batch_size)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> BatchIndex: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[BatchIndex]: ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[BatchIndex, list[BatchIndex]]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         n = len(self)
@@ -114,36 +194,106 @@ class Batches(Sequence):
         end = min(start + self.batch_size, self._size)
         return slice(start, end) if self.indices is None else self.indices[start:end]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Batches({len(self)} of {self.batch_size} from {self._size} samples)"
 
 
-def _check_pacing_args(start_fraction, epochs, epochs_name="full_epoch"):
+_pacing_docs = fill(pacing_returns="""
+    Returns
+    -------
+    callable
+        ``pacing(epoch) -> fraction``, for minibatches and fit.
+
+    Raises
+    ------
+    ValueError
+        An argument out of range.""")
+
+
+def _check_pacing_args(start_fraction: float, epochs: int, epochs_name: str = "full_epoch") -> tuple[float, int]:
     start_fraction = _validation.real(start_fraction, "start_fraction", low=0.0, low_open=True)
     if start_fraction > 1:
         raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction}")
-    return start_fraction, _validation.positive_int(epochs, epochs_name)
+    count = _validation.positive_int(epochs, epochs_name)
+    assert count is not None
+    return start_fraction, count
 
 
-def linear_pacing(start_fraction=0.2, full_epoch=10):
-    """Pacing that grows the visible fraction linearly from start_fraction (epoch 0) to 1 (full_epoch)."""
+@_pacing_docs
+def linear_pacing(start_fraction: float = 0.2, full_epoch: int = 10) -> Pacing:
+    """Pacing that grows the visible fraction linearly from start_fraction (epoch 0) to 1 (full_epoch).
+
+    Parameters
+    ----------
+    start_fraction : float, default 0.2
+        The fraction at epoch 0, in (0, 1].
+    full_epoch : int, default 10
+        The first epoch that sees every sample, >= 1.
+
+    {{pacing_returns}}
+
+    Examples
+    --------
+    >>> from fastoptim.train import linear_pacing
+    >>> pacing = linear_pacing(0.2, full_epoch=4)
+    >>> [round(pacing(e), 2) for e in range(6)]
+    [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
+    """
     c0, t_full = _check_pacing_args(start_fraction, full_epoch)
     return lambda epoch: min(1.0, c0 + (1.0 - c0) * epoch / t_full)
 
 
-def root_pacing(start_fraction=0.2, full_epoch=10, power=2):
+@_pacing_docs
+def root_pacing(start_fraction: float = 0.2, full_epoch: int = 10, power: float = 2) -> Pacing:
     """Competence-based pacing (Platanios et al. 2019): (t (1 - c0^p) / T + c0^p) ** (1/p), capped at 1.
 
     Grows fast at first, when the easy samples are few, then slower.
+
+    Parameters
+    ----------
+    start_fraction : float, default 0.2
+        The fraction c0 at epoch 0, in (0, 1].
+    full_epoch : int, default 10
+        The first epoch T that sees every sample, >= 1.
+    power : float, default 2
+        The root p, > 0.
+
+    {{pacing_returns}}
+
+    Examples
+    --------
+    >>> from fastoptim.train import root_pacing
+    >>> pacing = root_pacing(0.2, full_epoch=4)
+    >>> [round(pacing(e), 2) for e in range(5)]
+    [0.2, 0.53, 0.72, 0.87, 1.0]
     """
     c0, t_full = _check_pacing_args(start_fraction, full_epoch)
     p = _validation.real(power, "power", low=0.0, low_open=True)
     return lambda epoch: min(1.0, (epoch * (1.0 - c0 ** p) / t_full + c0 ** p) ** (1.0 / p))
 
 
-def step_pacing(start_fraction=0.2, step_epochs=2, increase=2.0):
-    """Baby-steps pacing (Hacohen & Weinshall 2019): start_fraction * increase ** (epoch // step_epochs),
-    capped at 1."""
+@_pacing_docs
+def step_pacing(start_fraction: float = 0.2, step_epochs: int = 2, increase: float = 2.0) -> Pacing:
+    """Baby-steps pacing (Hacohen & Weinshall 2019): start_fraction * increase ** (epoch // step_epochs), capped at 1.
+
+    Parameters
+    ----------
+    start_fraction : float, default 0.2
+        The fraction at epoch 0, in (0, 1].
+    step_epochs : int, default 2
+        Epochs between increases, >= 1.
+    increase : float, default 2.0
+        The factor of each increase, > 1.
+
+    {{pacing_returns}}
+
+    Examples
+    --------
+    >>> from fastoptim.train import step_pacing
+    >>> pacing = step_pacing(0.25, step_epochs=2)
+    >>> [pacing(e) for e in range(6)]
+    [0.25, 0.25, 0.5, 0.5, 1.0, 1.0]
+    """
     c0, every = _check_pacing_args(start_fraction, step_epochs, "step_epochs")
     factor = _validation.real(increase, "increase", low=1.0, low_open=True)
     return lambda epoch: min(1.0, c0 * factor ** (epoch // every))
@@ -151,11 +301,12 @@ def step_pacing(start_fraction=0.2, step_epochs=2, increase=2.0):
 
 # ---- structures of arrays ------------------------------------------------------------------
 
-def _flatten(tree, name):
+def _flatten(tree: Any, name: str) -> tuple[list[npt.NDArray[Any]], list[str]]:
     """The arrays of a structure (array, list/tuple, dict, nested), with labels for messages; None is skipped."""
-    arrays, labels = [], []
+    arrays: list[npt.NDArray[Any]] = []
+    labels: list[str] = []
 
-    def walk(node, label):
+    def walk(node: Any, label: str) -> None:
         if node is None:
             return
         if isinstance(node, np.ndarray):
@@ -176,7 +327,7 @@ def _flatten(tree, name):
     return arrays, labels
 
 
-def _check_no_shared_memory(arrays, labels):
+def _check_no_shared_memory(arrays: Sequence[npt.NDArray[Any]], labels: Sequence[str]) -> None:
     """In-place operations on two arrays over the same memory would hit it twice."""
     spans = sorted((a.__array_interface__["data"][0], a.nbytes, label)
                    for a, label in zip(arrays, labels) if a.nbytes)
@@ -185,7 +336,7 @@ def _check_no_shared_memory(arrays, labels):
             raise ValueError(f"{label1} shares memory with {label0}; each grad must be its own array")
 
 
-def _writable_arrays(grads, name):
+def _writable_arrays(grads: Any, name: str) -> tuple[list[npt.NDArray[Any]], list[str]]:
     arrays, labels = _flatten(grads, name)
     _check_no_shared_memory(arrays, labels)
     return arrays, labels
@@ -193,19 +344,80 @@ def _writable_arrays(grads, name):
 
 # ---- gradient noise -------------------------------------------------------------------
 
-def noise_std(step, eta=0.01, gamma=0.55):
-    """The standard deviation sqrt(eta / (1 + step) ** gamma) of the gradient noise at `step` (0-based)."""
+def noise_std(step: int, eta: float = 0.01, gamma: float = 0.55) -> float:
+    """The standard deviation sqrt(eta / (1 + step) ** gamma) of the gradient noise at `step` (0-based).
+
+    Parameters
+    ----------
+    step : int
+        The step, from 0.
+    eta : float, default 0.01
+        The variance at step 0.
+    gamma : float, default 0.55
+        The decay exponent.
+
+    Returns
+    -------
+    float
+        The standard deviation.
+
+    Raises
+    ------
+    ZeroDivisionError, TypeError
+        A step below 0 (this pure formula does not check it; add_gradient_noise does).
+
+    Examples
+    --------
+    >>> from fastoptim.train import noise_std
+    >>> noise_std(0), round(noise_std(99, eta=1.0, gamma=1.0), 6)
+    (0.1, 0.1)
+    """
     return math.sqrt(eta / (1.0 + step) ** gamma)
 
 
-def add_gradient_noise(grads, step, *, eta=0.01, gamma=0.55, seed=0):
+def add_gradient_noise(grads: ArrayTree, step: int, *, eta: float = 0.01, gamma: float = 0.55,
+                       seed: Optional[int] = 0) -> float:
     """Add Gaussian noise of variance eta / (1 + step) ** gamma to the grads, in place.
 
     Neelakantan et al. (2015), "Adding Gradient Noise Improves Learning for
     Very Deep Networks".  `step` counts from 0.  The noise of every element is
     a function of (seed, step, the array's position in the structure, the
     element's index) alone, so it is reproducible and the same for any
-    thread count.  Returns the standard deviation used.
+    thread count.
+
+    Parameters
+    ----------
+    grads : array, list, tuple or dict of arrays (nested)
+        The grads, in any structure an optimizer's step() takes; None entries are skipped.
+    step : int
+        The step, from 0.
+    eta : float, default 0.01
+        The variance at step 0, >= 0.
+    gamma : float, default 0.55
+        The decay exponent, >= 0.
+    seed : int, default 0
+        The noise's seed.
+
+    Returns
+    -------
+    float
+        The standard deviation used.
+
+    Raises
+    ------
+    TypeError
+        A grad that is not a numpy array.
+    ValueError
+        A negative step, eta or gamma, or two grads sharing memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim.train import add_gradient_noise
+    >>> g = np.zeros(1000)
+    >>> std = add_gradient_noise([g], step=0, eta=1.0)
+    >>> std, bool(0.9 < g.std() < 1.1)
+    (1.0, True)
     """
     step = operator.index(step)
     if step < 0:
@@ -221,15 +433,16 @@ def add_gradient_noise(grads, step, *, eta=0.01, gamma=0.55, seed=0):
 
 # ---- clipping and norms -------------------------------------------------------------------
 
-def _norm_type(norm_type):
+def _norm_type(norm_type: float) -> float:
     return _validation.real(norm_type, "norm_type", low=0.0, low_open=True, allow_inf=True)
 
 
-def _reduce(arrays, labels, mode, p=1.0, scale=1.0):
+def _reduce(arrays: list[npt.NDArray[Any]], labels: list[str], mode: str, p: float = 1.0,
+            scale: float = 1.0) -> float:
     return _kernels.reduce(arrays, labels, _kernels.REDUCE_MODES[mode], p, scale, get_num_threads())
 
 
-def _norm_of(arrays, labels, p):
+def _norm_of(arrays: list[npt.NDArray[Any]], labels: list[str], p: float) -> float:
     """The p-norm of all elements (NaN if any is NaN, else inf if any is inf), exact to rounding
     even where the powers overflow or underflow, and the same for any thread count.
 
@@ -245,7 +458,7 @@ def _norm_of(arrays, labels, p):
     if math.isnan(total):  # NaN propagates through a sum of non-negative terms
         return math.nan
     if 1e-280 < total < 1e280:
-        return total ** (1.0 / p)
+        return float(total ** (1.0 / p))  # float ** float is typed Any (it may be complex)
     max_abs = _reduce(arrays, labels, "max_abs")
     if math.isinf(max_abs):
         return math.inf
@@ -254,23 +467,86 @@ def _norm_of(arrays, labels, p):
     # The powers overflowed or underflowed: sum them again with the largest
     # element scaled near 1, by a power of two so that the scaling is exact.
     scale = math.ldexp(1.0, min(1000, -math.frexp(max_abs)[1]))
-    return _reduce(arrays, labels, mode, p, scale) ** (1.0 / p) / scale
+    return float(_reduce(arrays, labels, mode, p, scale) ** (1.0 / p)) / scale
 
 
-def grad_norm(grads, norm_type=2.0):
-    """The norm of all grads together, as if concatenated (torch.nn.utils.get_total_norm)."""
+def grad_norm(grads: ArrayTree, norm_type: float = 2.0) -> float:
+    """The norm of all grads together, as if concatenated (torch.nn.utils.get_total_norm).
+
+    Parameters
+    ----------
+    grads : array, list, tuple or dict of arrays (nested)
+        The grads, in any structure an optimizer's step() takes; None entries are skipped.
+    norm_type : float, default 2.0
+        The order p of the norm, > 0 (math.inf: the largest magnitude).
+
+    Returns
+    -------
+    float
+        The norm (NaN if any element is NaN, else inf if any is inf).
+
+    Raises
+    ------
+    TypeError
+        A grad that is not a numpy array.
+    ValueError
+        norm_type <= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim.train import grad_norm
+    >>> grad_norm({"w": np.array([3.0]), "b": np.array([4.0])})
+    5.0
+    """
     p = _norm_type(norm_type)
     arrays, labels = _flatten(grads, "grads")
     return _norm_of(arrays, labels, p)
 
 
-def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm(grads: ArrayTree, max_norm: float, norm_type: float = 2.0,
+                   error_if_nonfinite: bool = False) -> float:
     """Scale all grads in place so that their joint norm is at most max_norm; return the norm before.
 
     ``torch.nn.utils.clip_grad_norm_``'s rule: grads are multiplied by
     max_norm / (norm + 1e-6) when that is below 1.  A NaN or infinite norm
     raises with error_if_nonfinite, else leaves the grads as they are (torch
     would spread the NaN to every grad).
+
+    Parameters
+    ----------
+    grads : array, list, tuple or dict of arrays (nested)
+        The grads, in any structure an optimizer's step() takes; None entries are skipped.
+    max_norm : float
+        The largest joint norm, >= 0.
+    norm_type : float, default 2.0
+        The order p of the norm, > 0 (math.inf: the largest magnitude).
+    error_if_nonfinite : bool, default False
+        Raise on a NaN or infinite norm.
+
+    Returns
+    -------
+    float
+        The joint norm before clipping.
+
+    Raises
+    ------
+    TypeError
+        A grad that is not a numpy array.
+    ValueError
+        A bad max_norm or norm_type, or two grads sharing memory.
+    RuntimeError
+        A non-finite norm with error_if_nonfinite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim.train import clip_grad_norm
+    >>> g = [np.array([3.0, 4.0])]
+    >>> clip_grad_norm(g, max_norm=1.0)
+    5.0
+    >>> g[0].round(6)
+    array([0.6, 0.8])
     """
     max_norm = _validation.real(max_norm, "max_norm", low=0.0)
     p = _norm_type(norm_type)
@@ -285,21 +561,68 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     return total
 
 
-def _scale_to_norm(arrays, labels, total, max_norm):
+def _scale_to_norm(arrays: list[npt.NDArray[Any]], labels: list[str], total: float, max_norm: float) -> None:
     coefficient = max_norm / (total + 1e-6)
     if coefficient < 1.0:
         _kernels.scale(arrays, labels, coefficient, get_num_threads())
 
 
-def clip_grad_value(grads, clip_value):
-    """Clamp every grad element to [-clip_value, clip_value] in place (NaN stays NaN)."""
+def clip_grad_value(grads: ArrayTree, clip_value: float) -> None:
+    """Clamp every grad element to [-clip_value, clip_value] in place (NaN stays NaN).
+
+    Parameters
+    ----------
+    grads : array, list, tuple or dict of arrays (nested)
+        The grads, in any structure an optimizer's step() takes; None entries are skipped.
+    clip_value : float
+        The bound, >= 0.
+
+    Raises
+    ------
+    TypeError
+        A grad that is not a numpy array.
+    ValueError
+        A negative clip_value, or two grads sharing memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim.train import clip_grad_value
+    >>> g = np.array([-3.0, 0.5, 2.0])
+    >>> clip_grad_value(g, 1.0)
+    >>> g
+    array([-1. ,  0.5,  1. ])
+    """
     clip_value = _validation.real(clip_value, "clip_value", low=0.0)
     arrays, labels = _writable_arrays(grads, "grads")
     _kernels.clip_value(arrays, labels, clip_value, get_num_threads())
 
 
-def grads_are_finite(grads):
-    """Whether no grad element is NaN or infinite (one parallel pass, no temporaries)."""
+def grads_are_finite(grads: ArrayTree) -> bool:
+    """Whether no grad element is NaN or infinite (one parallel pass, no temporaries).
+
+    Parameters
+    ----------
+    grads : array, list, tuple or dict of arrays (nested)
+        The grads, in any structure an optimizer's step() takes; None entries are skipped.
+
+    Returns
+    -------
+    bool
+        True if every element is finite.
+
+    Raises
+    ------
+    TypeError
+        A grad that is not a numpy array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim.train import grads_are_finite
+    >>> grads_are_finite([np.ones(3)]), grads_are_finite([np.array([1.0, np.nan])])
+    (True, False)
+    """
     return _finite(*_flatten(grads, "grads"))
 
 
@@ -312,18 +635,40 @@ class EarlyStopping:
     arrays); it returns True when training should stop.  With restore_best,
     restore(params) copies the best params seen back into the arrays, in place.
     An improvement is a metric below best - min_delta (mode='min') or above
-    best + min_delta (mode='max'); NaN is never an improvement::
+    best + min_delta (mode='max'); NaN is never an improvement.
 
-        stopper = EarlyStopping(patience=5)
-        for epoch in range(100):
-            ...train...
-            if stopper(validation_loss, params):
-                break
-        stopper.restore(params)
+    Parameters
+    ----------
+    patience : int
+        Epochs without improvement before stopping, >= 1.
+    min_delta : float, default 0.0
+        The smallest change that counts as an improvement, >= 0.
+    mode : {'min', 'max'}, default 'min'
+        Whether the metric should go down (a loss) or up (an accuracy).
+    restore_best : bool, default True
+        Keep a copy of the best params, for restore().
+
+    Raises
+    ------
+    ValueError
+        A bad patience, min_delta or mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim.train import EarlyStopping
+    >>> w = np.zeros(1)
+    >>> stopper = EarlyStopping(patience=2)
+    >>> for epoch, loss in enumerate([3.0, 2.0, 2.5, 2.6, 1.0]):
+    ...     w[0] = epoch
+    ...     if stopper(loss, w):
+    ...         break
+    >>> epoch, stopper.best_epoch, stopper.restore(w), w
+    (3, 1, True, array([1.]))
     """
 
-    def __init__(self, patience, min_delta=0.0, mode="min", restore_best=True):
-        self.patience = _validation.positive_int(patience, "patience")
+    def __init__(self, patience: int, min_delta: float = 0.0, mode: str = "min", restore_best: bool = True) -> None:
+        self.patience: int = _validation.positive_int(patience, "patience")  # type: ignore[assignment]  # not None
         self.min_delta = _validation.real(min_delta, "min_delta", low=0.0)
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -331,16 +676,28 @@ class EarlyStopping:
         self.restore_best = bool(restore_best)
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget everything seen, to reuse the object for another run."""
-        self.best = None
-        self.best_epoch = None
+        self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None
         self.epochs = 0
         self.wait = 0
         self.stopped = False
-        self._best_params = None
+        self._best_params: Optional[list[npt.NDArray[Any]]] = None
 
-    def improves(self, metric):
+    def improves(self, metric: float) -> bool:
+        """Whether `metric` would count as an improvement on the best so far.
+
+        Parameters
+        ----------
+        metric : float
+            The monitored value.
+
+        Returns
+        -------
+        bool
+            False for NaN.
+        """
         if math.isnan(metric):
             return False
         if self.best is None:
@@ -349,8 +706,21 @@ class EarlyStopping:
             return metric < self.best - self.min_delta
         return metric > self.best + self.min_delta
 
-    def __call__(self, metric, params=None):
-        """Record one epoch's metric (and params); True when training should stop."""
+    def __call__(self, metric: float, params: ArrayTree = None) -> bool:
+        """Record one epoch's metric (and params); True when training should stop.
+
+        Parameters
+        ----------
+        metric : float
+            The epoch's monitored value.
+        params : arrays (any structure) or None, default None
+            Copied when the metric improves (with restore_best).
+
+        Returns
+        -------
+        bool
+            True once `patience` epochs passed without improvement.
+        """
         metric = float(metric)
         epoch = self.epochs
         self.epochs += 1
@@ -363,7 +733,7 @@ class EarlyStopping:
         self.stopped = self.wait >= self.patience
         return self.stopped
 
-    def _keep(self, params):
+    def _keep(self, params: ArrayTree) -> None:
         arrays, _ = _flatten(params, "params")
         if self._best_params is None or len(self._best_params) != len(arrays) or any(
                 b.shape != a.shape or b.dtype != a.dtype for b, a in zip(self._best_params, arrays)):
@@ -372,8 +742,24 @@ class EarlyStopping:
             for kept, a in zip(self._best_params, arrays):
                 np.copyto(kept, a)
 
-    def restore(self, params):
-        """Copy the best params seen into `params` (same structure), in place; False if none were kept."""
+    def restore(self, params: ArrayTree) -> bool:
+        """Copy the best params seen into `params` (same structure), in place.
+
+        Parameters
+        ----------
+        params : arrays (any structure)
+            The arrays to overwrite, like those passed when the best was seen.
+
+        Returns
+        -------
+        bool
+            False if no params were kept.
+
+        Raises
+        ------
+        ValueError
+            Arrays that do not match the kept copy.
+        """
         if self._best_params is None:
             return False
         arrays, labels = _flatten(params, "params")
@@ -399,38 +785,66 @@ class History:
     seconds of the epoch's training (validation excluded); val: the validation metric
     (None without one); skipped: steps skipped for non-finite grads;
     grad_norm: the mean norm of the grads before clipping (only with clip_norm).
+
+    Parameters
+    ----------
+    epoch, loss, lr, time, val, skipped, grad_norm : list
+        One entry per epoch, as above.
+    steps : int
+        Optimizer steps taken (skipped ones excluded).
+    stopped_early : bool
+        Whether early stopping or the callback ended training.
+    best_epoch : int or None
+        With early stopping: the epoch whose params were kept.
+    restored : bool
+        Whether the best params were copied back at the end.
+
+    Examples
+    --------
+    >>> from fastoptim.train import History
+    >>> h = History(epoch=[0, 1], loss=[1.0, 0.5], skipped=[0, 2])
+    >>> h.skipped_steps, h.as_dict()["loss"]
+    (2, [1.0, 0.5])
     """
-    epoch: list = field(default_factory=list)
-    loss: list = field(default_factory=list)
-    lr: list = field(default_factory=list)
-    time: list = field(default_factory=list)
-    val: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-    grad_norm: list = field(default_factory=list)
+    epoch: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[Any] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    val: list[Optional[float]] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    grad_norm: list[Optional[float]] = field(default_factory=list)
     steps: int = 0                 # optimizer steps taken (skipped ones excluded)
     stopped_early: bool = False
     best_epoch: int | None = None       # with early stopping: the epoch whose params were kept
     restored: bool = False         # whether the best params were copied back at the end
 
     @property
-    def skipped_steps(self):
+    def skipped_steps(self) -> int:
+        """Steps skipped for non-finite grads, over every epoch."""
         return sum(self.skipped)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, by name.
+
+        Returns
+        -------
+        dict
+            ``{"epoch": [...], "loss": [...], ...}``.
+        """
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _batch_of(data, index):
+def _batch_of(data: Any, index: BatchIndex) -> Any:
     if isinstance(data, tuple):
         return tuple(d[index] for d in data)
     return data[index]
 
 
-def _n_samples(data):
+def _n_samples(data: Any) -> int:
     parts = data if isinstance(data, tuple) else (data,)
     if not parts:
         raise ValueError("data must be an array or a tuple of arrays with one row per sample, got ()")
-    lengths = []
+    lengths: list[int] = []
     for i, d in enumerate(parts):
         if not hasattr(d, "shape") or not hasattr(d, "__getitem__") or len(d.shape) == 0:
             where = f"data[{i}]" if isinstance(data, tuple) else "data"
@@ -442,12 +856,12 @@ def _n_samples(data):
     return lengths[0]
 
 
-def _current_lr(optimizer):
+def _current_lr(optimizer: Any) -> Any:
     lr = optimizer.param_groups[0].get("lr")
     return float(lr) if isinstance(lr, numbers.Real) else lr
 
 
-def _progress_bar(progress, epochs):
+def _progress_bar(progress: Optional[bool], epochs: int) -> Any:
     if progress is False:
         return None
     try:
@@ -460,10 +874,15 @@ def _progress_bar(progress, epochs):
     return tqdm(total=epochs, desc="fit", unit="epoch", leave=False)
 
 
-def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuffle=True, seed=None,
-        order=None, pacing=None, drop_last=False, clip_value=None, clip_norm=None, norm_type=2.0,
-        grad_noise=None, skip_nonfinite=True, validation=None, early_stopping=None, callback=None,
-        progress=None):
+def fit(params: ArrayTree, loss_and_grad: Callable[[Any, Any], tuple[float, Any]],
+        data: Union[npt.NDArray[Any], tuple[npt.NDArray[Any], ...]], optimizer: Optimizer, *, epochs: int,
+        batch_size: Optional[int] = None, shuffle: bool = True, seed: Optional[int] = None,
+        order: Optional[npt.ArrayLike] = None, pacing: Optional[Pacing] = None, drop_last: bool = False,
+        clip_value: Optional[float] = None, clip_norm: Optional[float] = None, norm_type: float = 2.0,
+        grad_noise: Union[None, bool, Mapping[str, float]] = None, skip_nonfinite: bool = True,
+        validation: Optional[Callable[[Any], float]] = None, early_stopping: Optional["EarlyStopping"] = None,
+        callback: Optional[Callable[[int, dict[str, Any]], object]] = None,
+        progress: Optional[bool] = None) -> History:
     """Train `params` with `optimizer` for `epochs` passes over `data`; return a History.
 
     Parameters
@@ -534,7 +953,7 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
     >>> history.loss[-1] < history.loss[0]
     True
     """
-    epochs = _validation.positive_int(epochs, "epochs")
+    epochs = _validation.positive_int(epochs, "epochs")  # type: ignore[assignment]  # never None here
     n = _n_samples(data)
     if n == 0:
         raise ValueError("data has no samples")
@@ -616,7 +1035,7 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
                 bar.set_postfix({k: f"{v:.4g}" for k, v in (("loss", train_loss), ("val", val)) if v is not None})
             stop = False
             if early_stopping is not None:
-                stop = early_stopping(val if validation is not None else train_loss, params)
+                stop = early_stopping(val if val is not None else train_loss, params)
             if callback is not None and callback(epoch, record):
                 stop = True
             if stop:
@@ -632,11 +1051,11 @@ def fit(params, loss_and_grad, data, optimizer, *, epochs, batch_size=None, shuf
     return history
 
 
-def _finite(arrays, labels):
+def _finite(arrays: list[npt.NDArray[Any]], labels: list[str]) -> bool:
     return not math.isnan(_reduce(arrays, labels, "sum_zero"))
 
 
-def _noise_options(grad_noise):
+def _noise_options(grad_noise: Any) -> Optional[dict[str, float]]:
     if grad_noise is None or grad_noise is False:
         return None
     options = {"eta": 0.01, "gamma": 0.55}

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeAlias, Union
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FloatArray", "LRSchedule", "LR", "ParamGroup", "Params", "Grads", "Closure"]
+__all__ = ["FloatArray", "LRSchedule", "LR", "ParamGroup", "Params", "Grads", "Closure", "ArrayTree", "Pacing"]
 
 #: A param, grad or state array: float32 or float64 (16-bit floats where a function says so).
 FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
@@ -42,6 +42,20 @@ Params: TypeAlias = Union[Iterable[FloatArray], Mapping[str, FloatArray], Sequen
 #: or (param groups) a flat list or one list or dict per group.  None skips a param.
 Grads: TypeAlias = Union[Sequence[Union[FloatArray, None]], Mapping[str, Union[FloatArray, None]],
                          Sequence[Union[Sequence[Union[FloatArray, None]], Mapping[str, Union[FloatArray, None]]]]]
+
+
+#: Arrays in any structure fastoptim.train walks: an array, a list/tuple or a dict of them, nested;
+#: None is skipped.
+ArrayTree: TypeAlias = Union[npt.NDArray[Any], None, list[Any], tuple[Any, ...], Mapping[Any, Any]]
+
+
+class Pacing(Protocol):
+    """A curriculum's pacing: the fraction in (0, 1] of the ordered samples epoch e sees.
+
+    fastoptim.train's linear_pacing, root_pacing and step_pacing make them.
+    """
+
+    def __call__(self, epoch: int, /) -> float: ...
 
 
 class Closure(Protocol):

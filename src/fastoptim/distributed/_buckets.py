@@ -39,11 +39,21 @@ API
 ``make_buckets(space, arrays, bucket_elements, whole_params=True)``  list of Bucket
 ``Bucket``                                .space .start .stop .buffer .pieces .offsets .views(arrays)
 """
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from ..optim.optimizer import _check_param
+from ..typing import FloatArray
+
+#: A param's key: its name (params given by name) or its flat index.
+Key = Union[str, int]
+#: (param index, lo, hi): the elements [lo, hi) of a param's flat view.
+Piece = tuple[int, int, int]
+#: An int64 array of offsets or bounds.
+Int64Array = npt.NDArray[np.int64]
 
 # Default bucket size.  The reductions are blocking MPI collectives (see _collectives),
 # so a bucket's step cannot overlap another bucket's reduction, and every bucket
@@ -59,14 +69,15 @@ class ParamSet:
     group dicts ({'params': list or dict, ...hyperparameters}).
     """
 
-    def __init__(self, params, what="params"):
+    def __init__(self, params: Any, what: str = "params") -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple, Mapping)):
             raise TypeError(f"{what} must be a list of arrays, a dict name -> array, or a list of "
                             f"param group dicts, got {type(params).__qualname__}")
         self.what = what
-        self.group_options = []   # per group: its dict without 'params'/'param_names'
-        self.group_sizes = []
-        self.group_named = []
+        self.group_options: list[dict[str, Any]] = []   # per group: its dict without 'params'/'param_names'
+        self.group_sizes: list[int] = []
+        self.group_named: list[bool] = []
+        groups: list[Mapping[str, Any]]
         if isinstance(params, Mapping):
             self.structure = "dict"
             groups = [{"params": params}]
@@ -78,11 +89,12 @@ class ParamSet:
         else:
             self.structure = "list"
             groups = [{"params": list(params)}]
-        self.arrays, self.keys = [], []
+        self.arrays: list[FloatArray] = []
+        self.keys: list[Key] = []
         for gi, group in enumerate(groups):
             if "params" not in group:
                 raise TypeError(f"{what}[{gi}] is a param group without a 'params' entry")
-            members = group["params"]
+            members: Any = group["params"]
             if isinstance(members, np.ndarray):
                 members = [members]
             if isinstance(members, Mapping):
@@ -92,12 +104,13 @@ class ParamSet:
                 arrays = list(members.values())
             else:
                 names, arrays = None, list(members)
+            keys: Sequence[Key]
             self.group_named.append(names is not None)
             keys = names if names is not None else list(range(len(self.arrays), len(self.arrays) + len(arrays)))
             for key, a in zip(keys, arrays):
                 if names is not None and key in self.keys:
                     raise ValueError(f"param name {key!r} appears more than once")
-                _check_param(a, f"{what}[{key!r}]")
+                _check_param(a, f"{what}[{key!r}]")  # type: ignore[no-untyped-call]
             self.arrays.extend(arrays)
             self.keys.extend(keys)
             self.group_sizes.append(len(arrays))
@@ -110,7 +123,7 @@ class ParamSet:
         self.spaces = _spaces(self.arrays)
 
     @classmethod
-    def from_optimizer(cls, optimizer, what="params"):
+    def from_optimizer(cls, optimizer: Any, what: str = "params") -> "ParamSet":
         """The params of a fastoptim optimizer, in the structure its step() takes grads."""
         groups = getattr(optimizer, "param_groups", None)
         if not isinstance(groups, list) or not groups or not all(isinstance(g, Mapping) for g in groups):
@@ -125,14 +138,14 @@ class ParamSet:
             return cls(packed[0]["params"], what)
         return cls(packed, what)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.arrays)
 
-    def describe(self):
+    def describe(self) -> list[tuple[Key, tuple[int, ...], str]]:
         """(key, shape, dtype name) per param: what ranks compare to agree on a model."""
         return [(k, tuple(a.shape), a.dtype.name) for k, a in zip(self.keys, self.arrays)]
 
-    def flatten(self, values, what="grads", allow_none=False):
+    def flatten(self, values: Any, what: str = "grads", allow_none: bool = False) -> list[Any]:
         """Values (grads, say) given in the params' structure, as a flat list in param order.
 
         Accepts what the optimizers' step() accepts: a list for listed params, a
@@ -143,6 +156,7 @@ class ParamSet:
         optimizers do, returned as a 0-d array.
         """
         n = len(self.arrays)
+        flat: list[Any]
         if self.structure == "dict" or (self.named and isinstance(values, Mapping)):
             if not isinstance(values, Mapping):
                 raise TypeError(f"params were given by name, so {what} must be a dict with the same "
@@ -154,7 +168,8 @@ class ParamSet:
             if len(values) != len(self.group_sizes):
                 raise ValueError(f"got {what} for {len(values)} groups, but there are "
                                  f"{len(self.group_sizes)} param groups")
-            flat, start = [], 0
+            flat = []
+            start = 0
             for gi, (count, v) in enumerate(zip(self.group_sizes, values)):
                 keys = self.keys[start:start + count]
                 start += count
@@ -182,25 +197,26 @@ class ParamSet:
                 raise TypeError(f"{what}[{key!r}] has dtype {v.dtype} but params[{key!r}] has dtype {p.dtype}")
         return flat
 
-    def unflatten(self, flat):
+    def unflatten(self, flat: Sequence[Any]) -> Any:
         """A flat list in param order, in the params' structure (groups: one list or dict per group)."""
         if self.structure == "list":
             return list(flat)
         if self.structure == "dict":
             return dict(zip(self.keys, flat))
-        out, start = [], 0
+        out: list[Any] = []
+        start = 0
         for count, named in zip(self.group_sizes, self.group_named):
             part = flat[start:start + count]
             out.append(dict(zip(self.keys[start:start + count], part)) if named else list(part))
             start += count
         return out
 
-    def for_optimizer(self, flat):
+    def for_optimizer(self, flat: list[Any]) -> Any:
         """A flat list in param order as an optimizer over these params takes it in step()."""
         return dict(zip(self.keys, flat)) if self.structure == "dict" else flat
 
 
-def _from_mapping(values, keys, what):
+def _from_mapping(values: Mapping[Any, Any], keys: Sequence[Key], what: str) -> list[Any]:
     missing = [k for k in keys if k not in values]
     extra = [k for k in values if k not in set(keys)]
     if missing or extra:
@@ -216,16 +232,16 @@ class FlatSpace:
     param indices[j] starts in the space (offsets[-1] == size).
     """
 
-    def __init__(self, dtype, indices, sizes):
+    def __init__(self, dtype: npt.DTypeLike, indices: Sequence[int], sizes: Sequence[int]) -> None:
         self.dtype = np.dtype(dtype)
         self.indices = list(indices)
         self.offsets = np.zeros(len(indices) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offsets[1:])
         self.size = int(self.offsets[-1])
 
-    def pieces(self, start, stop):
+    def pieces(self, start: int, stop: int) -> list[Piece]:
         """The parts of params in [start, stop): (param index, lo, hi), lo/hi in the param's flat view."""
-        out = []
+        out: list[Piece] = []
         j = int(np.searchsorted(self.offsets, start, side="right")) - 1
         while j < len(self.indices) and self.offsets[j] < stop:
             begin, end = int(self.offsets[j]), int(self.offsets[j + 1])
@@ -236,21 +252,21 @@ class FlatSpace:
         return out
 
 
-def _spaces(arrays):
-    by_dtype = {}
+def _spaces(arrays: Sequence[FloatArray]) -> list[FlatSpace]:
+    by_dtype: dict[np.dtype[Any], list[int]] = {}
     for i, a in enumerate(arrays):
         by_dtype.setdefault(a.dtype, []).append(i)
     return [FlatSpace(dtype, idx, [arrays[i].size for i in idx]) for dtype, idx in by_dtype.items()]
 
 
-def shard_bounds(size, n_shards):
+def shard_bounds(size: int, n_shards: int) -> Int64Array:
     """Bounds of n_shards contiguous element-wise shards of [0, size): shard r is
     [bounds[r], bounds[r + 1]); sizes differ by at most one element."""
     r = np.arange(n_shards + 1, dtype=np.int64)
     return (r * size) // n_shards
 
 
-def flat_view(array):
+def flat_view(array: FloatArray) -> FloatArray:
     """The 1-D view of a C-contiguous array (never a copy)."""
     view = array.reshape(-1)
     if array.size and view.__array_interface__["data"][0] != array.__array_interface__["data"][0]:
@@ -258,7 +274,7 @@ def flat_view(array):
     return view
 
 
-def piece_views(arrays, pieces):
+def piece_views(arrays: Sequence[FloatArray], pieces: Sequence[Piece]) -> list[FloatArray]:
     """The 1-D views arrays[i].reshape(-1)[lo:hi] of (i, lo, hi) pieces."""
     return [flat_view(arrays[i])[lo:hi] for i, lo, hi in pieces]
 
@@ -271,7 +287,7 @@ class Shard:
     params in it, views[s] = those parts as 1-D views into the params.
     """
 
-    def __init__(self, paramset, index, n_shards):
+    def __init__(self, paramset: ParamSet, index: int, n_shards: int) -> None:
         if not 0 <= index < n_shards:
             raise ValueError(f"shard index {index} is not in 0..{n_shards - 1}")
         self.paramset, self.index, self.n_shards = paramset, index, n_shards
@@ -281,23 +297,23 @@ class Shard:
         self.views = [piece_views(paramset.arrays, p) for p in self.pieces]
         self.size = sum(b - a for a, b in self.ranges)
 
-    def flat_views(self):
+    def flat_views(self) -> list[tuple[int, FloatArray]]:
         """Every piece's view, space after space: (param index, view) pairs."""
         return [(i, v) for pieces, views in zip(self.pieces, self.views) for (i, _, _), v in zip(pieces, views)]
 
-    def group_members(self):
+    def group_members(self) -> list[list[Optional[tuple[int, int]]]]:
         """Per param group of the model, its pieces in this shard as (space index, piece index)
         pairs in the shard's order; None stands for the empty view of a group with no
         element in this shard."""
         ps = self.paramset
         group_of = [g for g, count in enumerate(ps.group_sizes) for _ in range(count)]
-        members = [[] for _ in ps.group_sizes]
+        members: list[list[Optional[tuple[int, int]]]] = [[] for _ in ps.group_sizes]
         for s, pieces in enumerate(self.pieces):
             for k, (i, _, _) in enumerate(pieces):
                 members[group_of[i]].append((s, k))
         return [m or [None] for m in members]
 
-    def param_groups(self):
+    def param_groups(self) -> list[dict[str, Any]]:
         """The shard's views as param groups mirroring the model's (with each group's
         options), for an optimizer over the shard.  Every group is kept, so group g
         of the shard's optimizer is group g of the model's; a group with no element
@@ -318,7 +334,7 @@ class Bucket:
     offsets[k] is where piece k starts in the buffer.
     """
 
-    def __init__(self, space, start, stop):
+    def __init__(self, space: FlatSpace, start: int, stop: int) -> None:
         self.space = space
         self.start, self.stop = start, stop
         self.buffer = np.zeros(stop - start, dtype=space.dtype)
@@ -326,7 +342,7 @@ class Bucket:
         self.offsets = np.zeros(len(self.pieces) + 1, dtype=np.int64)
         np.cumsum([hi - lo for _, lo, hi in self.pieces], out=self.offsets[1:])
 
-    def views(self, arrays):
+    def views(self, arrays: Sequence[FloatArray]) -> list[FloatArray]:
         """Per piece, its part of the buffer: shaped like the param when the piece is the
         whole param, else 1-D."""
         out = []
@@ -336,7 +352,7 @@ class Bucket:
         return out
 
 
-def make_buckets(space, bucket_elements, whole_params=True):
+def make_buckets(space: FlatSpace, bucket_elements: int, whole_params: bool = True) -> list[Bucket]:
     """Cut a flat space into buckets of about bucket_elements elements.
 
     whole_params=True cuts only at param boundaries: a bucket closes after the

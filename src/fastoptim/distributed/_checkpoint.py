@@ -23,18 +23,23 @@ import glob
 import os
 import pickle
 import re
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
+
+from ..typing import FloatArray
+from ._buckets import Piece
 
 FORMAT = "fastoptim.distributed.ParameterServer checkpoint"
 VERSION = 1
 
 
-def shard_path(path, shard, n_shards):
+def shard_path(path: str, shard: int, n_shards: int) -> str:
     return path if n_shards == 1 else f"{path}.shard{shard}-of-{n_shards}"
 
 
-def atomic_write(path, payload):
+def atomic_write(path: str, payload: dict[str, Any]) -> None:
     """Write pickle(payload) to path so that path always holds a complete file."""
     directory = os.path.dirname(os.path.abspath(path))
     temporary = f"{path}.tmp"
@@ -50,10 +55,10 @@ def atomic_write(path, payload):
         os.close(descriptor)
 
 
-def _shard_files(path):
+def _shard_files(path: str) -> list[str]:
     """The files of the checkpoint at path: [path], or its shard files in shard order."""
     pattern = re.compile(re.escape(os.path.basename(path)) + r"\.shard(\d+)-of-(\d+)$")
-    sets = {}
+    sets: dict[int, dict[int, str]] = {}
     for name in glob.glob(glob.escape(path) + ".shard*-of-*"):
         match = pattern.match(os.path.basename(name))
         if match:
@@ -75,7 +80,7 @@ def _shard_files(path):
     return [found[s] for s in range(n_shards)]
 
 
-def _read(name):
+def _read(name: str) -> dict[str, Any]:
     with open(name, "rb") as f:
         payload = pickle.load(f)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -86,7 +91,7 @@ def _read(name):
     return payload
 
 
-def load(path):
+def load(path: Union[str, "os.PathLike[str]"]) -> dict[str, Any]:
     """{"params": [...], "updates": int, "optimizer": state_dict, "mean_square": [...] or None}.
 
     params (and mean_square) are arrays in the model's flat param order; the
@@ -106,7 +111,8 @@ def load(path):
     params_filled = [0] * len(params)
     has_mean_square = first["mean_square"] is not None
     mean_square = [np.zeros_like(p) for p in params] if has_mean_square else None
-    state, state_filled = {}, {}
+    state: dict[int, dict[str, Any]] = {}
+    state_filled: dict[tuple[int, str], int] = {}
     for payload in payloads:
         optimizer_state = payload["optimizer"]["state"]
         for k, (i, lo, hi) in enumerate(payload["pieces"]):
@@ -114,7 +120,7 @@ def load(path):
                 continue
             params[i].reshape(-1)[lo:hi] = payload["params"][k]
             params_filled[i] += hi - lo
-            if has_mean_square:
+            if mean_square is not None:
                 mean_square[i].reshape(-1)[lo:hi] = payload["mean_square"][k]
             for name, value in optimizer_state.get(k, {}).items():
                 entry = state.setdefault(i, {})
@@ -146,14 +152,15 @@ def load(path):
             "mean_square": mean_square}
 
 
-def slice_state_dict(state_dict, params, pieces, group_pieces):
+def slice_state_dict(state_dict: dict[str, Any], params: Sequence[FloatArray], pieces: Sequence[Piece],
+                     group_pieces: Sequence[Sequence[Piece]]) -> dict[str, Any]:
     """A whole model's optimizer state_dict (as load() returns it) cut to a shard.
 
     params: the whole model's arrays; pieces: the shard optimizer's params as
     (param index, lo, hi), in its order; group_pieces: the same, per group.
     Per-element state (arrays shaped like their param) is sliced, the rest copied.
     """
-    state = {}
+    state: dict[int, dict[str, Any]] = {}
     for k, (i, lo, hi) in enumerate(pieces):
         entry = state_dict["state"].get(i)
         if entry is None:

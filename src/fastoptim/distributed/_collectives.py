@@ -35,19 +35,59 @@ API
     the fused step on summed grads, dividing them by `divisor` inside the kernel
     (the mean over ranks costs no pass of its own).
 """
+from collections.abc import Sequence
+from typing import Any, Optional, TypeVar
+
 import numpy as np
 
-from ._buckets import ParamSet, flat_view
+from ..optim import Optimizer
+from ..typing import FloatArray, Params
+from ._buckets import FlatSpace, Int64Array, ParamSet, flat_view
 from ._consistency import check_same_model
+from ._docs import shared_docs
 from ._mpi import DEFAULT_TIMEOUT, MPI, check_timeout, mpi_datatype, resolve_comm, wait
 
+P = TypeVar("P", bound=Params)
 
-def broadcast_params(params, comm=None, root=0, timeout=DEFAULT_TIMEOUT):
-    """Copy root's params into every rank's params, in place.
 
-    params: a list or dict of arrays (or param groups), as optimizers take;
-    every rank passes its own arrays of the same model.  A model that differs
-    across ranks raises ValueError on every rank.  Returns `params`.
+@shared_docs
+def broadcast_params(params: P, comm: Optional[MPI.Intracomm] = None, root: int = 0,
+                     timeout: float = DEFAULT_TIMEOUT) -> P:
+    """Copy root's params into every rank's params, in place (a collective).
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        The model's arrays, as optimizers take them; every rank passes its own
+        arrays of the same model.
+    {{comm}}
+    root : int, default 0
+        The rank whose params every rank receives.
+    {{timeout}}
+
+    Returns
+    -------
+    list, dict or list of param groups
+        `params`, now holding root's values.
+
+    Raises
+    ------
+    TypeError
+        comm is not an intracommunicator, or params are not arrays in a structure
+        optimizers take.
+    ValueError
+        A bad root or timeout, or a model that differs across ranks (raised on
+        every rank, before any array is written).
+    CollectiveTimeout
+        A rank did not join within `timeout` seconds.
+
+    Examples
+    --------
+    {{mpi_example}}
+    >>> from fastoptim.distributed import broadcast_params
+    >>> params = {"w": np.random.default_rng().standard_normal(3)}  # differs per rank
+    >>> broadcast_params(params)  # doctest: +SKIP
+    {'w': array([...])}
     """
     comm = resolve_comm(comm)
     timeout = check_timeout(timeout)
@@ -60,7 +100,8 @@ def broadcast_params(params, comm=None, root=0, timeout=DEFAULT_TIMEOUT):
     return params
 
 
-def broadcast_arrays(arrays, comm, root, timeout, what):
+def broadcast_arrays(arrays: Sequence[FloatArray], comm: MPI.Intracomm, root: int, timeout: float,
+                     what: str) -> None:
     """Root's arrays into every rank's arrays of the same shapes and dtypes, in place."""
     requests = [comm.Ibcast([a, mpi_datatype(a.dtype)], root=root) for a in arrays if a.size]
     wait(requests, timeout, what, comm)
@@ -69,14 +110,14 @@ def broadcast_arrays(arrays, comm, root, timeout, what):
 class ShardedSum:
     """Sum a flat buffer over the ranks, in place, each shard onto its owner, then gather."""
 
-    def __init__(self, buffer, bounds, comm):
+    def __init__(self, buffer: FloatArray, bounds: Int64Array, comm: MPI.Intracomm) -> None:
         self.buffer, self.comm = buffer, comm
         self.rank = comm.Get_rank()
         self.counts, self.displs = np.diff(bounds), bounds[:-1].copy()
         self.datatype = mpi_datatype(buffer.dtype)
         self.shards = [buffer[int(a):int(b)] for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def reduce(self):
+    def reduce(self) -> None:
         """This rank's shard becomes the sum over ranks."""
         for root, shard in enumerate(self.shards):
             if shard.size == 0:
@@ -86,7 +127,7 @@ class ShardedSum:
             else:
                 self.comm.Reduce([shard, self.datatype], None, op=MPI.SUM, root=root)
 
-    def gather(self):
+    def gather(self) -> None:
         """Every rank's reduced shard into every rank's buffer."""
         self.comm.Allgatherv(MPI.IN_PLACE, [self.buffer, self.counts, self.displs, self.datatype])
 
@@ -94,7 +135,8 @@ class ShardedSum:
 class ShardAllgather:
     """All-gather the element-wise shards of a flat space into the params."""
 
-    def __init__(self, arrays, space, bounds, comm):
+    def __init__(self, arrays: Sequence[FloatArray], space: FlatSpace, bounds: Int64Array,
+                 comm: MPI.Intracomm) -> None:
         self.comm = comm
         rank = comm.Get_rank()
         datatype = mpi_datatype(space.dtype)
@@ -102,18 +144,19 @@ class ShardAllgather:
         start = {i: int(space.offsets[j]) for j, i in enumerate(space.indices)}
         if len(space.indices) == 1:   # the param is the flat space: gather straight into it
             self.flat = flat_view(arrays[space.indices[0]])
-            self.own, self.others = [], []
+            self.own: list[tuple[FloatArray, FloatArray]] = []
+            self.others: list[tuple[FloatArray, FloatArray]] = []
         else:
             self.flat = np.empty(space.size, dtype=space.dtype)
 
-            def parts(r):  # (param piece, its place in the flat buffer)
+            def parts(r: int) -> list[tuple[FloatArray, FloatArray]]:  # (param piece, its place in the flat buffer)
                 return [(flat_view(arrays[i])[lo:hi], self.flat[start[i] + lo:start[i] + hi])
                         for i, lo, hi in space.pieces(int(bounds[r]), int(bounds[r + 1]))]
             self.own = parts(rank)
             self.others = [part for r in range(len(counts)) if r != rank for part in parts(r)]
-        self.recv = [self.flat, counts, displs, datatype]
+        self.recv: list[Any] = [self.flat, counts, displs, datatype]
 
-    def run(self):
+    def run(self) -> None:
         """Gather (blocking: call it inside _mpi.blocking)."""
         for piece, place in self.own:
             np.copyto(place, piece)
@@ -122,7 +165,7 @@ class ShardAllgather:
             np.copyto(piece, place)
 
 
-def fused_step(optimizer, grads, divisor):
+def fused_step(optimizer: Optimizer, grads: Any, divisor: int) -> None:
     """The fused step on summed grads; the kernel divides them by `divisor` (torch's
     grad_scale semantics: grad / divisor, exactly, so N ranks' sum divided by N is the
     mean one process computes)."""

@@ -18,12 +18,17 @@ API
     the list of problems among per-rank descriptions (pure function, tested
     without MPI).
 """
-from ._mpi import allgather_object
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from ._buckets import ParamSet
+from ._mpi import MPI, allgather_object
 
 MAX_PROBLEMS = 6   # list this many differences; the first usually tells the story
 
 
-def check_same_model(paramset, comm, timeout, who, extra=None):
+def check_same_model(paramset: ParamSet, comm: MPI.Intracomm, timeout: float, who: str,
+                     extra: Optional[Mapping[str, Any]] = None) -> None:
     """Raise the same ValueError on every rank if the ranks' models differ."""
     mine = {"params": paramset.describe(), "extra": dict(extra or {})}
     everyone = allgather_object(mine, comm, timeout, f"the model descriptions ({who})")
@@ -35,9 +40,9 @@ def check_same_model(paramset, comm, timeout, who, extra=None):
                          + " (every rank must build the same params, in the same order)")
 
 
-def differences(descriptions):
+def differences(descriptions: Sequence[dict[str, Any]]) -> list[str]:
     """What differs between rank 0's description and each other rank's."""
-    problems = []
+    problems: list[str] = []
     ref = descriptions[0]
     for rank, desc in enumerate(descriptions[1:], start=1):
         for name, value in ref["extra"].items():

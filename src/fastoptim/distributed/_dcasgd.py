@@ -22,15 +22,19 @@ API
     .apply(compensation) runs it.
 """
 import math
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from .._ext.compensation import Compensation
+from ..typing import FloatArray
 
 COMPENSATIONS = ("constant", "adaptive")
 
 
-def check_compensation(compensation, lambda_, momentum):
+def check_compensation(compensation: Optional[str], lambda_: float,
+                       momentum: float) -> tuple[Optional[str], float, float]:
     """The checked (compensation, lambda, momentum); compensation None means plain ASGD."""
     if compensation is not None and compensation not in COMPENSATIONS:
         raise ValueError(f"compensation must be None, 'constant' or 'adaptive', got {compensation!r}")
@@ -47,16 +51,17 @@ class DelayCompensation:
     """The compensation of grads received into `grads` (segments, rewritten in place)
     against the current `params` segments and a backup chosen per gradient."""
 
-    def __init__(self, kind, lambda_, momentum, grads, params):
+    def __init__(self, kind: str, lambda_: float, momentum: float, grads: Sequence[FloatArray],
+                 params: Sequence[FloatArray]) -> None:
         self.kind, self.lambda_, self.momentum = kind, lambda_, momentum
         self.grads, self.params = list(grads), list(params)
         self.mean_squares = [np.zeros_like(g) for g in self.grads] if kind == "adaptive" else None
 
-    def against(self, backups):
+    def against(self, backups: Sequence[FloatArray]) -> Compensation:
         """The fused kernel's pointers for the grads against these backup segments."""
         return Compensation(self.grads, self.params, list(backups), self.mean_squares)
 
-    def apply(self, compensation):
+    def apply(self, compensation: Compensation) -> None:
         """Compensate the grads in place (the adaptive form updates the mean squares first)."""
         if self.kind == "adaptive":
             compensation.run_adaptive(self.lambda_, self.momentum)

@@ -47,11 +47,19 @@ import pickle
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, NoReturn, Optional, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 from mpi4py import MPI as MPI  # re-exported: the algorithms take it from here
 
 DEFAULT_TIMEOUT = 300.0
+
+_T = TypeVar("_T")
+#: What mpi4py's buffer arguments take: [array, datatype], [MPI.BOTTOM, count, datatype]...
+BufferSpec = list[Any]
 
 # Spin on MPI_Test this long before yielding the core between tests: MPI only
 # progresses inside MPI calls, and a collective's peer may need this core.
@@ -66,10 +74,16 @@ class CollectiveTimeout(TimeoutError):
     afterwards: if this exception reaches the top of the program the excepthook
     aborts the job at once; if it is caught (to log, say) the job aborts when the
     interpreter exits instead of hanging in MPI_Finalize.
+
+    Examples
+    --------
+    >>> from fastoptim.distributed import CollectiveTimeout
+    >>> issubclass(CollectiveTimeout, TimeoutError)
+    True
     """
 
 
-def resolve_comm(comm):
+def resolve_comm(comm: Optional[MPI.Intracomm]) -> MPI.Intracomm:
     """`comm`, or MPI.COMM_WORLD for None; it must be an mpi4py intracommunicator."""
     if comm is None:
         return MPI.COMM_WORLD
@@ -81,7 +95,7 @@ def resolve_comm(comm):
     return comm
 
 
-def check_timeout(timeout):
+def check_timeout(timeout: float) -> float:
     """A timeout in seconds: a number > 0 (math.inf waits forever)."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
             or not timeout > 0:
@@ -89,7 +103,8 @@ def check_timeout(timeout):
     return float(timeout)
 
 
-def wait(requests, timeout, what, comm=None):
+def wait(requests: Union[MPI.Request, Sequence[MPI.Request]], timeout: float, what: str,
+         comm: Optional[MPI.Comm] = None) -> None:
     """Wait for an MPI request (or a list of them) to complete, for at most `timeout` seconds.
 
     `what` names the operation for the message ("allreduce of bucket 2 in
@@ -97,14 +112,13 @@ def wait(requests, timeout, what, comm=None):
     for abort (see the class).  The first test is immediate, so a request that
     is already complete costs one MPI_Testall.
     """
-    if isinstance(requests, MPI.Request):
-        requests = [requests]
+    pending = [requests] if isinstance(requests, MPI.Request) else list(requests)
     test_all = MPI.Request.Testall
-    if not test_all(requests):
-        _poll(lambda: (test_all(requests), None), timeout, what, comm)
+    if not test_all(pending):
+        _poll(lambda: (test_all(pending), None), timeout, what, comm)
 
 
-def wait_any(requests, timeout, what, comm=None):
+def wait_any(requests: Sequence[MPI.Request], timeout: float, what: str, comm: Optional[MPI.Comm] = None) -> int:
     """Wait until one of `requests` completes, for at most `timeout` seconds; its index.
 
     For serving loops (a parameter server waiting for whichever worker pushes
@@ -112,13 +126,18 @@ def wait_any(requests, timeout, what, comm=None):
     inactive, returns MPI.UNDEFINED at once.  Timeouts as in wait().
     """
     test_any = MPI.Request.Testany
-    index, done = test_any(requests)
+    pending = list(requests)
+    index, done = test_any(pending)
     if done:
         return index
-    return _poll(lambda: test_any(requests)[::-1], timeout, what, comm)
+
+    def test() -> tuple[bool, int]:
+        index, done = test_any(pending)
+        return done, index
+    return _poll(test, timeout, what, comm)
 
 
-def _poll(test, timeout, what, comm):
+def _poll(test: Callable[[], tuple[bool, _T]], timeout: float, what: str, comm: Optional[MPI.Comm]) -> _T:
     """Call test() -> (done, value) until done (then return value), for at most `timeout` s."""
     start = time.monotonic()
     while True:
@@ -134,12 +153,12 @@ def _poll(test, timeout, what, comm):
             os.sched_yield()
 
 
-def _timed_out(what, timeout, comm):
+def _timed_out(what: str, timeout: float, comm: Optional[MPI.Comm]) -> NoReturn:
     _abort_at_exit(1)
     raise CollectiveTimeout(_timeout_message(what, timeout, comm))
 
 
-def _timeout_message(what, timeout, comm):
+def _timeout_message(what: str, timeout: float, comm: Optional[MPI.Comm]) -> str:
     comm = MPI.COMM_WORLD if comm is None else comm
     return (f"rank {comm.Get_rank()} of {comm.Get_size()} waited {timeout:g} s for {what}: another "
             f"rank is stuck, has died or runs different code; aborting the MPI job "
@@ -154,11 +173,11 @@ class _Watchdog(threading.Thread):
     and fires within about half a second of the deadline.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(name="fastoptim.distributed watchdog", daemon=True)
-        self.armed = None  # (deadline, timeout, what, comm) of the blocking call in progress
+        self.armed: Optional[tuple[float, float, str, Optional[MPI.Comm]]] = None  # (deadline, timeout, what, comm) of the blocking call in progress
 
-    def run(self):
+    def run(self) -> None:
         while True:
             armed = self.armed
             if armed is not None and time.monotonic() > armed[0]:
@@ -171,23 +190,24 @@ class _Watchdog(threading.Thread):
             time.sleep(0.05 if armed is not None else 0.5)
 
 
-_watchdog = None
+_watchdog: Optional[_Watchdog] = None
 
 
-def blocking(timeout, what, comm, call, *args):
+def blocking(timeout: float, what: str, comm: Optional[MPI.Comm], call: Callable[..., _T], *args: Any) -> _T:
     """call(*args), a blocking MPI call, aborting the job if it outlives `timeout` seconds."""
     global _watchdog
-    if _watchdog is None:
-        _watchdog = _Watchdog()
-        _watchdog.start()
-    _watchdog.armed = (time.monotonic() + timeout, timeout, what, comm)
+    watchdog = _watchdog
+    if watchdog is None:
+        watchdog = _watchdog = _Watchdog()
+        watchdog.start()
+    watchdog.armed = (time.monotonic() + timeout, timeout, what, comm)
     try:
         return call(*args)
     finally:
-        _watchdog.armed = None
+        watchdog.armed = None
 
 
-def _abort_at_exit(status):
+def _abort_at_exit(status: int) -> None:
     """Make mpi4py call MPI_Abort(status) instead of MPI_Finalize when the interpreter exits."""
     try:
         from mpi4py import run
@@ -196,7 +216,7 @@ def _abort_at_exit(status):
         pass
 
 
-def mpi_datatype(dtype):
+def mpi_datatype(dtype: npt.DTypeLike) -> MPI.Datatype:
     """The MPI datatype of a NumPy float32/float64 dtype."""
     dtype = np.dtype(dtype)
     if dtype == np.float32:
@@ -206,7 +226,8 @@ def mpi_datatype(dtype):
     raise TypeError(f"no MPI datatype for {dtype}; fastoptim.distributed moves float32 and float64")
 
 
-def probe_any(comm, timeout, what, source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG):
+def probe_any(comm: MPI.Comm, timeout: float, what: str, source: int = MPI.ANY_SOURCE,
+              tag: int = MPI.ANY_TAG) -> tuple[MPI.Message, MPI.Status]:
     """The next message matching (source, tag), as (MPI.Message, MPI.Status), for at most
     `timeout` seconds (a matched probe, MPI_Improbe: receive it with message.Irecv).
 
@@ -216,10 +237,11 @@ def probe_any(comm, timeout, what, source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG):
     status = MPI.Status()
     message = comm.Improbe(source, tag, status)
     if message is None:
-        def test():
+        def test() -> tuple[bool, Optional[MPI.Message]]:
             probed = comm.Improbe(source, tag, status)
             return probed is not None, probed
         message = _poll(test, timeout, what, comm)
+    assert message is not None
     return message, status
 
 
@@ -234,10 +256,11 @@ class ArraysBuffer:
     while a message uses it; free() releases the datatype.
     """
 
-    def __init__(self, arrays):
+    def __init__(self, arrays: Sequence[npt.NDArray[Any]]) -> None:
         self.arrays = [a for a in arrays if a.size]
         self.nbytes = sum(a.nbytes for a in self.arrays)
-        self._datatype = None
+        self._datatype: Optional[MPI.Datatype] = None
+        self.spec: BufferSpec
         if not self.arrays:
             self.spec = [np.empty(0), MPI.DOUBLE]
         elif len(self.arrays) == 1:
@@ -248,13 +271,14 @@ class ArraysBuffer:
                 [mpi_datatype(a.dtype) for a in self.arrays]).Commit()
             self.spec = [MPI.BOTTOM, 1, self._datatype]
 
-    def free(self):
+    def free(self) -> None:
+        """Release the derived datatype (a no-op without one, or once MPI is finalized)."""
         if self._datatype is not None and not MPI.Is_finalized():
             self._datatype.Free()
         self._datatype = None
 
 
-def allgather_object(obj, comm, timeout, what):
+def allgather_object(obj: Any, comm: MPI.Comm, timeout: float, what: str) -> list[Any]:
     """Every rank's picklable `obj`, in rank order, through non-blocking collectives
     (byte counts, then the pickles), so a missing rank times out instead of hanging."""
     data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
@@ -269,7 +293,7 @@ def allgather_object(obj, comm, timeout, what):
     return [pickle.loads(everything[d:d + c].tobytes()) for d, c in zip(displs, counts)]
 
 
-def bcast_object(obj, comm, root, timeout, what):
+def bcast_object(obj: _T, comm: MPI.Comm, root: int, timeout: float, what: str) -> _T:
     """Root's picklable `obj` on every rank, through non-blocking collectives."""
     rank = comm.Get_rank()
     data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8) \
@@ -278,16 +302,17 @@ def bcast_object(obj, comm, root, timeout, what):
     wait(comm.Ibcast(count, root=root), timeout, f"the size of {what}", comm)
     if rank != root:
         data = np.empty(int(count[0]), dtype=np.uint8)
+    assert data is not None
     wait(comm.Ibcast(data, root=root), timeout, what, comm)
     return obj if rank == root else pickle.loads(data.tobytes())
 
 
 # ---- abort the job on an uncaught exception --------------------------------------
 
-_previous_excepthook = None
+_previous_excepthook: Callable[[type[BaseException], BaseException, Optional[TracebackType]], Any] = sys.excepthook
 
 
-def _abort_excepthook(exc_type, exc, tb):
+def _abort_excepthook(exc_type: type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> None:
     """Print the traceback as usual, then abort every rank of the job (MPI_Abort)."""
     _previous_excepthook(exc_type, exc, tb)
     if not MPI.Is_initialized() or MPI.Is_finalized() or MPI.COMM_WORLD.Get_size() == 1:
@@ -305,7 +330,7 @@ def _abort_excepthook(exc_type, exc, tb):
     MPI.COMM_WORLD.Abort(status)
 
 
-def install_excepthook():
+def install_excepthook() -> None:
     """Make an uncaught exception on any rank abort the whole MPI job (idempotent).
 
     This is what ``python -m mpi4py script.py`` does; without it, a rank that

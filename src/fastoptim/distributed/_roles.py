@@ -32,8 +32,13 @@ API
 ``TAG_*``                 message tags
 """
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
+
+from ..optim import Optimizer
+from ..typing import FloatArray
 
 from ._buckets import ParamSet
 from ._consistency import check_same_model
@@ -50,12 +55,12 @@ TAG_EXCHANGE = 6      # EASGD: my params, send me the elastic difference
 TAG_DIFFERENCE = 7    # EASGD center -> worker: the elastic difference
 
 
-def build_optimizer(optimizer, params, who):
+def build_optimizer(optimizer: Callable[[Any], Optimizer], params: Any, who: str) -> Optimizer:
     """optimizer(params), which must be a fastoptim optimizer over exactly these params."""
     if not callable(optimizer):
         raise TypeError(f"{who}: optimizer must be a callable building an optimizer over the params it is "
                         f"given, e.g. lambda p: fastoptim.Adagrad(p, lr=0.1); got {type(optimizer).__qualname__}")
-    built = optimizer(params)
+    built: object = optimizer(params)
     if not all(hasattr(built, name) for name in ("step", "state_dict", "load_state_dict", "param_groups")):
         raise TypeError(f"{who}: optimizer(params) must return a fastoptim optimizer, got "
                         f"{type(built).__module__}.{type(built).__qualname__}")
@@ -64,10 +69,10 @@ def build_optimizer(optimizer, params, who):
     if len(given) != len(held) or any(a is not b for a, b in zip(given, held)):
         raise ValueError(f"{who}: optimizer(params) must build its optimizer over the params it is given "
                          f"(it holds other arrays)")
-    return built
+    return built  # type: ignore[return-value]  # duck-typed: what it needs was checked above
 
 
-def agree(comm, timeout, error, who):
+def agree(comm: MPI.Intracomm, timeout: float, error: Optional[BaseException], who: str) -> None:
     """Every rank passes the exception it met (or None); if any rank met one, raise the
     same ValueError on every rank, naming the rank and the error."""
     everyone = allgather_object(None if error is None else f"{type(error).__name__}: {error}",
@@ -77,7 +82,8 @@ def agree(comm, timeout, error, who):
         raise ValueError(f"{who} could not start: " + "; ".join(problems)) from error
 
 
-def checked_count(value, name, minimum):
+def checked_count(value: int, name: str, minimum: int) -> int:
+    """`value` as an int >= minimum, else ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -86,7 +92,11 @@ def checked_count(value, name, minimum):
 class AsyncRoles:
     """Servers and workers over one communicator (see the module docstring)."""
 
-    def __init__(self, params, comm, timeout, n_servers, who, extra):
+    #: Set by each subclass: the optimizer of this rank (None where it has none).
+    optimizer: Optional[Optimizer]
+
+    def __init__(self, params: Any, comm: Optional[MPI.Intracomm], timeout: float, n_servers: int, who: str,
+                 extra: Mapping[str, Any]) -> None:
         self.comm = resolve_comm(comm)
         self.timeout = check_timeout(timeout)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -100,13 +110,33 @@ class AsyncRoles:
         self.n_servers = n_servers
         self.n_workers = self.size - n_servers
         self.is_server = self.rank < n_servers
-        self.worker_index = None if self.is_server else self.rank - n_servers
+        self.worker_index: Optional[int] = None if self.is_server else self.rank - n_servers
         self._running = False
 
     # ---- run ------------------------------------------------------------------------
-    def run(self, worker_fn):
-        """Serve (servers) or call worker_fn(self) (workers); then every rank holds the final
-        params, and gets the same stats dict."""
+    def run(self, worker_fn: Callable[[Any], object]) -> dict[str, Any]:
+        """Serve (servers) or call worker_fn(self) (workers); a collective of every rank.
+
+        Then every rank holds the final params, and gets the same stats dict.
+
+        Parameters
+        ----------
+        worker_fn : callable
+            ``worker_fn(self)``, called on each worker: it steps with ``self.step(grads)``
+            and may read ``self.worker_index`` and ``self.n_workers``.
+
+        Returns
+        -------
+        dict
+            The run's stats, the same on every rank (see the class).
+
+        Raises
+        ------
+        TypeError
+            worker_fn is not callable.
+        CollectiveTimeout
+            A rank did not answer within the timeout.
+        """
         if not callable(worker_fn):
             raise TypeError(f"worker_fn must be a callable taking the {self.who}, got {type(worker_fn).__qualname__}")
         start = time.perf_counter()
@@ -136,7 +166,7 @@ class AsyncRoles:
         mine = dict(self._rank_stats(), seconds=time.perf_counter() - start)
         return self._combine_stats(allgather_object(mine, self.comm, self.timeout, f"the {self.who}'s stats"))
 
-    def _serve(self):
+    def _serve(self) -> None:
         done = 0
         empty = [np.empty(0), MPI.DOUBLE]
         while done < self.n_workers:
@@ -150,23 +180,39 @@ class AsyncRoles:
                 self._serve_message(message, status)
         self._finish_serving()
 
-    def _check_worker(self, method):
+    def _check_worker(self, method: str) -> None:
         if self.is_server:
             raise RuntimeError(f"{self.who}.{method}() is for workers; rank {self.rank} is a server "
                                f"(ranks 0..{self.n_servers - 1} serve, the others call worker_fn)")
         if not self._running:
             raise RuntimeError(f"{self.who}.{method}() is called by worker_fn, inside run()")
 
-    def _start_worker(self):
+    # ---- what subclasses implement --------------------------------------------------------
+    def _start_run(self) -> None:
+        raise NotImplementedError
+
+    def _serve_message(self, message: MPI.Message, status: MPI.Status) -> None:
+        raise NotImplementedError
+
+    def _final_buffers(self) -> list[ArraysBuffer]:
+        raise NotImplementedError
+
+    def _rank_stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _combine_stats(self, per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _start_worker(self) -> None:
         """Before worker_fn (a first fetch, say)."""
 
-    def _finish_worker(self):
+    def _finish_worker(self) -> None:
         """After worker_fn returned (grads left to push, say)."""
 
-    def _finish_serving(self):
+    def _finish_serving(self) -> None:
         """After the last worker is done (a final checkpoint, say)."""
 
 
-def shard_buffer(views):
+def shard_buffer(views: Sequence[Sequence[FloatArray]]) -> ArraysBuffer:
     """An ArraysBuffer over the 1-D views of a shard's pieces, space after space."""
     return ArraysBuffer([v for space_views in views for v in space_views])

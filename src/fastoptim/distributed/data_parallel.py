@@ -1,13 +1,21 @@
 """Synchronous data parallelism: every rank keeps a full replica and its optimizer's
 full state; a step reduces the ranks' grads and runs the same fused step everywhere."""
-import numpy as np
+from collections.abc import Mapping
+from typing import Any, Optional
 
+import numpy as np
+import numpy.typing as npt
+
+from ..optim import Optimizer
+from ..typing import FloatArray, Grads
 from ._buckets import BUCKET_BYTES, ParamSet, make_buckets, shard_bounds
 from ._collectives import ShardedSum, broadcast_arrays, fused_step
 from ._consistency import check_same_model
-from ._mpi import DEFAULT_TIMEOUT, blocking, check_timeout, resolve_comm
+from ._docs import shared_docs
+from ._mpi import DEFAULT_TIMEOUT, MPI, blocking, check_timeout, resolve_comm
 
 
+@shared_docs
 class DataParallel:
     """Wrap a fastoptim optimizer so that step(grads) steps on the ranks' combined grads.
 
@@ -29,10 +37,40 @@ class DataParallel:
     every rank), and rank 0's params are copied to every rank (as torch's
     DistributedDataParallel does).  All ranks must call step() together; every
     wait is bounded by `timeout` seconds (see fastoptim.distributed).
+
+    Parameters
+    ----------
+    optimizer : fastoptim.optim.Optimizer
+        The optimizer over this rank's replica of the model (any optimizer that
+        steps on grads: not LBFGS, whose step evaluates a closure).
+    {{comm}}
+    average : bool, default True
+        Step on the mean of the ranks' grads (False: their sum).
+    {{timeout}}
+    bucket_bytes : int, default 33554432
+        The size a bucket of grads grows to (32 MiB; cut at param boundaries).
+
+    Raises
+    ------
+    TypeError
+        A closure optimizer, a bad comm or a non-bool average.
+    ValueError
+        A bad timeout or bucket_bytes, or a model that differs across ranks
+        (raised on every rank).
+
+    Examples
+    --------
+    {{mpi_example}}
+    >>> from fastoptim.distributed import DataParallel
+    >>> params = {"w": np.zeros(3)}
+    >>> dp = DataParallel(fastoptim.Adam(params, lr=0.1))  # doctest: +SKIP
+    >>> grads = dp.grad_buffers()  # doctest: +SKIP
+    >>> grads["w"][:] = 1.0  # this rank's grads, written in place  # doctest: +SKIP
+    >>> dp.step(grads)  # their mean over the ranks, one fused Adam step  # doctest: +SKIP
     """
 
-    def __init__(self, optimizer, comm=None, average=True, *, timeout=DEFAULT_TIMEOUT,
-                 bucket_bytes=BUCKET_BYTES):
+    def __init__(self, optimizer: Optimizer, comm: Optional[MPI.Intracomm] = None, average: bool = True, *,
+                 timeout: float = DEFAULT_TIMEOUT, bucket_bytes: int = BUCKET_BYTES) -> None:
         self.comm = resolve_comm(comm)
         self.timeout = check_timeout(timeout)
         _bucket_elements(bucket_bytes, np.float64)  # checked before any message
@@ -52,7 +90,7 @@ class DataParallel:
                         for b in make_buckets(space, _bucket_elements(bucket_bytes, space.dtype))]
         # Per param, the view of its bucket that holds its grad (a zero-size param: its own array).
         views = [np.zeros_like(a) for a in model.arrays]
-        members = []
+        members: list[list[int]] = []
         for bucket in self.buckets:
             indices = [i for i, _, _ in bucket.pieces]
             for i, view in zip(indices, bucket.views(model.arrays)):
@@ -63,9 +101,9 @@ class DataParallel:
                 members[0].append(i)
         self._grad_views = views
         # Per bucket, the grads its step passes to the optimizer: its params' views, None elsewhere.
-        self._bucket_grads = []
+        self._bucket_grads: list[Any] = []
         for m in members:
-            grads = [None] * len(views)
+            grads: list[Optional[FloatArray]] = [None] * len(views)
             for i in m:
                 grads[i] = views[i]
             self._bucket_grads.append(model.for_optimizer(grads))
@@ -74,24 +112,39 @@ class DataParallel:
         self._what = [f"the reduction of bucket {k} in DataParallel.step" for k in range(len(self.buckets))]
 
     @property
-    def param_groups(self):
-        """The wrapped optimizer's param groups."""
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The wrapped optimizer's param groups (a hyperparameter changed here takes effect)."""
         return self.optimizer.param_groups
 
-    def grad_buffers(self):
+    def grad_buffers(self) -> Any:
         """Per param, its grad's place in the flat buckets, in the params' structure.
 
         Write this rank's grads into these arrays (e.g. np.matmul(..., out=g)) and
         pass them to step(): no copy.  step() leaves the reduced grads in them.
+
+        Returns
+        -------
+        list, dict or list of lists/dicts
+            One array per param, shaped like it, in the params' structure.
         """
         return self.model.unflatten(self._grad_views)
 
-    def step(self, grads):
+    @shared_docs
+    def step(self, grads: Grads) -> None:
         """Reduce this rank's grads over the ranks, then step (every rank calls it together).
 
-        grads: one array per param (no None: every rank reduces every grad), in the
-        params' structure; the arrays from grad_buffers() are used in place, others
-        are copied into the buckets.  Every grad is checked before any message.
+        Parameters
+        ----------
+        grads : list, dict or list of lists/dicts
+            One array per param (no None: every rank reduces every grad), in the
+            params' structure; the arrays from grad_buffers() are used in place,
+            others are copied into the buckets.
+
+        Raises
+        ------
+        {{grad_errors}}
+        CollectiveTimeout
+            A rank did not join within the timeout.
         """
         flat = self.model.flatten(grads)
         views = self._grad_views
@@ -107,20 +160,32 @@ class DataParallel:
             fused_step(self.optimizer, self._bucket_grads[k], divisor)
 
     @staticmethod
-    def _reduce(total):
+    def _reduce(total: ShardedSum) -> None:
         total.reduce()
         total.gather()
 
-    def state_dict(self):
-        """The wrapped optimizer's state_dict (the same on every rank)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped optimizer's state_dict (the same on every rank).
+
+        Returns
+        -------
+        dict
+            ``{"state", "param_groups", "step_count"}`` in torch's layout.
+        """
         return self.optimizer.state_dict()
 
-    def load_state_dict(self, state_dict):
-        """Load a state_dict into the wrapped optimizer (load the same one on every rank)."""
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state_dict into the wrapped optimizer (load the same one on every rank).
+
+        Parameters
+        ----------
+        state_dict : dict
+            From state_dict(), or from a plain optimizer over the same params.
+        """
         self.optimizer.load_state_dict(state_dict)
 
 
-def _bucket_elements(bucket_bytes, dtype):
+def _bucket_elements(bucket_bytes: int, dtype: npt.DTypeLike) -> int:
     if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 1:
         raise ValueError(f"bucket_bytes must be an integer >= 1, got {bucket_bytes!r}")
     return max(1, int(bucket_bytes) // np.dtype(dtype).itemsize)

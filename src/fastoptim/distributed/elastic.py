@@ -1,14 +1,20 @@
 """Synchronous elastic averaging: EASGD and EAMSGD (Zhang, Choromanska and LeCun, 2015)."""
 import numbers
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import numpy as np
 
+from ..optim import Optimizer
+from ..typing import FloatArray, Grads
 from ._buckets import ParamSet, flat_view, shard_bounds
 from ._collectives import ShardedSum, broadcast_arrays
 from ._consistency import check_same_model
-from ._mpi import DEFAULT_TIMEOUT, blocking, check_timeout, resolve_comm
+from ._docs import shared_docs
+from ._mpi import DEFAULT_TIMEOUT, MPI, blocking, check_timeout, resolve_comm
 
 
+@shared_docs
 class ElasticAveraging:
     """Synchronous EASGD: each rank a worker, with an elastic pull toward a center variable.
 
@@ -30,19 +36,47 @@ class ElasticAveraging:
     `center` holds x~ in the params' structure (live arrays).  At construction
     every rank must wrap the same model (else ValueError, on every rank); every
     wait is bounded by `timeout` seconds.
+
+    Parameters
+    ----------
+    optimizer : fastoptim.optim.Optimizer
+        This rank's inner optimizer over its params.
+    {{comm}}
+    period : int, default 10
+        Steps between elastic exchanges (tau), >= 1.
+    alpha : float or None, default None
+        The elastic moving rate in (0, 1] (None: 0.9 / number of ranks).
+    {{timeout}}
+
+    Raises
+    ------
+    TypeError
+        A bad comm, or an optimizer without param groups.
+    ValueError
+        A bad period, alpha or timeout, or a model that differs across ranks.
+
+    Examples
+    --------
+    {{mpi_example}}
+    >>> from fastoptim.distributed import ElasticAveraging
+    >>> params = [np.zeros(3)]
+    >>> sgd = fastoptim.SGD(params, lr=0.05, momentum=0.9, nesterov=True)  # EAMSGD's inner step
+    >>> ea = ElasticAveraging(sgd, period=4)  # doctest: +SKIP
+    >>> ea.step([np.ones(3)])  # doctest: +SKIP
     """
 
-    def __init__(self, optimizer, comm=None, period=10, alpha=None, *, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, optimizer: Optimizer, comm: Optional[MPI.Intracomm] = None, period: int = 10,
+                 alpha: Optional[float] = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.comm = resolve_comm(comm)
         self.timeout = check_timeout(timeout)
         self.size = self.comm.Get_size()
-        if isinstance(period, bool) or not isinstance(period, numbers.Integral) or period < 1:
+        given: object = period  # checked as the object it is, whatever the annotation says
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given < 1:
             raise ValueError(f"period must be an integer >= 1 (steps between elastic exchanges), got {period!r}")
-        if alpha is None:
-            alpha = 0.9 / self.size
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha <= 1:
+        rate: object = 0.9 / self.size if alpha is None else alpha
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 < float(rate) <= 1:
             raise ValueError(f"alpha must be a number in (0, 1] (the elastic moving rate), got {alpha!r}")
-        self.period, self.alpha = int(period), float(alpha)
+        self.period, self.alpha = int(given), float(rate)
         self.optimizer = optimizer
         self.model = model = ParamSet.from_optimizer(optimizer)
         check_same_model(model, self.comm, self.timeout, "ElasticAveraging",
@@ -53,8 +87,8 @@ class ElasticAveraging:
         self._center = [np.empty(space.size, dtype=space.dtype) for space in model.spaces]
         self._diff = [np.empty(space.size, dtype=space.dtype) for space in model.spaces]
         self._sum = [np.empty(space.size, dtype=space.dtype) for space in model.spaces]
-        self._slices = []   # per param: (space index, its slice of the space, its flat view)
-        self._center_views = [None] * len(model.arrays)
+        self._slices: list[tuple[int, slice, FloatArray]] = []   # per param: (space index, its slice of the space, its flat view)
+        self._center_views: list[FloatArray] = [np.empty(0) for _ in model.arrays]
         for s, space in enumerate(model.spaces):
             for j, i in enumerate(space.indices):
                 part = slice(int(space.offsets[j]), int(space.offsets[j + 1]))
@@ -65,24 +99,43 @@ class ElasticAveraging:
                       if self.size > 1 else None)
 
     @property
-    def param_groups(self):
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The wrapped optimizer's param groups."""
         return self.optimizer.param_groups
 
     @property
-    def center(self):
-        """The center variable x~ in the params' structure (live arrays, the same on every rank)."""
+    def center(self) -> Any:
+        """The center variable x~ in the params' structure (live arrays, the same on every rank).
+
+        Returns
+        -------
+        list, dict or list of lists/dicts
+            One array per param, shaped like it.
+        """
         return self.model.unflatten(self._center_views)
 
-    def step(self, grads):
-        """The elastic exchange when step_count % period == 0 (a collective: every rank
-        steps together), then the wrapped optimizer's step with `grads`."""
+    def step(self, grads: Grads) -> None:
+        """The elastic exchange when step_count % period == 0, then the inner step.
+
+        The exchange is a collective: every rank steps together.
+
+        Parameters
+        ----------
+        grads : list, dict or list of lists/dicts
+            This rank's grads, in the params' structure (None skips a param).
+
+        Raises
+        ------
+        TypeError, ValueError
+            A grad that does not match its param (checked before the exchange).
+        """
         self.model.flatten(grads, allow_none=True)  # checked before the exchange changes anything
         if self.step_count % self.period == 0:
             self._exchange()
         self.optimizer.step(grads)
         self.step_count += 1
 
-    def _exchange(self):
+    def _exchange(self) -> None:
         for s, part, x in self._slices:
             np.subtract(x, self._center[s][part], out=self._diff[s][part])
         for d, total in zip(self._diff, self._sum):
@@ -95,19 +148,37 @@ class ElasticAveraging:
         for s, part, x in self._slices:
             np.subtract(x, self._diff[s][part], out=x)
 
-    def _sum_over_ranks(self):
+    def _sum_over_ranks(self) -> None:
+        assert self._sums is not None
         for total in self._sums:
             total.reduce()
             total.gather()
 
-    def state_dict(self):
-        """The wrapped optimizer's state_dict, with the center and the step count."""
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped optimizer's state_dict, with the center and the step count.
+
+        Returns
+        -------
+        dict
+            ``{"optimizer", "center", "step_count"}``.
+        """
         return {"optimizer": self.optimizer.state_dict(), "center": [c.copy() for c in self._center_views],
                 "step_count": self.step_count}
 
-    def load_state_dict(self, state_dict):
-        """Load a state_dict from state_dict() (every rank the same one)."""
-        if not isinstance(state_dict, dict) or not {"optimizer", "center", "step_count"} <= set(state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a state_dict from state_dict() (every rank the same one).
+
+        Parameters
+        ----------
+        state_dict : dict
+            ``{"optimizer", "center", "step_count"}``, from state_dict().
+
+        Raises
+        ------
+        ValueError
+            A state that does not match the model.
+        """
+        if not isinstance(state_dict, Mapping) or not {"optimizer", "center", "step_count"} <= set(state_dict):
             raise ValueError("state_dict must be a dict with 'optimizer', 'center' and 'step_count' "
                              "(from ElasticAveraging.state_dict())")
         center = state_dict["center"]

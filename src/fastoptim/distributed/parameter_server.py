@@ -29,59 +29,98 @@ the worker's last fetch and the push; each server measures it for its shard
 API: ``ParameterServer`` (public; see its docstring).
 """
 import os
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..optim import Optimizer
+from ..typing import FloatArray, Grads, Params
 from . import _checkpoint
-from ._buckets import Shard, flat_view
+from ._buckets import ParamSet, Piece, Shard, flat_view
 from ._dcasgd import DelayCompensation, check_compensation
+from ._docs import shared_docs
 from ._mpi import DEFAULT_TIMEOUT, MPI, ArraysBuffer, wait
 from ._roles import (TAG_FETCH, TAG_PARAMS, TAG_PUSH, TAG_PUSH_FETCH, AsyncRoles, agree,
                      build_optimizer, checked_count, shard_buffer)
 from .zero import _per_tensor
 
 
+@shared_docs
 class ParameterServer(AsyncRoles):
     """Downpour SGD with `servers` sharded parameter servers; DC-ASGD with `compensation`.
 
-    ps = ParameterServer(params, optimizer, ...)   # on every rank, with the same model
-    stats = ps.run(worker_fn)
-
-    params: the model (a list or dict of arrays, or param groups), the same on
-      every rank.  Servers start from their own rank's values (or `resume`);
-      workers fetch the servers' params when run() starts.
-    optimizer: a callable building a server's optimizer over its shard's params
-      (param groups of 1-D views, mirroring the model's groups), e.g.
-      ``lambda p: fastoptim.Adagrad(p, lr=0.1)``.
-    comm: an mpi4py communicator (MPI.COMM_WORLD by default); ranks
-      0..servers-1 serve, the others are workers.
-    fetch_every, push_every: a worker's step() pushes the mean of its grads
-      every push_every calls and fetches the newest params every fetch_every
-      calls (pushing first when both fall on one call).  Grads accumulated
-      when worker_fn returns are pushed then (their mean).
-    compensation: None (Downpour/ASGD), "constant" or "adaptive" (DC-ASGD-c/-a),
-      with compensation_lambda (lambda, or lambda0 for "adaptive") and
-      compensation_momentum (m of the mean square).
-    checkpoint, checkpoint_every: every checkpoint_every updates (0: never)
-      and when serving ends, each server writes its params, optimizer
-      state_dict and update count to `checkpoint` (several servers: one file
-      per shard beside it), atomically.
-    resume: a checkpoint path: servers start from it, and the update count
-      continues from its count.
-    timeout: seconds any wait may take before the job aborts.
-
-    On workers, worker_fn(ps) uses ps.worker_index (0..n_workers-1),
+    ``ps = ParameterServer(params, optimizer, ...)`` on every rank, with the same
+    model, then ``stats = ps.run(worker_fn)``.  On workers, worker_fn(ps) uses ps.worker_index (0..n_workers-1),
     ps.n_workers and ps.step(grads).  After run(), every rank's params hold the
     servers' final params, and run() returns on every rank the same dict:
     updates (the servers' count of steps, one per push however many servers,
     continuing a resumed checkpoint's and earlier runs'), and of this run:
     staleness_mean, staleness_max, pushes (per worker), bytes_sent (by all
     ranks), seconds.  run() may be called again: workers fetch anew.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        The model, the same on every rank.  Servers start from their own rank's
+        values (or `resume`); workers fetch the servers' params when run() starts.
+    optimizer : callable
+        Builds a server's optimizer over its shard's params (param groups of 1-D
+        views, mirroring the model's groups), e.g. ``lambda p: fastoptim.Adagrad(p, lr=0.1)``;
+        its rule must be element-wise.
+    comm : mpi4py.MPI.Intracomm or None, default None
+        The communicator (None: ``MPI.COMM_WORLD``); ranks 0..servers-1 serve, the
+        others are workers.
+    servers : int, default 1
+        The number of server ranks (shards), >= 1.
+    fetch_every : int, default 1
+        A worker's step() fetches the newest params every fetch_every calls.
+    push_every : int, default 1
+        A worker's step() pushes the mean of its grads every push_every calls
+        (pushing first when both fall on one call; grads accumulated when
+        worker_fn returns are pushed then).
+    compensation : {None, 'constant', 'adaptive'}, default None
+        None (Downpour/ASGD), or DC-ASGD-c / DC-ASGD-a.
+    compensation_lambda : float, default 0.04
+        DC-ASGD's lambda (lambda0 for 'adaptive'), >= 0.
+    compensation_momentum : float, default 0.95
+        DC-ASGD-a's momentum m of the mean square, in [0, 1).
+    checkpoint : str, path or None, default None
+        Where each server writes its params, optimizer state_dict and update
+        count, atomically (several servers: one file per shard beside it).
+    checkpoint_every : int, default 0
+        Write a checkpoint every this many updates (0: only when serving ends).
+    resume : str, path or None, default None
+        A checkpoint to start the servers from; the update count continues from its.
+    {{timeout}}
+
+    Raises
+    ------
+    ValueError
+        Too few ranks, an option out of range, checkpoint_every without a
+        checkpoint, a model that differs across ranks, or a set-up error on any
+        rank (a per-tensor optimizer rule, a checkpoint of another model), raised
+        on every rank.
+
+    Examples
+    --------
+    {{mpi_example}}
+    >>> from fastoptim.distributed import ParameterServer
+    >>> params = [np.zeros(3)]
+    >>> ps = ParameterServer(params, lambda p: fastoptim.SGD(p, lr=0.1),  # doctest: +SKIP
+    ...                      compensation="constant")
+    >>> def work(ps):
+    ...     for _ in range(100):
+    ...         ps.step([params[0] - 1.0])  # the gradient of |w - 1|^2 / 2, at the fetched params
+    >>> stats = ps.run(work)  # rank 0 serves, the others call work  # doctest: +SKIP
     """
 
-    def __init__(self, params, optimizer, comm=None, servers=1, fetch_every=1, push_every=1,
-                 compensation=None, compensation_lambda=0.04, compensation_momentum=0.95,
-                 checkpoint=None, checkpoint_every=0, resume=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, params: Params, optimizer: Callable[[Any], Optimizer], comm: Optional[MPI.Intracomm] = None,
+                 servers: int = 1, fetch_every: int = 1, push_every: int = 1,
+                 compensation: Optional[str] = None, compensation_lambda: float = 0.04,
+                 compensation_momentum: float = 0.95, checkpoint: Union[str, "os.PathLike[str]", None] = None,
+                 checkpoint_every: int = 0, resume: Union[str, "os.PathLike[str]", None] = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         servers = checked_count(servers, "servers", 1)
         self.fetch_every = checked_count(fetch_every, "fetch_every", 1)
         self.push_every = checked_count(push_every, "push_every", 1)
@@ -91,43 +130,43 @@ class ParameterServer(AsyncRoles):
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         if self.checkpoint_every and self.checkpoint is None:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} needs a checkpoint path")
-        resume = None if resume is None else os.fspath(resume)
+        resume_path = None if resume is None else os.fspath(resume)
         super().__init__(params, comm, timeout, servers, "ParameterServer", extra={
             "servers": servers, "fetch_every": self.fetch_every, "push_every": self.push_every,
             "compensation": self.compensation, "compensation_lambda": self.compensation_lambda,
             "compensation_momentum": self.compensation_momentum,
-            "checkpoint_every": self.checkpoint_every, "resume": resume is not None})
+            "checkpoint_every": self.checkpoint_every, "resume": resume_path is not None})
         self.shards = [Shard(self.model, s, servers) for s in range(servers)]
         self.optimizer = None
         self.updates = 0
-        error = None
+        error: Optional[Exception] = None
         try:
             if self.is_server:
-                self._set_up_server(optimizer, resume)
+                self._set_up_server(optimizer, resume_path)
             else:
                 self._set_up_worker()
         except Exception as caught:
             error = caught
         agree(self.comm, self.timeout, error, "ParameterServer")
 
-    def _start_run(self):
+    def _start_run(self) -> None:
         # Counters of this run; `updates` is the servers' count, which runs on (from a checkpoint, too).
         self.bytes_sent = 0
         self.pushes = 0
         self._staleness_sum = self._staleness_count = self._staleness_max = 0
 
     # ---- the server ---------------------------------------------------------------------
-    def _set_up_server(self, optimizer, resume):
+    def _set_up_server(self, optimizer: Callable[[Any], Optimizer], resume: Optional[str]) -> None:
         shard = self.shards[self.rank]
-        self.optimizer = build_optimizer(optimizer, shard.param_groups(), "ParameterServer")
-        per_tensor = _per_tensor(type(self.optimizer))
+        self.optimizer = built = build_optimizer(optimizer, shard.param_groups(), "ParameterServer")
+        per_tensor = _per_tensor(type(built))
         if per_tensor:  # its shard cuts tensors: a per-tensor rule would compute on pieces
             raise ValueError(f"ParameterServer: the servers' shards cut across tensors, so their optimizer must be "
                              f"element-wise; {type(self.optimizer).__name__}'s is per tensor ({per_tensor})")
         # The shard optimizer's params, in its order, and the piece of the model each one is.
         self._group_pieces = _group_pieces(shard)
         self._pieces = [piece for group in self._group_pieces for piece in group]
-        own = [p for group in self.optimizer.param_groups for p in group["params"]]
+        own = [p for group in built.param_groups for p in group["params"]]
         # One preallocated receive buffer per dtype space; the optimizer's grads are its views.
         self._received = [np.zeros(stop - start, dtype=space.dtype)
                           for space, (start, stop) in zip(self.model.spaces, shard.ranges)]
@@ -136,9 +175,9 @@ class ParameterServer(AsyncRoles):
         grads = _piece_segments(self._received, shard, self._pieces, self.model)
         self._grads = grads
         self._fetched_at = [0] * self.n_workers
-        self._replies = []         # params sent and not yet received: waited before the next update
-        self._written_at = None
-        self._dc = None
+        self._replies: list[MPI.Request] = []         # params sent and not yet received: waited before the next update
+        self._written_at: Optional[int] = None
+        self._dc: Optional[DelayCompensation] = None
         if self.compensation is not None:
             self._dc = DelayCompensation(self.compensation, self.compensation_lambda,
                                          self.compensation_momentum, grads, own)
@@ -147,16 +186,16 @@ class ParameterServer(AsyncRoles):
             self._against = [self._dc.against(b) for b in self._backups]
             self._own = own
         if resume is not None:
-            self._resume(_checkpoint.load(resume), own)
+            self._resume(_checkpoint.load(resume), own, built)
 
-    def _resume(self, saved, own):
+    def _resume(self, saved: dict[str, Any], own: Sequence[FloatArray], optimizer: Optimizer) -> None:
         mine = [(a.shape, a.dtype) for a in self.model.arrays]
         theirs = [(a.shape, a.dtype) for a in saved["params"]]
         if mine != theirs:
             raise ValueError(f"the checkpoint to resume holds params {theirs}, but the model has {mine}")
         state = _checkpoint.slice_state_dict(saved["optimizer"], saved["params"], self._pieces,
                                              self._group_pieces)
-        self.optimizer.load_state_dict(state)
+        optimizer.load_state_dict(state)
         for view, (i, lo, hi) in zip(own, self._pieces):
             np.copyto(view, flat_view(saved["params"][i])[lo:hi])
         if self._dc is not None and self._dc.mean_squares is not None and saved["mean_square"] is not None:
@@ -164,7 +203,7 @@ class ParameterServer(AsyncRoles):
                 np.copyto(ms, flat_view(saved["mean_square"][i])[lo:hi])
         self.updates = saved["updates"]
 
-    def _serve_message(self, message, status):
+    def _serve_message(self, message: MPI.Message, status: MPI.Status) -> None:
         source, tag = status.Get_source(), status.Get_tag()
         worker = source - self.n_servers
         if tag in (TAG_PUSH, TAG_PUSH_FETCH):
@@ -183,6 +222,7 @@ class ParameterServer(AsyncRoles):
             self._staleness_max = max(self._staleness_max, staleness)
             if self._dc is not None:
                 self._dc.apply(self._against[worker])
+            assert self.optimizer is not None  # a server has one
             self.optimizer.step(self._grads)
             self.updates += 1
             if self.checkpoint_every and self.updates % self.checkpoint_every == 0:
@@ -200,14 +240,15 @@ class ParameterServer(AsyncRoles):
             self._fetched_at[worker] = self.updates
             self.bytes_sent += self._send_buffer.nbytes
 
-    def _finish_serving(self):
+    def _finish_serving(self) -> None:
         wait(self._replies, self.timeout, f"the last params sent (ParameterServer server {self.rank})", self.comm)
         self._replies = []
         if self.checkpoint is not None and self._written_at != self.updates:
             self._write_checkpoint()
 
-    def _write_checkpoint(self):
+    def _write_checkpoint(self) -> None:
         shard = self.shards[self.rank]
+        assert self.optimizer is not None and self.checkpoint is not None
         payload = {
             "format": _checkpoint.FORMAT, "version": _checkpoint.VERSION,
             "shard": self.rank, "shards": self.n_servers,
@@ -223,17 +264,35 @@ class ParameterServer(AsyncRoles):
         self._written_at = self.updates
 
     @staticmethod
-    def load_checkpoint(path):
-        """The checkpoint at path (several servers: its shard files, reassembled):
-        {"params": [arrays in flat param order], "updates": int, "optimizer": state_dict
-        of an optimizer over the whole model, "mean_square": DC-ASGD-a's, or None}."""
+    def load_checkpoint(path: Union[str, "os.PathLike[str]"]) -> dict[str, Any]:
+        """The checkpoint at path (several servers: its shard files, reassembled).
+
+        Parameters
+        ----------
+        path : str or path
+            The `checkpoint` path a ParameterServer wrote.
+
+        Returns
+        -------
+        dict
+            ``{"params": [arrays in flat param order], "updates": int, "optimizer":
+            state_dict of an optimizer over the whole model, "mean_square":
+            DC-ASGD-a's, or None}``.
+
+        Raises
+        ------
+        FileNotFoundError
+            No checkpoint at path.
+        ValueError
+            Files that are not a complete checkpoint of one model.
+        """
         return _checkpoint.load(path)
 
     # ---- the worker ---------------------------------------------------------------------
-    def _set_up_worker(self):
+    def _set_up_worker(self) -> None:
         # Accumulated grads: one flat array per dtype space, so server s's part of each is contiguous.
         self._accumulated = [np.zeros(space.size, dtype=space.dtype) for space in self.model.spaces]
-        self._accumulated_views = [None] * len(self.model)
+        self._accumulated_views: list[FloatArray] = [np.empty(0) for _ in range(len(self.model))]
         for space, flat in zip(self.model.spaces, self._accumulated):
             for i, begin, end in zip(space.indices, space.offsets[:-1], space.offsets[1:]):
                 self._accumulated_views[i] = flat[begin:end].reshape(self.model.arrays[i].shape)
@@ -243,11 +302,16 @@ class ParameterServer(AsyncRoles):
         self._fetch_buffers = [shard_buffer(s.views) for s in self.shards]
         self._pending = 0          # grads accumulated since the last push
         self._calls = 0
-        self._sends = []           # the last push's sends, if it did not fetch
+        self._sends: list[MPI.Request] = []           # the last push's sends, if it did not fetch
 
-    def step(self, grads):
-        """Accumulate grads (in the params' structure); push their mean every push_every
-        calls, then fetch the newest params into params every fetch_every calls."""
+    @shared_docs
+    def step(self, grads: Grads) -> None:
+        """Accumulate grads; push their mean every push_every calls, fetch every fetch_every.
+
+        For workers, inside run(): the fetched params land in the params.
+
+        {{worker_step}}
+        """
         self._check_worker("step")
         flat = self.model.flatten(grads)
         self._wait_sends()
@@ -264,7 +328,7 @@ class ParameterServer(AsyncRoles):
         elif fetch:
             self._fetch()
 
-    def _push(self, fetch):
+    def _push(self, fetch: bool) -> None:
         if self._pending > 1:
             for flat in self._accumulated:
                 np.divide(flat, self._pending, out=flat)
@@ -279,41 +343,41 @@ class ParameterServer(AsyncRoles):
         else:
             self._sends = sends
 
-    def _fetch(self):
+    def _fetch(self) -> None:
         receives = self._receive_params()
         sends = [self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=s, tag=TAG_FETCH) for s in range(self.n_servers)]
         wait(receives + sends, self.timeout, f"worker {self.worker_index}'s fetch", self.comm)
 
-    def _receive_params(self):
+    def _receive_params(self) -> list[MPI.Request]:
         # Posted before the request goes out: the params land straight in this worker's params.
         return [self.comm.Irecv(b.spec, source=s, tag=TAG_PARAMS) for s, b in enumerate(self._fetch_buffers)]
 
-    def _wait_sends(self):
+    def _wait_sends(self) -> None:
         if self._sends:
             wait(self._sends, self.timeout, f"worker {self.worker_index}'s last push", self.comm)
             self._sends = []
 
-    def _start_worker(self):
+    def _start_worker(self) -> None:
         self._fetch()
 
-    def _finish_worker(self):
+    def _finish_worker(self) -> None:
         self._wait_sends()
         if self._pending:
             self._push(fetch=False)
             self._wait_sends()
 
     # ---- the end -------------------------------------------------------------------------
-    def _final_buffers(self):
+    def _final_buffers(self) -> list[ArraysBuffer]:
         return [shard_buffer(s.views) for s in self.shards]
 
-    def _rank_stats(self):
+    def _rank_stats(self) -> dict[str, Any]:
         if self.is_server:
             return {"updates": self.updates, "staleness_sum": self._staleness_sum,
                     "staleness_count": self._staleness_count, "staleness_max": self._staleness_max,
                     "bytes_sent": self.bytes_sent}
         return {"pushes": self.pushes, "bytes_sent": self.bytes_sent}
 
-    def _combine_stats(self, per_rank):
+    def _combine_stats(self, per_rank: list[dict[str, Any]]) -> dict[str, Any]:
         servers, workers = per_rank[:self.n_servers], per_rank[self.n_servers:]
         count = sum(s["staleness_count"] for s in servers)
         return {
@@ -326,7 +390,7 @@ class ParameterServer(AsyncRoles):
         }
 
 
-def _group_pieces(shard):
+def _group_pieces(shard: Shard) -> list[list[Piece]]:
     """Per group, the shard optimizer's params as (param index, lo, hi) pieces of the model
     (a group's empty placeholder view is (its first param, 0, 0)); see Shard.group_members."""
     firsts = np.cumsum([0] + shard.paramset.group_sizes[:-1])
@@ -334,10 +398,11 @@ def _group_pieces(shard):
             for first, members in zip(firsts, shard.group_members())]
 
 
-def _piece_segments(buffers, shard, pieces, model):
+def _piece_segments(buffers: Sequence[FloatArray], shard: Shard, pieces: Sequence[Piece],
+                    model: ParamSet) -> list[FloatArray]:
     """The segments of per-space shard buffers that correspond to `pieces` (an empty
     array for a group's empty placeholder piece)."""
-    where = {}
+    where: dict[Piece, FloatArray] = {}
     for buffer, space_pieces in zip(buffers, shard.pieces):
         offset = 0
         for piece in space_pieces:
