@@ -20,8 +20,10 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, etaminus, e
     prev, step_size = state["prev"], state["step_size"]
     product = d * prev
     step_size *= np.where(product > 0, t(etaplus), np.where(product < 0, t(etaminus), t(1)))
-    np.maximum(step_size, t(step_size_min), out=step_size)  # clamp_: max then min, NaN stays
-    np.minimum(step_size, t(step_size_max), out=step_size)
+    # torch's clamp_: raise below the min, then lower above the max; NaN stays, and so does -0.0
+    # against a min of 0 (np.maximum would give +0.0)
+    np.copyto(step_size, t(step_size_min), where=step_size < t(step_size_min))
+    np.copyto(step_size, t(step_size_max), where=step_size > t(step_size_max))
     d = np.where(product < 0, t(0), d)
     prev[...] = d
     param += t(-1) * torch_sign(d) * step_size
