@@ -34,7 +34,7 @@ def _per_tensor(optimizer_class: type) -> str:
     if scalars:
         return f"per-tensor scalar state {', '.join(scalars)}"
     number, _ = runtime.rule_fields()[rule.kernel]
-    passes = runtime.rule_passes(number)  # type: ignore[attr-defined]  # missing from _ext/runtime.pyi
+    passes = runtime.rule_passes(number)
     return f"{passes} passes over each tensor" if passes > 1 else ""
 
 
