@@ -3,35 +3,38 @@
 Each raises before fit writes anything, with a message naming the argument.
 """
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 LEARNING_RATES = ("constant", "optimal", "invscaling", "epoch_decay")
 
 
-def check_number(name, value, low=None, high=None, low_open=False, high_open=False, integer=False,
-                 allow_none=False):
+def check_number(name: str, value: Any, low: float | None = None, high: float | None = None, low_open: bool = False,
+                 high_open: bool = False, integer: bool = False, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}"
                         f"{' or None' if allow_none else ''}, got {value!r}")
-    if not np.isfinite(value):
+    number = cast(float, value)  # a Real, as checked
+    if not np.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
+    if low is not None and (number < low or (low_open and number == low)):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and (value > high or (high_open and value == high)):
+    if high is not None and (number > high or (high_open and number == high)):
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
 
 
-def check_flag(name, value):
+def check_flag(name: str, value: Any) -> None:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
-def check_params(estimator, losses):
+def check_params(estimator: Any, losses: tuple[str, ...]) -> None:
     """The hyperparameters of a HogwildSGDClassifier or HogwildSGDRegressor."""
     cls = type(estimator).__name__
     if estimator.loss not in losses:
@@ -65,7 +68,7 @@ def check_params(estimator, losses):
         check_class_weight(estimator.class_weight)
 
 
-def check_class_weight(class_weight):
+def check_class_weight(class_weight: Any) -> None:
     """None, 'balanced' or a dict {label: weight} of finite non-negative weights."""
     if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
         return
@@ -75,7 +78,7 @@ def check_class_weight(class_weight):
         check_number(f"class_weight[{label!r}]", weight, low=0.0)
 
 
-def check_sample_weight(sample_weight, n_samples):
+def check_sample_weight(sample_weight: npt.ArrayLike | None, n_samples: int) -> npt.NDArray[np.float64] | None:
     """sample_weight as float64 (None stays None: all ones, and the kernel reads nothing)."""
     if sample_weight is None:
         return None
@@ -93,7 +96,9 @@ def check_sample_weight(sample_weight, n_samples):
     return np.ascontiguousarray(sample_weight)
 
 
-def check_init(coef_init, intercept_init, n_models, n_features, dtype, names=("coef_init", "intercept_init")):
+def check_init(coef_init: npt.ArrayLike | None, intercept_init: npt.ArrayLike | None, n_models: int, n_features: int,
+               dtype: npt.DTypeLike, names: Sequence[str] = ("coef_init", "intercept_init")
+               ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
     """fit's coef_init and intercept_init as new arrays (coef: (n_models, n_features) of dtype;
     intercept: (n_models,) float64, rounded to dtype first as scikit-learn's); None gives zeros.
     names: what to call them in errors.

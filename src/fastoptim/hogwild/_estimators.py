@@ -2,8 +2,11 @@
 import contextlib
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     import scipy.sparse as sp
@@ -34,8 +37,16 @@ _NO_INDEX = np.zeros(1, dtype=np.int32)
 # Tests lower it to exercise the threads on small problems.
 PARALLEL_MIN_NNZ = 1 << 16
 
+Array = npt.NDArray[Any]
+#: random_state as scikit-learn takes it.
+RandomState = int | np.random.RandomState | None
+#: One binary problem of a row of the model: (targets, training weights or None).
+Problem = tuple[Array, Array | None]
+#: Early stopping's score of a row of the model, from its true (coef, intercept).
+Score = Callable[[Array, float], float]
 
-def _encode_labels(y):
+
+def _encode_labels(y: Array) -> tuple[Array, Array]:
     """(classes, each sample's index in classes) of a 1-d y, as np.unique(y, return_inverse=True).
 
     Integer labels within a small range are counted rather than sorted: several
@@ -54,14 +65,14 @@ def _encode_labels(y):
     return np.unique(y, return_inverse=True)
 
 
-def _store_params(estimator, params):
+def _store_params(estimator: object, params: dict[str, Any]) -> None:
     """__init__ keeps each argument as is (scikit-learn's convention); checks happen in fit."""
     for name, value in params.items():
         if name != "self":
             setattr(estimator, name, value)
 
 
-def _squared_norm(w):
+def _squared_norm(w: Array) -> float:
     return float(np.dot(w, w)) if w.dtype == np.float64 else float(np.square(w, dtype=np.float64).sum())
 
 
@@ -69,19 +80,23 @@ class _BaseHogwildSGD(BaseEstimator):
     """The parts both estimators share: checks, data layout and the epoch loop."""
 
     _LOSSES: tuple[str, ...] = ()
+    # fit's record (see _record): per class for one-vs-rest
+    validation_scores_: Any
+    best_validation_score_: Any
+    best_loss_: Any
 
-    def _check_params(self):
+    def _check_params(self) -> int:
         """Check the hyperparameters (see _checks); returns the number of threads."""
         check_params(self, self._LOSSES)
         return self._threads()
 
-    def _threads(self):
+    def _threads(self) -> int:
         if self.n_threads is None:
             return _kernels.get_num_threads()
         n = _resolve_threads(self.n_threads)
         return n if _kernels.OPENMP else 1
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         try:
@@ -91,7 +106,7 @@ class _BaseHogwildSGD(BaseEstimator):
         return tags
 
     @contextlib.contextmanager
-    def _previous_fit_kept_on_error(self):
+    def _previous_fit_kept_on_error(self) -> Iterator[None]:
         """A fit that fails (on NaN in X only found in its first epoch, say) leaves the
         estimator as it was: fit rebinds every fitted attribute to new objects, so
         restoring the old bindings restores the old model."""
@@ -103,7 +118,7 @@ class _BaseHogwildSGD(BaseEstimator):
             self.__dict__.update(before)
             raise
 
-    def _validate_data(self, X, y="no_validation", reset=False, **kwargs):
+    def _validate_data(self, X: Any, y: Any = "no_validation", reset: bool = False, **kwargs: Any) -> Any:
         """float32/float64, CSR (other sparse formats converted once) or dense C-contiguous.
 
         Once fitted, further data is converted to the weights' dtype.
@@ -112,11 +127,12 @@ class _BaseHogwildSGD(BaseEstimator):
         return validate_data(self, X, y, accept_sparse="csr", dtype=dtype, order="C",
                              accept_large_sparse=True, reset=reset, **kwargs)
 
-    def _check_partial_fit(self, first_call):
+    def _check_partial_fit(self, first_call: bool) -> None:
         if first_call and self.early_stopping:
             raise ValueError("early_stopping should be False with partial_fit")
 
-    def _start_fit(self, n_models, n_features, dtype, coef_init, intercept_init):
+    def _start_fit(self, n_models: int, n_features: int, dtype: npt.DTypeLike, coef_init: npt.ArrayLike | None,
+                   intercept_init: npt.ArrayLike | None) -> None:
         """The starting weights of fit: coef_init/intercept_init, else with warm_start the
         current model (coef_ and intercept_, averaged or not, as scikit-learn's), else zeros."""
         names = ["coef_init", "intercept_init"]
@@ -129,7 +145,7 @@ class _BaseHogwildSGD(BaseEstimator):
         self._init_state(coef, intercept)
         self._random_state = check_random_state(self.random_state)
 
-    def _validation_mask(self, y, sample_weight):
+    def _validation_mask(self, y: Array, sample_weight: Array | None) -> Array | None:
         """With early_stopping, the validation rows scikit-learn holds out (stratified by class
         for a classifier), as a boolean mask; else None."""
         if not self.early_stopping:
@@ -153,17 +169,17 @@ class _BaseHogwildSGD(BaseEstimator):
         mask[validation] = True
         return mask
 
-    def _optimal_init(self):
+    def _optimal_init(self) -> float:
         """scikit-learn's offset of the 'optimal' schedule (Bottou's heuristic for the first step)."""
         typw = np.sqrt(1.0 / np.sqrt(self.alpha))
         derivative = _kernel.derivative(_kernel.LOSSES[self.loss], -typw, 1.0, self.epsilon)
-        return 1.0 / (typw / max(1.0, derivative) * self.alpha)
+        return float(1.0 / (typw / max(1.0, derivative) * self.alpha))
 
-    def _average_from(self):
+    def _average_from(self) -> float:
         """The step from which the iterates are averaged (0: no averaging)."""
         return float(self.average)
 
-    def _init_state(self, coef, intercept):
+    def _init_state(self, coef: Array, intercept: Array) -> None:
         """The plain SGD iterates from (coef, intercept) and, with `average`, their averages from zero."""
         self._standard_coef, self._standard_intercept = coef, intercept
         if self._average_from():
@@ -173,8 +189,9 @@ class _BaseHogwildSGD(BaseEstimator):
         self.t_ = 1.0
         self.n_iter_ = 0
 
-    def _fit_rows(self, X, problems, max_iter, n_threads, rng, fitting=False, validation=None,
-                  sample_weight=None):
+    def _fit_rows(self, X: Any, problems: Iterable[Problem], max_iter: int, n_threads: int,
+                  rng: np.random.RandomState, fitting: bool = False, validation: Array | None = None,
+                  sample_weight: Array | None = None) -> None:
         """SGD of each row of the model on its problem, then coef_/intercept_.
 
         problems: an iterable of (targets, training weights or None), one per row.
@@ -216,27 +233,39 @@ class _BaseHogwildSGD(BaseEstimator):
         intercept = (self._average_intercept if averaged else self._standard_intercept).astype(coef.dtype)
         self._publish(coef, intercept)
 
-    def _record(self, monitors):
+    def _record(self, monitors: list["_Monitor"]) -> None:
         """fit's validation_scores_, best_validation_score_ and best_loss_, as MLPClassifier's
         (scikit-learn's SGD keeps none): for one-vs-rest, one of each per class."""
         scores = [m.scores if self.early_stopping else None for m in monitors]
         best_scores = [max(m.scores) if self.early_stopping else None for m in monitors]
         best_losses = [m.best_objective if m.stops_on_objective else None for m in monitors]
+        record: tuple[Any, Any, Any]
         if len(monitors) == 1:
-            self.validation_scores_, self.best_validation_score_, self.best_loss_ = (
-                scores[0], best_scores[0], best_losses[0])
+            record = scores[0], best_scores[0], best_losses[0]
         else:
-            self.validation_scores_ = scores if self.early_stopping else None
-            self.best_validation_score_ = np.array(best_scores) if self.early_stopping else None
-            self.best_loss_ = np.array(best_losses) if monitors[0].stops_on_objective else None
+            record = (scores if self.early_stopping else None,
+                      np.array(best_scores) if self.early_stopping else None,
+                      np.array(best_losses) if monitors[0].stops_on_objective else None)
+        self.validation_scores_, self.best_validation_score_, self.best_loss_ = record
+
+    def _validation_score(self, X: Any, targets: Array, sample_weight: Array | None) -> Score:
+        """Early stopping's score of one row of the model on the held-out rows (the subclass's metric)."""
+        raise NotImplementedError
+
+    def _publish(self, coef: Array, intercept: Array) -> None:
+        """Set coef_ and intercept_ from the model's rows (the subclass's shapes)."""
+        raise NotImplementedError
 
     @staticmethod
-    def _decision(X, coef, intercept):
+    def _decision(X: Any, coef: Array, intercept: Any) -> Array:
         """X @ coef + intercept for one row of the model, computed as scikit-learn's predictions are."""
-        return (safe_sparse_dot(X, coef.reshape(1, -1).T, dense_output=True) + np.atleast_1d(intercept)).ravel()
+        decision: Array = (safe_sparse_dot(X, coef.reshape(1, -1).T, dense_output=True)
+                           + np.atleast_1d(intercept)).ravel()
+        return decision
 
-    def _run_sgd(self, X, y, sample_weight, row, max_iter, n_threads, rng, first_epoch, check_finite, rows,
-                 monitor):
+    def _run_sgd(self, X: Any, y: Array, sample_weight: Array | None, row: int, max_iter: int, n_threads: int,
+                 rng: np.random.RandomState, first_epoch: int, check_finite: bool, rows: Array | None,
+                 monitor: "_Monitor") -> int:
         """Hogwild! SGD of one row of the model (updated in place) over the given rows of X
         (None: all), until max_iter epochs or the monitor's stopping rule.
 
@@ -269,10 +298,14 @@ class _BaseHogwildSGD(BaseEstimator):
         intercept_decay = 1.0 if dense else SPARSE_INTERCEPT_DECAY
         optimal_init = self._optimal_init() if self.learning_rate == "optimal" else 0.0
 
-        def set_up(epoch, index, t_start, scale_start, average_a, average_b):
+        # The true weights are scale_start * coef; the scale carries over epochs until folded.
+        scale_start, average_a, average_b = 1.0, 0.0, 1.0
+
+        def set_up(epoch: _kernel.Epoch, index: int, t_start: float, scale_start: float, average_a: float,
+                   average_b: float) -> None:
             """Record epoch number `index`'s shuffle and plan."""
             if self.shuffle:
-                epoch.set_shuffle(rng.randint(np.iinfo(np.int64).max, dtype=np.int64))
+                epoch.set_shuffle(int(rng.randint(np.iinfo(np.int64).max, dtype=np.int64)))
             if self.learning_rate == "epoch_decay":
                 schedule, eta0 = "constant", self.eta0 * self.beta ** (first_epoch + index)
             else:
@@ -281,19 +314,17 @@ class _BaseHogwildSGD(BaseEstimator):
             epoch.set_plan(_kernel.SCHEDULES[schedule], eta0, self.power_t, self.alpha, optimal_init, alpha,
                            t_start, scale_start, average_from, average_a, average_b)
 
-        def fold_scale():
+        def fold_scale() -> None:
             """Fold the scale (and the lazy averaging terms) into the stored weights."""
             nonlocal scale_start, average_a, average_b
-            if average_from:
+            if average_coef is not None:  # averaging
                 np.add(average_coef, average_a * coef, out=average_coef)
                 np.divide(average_coef, average_b, out=average_coef)
                 average_a, average_b = 0.0, 1.0
             np.multiply(coef, scale_start, out=coef)
             scale_start = 1.0
 
-        # The true weights are scale_start * coef; the scale carries over epochs until
-        # folded.  Two Epochs take turns: the one running prepares the other.
-        scale_start, average_a, average_b = 1.0, 0.0, 1.0
+        # Two Epochs take turns: the one running prepares the other.
         current = _kernel.Epoch(n_samples, track_norm, bool(average_from), rows)
         following = _kernel.Epoch(n_samples, track_norm, bool(average_from), rows) if max_iter > 1 else None
         set_up(current, 0, self.t_, scale_start, average_a, average_b)
@@ -302,7 +333,7 @@ class _BaseHogwildSGD(BaseEstimator):
             monitor.epoch_starts(epoch)
             blocks = current.blocks()
             prepare = None
-            if epoch + 1 < max_iter:
+            if following is not None and epoch + 1 < max_iter:
                 set_up(following, epoch + 1, self.t_ + n_samples, current.scale_after[-1], *blocks[-1][2:])
                 prepare = following
             average_first = min(n_samples, max(0, int(np.ceil(average_from - self.t_)))) if average_from \
@@ -338,7 +369,8 @@ class _BaseHogwildSGD(BaseEstimator):
                                  "input data with StandardScaler or MinMaxScaler might help.")
             if monitor.epoch_ends(epoch, coef, scale_start, intercept, loss_sum, objective):
                 break
-            current, following = following, current
+            if following is not None:
+                current, following = following, current
         fold_scale()
         self._standard_intercept[row] = intercept
         if average_from and n_averaged:  # the running mean of the intercept, as scikit-learn's
@@ -348,11 +380,12 @@ class _BaseHogwildSGD(BaseEstimator):
             self._n_averaged[row] = before + n_averaged
         return epoch + 1
 
-    def _linear_predict(self, X):
+    def _linear_predict(self, X: Any) -> Array:
         check_is_fitted(self, "coef_")
         X = self._validate_data(X)
         scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
-        return scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
+        predicted: Array = scores.ravel() if scores.ndim == 2 and scores.shape[1] == 1 else scores
+        return predicted
 
 
 class _Monitor:
@@ -362,7 +395,7 @@ class _Monitor:
     (loss plus ``alpha/2 |w|^2`` before each step) must fall below the best by tol; n_iter_no_change
     epochs in a row without that stop the fit.  verbose prints scikit-learn's lines."""
 
-    def __init__(self, estimator, n_train):
+    def __init__(self, estimator: _BaseHogwildSGD, n_train: int) -> None:
         self.tol = -np.inf if estimator.tol is None else estimator.tol
         self.patience = estimator.n_iter_no_change
         self.verbose = estimator.verbose
@@ -371,17 +404,19 @@ class _Monitor:
         # the objective is computed for the tol criterion, and for verbose's lines
         self.tracks_objective = self.stops_on_objective or bool(self.verbose)
         self.n_train = n_train
-        self.score = None  # callable (true coef, intercept) -> validation score, with early_stopping
-        self.scores, self.best_score = [], -np.inf
+        self.score: Score | None = None  # callable (true coef, intercept) -> validation score, with early_stopping
+        self.scores: list[float] = []
+        self.best_score = -np.inf
         self.best_objective = np.inf
         self.no_improvement, self.stopped = 0, False
         self.started = time.perf_counter()
 
-    def epoch_starts(self, epoch):
+    def epoch_starts(self, epoch: int) -> None:
         if self.verbose:
             print(f"-- Epoch {epoch + 1}")
 
-    def epoch_ends(self, epoch, coef, scale, intercept, loss_sum, objective_sum):
+    def epoch_ends(self, epoch: int, coef: Array, scale: float, intercept: float, loss_sum: float,
+                   objective_sum: float) -> bool:
         """After epoch number `epoch` (true weights scale * coef): True to stop."""
         line = None
         if self.verbose:
@@ -390,6 +425,7 @@ class _Monitor:
                     f"T: {(epoch + 1) * self.n_train}, Avg. loss: {loss_sum / self.n_train:.6f}, "
                     f"Objective: {objective_sum / self.n_train:.6f}")
         if self.early_stopping:
+            assert self.score is not None, "early stopping needs the validation score"
             score = self.score(coef * scale if scale != 1.0 else coef, intercept)
             self.scores.append(score)
             if line:
@@ -442,7 +478,9 @@ _COMMON_PARAMS = """
         the regressor) instead of the training objective.
     validation_fraction : float in (0, 1), default=0.1
     n_iter_no_change : int, default=5
-    warm_start : bool, default=False
+"""
+
+_COMMON_PARAMS_END = """    warm_start : bool, default=False
         fit starts from the current ``coef_`` and ``intercept_`` (unless coef_init/intercept_init
         are given); the step count ``t_`` restarts, as in scikit-learn.
     average : bool or int, default=False
@@ -453,6 +491,15 @@ _COMMON_PARAMS = """
     n_threads : int or None, default=None
         Threads of each epoch (None: fastoptim.get_num_threads(); -1: all usable cores).
         With more than one the updates race by design and results vary slightly.
+"""
+
+_RAISES = """
+    Raises
+    ------
+    ValueError, TypeError
+        From fit and partial_fit, before anything is written: an invalid hyperparameter
+        (named), data scikit-learn's checks refuse (NaN or infinity in X, a wrong shape), or
+        a coef_init/intercept_init/sample_weight of the wrong shape or with NaN.
 """
 
 _COMMON_ATTRIBUTES = """
@@ -482,36 +529,68 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         Weights of the classes, multiplying sample_weight: {label: weight}, or
         'balanced' (n_samples / (n_classes * count), from fit's y).  As in scikit-learn,
         a one-vs-rest problem weighs its class by its weight and the rest by 1.
+""" + _COMMON_PARAMS_END + """
 
     Attributes
     ----------
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features), X's dtype
     intercept_ : ndarray of shape (1,) or (n_classes,)
     classes_ : ndarray of shape (n_classes,)
-""" + _COMMON_ATTRIBUTES
+""" + _COMMON_ATTRIBUTES + _RAISES + """
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from fastoptim.hogwild import HogwildSGDClassifier
+    >>> X, y = make_classification(n_samples=200, n_features=10, random_state=0)
+    >>> clf = HogwildSGDClassifier(n_threads=1, random_state=0).fit(X, y)
+    >>> bool(clf.score(X, y) > 0.8)
+    True
+"""
 
     _LOSSES = ("hinge", "log_loss", "modified_huber", "squared_error")
 
-    def __init__(self, loss="hinge", *, penalty="l2", alpha=0.0001, fit_intercept=True, max_iter=1000,
-                 tol=1e-3, shuffle=True, verbose=0, epsilon=0.1, random_state=None, learning_rate="optimal",
-                 eta0=0.01, power_t=0.5, early_stopping=False, validation_fraction=0.1, n_iter_no_change=5,
-                 class_weight=None, warm_start=False, average=False, beta=0.9, n_threads=None):
+    def __init__(self, loss: str = "hinge", *, penalty: str | None = "l2", alpha: float = 0.0001,
+                 fit_intercept: bool = True, max_iter: int = 1000, tol: float | None = 1e-3, shuffle: bool = True,
+                 verbose: int = 0, epsilon: float = 0.1, random_state: RandomState = None,
+                 learning_rate: str = "optimal", eta0: float = 0.01, power_t: float = 0.5,
+                 early_stopping: bool = False, validation_fraction: float = 0.1, n_iter_no_change: int = 5,
+                 class_weight: dict[Any, float] | str | None = None, warm_start: bool = False,
+                 average: bool | int = False, beta: float = 0.9, n_threads: int | None = None) -> None:
         _store_params(self, locals())
 
-    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
-        """Fit for up to max_iter epochs, from coef_init/intercept_init (shapes (n_classes, n_features)
-        and (n_classes,), or n_features values and one for two classes), else with warm_start from
-        the current model, else from zero."""
+    def fit(self, X: Any, y: npt.ArrayLike, coef_init: npt.ArrayLike | None = None,
+            intercept_init: npt.ArrayLike | None = None, sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDClassifier":
+        """Fit for up to max_iter epochs, from coef_init/intercept_init, else with warm_start from
+        the current model, else from zero.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.  coef_ takes X's dtype.
+        y : array-like of shape (n_samples,)
+            Class labels (at least two classes).
+        coef_init : array-like of shape (n_classes, n_features), optional
+            Starting weights (n_features values for two classes).
+        intercept_init : array-like of shape (n_classes,), optional
+            Starting intercepts (one value for two classes).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the samples (None: all 1).
+
+        Returns
+        -------
+        HogwildSGDClassifier
+            self, fitted.
+        """
         with self._previous_fit_kept_on_error():
             n_threads = self._check_params()
             # X's NaN and infinities are found by the first epoch (see _run_sgd)
-            X, y = self._validate_data(X, y, reset=True, ensure_all_finite=False)
-            classes, label = _encode_labels(y)
+            X, labels = self._validate_data(X, y, reset=True, ensure_all_finite=False)
+            classes, label = _encode_labels(labels)
             check_classification_targets(classes)  # y's type is its classes' (and y is 1-d here)
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
-            class_weight = compute_class_weight(self.class_weight, classes=classes, y=y)
+            class_weight = compute_class_weight(self.class_weight, classes=classes, y=labels)
             validation = self._validation_mask(label, sample_weight)
             self._start_fit(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype, coef_init,
                             intercept_init)
@@ -521,8 +600,26 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
                            sample_weight=sample_weight)
         return self
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch over (X, y), continuing from the current weights; `classes` is required the first time."""
+    def partial_fit(self, X: Any, y: npt.ArrayLike, classes: npt.ArrayLike | None = None,
+                    sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDClassifier":
+        """One epoch over (X, y), continuing from the current weights.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.  Later calls convert to the weights' dtype.
+        y : array-like of shape (n_samples,)
+            Class labels, each in `classes`.
+        classes : array-like, optional
+            Every class label; required on the first call, optional (but equal) after.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the samples (None: all 1).
+
+        Returns
+        -------
+        HogwildSGDClassifier
+            self, updated.
+        """
         n_threads = self._check_params()
         first_call = not hasattr(self, "classes_")
         self._check_partial_fit(first_call)
@@ -532,8 +629,8 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
                              "In place of y you can use a large enough sample of the full training set "
                              "target to properly estimate the class frequency distributions. Pass the "
                              "resulting weights as the class_weight parameter.")
-        X, y = self._validate_data(X, y, reset=first_call)
-        check_classification_targets(y)
+        X, labels = self._validate_data(X, y, reset=first_call)
+        check_classification_targets(labels)
         if first_call:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -541,26 +638,26 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes={list(classes)} is not the same as on the first call to partial_fit, "
+            raise ValueError(f"classes={np.asarray(classes).tolist()} is not the same as on the first call to partial_fit, "
                              f"was: {self.classes_.tolist()}")
         else:
             classes = self.classes_
-        unknown = np.setdiff1d(y, classes)
+        unknown = np.setdiff1d(labels, classes)
         if len(unknown):
             raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes {classes.tolist()}")
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        class_weight = compute_class_weight(self.class_weight, classes=classes, y=y)
+        class_weight = compute_class_weight(self.class_weight, classes=classes, y=labels)
         if first_call:
             self.classes_ = classes
             n_models = 1 if len(classes) == 2 else len(classes)
             self._init_state(np.zeros((n_models, X.shape[1]), dtype=X.dtype), np.zeros(n_models))
             self._random_state = check_random_state(self.random_state)
-        label = np.searchsorted(self.classes_, y)
+        label = np.searchsorted(self.classes_, labels)
         self._fit_rows(X, self._binary_problems(label, class_weight, sample_weight), 1, n_threads,
                        self._random_state)
         return self
 
-    def _binary_problems(self, label, class_weight, sample_weight):
+    def _binary_problems(self, label: Array, class_weight: Array, sample_weight: Array | None) -> Iterator[Problem]:
         """One binary problem per row of coef_, as (targets, training weights or None): +1 for
         its class, -1 for the rest (one-vs-rest), weighted by sample_weight times the class
         weight of the sample's side (the rest weigh 1 in one-vs-rest, as in scikit-learn).
@@ -579,36 +676,69 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
                    _times(np.where(positive, class_weight[k], 1.0) if class_weight[k] != 1.0 else None,
                           sample_weight))
 
-    def _validation_score(self, X, targets, sample_weight):
+    def _validation_score(self, X: Any, targets: Array, sample_weight: Array | None) -> Score:
         """Early stopping's score of one row of the model: the accuracy of its binary problem on
         the held-out rows, as scikit-learn's."""
         from sklearn.metrics import accuracy_score
 
-        def score(coef, intercept):
+        def score(coef: Array, intercept: float) -> float:
             predicted = np.where(self._decision(X, coef, intercept) > 0, 1.0, -1.0)
-            return accuracy_score(targets, predicted, sample_weight=sample_weight)
+            return float(accuracy_score(targets, predicted, sample_weight=sample_weight))
         return score
 
-    def _publish(self, coef, intercept):
+    def _publish(self, coef: Array, intercept: Array) -> None:
         self.coef_, self.intercept_ = coef, intercept
 
-    def decision_function(self, X):
-        """Signed distance to the hyperplane(s): shape (n_samples,) for two classes, else (n_samples, n_classes)."""
+    def decision_function(self, X: Any) -> Array:
+        """Signed distance to the hyperplane(s).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
+        """
         return self._linear_predict(X)
 
-    def predict(self, X):
+    def predict(self, X: Any) -> Array:
+        """The class of each sample (the largest decision function).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Labels from classes_.
+        """
         scores = self.decision_function(X)
         index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[index]
+        labels: Array = self.classes_[index]
+        return labels
 
-    def _has_proba(self):
+    def _has_proba(self) -> bool:
         if self.loss not in ("log_loss", "modified_huber"):
             raise AttributeError(f"probability estimates are not available for loss={self.loss!r}")
         return True
 
     @available_if(_has_proba)
-    def predict_proba(self, X):
-        """Class probabilities (loss 'log_loss' or 'modified_huber'); one-vs-rest scores normalised."""
+    def predict_proba(self, X: Any) -> Array:
+        """Class probabilities (loss 'log_loss' or 'modified_huber'); one-vs-rest scores normalised.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
         scores = self.decision_function(X)
         if self.loss == "log_loss":
             prob = expit(scores)
@@ -620,14 +750,27 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         uniform = total[:, 0] == 0
         prob[uniform] = 1.0
         total[uniform] = prob.shape[1]
-        return prob / total
+        normalised: Array = prob / total
+        return normalised
 
     @available_if(_has_proba)
-    def predict_log_proba(self, X):
-        return np.log(self.predict_proba(X))
+    def predict_log_proba(self, X: Any) -> Array:
+        """The log of predict_proba.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        log_proba: Array = np.log(self.predict_proba(X))
+        return log_proba
 
 
-def _times(weights, sample_weight):
+def _times(weights: Array | None, sample_weight: Array | None) -> Array | None:
     """The product of two optional per-sample weights (None: all 1)."""
     if weights is None:
         return sample_weight
@@ -642,62 +785,119 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
     Parameters
     ----------
     loss : {'squared_error', 'huber', 'epsilon_insensitive'}, default='squared_error'
-""" + _COMMON_PARAMS + """
+""" + _COMMON_PARAMS + _COMMON_PARAMS_END + """
     Attributes
     ----------
     coef_ : ndarray of shape (n_features,), X's dtype
     intercept_ : ndarray of shape (1,)
-""" + _COMMON_ATTRIBUTES
+""" + _COMMON_ATTRIBUTES + _RAISES + """
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from fastoptim.hogwild import HogwildSGDRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=10, noise=0.1, random_state=0)
+    >>> reg = HogwildSGDRegressor(n_threads=1, random_state=0, eta0=0.01).fit(X, y)
+    >>> bool(reg.score(X, y) > 0.9)
+    True
+"""
 
     _LOSSES = ("squared_error", "huber", "epsilon_insensitive")
 
-    def __init__(self, loss="squared_error", *, penalty="l2", alpha=0.0001, fit_intercept=True,
-                 max_iter=1000, tol=1e-3, shuffle=True, verbose=0, epsilon=0.1, random_state=None,
-                 learning_rate="invscaling", eta0=0.01, power_t=0.25, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=5, warm_start=False, average=False, beta=0.9,
-                 n_threads=None):
+    def __init__(self, loss: str = "squared_error", *, penalty: str | None = "l2", alpha: float = 0.0001,
+                 fit_intercept: bool = True, max_iter: int = 1000, tol: float | None = 1e-3, shuffle: bool = True,
+                 verbose: int = 0, epsilon: float = 0.1, random_state: RandomState = None,
+                 learning_rate: str = "invscaling", eta0: float = 0.01, power_t: float = 0.25,
+                 early_stopping: bool = False, validation_fraction: float = 0.1, n_iter_no_change: int = 5,
+                 warm_start: bool = False, average: bool | int = False, beta: float = 0.9,
+                 n_threads: int | None = None) -> None:
         _store_params(self, locals())
 
-    def _validate_Xy(self, X, y, reset, **kwargs):
+    def _validate_Xy(self, X: Any, y: Any, reset: bool, **kwargs: Any) -> Any:
         return self._validate_data(X, y, reset=reset, y_numeric=True, **kwargs)
 
-    def fit(self, X, y, coef_init=None, intercept_init=None, sample_weight=None):
-        """Fit for up to max_iter epochs, from coef_init/intercept_init (n_features values, one value),
-        else with warm_start from the current model, else from zero."""
+    def fit(self, X: Any, y: npt.ArrayLike, coef_init: npt.ArrayLike | None = None,
+            intercept_init: npt.ArrayLike | None = None, sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDRegressor":
+        """Fit for up to max_iter epochs, from coef_init/intercept_init, else with warm_start from
+        the current model, else from zero.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.  coef_ takes X's dtype.
+        y : array-like of shape (n_samples,)
+            Targets.
+        coef_init : array-like of n_features values, optional
+            Starting weights.
+        intercept_init : array-like of one value, optional
+            Starting intercept.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the samples (None: all 1).
+
+        Returns
+        -------
+        HogwildSGDRegressor
+            self, fitted.
+        """
         with self._previous_fit_kept_on_error():
             n_threads = self._check_params()
             # X's NaN and infinities are found by the first epoch (see _run_sgd)
-            X, y = self._validate_Xy(X, y, reset=True, ensure_all_finite=False)
+            X, target = self._validate_Xy(X, y, reset=True, ensure_all_finite=False)
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
-            validation = self._validation_mask(y, sample_weight)
+            validation = self._validation_mask(target, sample_weight)
             self._start_fit(1, X.shape[1], X.dtype, coef_init, intercept_init)
-            self._fit_rows(X, [(y, sample_weight)], self.max_iter, n_threads, self._random_state, fitting=True,
+            self._fit_rows(X, [(target, sample_weight)], self.max_iter, n_threads, self._random_state, fitting=True,
                            validation=validation, sample_weight=sample_weight)
         return self
 
-    def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y), continuing from the current weights."""
+    def partial_fit(self, X: Any, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDRegressor":
+        """One epoch over (X, y), continuing from the current weights.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.  Later calls convert to the weights' dtype.
+        y : array-like of shape (n_samples,)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the samples (None: all 1).
+
+        Returns
+        -------
+        HogwildSGDRegressor
+            self, updated.
+        """
         n_threads = self._check_params()
         first_call = not hasattr(self, "coef_")
         self._check_partial_fit(first_call)
-        X, y = self._validate_Xy(X, y, reset=first_call)
+        X, target = self._validate_Xy(X, y, reset=first_call)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         if first_call:
             self._init_state(np.zeros((1, X.shape[1]), dtype=X.dtype), np.zeros(1))
             self._random_state = check_random_state(self.random_state)
-        self._fit_rows(X, [(y, sample_weight)], 1, n_threads, self._random_state)
+        self._fit_rows(X, [(target, sample_weight)], 1, n_threads, self._random_state)
         return self
 
-    def _validation_score(self, X, targets, sample_weight):
+    def _validation_score(self, X: Any, targets: Array, sample_weight: Array | None) -> Score:
         """Early stopping's score: R^2 on the held-out rows, as scikit-learn's."""
         from sklearn.metrics import r2_score
 
-        def score(coef, intercept):
-            return r2_score(targets, self._decision(X, coef, intercept), sample_weight=sample_weight)
+        def score(coef: Array, intercept: float) -> float:
+            return float(r2_score(targets, self._decision(X, coef, intercept), sample_weight=sample_weight))
         return score
 
-    def _publish(self, coef, intercept):
+    def _publish(self, coef: Array, intercept: Array) -> None:
         self.coef_, self.intercept_ = coef[0], intercept
 
-    def predict(self, X):
+    def predict(self, X: Any) -> Array:
+        """The predicted target of each sample.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         return self._linear_predict(X)
