@@ -559,14 +559,16 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         _store_params(self, locals())
 
     def fit(self, X: Any, y: npt.ArrayLike, coef_init: npt.ArrayLike | None = None,
-            intercept_init: npt.ArrayLike | None = None, sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDClassifier":
+            intercept_init: npt.ArrayLike | None = None,
+            sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDClassifier":
         """Fit for up to max_iter epochs, from coef_init/intercept_init, else with warm_start from
         the current model, else from zero.
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            float64 or float32; CSR is used as is, other sparse formats are converted once.  coef_ takes X's dtype.
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+            ``coef_`` takes X's dtype.
         y : array-like of shape (n_samples,)
             Class labels (at least two classes).
         coef_init : array-like of shape (n_classes, n_features), optional
@@ -607,7 +609,8 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            float64 or float32; CSR is used as is, other sparse formats are converted once.  Later calls convert to the weights' dtype.
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+            Later calls convert to the weights' dtype.
         y : array-like of shape (n_samples,)
             Class labels, each in `classes`.
         classes : array-like, optional
@@ -638,7 +641,8 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes={np.asarray(classes).tolist()} is not the same as on the first call to partial_fit, "
+            raise ValueError(f"classes={np.asarray(classes).tolist()} is not the same as on the first call to "
+                             "partial_fit, "
                              f"was: {self.classes_.tolist()}")
         else:
             classes = self.classes_
@@ -714,7 +718,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         Returns
         -------
         ndarray of shape (n_samples,)
-            Labels from classes_.
+            Labels from ``classes_``.
         """
         scores = self.decision_function(X)
         index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
@@ -816,14 +820,16 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
         return self._validate_data(X, y, reset=reset, y_numeric=True, **kwargs)
 
     def fit(self, X: Any, y: npt.ArrayLike, coef_init: npt.ArrayLike | None = None,
-            intercept_init: npt.ArrayLike | None = None, sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDRegressor":
+            intercept_init: npt.ArrayLike | None = None,
+            sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDRegressor":
         """Fit for up to max_iter epochs, from coef_init/intercept_init, else with warm_start from
         the current model, else from zero.
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            float64 or float32; CSR is used as is, other sparse formats are converted once.  coef_ takes X's dtype.
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+            ``coef_`` takes X's dtype.
         y : array-like of shape (n_samples,)
             Targets.
         coef_init : array-like of n_features values, optional
@@ -849,13 +855,15 @@ class HogwildSGDRegressor(RegressorMixin, _BaseHogwildSGD):
                            validation=validation, sample_weight=sample_weight)
         return self
 
-    def partial_fit(self, X: Any, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDRegressor":
+    def partial_fit(self, X: Any, y: npt.ArrayLike,
+                    sample_weight: npt.ArrayLike | None = None) -> "HogwildSGDRegressor":
         """One epoch over (X, y), continuing from the current weights.
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            float64 or float32; CSR is used as is, other sparse formats are converted once.  Later calls convert to the weights' dtype.
+            float64 or float32; CSR is used as is, other sparse formats are converted once.
+            Later calls convert to the weights' dtype.
         y : array-like of shape (n_samples,)
             Targets.
         sample_weight : array-like of shape (n_samples,), optional
