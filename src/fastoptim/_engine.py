@@ -528,7 +528,7 @@ class StepEngine(ScheduledLR):
         if self.rule.step_in_state:
             dict.__setitem__(state, "step", self._zero_step(group))
         for slot in self.rule.state:
-            if slot.used(group.__getitem__):
+            if slot.used(group.__getitem__) and slot.serves(p.ndim):
                 dict.__setitem__(state, slot.name, self._new_slot_array(group, p, slot.name))
 
     def _new_slot_array(self, group, p, name):
@@ -566,7 +566,7 @@ class StepEngine(ScheduledLR):
                                  f"found a parameter with size: {arrays[-1].shape} (params[{key!r}])")
             state = self._state_of(i, p)
             operands = state_operands(
-                state, slots[groups[i]],
+                state, self.rule.param_slots(slots[groups[i]], arrays[-1].ndim),
                 lambda name: self._new_slot_array(group, p, name),
                 lambda value, name: self._state_array(value, p, i, key, name))
             state_arrays.append(operands)
