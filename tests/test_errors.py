@@ -208,8 +208,9 @@ def functional_operands(spec, dtype=np.float64, size=6):
 ])
 def test_functional_bad_operand_changes_nothing(spec, target, problem, error, message):
     param, grad, positional, keyword, kwargs = functional_operands(spec)
-    operands = {"param": param, "grad": grad, "state": positional[0]}
-    name = {"param": "param", "grad": "grad", "state": spec.state[0]}[target]
+    used = next(k for k, a in enumerate(positional) if a is not None)  # the first state a 1-D param has
+    operands = {"param": param, "grad": grad, "state": positional[used]}
+    name = {"param": "param", "grad": "grad", "state": spec.state[used]}[target]
     x = operands[target]
     if problem == "shape":
         if target == "param":
@@ -234,7 +235,7 @@ def test_functional_bad_operand_changes_nothing(spec, target, problem, error, me
     else:
         bad = x.astype(np.int64)
     operands[target] = bad
-    args = [operands["param"], operands["grad"], operands["state"], *positional[1:]]
+    args = [operands["param"], operands["grad"], *positional[:used], operands["state"], *positional[used + 1:]]
     before = snapshot([param, grad, *positional, *keyword.values()])
     with pytest.raises(error, match=message):
         spec.functional(*args, step=2, **keyword, **kwargs)

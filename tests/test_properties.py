@@ -74,7 +74,8 @@ def real_values(option):
                        exclude_min=option.low_open and math.isfinite(low),
                        exclude_max=option.high_open and math.isfinite(high),
                        allow_nan=False, allow_infinity=False)
-    return st.one_of(st.sampled_from(edges), inside) if edges else inside
+    values = st.one_of(st.sampled_from(edges), inside) if edges else inside
+    return st.one_of(st.none(), values) if option.allow_none else values
 
 
 def field_values(rule, variant):
@@ -145,12 +146,12 @@ SCALAR_STATE = st.tuples(st.sampled_from([np.float32, np.float64]), st.floats(1e
 
 
 def make_state(slot, recipe, scalar, shape, dtype):
-    """A state array: like the param, or a per-tensor 0-d scalar (NAdam's mu_product, ASGD's eta
-    and mu: float32 as torch keeps them, or float64)."""
+    """A state array: like the param, of the slot's own shape (Adafactor's row_var), or a per-tensor
+    0-d scalar (NAdam's mu_product, ASGD's eta and mu: float32 as torch keeps them, or float64)."""
     if slot.scalar:
         scalar_dtype, value = scalar
         return np.array(value, scalar_dtype)
-    return make_array(recipe, shape, dtype)
+    return make_array(recipe, slot.shape(shape), dtype)
 
 
 @pytest.mark.parametrize("rule", KERNEL_RULES, ids=lambda r: r.kernel)
@@ -181,7 +182,8 @@ def test_kernel_equals_reference_bit_for_bit(rule):
         recipes = data.draw(slot_recipes, label="state")
         scalar = data.draw(SCALAR_STATE, label="scalar state") if any(s.scalar for s in rule.state) else None
         state = {slot.arg: make_state(slot, recipe, scalar, shape, dtype)
-                 for slot, recipe in zip(rule.state, recipes) if slot.used(values.__getitem__)}
+                 for slot, recipe in zip(rule.state, recipes)
+                 if slot.used(values.__getitem__) and slot.serves(len(shape))}
         threads = data.draw(THREADS, label="threads")
         level = data.draw(levels, label="simd")
         kwargs = {name: values[name] for name in ("lr", *rule.field_names, "maximize") if name not in variant.fixed}

@@ -17,6 +17,7 @@
 #include "rules/asgd.inc"
 #include "rules/rprop.inc"
 #include "rules/lamb.inc"
+#include "rules/adafactor.inc"
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -31,18 +32,21 @@
     X(NADAM, nadam)        \
     X(ASGD, asgd)          \
     X(RPROP, rprop)        \
-    X(LAMB, lamb)
+    X(LAMB, lamb)          \
+    X(ADAFACTOR, adafactor)
 #endif
 
 /* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */
 #ifndef FO_TENSOR_RULES
 #define FO_TENSOR_RULES(X) \
     X(NADAM, nadam)        \
-    X(ASGD, asgd)
+    X(ASGD, asgd)          \
+    X(ADAFACTOR, adafactor)
 #endif
 
 /* The rules that pass over each tensor more than once: X(NAME, name, passes, sums) (update_rules.h). */
 #ifndef FO_PASS_RULES
 #define FO_PASS_RULES(X) \
-    X(LAMB, lamb, 2, 2)
+    X(LAMB, lamb, 2, 2)    \
+    X(ADAFACTOR, adafactor, 2, 2)
 #endif

@@ -67,6 +67,9 @@ typedef struct {
     unsigned f64_operands; /* bit k: data[k] is float64 (else float32), e.g. a per-tensor scalar's storage */
     int scalar_f64;        /* new per-tensor scalars round to float64 (torch's default dtype), else float32 */
     int pass;              /* FO_PASS_RULES: the pass the loops run, 0-based; 0 for the others */
+    /* The param's shape as rules with factored state (Adafactor) walk it: its element count,
+     * and its last two dimensions (1 where it has fewer), set per tensor by the step engine. */
+    fo_index size, rows, cols;
 } fo_common;
 
 /* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product

@@ -576,7 +576,7 @@ class StepEngine(ScheduledLR):
         if self.rule.step_in_state or (half and stochastic):  # stochastic rounding keys its bits by step
             dict.__setitem__(state, "step", self._zero_step(group))
         for slot in self.rule.state:
-            if slot.used(group.__getitem__):
+            if slot.used(group.__getitem__) and slot.serves(p.ndim):
                 dict.__setitem__(state, slot.name, self._new_slot_array(group, p, slot.name,
                                                                         half and state_dtype == "float32"))
         if half and master:
@@ -630,7 +630,7 @@ class StepEngine(ScheduledLR):
             float32 = layout is not None and state_dtype == "float32"
             state = self._state_of(i, p)
             operands = state_operands(
-                state, slots[groups[i]],
+                state, self.rule.param_slots(slots[groups[i]], array.ndim),
                 lambda name: self._new_slot_array(group, p, name, float32),
                 lambda value, name: self._state_array(value, p, i, key, name, float32))
             # Master weights and stochastic rounding keep state (the copy; the step) for any rule.

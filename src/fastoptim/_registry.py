@@ -103,8 +103,10 @@ class Spec:
                 return np.array(fill, dtype=np.float32)
             return np.full(slot.shape(param.shape), fill, dtype=param.dtype)
 
-        positional = [new(slot) for slot in self.rule.state if slot.positional]
-        keyword = {slot.arg: new(slot) for slot in self.rule.state if not slot.positional and slot.used(value_of)}
+        serves = [slot.serves(np.ndim(param)) for slot in self.rule.state]
+        positional = [new(slot) if fits else None for slot, fits in zip(self.rule.state, serves) if slot.positional]
+        keyword = {slot.arg: new(slot) for slot, fits in zip(self.rule.state, serves)
+                   if not slot.positional and slot.used(value_of) and fits}
         return positional, keyword
 
 

@@ -15,6 +15,9 @@ passed in and updated in place; the closure returns (loss, grads).
 The functions are generated from fastoptim.rules: one per face of a rule
 (adam and adamw are one rule).
 """
+from numpy import ndim as _ndim
+from numpy import shape as _shape
+
 from ._ext.checks import SCALAR
 from ._ext.step import run_single
 from .rules import VARIANTS, kernel_id
@@ -25,28 +28,43 @@ from .rules._codegen import (ARRAYS_DOC, CLOSURE_DOC, array_example, closure_exa
 __all__ = [variant.function for _, variant in VARIANTS]
 
 
-def _require(array, name, reason):
+def _require(array, name, reason, shape="shaped like param"):
     if array is None:
-        raise ValueError(f"{name} is required when {reason}; pass an array shaped like param "
+        raise ValueError(f"{name} is required when {reason}; pass an array {shape} "
                          f"(zeros before the first step)")
     return array
 
 
 def _state_operand(rule, slot):
-    """Source of a state operand: the argument, or None when the options leave the slot unused."""
-    if slot.when is None:
+    """Source of a state operand: the argument, or None when the options (or the param's
+    ndim) leave the slot unused."""
+    conditions = []
+    if slot.when is not None:
+        index = 2 + rule.field_names.index(slot.when[0])
+        conditions.append(f"hyper[{index}]" if slot.when[1] is bool else f"_used_{slot.arg}(hyper[{index}])")
+    if slot.ndims is not None:
+        conditions.append(f"_slots[{rule.state.index(slot)}].serves(_ndim(param))")
+    if not conditions:
         return slot.arg
-    index = 2 + rule.field_names.index(slot.when[0])
-    used = f"hyper[{index}]" if slot.when[1] is bool else f"_used_{slot.arg}(hyper[{index}])"  # a flag: itself
-    return f"(_require({slot.arg}, {slot.arg!r}, {slot.reason!r}) if {used} else None)"
-
+    reason = " and ".join(([slot.reason] if slot.when is not None else [])
+                          + ([slot.ndim_reason] if slot.ndims is not None else []))
+    shape = "of the slot's shape" if slot.reduced is not None else "shaped like param"
+    return f"(_require({slot.arg}, {slot.arg!r}, {reason!r}, {shape!r}) if {' and '.join(conditions)} else None)"
 
 
 def _expected(rule):
-    """run_single's `expected` for the rule's operands: None when every state array is like the param."""
+    """run_single's `expected` for the rule's operands: None when every state array is like the
+    param; a function of the param when some slot's shape depends on it."""
     if not rule.special_operands:
         return None
-    return (None, None) + tuple(SCALAR if slot.scalar else None for slot in rule.state)
+    kinds = tuple(SCALAR if slot.scalar else None for slot in rule.state)
+    if not any(slot.reduced is not None for slot in rule.state):
+        return (None, None) + kinds
+    def expected(param):
+        shape = _shape(param)
+        return (None, None) + tuple(slot.shape(shape) if slot.reduced is not None and slot.serves(len(shape))
+                                    else kind for slot, kind in zip(rule.state, kinds))
+    return expected
 
 
 def _generate(rule, variant):
@@ -57,11 +75,13 @@ def _generate(rule, variant):
     # A rule at the Python level runs its own per-tensor step, given the Rule for the kernel number.
     if rule.python is None:
         run, rule_arg, expected = run_single, kernel_id(rule), ", _expected"
+        if callable(_expected(rule)):
+            expected = ", _expected(param)"
     else:
         run, rule_arg, expected = rule.python.run_single, rule, ""
     namespace.update(fixed_namespace(variant), _check=rule.check, _run=run, _require=_require,
                      _rule=rule_arg, _names=("param", "grad") + tuple(s.arg for s in rule.state),
-                     _expected=_expected(rule),
+                     _expected=_expected(rule), _slots=rule.state, _ndim=_ndim,
                      **{f"_used_{s.arg}": s.when[1] for s in rule.state if s.when is not None})
     body = [f"hyper = _check(lr, {maximize_argument(rule)}, {', '.join(field_arguments(rule, variant))}, '')",
             f"_run(_rule, ({', '.join(operands)},), _names, step, hyper, grad_scale{expected})"]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from fastoptim.typing import FloatArray
 
-__all__ = ['sgd', 'adagrad', 'rmsprop', 'adadelta', 'adam', 'adamw', 'adamax', 'radam', 'lion', 'nadam', 'asgd', 'rprop', 'lamb', 'muon', 'lbfgs']
+__all__ = ['sgd', 'adagrad', 'rmsprop', 'adadelta', 'adam', 'adamw', 'adamax', 'radam', 'lion', 'nadam', 'asgd', 'rprop', 'lamb', 'adafactor', 'muon', 'lbfgs']
 
 
 def sgd(param: FloatArray, grad: FloatArray, momentum_buffer: FloatArray | None = None, *, step: int, lr: float = 0.001, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False, grad_scale: float | None = None) -> None:
@@ -576,6 +576,53 @@ def lamb(param: FloatArray, grad: FloatArray, exp_avg: FloatArray, exp_avg_sq: F
     >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
     >>> exp_avg, exp_avg_sq = np.zeros_like(w), np.zeros_like(w)
     >>> reference.lamb(w, g, exp_avg, exp_avg_sq, step=1)
+    >>> bool((w < 1).all())
+    True
+    """
+    ...
+
+
+def adafactor(param: FloatArray, grad: FloatArray, row_var: FloatArray | None = None, col_var: FloatArray | None = None, variance: FloatArray | None = None, *, step: int, lr: float = 0.01, beta2_decay: float = -0.8, eps1: float | None = None, eps2: float = 0.001, d: float = 1.0, weight_decay: float = 0.0, maximize: bool = False, grad_scale: float | None = None) -> None:
+    """Adafactor: second moments factored over rows and columns, steps relative to the param's RMS, in plain NumPy (fastoptim.functional.adafactor's signature).
+
+    Parameters
+    ----------
+    param : ndarray
+        C-contiguous float32 or float64 array, updated in place.
+    grad : ndarray
+        Its gradient: same shape and dtype.
+    row_var : ndarray or None
+        State, updated in place (zeros before the first step). Needed when the param has 2 dimensions or more, else None. Shaped like param with dimension -1 of size 1.
+    col_var : ndarray or None
+        State, updated in place (zeros before the first step). Needed when the param has 2 dimensions or more, else None. Shaped like param with dimension -2 of size 1.
+    variance : ndarray or None
+        State, updated in place (zeros before the first step). Needed when the param has 1 dimensions or fewer, else None.
+    step : int
+        The step, 1 for the first update.
+    lr : float, default 0.01
+        The learning rate, >= 0.
+    beta2_decay : float, default -0.8
+        The beta2_decay, in [-inf, 0].
+    eps1 : float, default None
+        The epsilon1, >= 0.
+    eps2 : float, default 0.001
+        The epsilon2, >= 0.
+    d : float, default 1.0
+        The clipping threshold d, >= 1.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+    grad_scale : float or None, default None
+        Divides the grad inside the kernel (None: 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastoptim import reference
+    >>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)
+    >>> row_var, col_var = np.zeros((2, 1), np.float32), np.zeros((1, 2), np.float32)
+    >>> reference.adafactor(w, g, row_var, col_var, step=1)
     >>> bool((w < 1).all())
     True
     """

@@ -31,6 +31,9 @@ cdef extern from "fastoptim/kernels.h" nogil:
         unsigned f64_operands
         int scalar_f64
         int pass_ "pass"
+        fo_index size
+        fo_index rows
+        fo_index cols
 
     ctypedef struct fo_args:
         fo_common common

@@ -21,6 +21,7 @@
 cimport numpy as cnp
 from cpython.long cimport PyLong_AsSsize_t
 from cython.parallel cimport prange
+from libc.math cimport NAN
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort
 from libc.string cimport memcpy
@@ -57,6 +58,7 @@ def is_half(array):
 
 cdef int fill_args(int rule, fo_args *a, tuple h) except -1:
     """The header's lr and maximize from h[0], h[1], the rule's fields from h[2:]."""
+    cdef object value
     cdef const fo_rule_desc *d = rule_describe(rule)
     cdef const fo_field *f
     cdef char *base = <char *>a
@@ -67,8 +69,9 @@ cdef int fill_args(int rule, fo_args *a, tuple h) except -1:
     a.common.maximize = bool(h[1])
     for i in range(d.n_fields):
         f = &d.fields[i]
-        if f.kind == FO_FIELD_REAL:
-            (<double *>(base + f.offset))[0] = h[i + 2]
+        if f.kind == FO_FIELD_REAL:  # an optional one (Real.allow_none) holds NaN for None
+            value = h[i + 2]
+            (<double *>(base + f.offset))[0] = NAN if value is None else value
         else:
             (<int *>(base + f.offset))[0] = bool(h[i + 2])
     return 0
@@ -104,6 +107,14 @@ cdef int refuse_staged(int rule, int layout, cnp.ndarray param, str name) except
             raise TypeError(f"{rule_describe(rule).name.decode()} does not take {(<object>param).dtype} params "
                             f"({name}): {reason}; use float32 or float64 params")
     return 0
+
+
+cdef void set_shape(fo_args *a, cnp.ndarray param) noexcept:
+    """The header's size, rows and cols: the param's element count and last two dimensions."""
+    cdef int ndim = cnp.PyArray_NDIM(param)
+    a.common.size = cnp.PyArray_SIZE(param)
+    a.common.rows = cnp.PyArray_DIM(param, ndim - 2) if ndim >= 2 else 1
+    a.common.cols = cnp.PyArray_DIM(param, ndim - 1) if ndim >= 1 else 1
 
 
 def checked_grad_scale(grad_scale):
@@ -236,6 +247,7 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     cdef int grad_mode = FO_GRAD_PLAIN if scale == 1.0 else FO_GRAD_SCALED
     cdef int passes = fo_rule_passes(rule)
     args.common.pass_ = 0
+    set_shape(&args, param)
     with nogil:
         fo_prepare(rule, &args)
         fo_tensor_prepare(rule, &args, data)
@@ -331,6 +343,8 @@ cdef class StepPlan:
     cdef uint32_t *half_slots
     cdef uint64_t *seeds
     cdef unsigned *f64_masks   # per tensor: fo_common.f64_operands
+    cdef fo_args *shapes       # per tensor: its fo_common size, rows and cols (set_shape)
+    cdef fo_index *state_sizes # per tensor and state operand: its element count when the plan was built
     cdef bint tensor_hook      # the rule has a per-tensor hook: prepare every tensor's args
     cdef int passes            # passes over each tensor (fo_rule_passes)
     cdef int n_sums            # sums per block of a summing pass (fo_rule_sums)
@@ -361,6 +375,8 @@ cdef class StepPlan:
         self.seeds = NULL
         self.f64_masks = NULL
         self.sums = NULL
+        self.shapes = NULL
+        self.state_sizes = NULL
         self.groups = NULL
         self.has_state = NULL
         self.memory = NULL
@@ -378,6 +394,8 @@ cdef class StepPlan:
         free(self.half_slots)
         free(self.seeds)
         free(self.f64_masks)
+        free(self.shapes)
+        free(self.state_sizes)
         free(self.groups)
         free(self.has_state)
         free(self.memory)
@@ -417,6 +435,8 @@ cdef class StepPlan:
         self.half_slots = <uint32_t *>calloc(n + 1, sizeof(uint32_t))
         self.seeds = <uint64_t *>calloc(n + 1, sizeof(uint64_t))
         self.f64_masks = <unsigned *>calloc(n + 1, sizeof(unsigned))
+        self.shapes = <fo_args *>calloc(n + 1, sizeof(fo_args))
+        self.state_sizes = <fo_index *>calloc(n * FO_MAX_OPERANDS + 1, sizeof(fo_index))
         self.groups = <int *>calloc(n + 1, sizeof(int))
         self.has_state = <bint *>calloc(n + 1, sizeof(bint))
         # per tensor: its param, state arrays, master copy and step counter
@@ -424,8 +444,8 @@ cdef class StepPlan:
         self.n_groups = n_groups
         self.group_args = <fo_args *>calloc(n_groups + 1, sizeof(fo_args))
         if (self.group_args == NULL or self.offsets == NULL or self.data == NULL or self.args == NULL or self.layouts == NULL
-                or self.half_slots == NULL or self.seeds == NULL or self.f64_masks == NULL
-                or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
+                or self.half_slots == NULL or self.seeds == NULL or self.f64_masks == NULL or self.shapes == NULL
+                or self.state_sizes == NULL or self.groups == NULL or self.has_state == NULL or self.memory == NULL):
             raise MemoryError()
         self.tensor_hook = fo_has_tensor_hook(rule)
         self.passes = fo_rule_passes(rule)
@@ -452,14 +472,13 @@ cdef class StepPlan:
             st = states[i]
             self.has_state[i] = st is not None
             self.f64_masks[i] = f64_operands((p, p) + (tuple(st) if st is not None else ()))
+            set_shape(&self.shapes[i], p)
             if st is not None:
                 for k, s in enumerate(st):
                     if s is not None:
-                        # a 0-d state (a per-tensor scalar: NAdam's mu_product) has no layout to pair
-                        if cnp.PyArray_NDIM(<cnp.ndarray>s) != 0 and not same_layout(<cnp.ndarray>s, p):
-                            raise ValueError(f"state {k} of {self.param_name(i)} is laid out differently from "
-                                             f"its param (strides {(<object>s).strides} and {(<object>p).strides})")
+                        self.check_state_layout(i, k, <cnp.ndarray>s, p)
                         self.data[i * FO_DATA_SLOTS + 2 + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>s)
+                        self.state_sizes[i * FO_MAX_OPERANDS + 2 + k] = cnp.PyArray_SIZE(<cnp.ndarray>s)
                         self.add_memory(<cnp.ndarray>s, i)
                         if cnp.PyArray_TYPE(<cnp.ndarray>s) == cnp.PyArray_TYPE(p) and (storage == FO_BF16
                                                                                        or storage == FO_F16):
@@ -477,6 +496,22 @@ cdef class StepPlan:
                 raise ValueError(f"{self.param_name(self.memory[j].tensor)} shares memory with "
                                  f"{self.param_name(self.memory[j - 1].tensor)} (or their state); "
                                  f"every param must be its own array")
+
+    cdef int check_state_layout(self, Py_ssize_t i, Py_ssize_t k, cnp.ndarray s, cnp.ndarray p) except -1:
+        """State k of param i pairs its elements with the param's: a state of the param's shape
+        by the same memory offsets; one of another shape (Adafactor's row_var) in C order, so the
+        param must be C-contiguous too.  A 0-d state (a per-tensor scalar, NAdam's mu_product)
+        pairs nothing."""
+        if cnp.PyArray_NDIM(s) == 0 or same_layout(s, p):
+            return 0
+        if not same_shape(s, p) and cnp.PyArray_IS_C_CONTIGUOUS(s):
+            if cnp.PyArray_IS_C_CONTIGUOUS(p) or cnp.PyArray_SIZE(p) == 0:
+                return 0
+            raise ValueError(f"{self.param_name(i)} is not C-contiguous (strides {(<object>p).strides}) but "
+                             f"its state {k} has another shape ({(<object>s).shape}), which pairs elements in "
+                             f"C order: pass a C-contiguous param")
+        raise ValueError(f"state {k} of {self.param_name(i)} is laid out differently from "
+                         f"its param (strides {(<object>s).strides} and {(<object>p).strides})")
 
     cdef int set_counter(self, Py_ssize_t i, counter) except -1:
         cdef cnp.ndarray a
@@ -618,12 +653,10 @@ cdef class StepPlan:
 
     cdef int check_state_unmoved(self, Py_ssize_t i) except -1:
         cdef Py_ssize_t k = 0
-        cdef fo_index size = self.offsets[i + 1] - self.offsets[i]
         for s in <tuple>self.states[i]:
-            # a per-tensor scalar slot (NAdam's mu_product) stays 0-d whatever the param's size
+            # each state array keeps the size the plan saw (a per-tensor scalar: 0-d; row_var: its own)
             if s is not None and (<char *>cnp.PyArray_DATA(<cnp.ndarray>s) != self.data[i * FO_DATA_SLOTS + 2 + k]
-                                  or (cnp.PyArray_NDIM(<cnp.ndarray>s) != 0
-                                      and cnp.PyArray_SIZE(<cnp.ndarray>s) != size)):
+                                  or cnp.PyArray_SIZE(<cnp.ndarray>s) != self.state_sizes[i * FO_MAX_OPERANDS + 2 + k]):
                 self.raise_moved(i, <cnp.ndarray>s, " (a state array of it)")
             k += 1
         return 0
@@ -801,6 +834,9 @@ cdef class StepPlan:
                 self.args[i].common.half_slots = self.half_slots[i]
                 self.args[i].common.param_index = <uint32_t>i
                 self.args[i].common.seed = self.seeds[i]
+                self.args[i].common.size = self.shapes[i].common.size
+                self.args[i].common.rows = self.shapes[i].common.rows
+                self.args[i].common.cols = self.shapes[i].common.cols
                 if self.tensor_hook:
                     self.args[i].common.f64_operands = self.f64_masks[i]
                     self.args[i].common.scalar_f64 = self.scalar_f64

@@ -12,7 +12,7 @@ from fastoptim.typing import LR, Grads, Params
 
 from .optimizer import Optimizer as Optimizer
 
-__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Muon', 'LBFGS']
+__all__ = ['Optimizer', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Adafactor', 'Muon', 'LBFGS']
 
 
 class SGD(Optimizer):
@@ -635,6 +635,47 @@ class LAMB(Optimizer):
     True
     """
     def __init__(self, params: Params, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-06, weight_decay: float = 0.0, *, maximize: bool = False, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0) -> None: ...
+
+
+class Adafactor(Optimizer):
+    """Adafactor: second moments factored over rows and columns, steps relative to the param's RMS, as torch.optim.Adafactor.
+
+    Parameters
+    ----------
+    params : list, dict or list of param groups
+        C-contiguous float32 or float64 arrays, updated in place: a list, a dict name -> array, or param group dicts ({'params': ..., 'lr': ...}).
+    lr : float or schedule, default 0.01
+        The learning rate, >= 0; a class also takes a schedule (fastoptim.schedules, or any callable of the step).
+    beta2_decay : float, default -0.8
+        The beta2_decay, in [-inf, 0].
+    eps : tuple of float, default (None, 0.001)
+        (eps1, eps2), each >= 0.
+    d : float, default 1.0
+        The clipping threshold d, >= 1.
+    weight_decay : float, default 0.0
+        The weight_decay, >= 0.
+    maximize : bool, default False
+        Maximize the objective.
+
+    Raises
+    ------
+    TypeError
+        A hyperparameter or an array of the wrong type, named in the message.
+    ValueError
+        A hyperparameter out of range, or arrays that do not match (shape, dtype, contiguity,
+        aliasing).  Nothing is written before every check has passed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastoptim
+    >>> w = np.ones((2, 2), np.float32)
+    >>> opt = fastoptim.Adafactor([w])
+    >>> opt.step([np.ones((2, 2), np.float32)])
+    >>> bool((w < 1).all())  # one step down the gradient, in place
+    True
+    """
+    def __init__(self, params: Params, lr: LR = 0.01, beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 0.001), d: float = 1.0, weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
 
 
 class Muon(Optimizer):

@@ -9,6 +9,7 @@ from .._ext.step import staged_refusal
 from ._rule import (PRECISION_DEFAULTS, TORCH_ONLY_DEFAULTS, Choice, Demo, Flag, Integer, Pair, PythonStep, Real, Reals,
                     Rule, Slot, Variant)
 from .adadelta import ADADELTA
+from .adafactor import ADAFACTOR
 from .adagrad import ADAGRAD
 from .adam import ADAM
 from .adamax import ADAMAX
@@ -23,7 +24,8 @@ from .rmsprop import RMSPROP
 from .rprop import RPROP
 from .sgd import SGD
 
-RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM, LION, NADAM, ASGD, RPROP, LAMB, MUON, LBFGS)
+RULES = (SGD, ADAGRAD, RMSPROP, ADADELTA, ADAM, ADAMAX, RADAM, LION, NADAM, ASGD, RPROP, LAMB, ADAFACTOR, MUON,
+         LBFGS)
 
 # (rule, variant) for every public face, in RULES order.
 VARIANTS = tuple((rule, variant) for rule in RULES for variant in rule.variants)

@@ -5,7 +5,7 @@ so a generated function has an ordinary signature (positional and keyword
 arguments, defaults: what inspect, help() and stub generators see) and
 costs no more to call than one written by hand.
 """
-from ._rule import PRECISION_DEFAULTS, TORCH_ONLY_DEFAULTS, Choice, Flag, Integer, Pair, Reals
+from ._rule import PRECISION_DEFAULTS, TORCH_ONLY_DEFAULTS, Choice, Flag, Integer, Pair, Real, Reals
 
 # ---- annotations: of the generated functions, and of their stubs (fastoptim.rules._stubs) ----
 
@@ -25,7 +25,7 @@ def option_type(rule, name):
     if option is None:
         return TORCH_ONLY_TYPES[name]
     if isinstance(option, Pair):
-        return "tuple[float, float]"
+        return f"tuple[{', '.join(_value_type(part) for part in option.parts)}]"
     return _value_type(option)
 
 
@@ -38,14 +38,14 @@ def _value_type(option):
         return "Literal[" + ", ".join(repr(c) for c in option.choices) + "]"
     if isinstance(option, Reals):
         return "tuple[float, ...]"
-    return "float"
+    return "float | None" if isinstance(option, Real) and option.allow_none else "float"
 
 
 def field_type(rule, name):
     """A kernel field's annotation in the functional forms."""
     if name == "lr":
         return "float"
-    option = rule.by_name.get(name)
+    option = rule.by_name.get(name) or next((f for f in rule.fields if f.name == name), None)  # a Pair's part
     return "float" if option is None else _value_type(option)
 
 
@@ -106,7 +106,7 @@ def functional_parameters(rule, variant):
     namespace, parameters = {}, ["param: 'FloatArray'", "grad: 'FloatArray'"]
     for slot in rule.state:
         if slot.positional:
-            parameters.append(f"{slot.arg}: 'FloatArray'" if slot.when is None
+            parameters.append(f"{slot.arg}: 'FloatArray'" if slot.when is None and slot.ndims is None
                               else f"{slot.arg}: 'FloatArray | None' = None")
     parameters += ["*", "step: 'int'"]
     for name in ("lr",) + rule.field_names:
@@ -286,13 +286,17 @@ def functional_parameters_doc(rule, variant):
 
     def state(slot):
         needed = f" Needed when {slot.reason}." if slot.when is not None else ""
+        if slot.ndims is not None:
+            needed += f" Needed when {slot.ndim_reason}, else None."
+        if slot.reduced is not None:
+            needed += f" Shaped like param with dimension {slot.reduced} of size 1."
         if isinstance(slot.fill, str):
             start = f"starts at the option {slot.fill}"
         else:
             start = "zeros before the first step" if slot.fill is None else f"starts at {slot.fill}"
         if slot.scalar:
             start = f"a 0-d float32 array, {start}"
-        return (slot.arg, "ndarray" + (" or None" if slot.when is not None else ""),
+        return (slot.arg, "ndarray" + (" or None" if slot.when is not None or slot.ndims is not None else ""),
                 f"State, updated in place ({start}).{needed}")
 
     out = [state(slot) for slot in rule.state if slot.positional]
@@ -351,11 +355,12 @@ def array_example(module_name, rule, variant):
     """A doctest: one step from the starting state moves a 2x2 param (Muon's are matrices) down a
     positive gradient."""
     module = module_name.rsplit('.', 1)[-1]
-    required = [slot for slot in rule.state if slot.positional and slot.when is None]
+    required = [slot for slot in rule.state if slot.positional and slot.when is None and slot.serves(2)]
     lines = [">>> import numpy as np", f">>> from fastoptim import {module}",
              ">>> w, g = np.ones((2, 2), np.float32), np.ones((2, 2), np.float32)"]
     if required:
-        starts = [f"np.array({_start(rule, variant, s)}, np.float32)" if s.scalar else "np.zeros_like(w)"
+        starts = [f"np.array({_start(rule, variant, s)}, np.float32)" if s.scalar
+                  else f"np.zeros({s.shape((2, 2))}, np.float32)" if s.reduced is not None else "np.zeros_like(w)"
                   for s in required]
         lines.append(f">>> {', '.join(s.arg for s in required)} = {', '.join(starts)}")
     lines += [f">>> {module}.{variant.function}(w, g, {''.join(s.arg + ', ' for s in required)}step=1)",

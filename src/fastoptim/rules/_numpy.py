@@ -38,19 +38,35 @@ def _combine_lanes(lanes):
             + ((lanes[..., 4] + lanes[..., 5]) + (lanes[..., 6] + lanes[..., 7])))
 
 
+def lane_sum(values):
+    """The sum of doubles over the last axis in reductions.h's lane order: with m = 8 * (L // 8),
+    lane k is 0.0 + v[k] + v[k+8] + ... over the first m, the tail 0.0 + v[m] + ... + v[L-1],
+    the result ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail."""
+    length = values.shape[-1]
+    main = length // NORM_LANES * NORM_LANES
+    if main:
+        lanes = values[..., :main].reshape(values.shape[:-1] + (-1, NORM_LANES))
+        lanes = np.cumsum(lanes, axis=-2)[..., -1, :]  # each lane summed in element order
+    else:
+        lanes = np.zeros(values.shape[:-1] + (NORM_LANES,))
+    tail = np.zeros(values.shape[:-1])
+    for k in range(main, length):  # at most 7 elements, summed in order
+        tail = tail + values[..., k]
+    return _combine_lanes(lanes) + tail
+
+
+def ordered_sum(values, axis):
+    """The sum of doubles over `axis`, 0.0 + v[0] + v[1] + ... in index order."""
+    values = np.moveaxis(values, axis, 0)
+    total = np.zeros(values.shape[1:])
+    for v in values:
+        total = total + v
+    return total
+
+
 def _blocks_sum_squares(x, starts, length):
     """Sum of squares of the blocks x[s:s+length] for s in starts, in reductions.h's order."""
-    main = length // NORM_LANES * NORM_LANES
-    squares = np.square(x[starts[:, None] + np.arange(length)])  # (blocks, length), double
-    if main:
-        lanes = squares[:, :main].reshape(len(starts), -1, NORM_LANES)
-        lanes = np.cumsum(lanes, axis=1)[:, -1, :]  # each lane summed in element order
-    else:
-        lanes = np.zeros((len(starts), NORM_LANES))
-    tail = np.zeros(len(starts))
-    for k in range(main, length):  # at most 7 elements, summed in order
-        tail = tail + squares[:, k]
-    return _combine_lanes(lanes) + tail
+    return lane_sum(np.square(x[starts[:, None] + np.arange(length)]))  # (blocks, length), double
 
 
 def block_sum_squares(x):

@@ -47,9 +47,11 @@ class Real:
     message: torch.optim's text for a bad value where it is not "Invalid {label}: {value}",
     "{}" standing for the value ("Learning rate should be >= 0 but is: {}"). Either way
     the error starts with torch's text and our context follows.
+    allow_none: None is a value too (Adafactor's eps1: the dtype's machine epsilon); the
+    kernel field then holds NaN.
     """
     name: str
-    default: float
+    default: float | None
     label: str
     low: float = 0.0
     high: float = math.inf
@@ -57,6 +59,7 @@ class Real:
     high_open: bool = False
     kernel: bool = True
     message: str | None = None
+    allow_none: bool = False
 
     def check(self, value, where):
         return self.worded_check(value, None if self.message is None else self.message.format(value), where)
@@ -64,6 +67,8 @@ class Real:
     def worded_check(self, value, head, where):
         """The check, a bad value raising `head` (torch's text; None: "Invalid {label}: {value}")
         first and our context after."""
+        if value is None and self.allow_none:
+            return None
         return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
                                 high_open=self.high_open, label=self.label, where=where, head=head)
 
@@ -208,7 +213,11 @@ class Slot:
     positional: whether the functional form takes it positionally;
     scalar: a per-tensor scalar (NAdam's mu_product), kept as torch keeps it: a 0-d
     array of torch's scalar dtype (float32), read and written by the rule's
-    per-tensor hook (fo_<name>_tensor) rather than by its loops.
+    per-tensor hook (fo_<name>_tensor) rather than by its loops;
+    reduced: the param dimension the slot averages away, kept with size 1 (Adafactor's
+    row_var: -1, its shape [..., m, 1]); such a slot pairs elements in C order;
+    ndims: (low, high), the param ndims that use the slot (None: no bound), as
+    Adafactor's row_var serves params of 2 dimensions or more and its variance the others.
     """
     name: str
     argument: str | None = None
@@ -218,6 +227,8 @@ class Slot:
     fill_imag: bool = False
     positional: bool = True
     scalar: bool = False
+    reduced: int | None = None
+    ndims: tuple | None = None
 
     @property
     def arg(self):
@@ -227,9 +238,30 @@ class Slot:
         """Whether options give this slot an array; value_of(field name) -> the option's value."""
         return self.when is None or bool(self.when[1](value_of(self.when[0])))
 
+    def serves(self, ndim):
+        """Whether a param of `ndim` dimensions has this slot (given options that use it)."""
+        if self.ndims is None:
+            return True
+        low, high = self.ndims
+        return (low is None or ndim >= low) and (high is None or ndim <= high)
+
+    @property
+    def ndim_reason(self):
+        """The ndims condition in words, for messages."""
+        low, high = self.ndims
+        if high is None:
+            return f"the param has {low} dimensions or more"
+        return f"the param has {high} dimensions or fewer" if low in (None, 0) else \
+            f"the param has {low} to {high} dimensions"
+
     def shape(self, param_shape):
         """The shape of this slot's array for a param of `param_shape`."""
-        return () if self.scalar else tuple(param_shape)
+        if self.scalar:
+            return ()
+        shape = list(param_shape)
+        if self.reduced is not None:
+            shape[self.reduced] = 1
+        return tuple(shape)
 
 
 # ---- rules at the Python level ----------------------------------------------------------
@@ -331,6 +363,8 @@ class Rule:
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
     python: PythonStep | None = None       # a rule at the Python level: no C kernel (see PythonStep)
     ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any
+    real_only: bool = False         # torch.optim refuses complex params (Adafactor): fastoptim.torch leaves
+                                    # them to it, rather than stepping their view_as_real
     fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
                                     # (torch's LBFGS sets max_eval from max_iter)
 
@@ -416,6 +450,18 @@ class Rule:
         """The state slots the options use, in operand order; None for the unused ones."""
         return tuple([s.name if s.used(options.__getitem__) else None for s in self.state])
 
+    def param_slots(self, slots, ndim):
+        """slots (a group's, from slots()) narrowed to those a param of `ndim` dimensions has."""
+        if not self.ndim_slots:
+            return slots
+        return tuple([name if name is not None and self.slots_by_name[name].serves(ndim) else None
+                      for name in slots])
+
+    @property
+    def ndim_slots(self):
+        """Whether some state slot serves params of some ndims only (Adafactor's)."""
+        return any(s.ndims is not None for s in self.state)
+
     def start_value(self, slot, options):
         """The value a new array of `slot` starts at."""
         if slot.fill is None:
@@ -429,7 +475,7 @@ class Rule:
     @property
     def special_operands(self):
         """Whether some state slot is not shaped like the param (functional forms then check each kind)."""
-        return any(s.scalar for s in self.state)
+        return any(s.scalar or s.reduced is not None for s in self.state)
 
 
 _IMMUTABLE = frozenset([float, int, bool, str, np.float64, np.float32, np.float16, np.int64, np.int32,

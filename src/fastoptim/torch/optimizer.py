@@ -231,12 +231,17 @@ def _grad_reason(p, g):
 
 
 def _state_reason(rule, group, p, state):
-    """Why the kernels cannot use param p's existing state, or None."""
+    """Why the kernels cannot use param p's existing state (or, for factored state, p itself), or None."""
+    if rule.real_only and p.is_complex():
+        return "a complex param (torch.optim's implementation refuses them)"
+    slots = rule.param_slots(rule.slots(group), p.dim())
+    if not p.is_contiguous() and any(name is not None and rule.slot(name).reduced is not None for name in slots):
+        return f"a non-contiguous param (strides {p.stride()}): its factored state pairs elements in C order"
     if not state:
         return None
     # a 16-bit param's state is in its dtype, or in float32 (state_dtype="float32")
     dtype = torch.float32 if p.dtype in _HALF_DTYPES and precision(group, "")[0] == "float32" else p.dtype
-    for name in rule.slots(group):
+    for name in slots:
         value = None if name is None else state.get(name)
         if value is None:
             continue
@@ -246,6 +251,14 @@ def _state_reason(rule, group, p, state):
             if (value.dim() != 0 or value.device.type != "cpu" or value.dtype not in (torch.float32, torch.float64)
                     or value.requires_grad):
                 return f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a 0-d float"
+            continue
+        if rule.slot(name).reduced is not None:  # Adafactor's row_var: its own shape, paired in C order
+            if (value.layout != torch.strided or value.device != p.device or value.dtype != p.dtype
+                    or value.requires_grad or tuple(value.shape) != rule.slot(name).shape(p.shape)
+                    or not value.is_contiguous() or not p.is_contiguous()):
+                return (f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a "
+                        f"contiguous {p.dtype} tensor of shape {rule.slot(name).shape(p.shape)} beside a "
+                        f"contiguous param")
             continue
         if (value.layout != torch.strided or value.device != p.device or value.dtype != dtype
                 or value.is_conj() or value.is_neg() or value.requires_grad or not _same_layout(value, p)):
@@ -614,6 +627,14 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                                  f"got {t!r}")
             return t.detach().numpy()
         dtype = torch.float32 if float32 else p.dtype  # float32: a 16-bit param's float32 state or master copy
+        slot = self.rule.slot(name)  # None for master_param
+        if slot is not None and slot.reduced is not None:  # Adafactor's row_var: a contiguous tensor of its own shape
+            shape = slot.shape(p.shape)
+            if (not isinstance(t, torch.Tensor) or t.dtype != p.dtype or t.device != p.device
+                    or tuple(t.shape) != shape or not t.is_contiguous()):
+                raise ValueError(f"{where} must be a contiguous {p.dtype} tensor of shape {shape} for its param "
+                                 f"of shape {tuple(p.shape)}")
+            return t.detach().numpy()
         if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.device != p.device or not _same_layout(t, p):
             raise ValueError(f"{where} must be a tensor laid out like its param "
                              f"({dtype}, shape {tuple(p.shape)}, strides {p.stride()})")
@@ -623,6 +644,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
     def _new_array(self, p, fill, slot, float32=False):
         if slot.scalar:  # torch.optim's 0-d tensors of _get_scalar_dtype()
             return torch.tensor(float(fill), dtype=_scalar_dtype())
+        if slot.reduced is not None:  # Adafactor's row_var: torch's p.grad.new_zeros(shape), contiguous
+            return torch.full(slot.shape(p.shape), float(fill), dtype=p.dtype, device=p.device)
         # preserve_format: a channels_last or transposed param gets state laid out like it (torch's too)
         dtype = torch.float32 if float32 else p.dtype
         if fill:
@@ -791,6 +814,12 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                         raise ValueError(f"{where} has shape {tuple(value.shape)}; expected a 0-d tensor "
                                          f"(a per-tensor scalar)")
                     own[name] = value.detach().to(device="cpu", copy=True)
+                elif isinstance(value, torch.Tensor) and self.rule.slot(name).reduced is not None:
+                    shape = self.rule.slot(name).shape(p.shape)
+                    if tuple(value.shape) != shape:
+                        raise ValueError(f"{where} has shape {tuple(value.shape)} but its param of shape "
+                                         f"{tuple(p.shape)} needs {shape}")
+                    own[name] = torch.empty(shape, dtype=p.dtype, device=p.device).copy_(value.detach())
                 elif isinstance(value, torch.Tensor):
                     if tuple(value.shape) != tuple(p.shape):
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param has "

@@ -1,0 +1,206 @@
+"""Adafactor against torch.optim.Adafactor (torch 2.13): factored state over the last two
+dimensions, eps1=None as the dtype's epsilon, relative steps, update clipping, weight decay;
+its state_dict both ways; its factored sums the same on every thread count and SIMD level."""
+import numpy as np
+import pytest
+
+import fastoptim
+from fastoptim.rules.adafactor import reference
+
+SHAPES = [(), (1,), (7,), (33,), (5, 3), (4, 9), (2, 3, 5), (3, 1, 17)]
+STEPS = 30
+OPTIONS = [
+    {},
+    dict(eps=(1e-4, 1e-2), d=2.0),
+    dict(lr=0.3, weight_decay=0.1, beta2_decay=-0.5),
+    dict(maximize=True, weight_decay=0.05, eps=(None, 0.5)),
+]
+
+
+def _problem(dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(shape).astype(dtype) for shape in SHAPES]
+    grads = [[(rng.standard_normal(shape) * 10.0 ** rng.integers(-2, 2)).astype(dtype) for shape in SHAPES]
+             for _ in range(STEPS)]
+    return params, grads
+
+
+def _torch_run(torch, params, grads, options):
+    tensors = [torch.tensor(p) for p in params]
+    optimizer = torch.optim.Adafactor(tensors, **options)
+    for step_grads in grads:
+        for t, g in zip(tensors, step_grads):
+            t.grad = torch.tensor(g)
+        optimizer.step()
+    return [t.numpy() for t in tensors], optimizer
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("options", OPTIONS, ids=["defaults", "eps1-d", "wd-lr", "maximize-eps2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_matches_torch(torch, simd_level, split_everything, dtype, options, threads):
+    """float64 within 1e-10 of torch.optim.Adafactor after 30 steps (it is ~1e-15: the sums are
+    ordered differently, nothing else).  float32 within 2e-5 relative: torch sums the row and
+    column means and the two RMS norms in float32 (and as a norm then squared), we in double, so
+    the float32 results differ by a few roundings of those sums every step."""
+    params, grads = _problem(dtype)
+    expected, torch_optimizer = _torch_run(torch, params, grads, options)
+    ours = [p.copy() for p in params]
+    with fastoptim.num_threads(threads):
+        optimizer = fastoptim.Adafactor(ours, **options)
+        for step_grads in grads:
+            optimizer.step(step_grads)
+    tolerance = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+    for i, (p, e) in enumerate(zip(ours, expected)):
+        np.testing.assert_allclose(p, e, err_msg=f"params[{i}] of shape {p.shape}", **tolerance)
+        for name, value in torch_optimizer.state[torch_optimizer.param_groups[0]["params"][i]].items():
+            if name == "step":
+                assert int(optimizer.state[i]["step"]) == STEPS
+                continue
+            assert optimizer.state[i][name].shape == tuple(value.shape), name
+            np.testing.assert_allclose(optimizer.state[i][name], value.numpy(), err_msg=f"state[{i}][{name!r}]",
+                                       **tolerance)
+        assert set(optimizer.state[i]) == set(torch_optimizer.state[torch_optimizer.param_groups[0]["params"][i]])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_factored_sums_do_not_depend_on_threads_or_simd(dtype):
+    """The kernel equals the reference bit for bit, for 1 and 2 threads and every SIMD level,
+    on matrices whose rows and columns cross thread splits and SIMD tails."""
+    from fastoptim._ext import runtime
+    rng = np.random.default_rng(11)
+    shapes = [(37, 41), (3, 130, 9), (300, 300), (1, 5000)]
+    results = {}
+    for level in runtime.supported_simd_levels():
+        old_level = runtime.set_simd_level(level)
+        old_min = runtime._set_parallel_min_elements(0)
+        try:
+            for threads in (1, 2):
+                params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
+                with fastoptim.num_threads(threads):
+                    optimizer = fastoptim.Adafactor(params, weight_decay=0.01)
+                    for step in range(3):
+                        optimizer.step([np.random.default_rng(step).standard_normal(s).astype(dtype)
+                                        for s in shapes])
+                results[level, threads] = [p.copy() for p in params] + [
+                    optimizer.state[i][k].copy() for i in range(len(shapes)) for k in ("row_var", "col_var")]
+        finally:
+            runtime._set_parallel_min_elements(old_min)
+            runtime.set_simd_level(old_level)
+    params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
+    state = [{"row_var": np.zeros(s[:-1] + (1,), dtype), "col_var": np.zeros(s[:-2] + (1, s[-1]), dtype)}
+             for s in shapes]
+    for step in range(3):
+        for p, st, s in zip(params, state, shapes):
+            g = np.random.default_rng(step).standard_normal(s).astype(dtype)
+            reference(p, g, st, step=step + 1, grad_scale=None, lr=0.01, maximize=False, beta2_decay=-0.8,
+                      eps1=None, eps2=1e-3, d=1.0, weight_decay=0.01)
+    expected = params + [st[k] for st in state for k in ("row_var", "col_var")]
+    del rng
+    for key, got in results.items():
+        for i, (a, b) in enumerate(zip(got, expected)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{key}: array {i}")
+
+
+@pytest.mark.parametrize("direction", ["torch to fastoptim", "fastoptim to torch"])
+def test_state_dict_round_trips_with_torch(torch, direction):
+    """A checkpoint of either continues in the other as it would have in itself."""
+    import fastoptim.torch as fot
+    params, grads = _problem(np.float64, seed=8)
+    first, second = (torch.optim.Adafactor, fot.Adafactor) if direction == "torch to fastoptim" else \
+        (fot.Adafactor, torch.optim.Adafactor)
+    options = dict(lr=0.05, weight_decay=0.01, eps=(1e-5, 1e-3))
+    runs = {}
+    for resumed_in in (first, second):
+        tensors = [torch.tensor(p) for p in params]
+        optimizer = first(tensors, **options)
+        for step_grads in grads[:10]:
+            for t, g in zip(tensors, step_grads):
+                t.grad = torch.tensor(g)
+            optimizer.step()
+        saved = optimizer.state_dict()
+        if first is torch.optim.Adafactor:
+            assert sorted(saved["state"][4]) == ["col_var", "row_var", "step"]
+            assert tuple(saved["state"][4]["row_var"].shape) == (5, 1)
+            assert tuple(saved["state"][6]["col_var"].shape) == (2, 1, 5)
+            assert sorted(saved["state"][2]) == ["step", "variance"]
+        resumed = resumed_in(tensors, **options)
+        resumed.load_state_dict(saved)
+        for step_grads in grads[10:]:
+            for t, g in zip(tensors, step_grads):
+                t.grad = torch.tensor(g)
+            resumed.step()
+        runs[resumed_in] = [t.numpy().copy() for t in tensors], resumed.state_dict()
+    (same, same_state), (other, other_state) = runs[first], runs[second]
+    for i, (a, b) in enumerate(zip(same, other)):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10, err_msg=f"params[{i}]")
+    for key, entry in same_state["state"].items():
+        assert sorted(entry) == sorted(other_state["state"][key])
+        for name, value in entry.items():
+            assert tuple(value.shape) == tuple(other_state["state"][key][name].shape)
+            assert value.dtype == other_state["state"][key][name].dtype, (key, name)
+            np.testing.assert_allclose(other_state["state"][key][name].numpy(), value.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_numpy_state_dict_loads_into_torch_and_back(torch):
+    params, grads = _problem(np.float64, seed=9)
+    ours = [p.copy() for p in params]
+    optimizer = fastoptim.Adafactor(ours)
+    for step_grads in grads[:5]:
+        optimizer.step(step_grads)
+    tensors = [torch.tensor(p) for p in ours]
+    theirs = torch.optim.Adafactor(tensors)
+    saved = optimizer.state_dict()
+    assert saved["state"][4]["row_var"].shape == (5, 1) and saved["state"][2]["variance"].shape == (7,)
+    saved["state"] = {i: {k: torch.tensor(float(v)) if k == "step" else torch.from_numpy(v.copy())
+                          for k, v in entry.items()} for i, entry in saved["state"].items()}
+    theirs.load_state_dict(saved)
+    again = fastoptim.Adafactor([p.copy() for p in ours])
+    again.load_state_dict(theirs.state_dict())
+    for step_grads in grads[5:]:
+        for t, g in zip(tensors, step_grads):
+            t.grad = torch.tensor(g)
+        theirs.step()
+        optimizer.step(step_grads)
+    for i, (p, t) in enumerate(zip(ours, tensors)):
+        np.testing.assert_allclose(p, t.numpy(), rtol=1e-10, atol=1e-10, err_msg=f"params[{i}]")
+    assert again.state[4]["row_var"].shape == (5, 1)
+
+
+def test_functional_face_checks_the_factored_state():
+    param, grad = np.ones((4, 3)), np.ones((4, 3))
+    with pytest.raises(ValueError, match="row_var is required when the param has 2 dimensions or more"):
+        fastoptim.functional.adafactor(param, grad, step=1)
+    with pytest.raises(ValueError, match=r"col_var has shape \(4, 1\); expected \(1, 3\)"):
+        fastoptim.functional.adafactor(param, grad, np.zeros((4, 1)), np.zeros((4, 1)), step=1)
+    np.testing.assert_array_equal(param, 1.0)  # nothing written
+    row_var, col_var = np.zeros((4, 1)), np.zeros((1, 3))
+    fastoptim.functional.adafactor(param, grad, row_var, col_var, step=1)
+    expected, state = np.ones((4, 3)), {"row_var": np.zeros((4, 1)), "col_var": np.zeros((1, 3))}
+    fastoptim.reference.adafactor(expected, grad, state["row_var"], state["col_var"], step=1)
+    np.testing.assert_array_equal(param, expected)
+    np.testing.assert_array_equal(row_var, state["row_var"])
+    vector, variance = np.ones(5), np.zeros(5)
+    fastoptim.functional.adafactor(vector, np.ones(5), variance=variance, step=1)
+    assert (vector < 1).all() and (variance == 1).all()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(lr=-1.0), "Learning rate should be >= 0 but is: -1.0"),
+    (dict(beta2_decay=0.5), "beta2_decay should be <= 0 but is: 0.5"),
+    (dict(eps=(-1.0, 1e-3)), "epsilon1 should be >= 0 but is: -1.0"),
+    (dict(eps=(None, -1.0)), "epsilon2 should be >= 0 but is: -1.0"),
+    (dict(d=0.5), "Clipping threshold d should be >= 1 but is: 0.5"),
+    (dict(weight_decay=-0.1), "weight_decay should be >= 0 but is: -0.1"),
+])
+def test_bounds_in_torchs_words(torch, options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        torch.optim.Adafactor([torch.zeros(2)], **options)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        fastoptim.Adafactor([np.zeros(2)], **options)
+
+
+def test_sharded_strategies_refuse_it():
+    """ZeRO's and the parameter server's shards cut tensors: a per-tensor RMS would be a shard's."""
+    from fastoptim.distributed.zero import _per_tensor
+    assert _per_tensor(fastoptim.Adafactor) == "2 passes over each tensor"
