@@ -50,16 +50,22 @@ def check_steps():
     classes = optimizer_classes()
     assert len(classes) >= 6, f"found only {[c.__name__ for c in classes]}"
     for cls in classes:
+        # large enough to split across threads; a matrix for a rule of matrices (Muon)
+        shape = (263, 267) if cls.rule.ndim == 2 else (70_001,)
         for dtype in (np.float32, np.float64):
-            start = rng.standard_normal(70_001).astype(dtype)  # large enough to split across threads
+            start = rng.standard_normal(shape).astype(dtype)
             grad = rng.standard_normal(start.shape).astype(dtype)
             results = []
             for threads in (1, 2):
                 param = start.copy()
                 with fastoptim.num_threads(threads):
                     opt = cls([param], lr=0.01)
-                    opt.step([grad])
-                    opt.step([grad])
+                    for _ in range(2):
+                        if cls.rule.closure:  # LBFGS evaluates the loss itself: 0.5 |p - grad|^2
+                            opt.step(lambda p=param: (0.5 * float(np.sum((p - grad).astype(np.float64) ** 2)),
+                                                      [p - grad]))
+                        else:
+                            opt.step([grad])
                 results.append(param)
             one, two = results
             assert np.all(np.isfinite(one)) and not np.array_equal(one, start), f"{cls.__name__} did not step"

@@ -697,7 +697,7 @@ def adafactor(param: FloatArray, grad: FloatArray, row_var: FloatArray | None = 
     Parameters
     ----------
     param : ndarray
-        C-contiguous float32 or float64 array, updated in place.
+        C-contiguous float32 or float64 array (float16 or bfloat16 for a rule that takes 16-bit params), updated in place.
     grad : ndarray
         Its gradient: same shape and dtype.
     row_var : ndarray or None

@@ -656,6 +656,14 @@ class Adafactor(Optimizer):
         The weight_decay, >= 0.
     maximize : bool, default False
         Maximize the objective.
+    state_dtype : {'float32'} or None, default None
+        16-bit params: None keeps the state in the param's dtype (torch's fused kernels), 'float32' keeps it in float32.
+    master_weights : bool, default False
+        16-bit params: keep a float32 copy of each param in its state ('master_param'), apply the update to it and store it rounded to nearest in the param.
+    stochastic_rounding : bool, default False
+        16-bit params: round each updated param stochastically (unbiased), not to nearest; not with master_weights.
+    seed : int, default 0
+        The key, in [0, 2**64), of stochastic rounding's random bits (Philox, with the step, the param's index and the element's).
 
     Raises
     ------
@@ -675,7 +683,7 @@ class Adafactor(Optimizer):
     >>> bool((w < 1).all())  # one step down the gradient, in place
     True
     """
-    def __init__(self, params: Params, lr: LR = 0.01, beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 0.001), d: float = 1.0, weight_decay: float = 0.0, *, maximize: bool = False) -> None: ...
+    def __init__(self, params: Params, lr: LR = 0.01, beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 0.001), d: float = 1.0, weight_decay: float = 0.0, *, maximize: bool = False, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0) -> None: ...
 
 
 class Muon(Optimizer):

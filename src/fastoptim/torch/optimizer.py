@@ -814,7 +814,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                         raise ValueError(f"{where} has shape {tuple(value.shape)}; expected a 0-d tensor "
                                          f"(a per-tensor scalar)")
                     own[name] = value.detach().to(device="cpu", copy=True)
-                elif isinstance(value, torch.Tensor) and self.rule.slot(name).reduced is not None:
+                elif isinstance(value, torch.Tensor) and name in slots and self.rule.slot(name).reduced is not None:
                     shape = self.rule.slot(name).shape(p.shape)
                     if tuple(value.shape) != shape:
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param of shape "
