@@ -331,6 +331,7 @@ class Rule:
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
     python: PythonStep | None = None       # a rule at the Python level: no C kernel (see PythonStep)
     ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any
+    takes_complex: bool = True      # torch's complex params are stepped (as view_as_real); False: refused (Muon)
     fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
                                     # (torch's LBFGS sets max_eval from max_iter)
 
