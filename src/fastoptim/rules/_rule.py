@@ -40,7 +40,8 @@ PRECISION_DEFAULTS = {"state_dtype": None, "master_weights": False, "stochastic_
 
 @dataclass(frozen=True)
 class Real:
-    """A real hyperparameter: finite, within [low, high] (open ends where said).
+    """A real hyperparameter: finite (or infinite too, with allow_inf), within [low, high]
+    (open ends where said).
 
     label: torch.optim's word for it in messages ("learning rate", "epsilon value").
     kernel: False for a class option the kernel never sees (a state's start value).
@@ -57,6 +58,7 @@ class Real:
     high_open: bool = False
     kernel: bool = True
     message: str | None = None
+    allow_inf: bool = False
 
     def check(self, value, where):
         return self.worded_check(value, None if self.message is None else self.message.format(value), where)
@@ -65,7 +67,8 @@ class Real:
         """The check, a bad value raising `head` (torch's text; None: "Invalid {label}: {value}")
         first and our context after."""
         return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
-                                high_open=self.high_open, label=self.label, where=where, head=head)
+                                high_open=self.high_open, allow_inf=self.allow_inf, label=self.label,
+                                where=where, head=head)
 
 
 @dataclass(frozen=True)
