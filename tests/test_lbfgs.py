@@ -11,6 +11,7 @@ up to 20 iterations stay within 1e-10, and longer runs (40 to 60 iterations) wit
 digits to cancellation: within 1e-6 of torch's (we see up to 1e-7).
 """
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -141,6 +142,8 @@ ROSENBROCK_CASES = [
     ("wolfe, max_eval, tolerances", [-0.5, 2.0, 1.0, -1.0, 0.3],
      dict(line_search_fn="strong_wolfe", max_eval=30, tolerance_grad=1e-5, tolerance_change=1e-7), 4, 1e-10),
     ("max_iter 1", [-1.2, 1.0, -1.2, 1.0, 0.5], dict(max_iter=1, lr=0.05), 10, 1e-10),
+    ("tolerances -inf: every iteration", [-1.2, 1.0, -1.2, 1.0, 0.5],
+     dict(tolerance_grad=-math.inf, tolerance_change=-math.inf, max_iter=8), 2, 1e-10),
     ("wolfe to convergence", [-1.5, 2.0, 0.0, 0.2, 1.4], dict(line_search_fn="strong_wolfe", max_iter=200), 1,
      1e-10),
 ]
@@ -219,7 +222,7 @@ def test_checks_are_torchs_then_ours():
             (dict(max_iter=0), ValueError, r"^Invalid max_iter: 0 \(defaults\); max_iter must be >= 1"),
             (dict(max_eval=1.5), TypeError, r"^Invalid max_eval: 1.5 \(defaults\); max_eval must be an integer or None"),
             (dict(history_size=0), ValueError, r"Invalid history_size"),
-            (dict(tolerance_grad=-1.0), ValueError, r"^Invalid tolerance_grad: -1.0 \(defaults\); tolerance_grad must be")]:
+            (dict(tolerance_grad=math.nan), ValueError, r"^Invalid tolerance_grad: nan \(defaults\); tolerance_grad must be")]:
         with pytest.raises(error, match=message):
             fastoptim.LBFGS([np.zeros(2)], **kwargs)
     opt = fastoptim.LBFGS([np.zeros(2)], max_iter=8)
@@ -230,6 +233,26 @@ def test_checks_are_torchs_then_ours():
         opt.step([np.ones(2)])
     with pytest.raises(TypeError, match=r"params\[1\] has dtype float32"):
         fastoptim.LBFGS([np.zeros(2), np.zeros(2, np.float32)]).step(lambda: (0.0, [np.ones(2), np.ones(2)]))
+
+
+def test_infinite_tolerance_grad_stops_at_the_first_evaluation(torch):
+    """torch takes any tolerance (its test_second_order_optims_return_consistent_types uses +-inf):
+    tolerance_grad=inf returns the first evaluation's loss, moves nothing and keeps torch's state."""
+    import fastoptim.torch as ft
+    start = [-1.2, 1.0]
+    expected_loss = rosenbrock(np.array(start))[0]
+    states = []
+    for cls in (torch.optim.LBFGS, ft.LBFGS):
+        tensors = [torch.tensor(start, dtype=torch.float64, requires_grad=True)]
+        opt = cls(tensors, tolerance_grad=math.inf)
+        loss = opt.step(_torch_closure(torch, rosenbrock, tensors, [(2,)]))
+        assert type(loss) is torch.Tensor and float(loss) == expected_loss, cls
+        assert tensors[0].tolist() == start, cls
+        states.append(dict(opt.state[tensors[0]]))
+    assert states[1] == states[0] == {"func_evals": 1, "n_iter": 0}
+    params = [np.array(start)]
+    opt = fastoptim.LBFGS(params, tolerance_grad=math.inf, tolerance_change=math.inf)
+    assert opt.step(_numpy_closure(rosenbrock, params, [(2,)])) == expected_loss and params[0].tolist() == start
 
 
 def test_failed_first_evaluation_changes_nothing():

@@ -15,7 +15,15 @@ import warnings
 
 import pytest
 
+from fastoptim.rules import VARIANTS
+
 NAMES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+# every class of ours that torch.optim has too (each is in optim_db), and the rules among
+# them that take complex params (Muon refuses them, as torch's)
+TORCH_NAMES = [variant.name for _, variant in VARIANTS if variant.torch_name is not None]
+CLOSURE_RULES = {variant.name for rule, variant in VARIANTS if rule.closure}
+COMPLEX_NAMES = [variant.name for rule, variant in VARIANTS
+                 if variant.torch_name is not None and rule.takes_complex]
 FUSED_ON_CPU = ["SGD", "Adagrad", "Adam", "AdamW"]
 SPARSE = ["SGD", "Adagrad"]
 STEPS = 4
@@ -107,6 +115,50 @@ def test_complex_matches_real_view(torch, ft, name):
     for key, value in ours.state[z].items():
         if key != "step":
             assert value.dtype == torch.complex128 and value.shape == z.shape, key
+
+
+def _quadratic_closure(torch, opt, params, targets):
+    """loss = sum of squared distances of each param (a complex one as its view_as_real) to its
+    target, with its grads; the closure torch's LBFGS evaluates."""
+    def closure():
+        opt.zero_grad()
+        loss = sum(((torch.view_as_real(p) if p.is_complex() else p) - t).pow(2).sum()
+                   for p, t in zip(params, targets))
+        loss.backward()
+        return loss
+    return closure
+
+
+@pytest.mark.parametrize("name", COMPLEX_NAMES)
+def test_optim_db_configs_step_complex_params_as_their_real_view(torch, ft, optim_db, name):
+    """torch's contract (its test_complex): under every optim_db config, complex params, mixed with
+    a real one, step exactly as their view_as_real would, and as torch's own class steps them;
+    the closure-driven LBFGS too."""
+    for optim_input in optim_db[name].optim_inputs_func(device="cpu"):
+        gen = torch.Generator().manual_seed(0)
+        complex_params = [torch.randn(4, 3, generator=gen, dtype=torch.complex128),
+                          torch.randn(5, generator=gen, dtype=torch.complex128),
+                          torch.randn(3, 2, generator=gen, dtype=torch.float64)]
+        targets = [torch.randn(torch.view_as_real(p).shape if p.is_complex() else p.shape, generator=gen,
+                               dtype=torch.float64) for p in complex_params]
+        runs = []
+        for cls, as_real in ((getattr(ft, name), False), (getattr(ft, name), True),
+                             (getattr(torch.optim, name), False)):
+            params = [(torch.view_as_real(p) if as_real and p.is_complex() else p).clone().requires_grad_()
+                      for p in complex_params]
+            opt = cls(params, **optim_input.kwargs)
+            closure = _quadratic_closure(torch, opt, params, targets)
+            for _ in range(3):
+                if name in CLOSURE_RULES:
+                    opt.step(closure)
+                else:
+                    closure()
+                    opt.step()
+            runs.append([torch.view_as_real(p.detach()) if p.is_complex() else p.detach() for p in params])
+        where = f"{name} {optim_input.desc}"
+        for ours, real_view, theirs in zip(*runs):
+            torch.testing.assert_close(ours, real_view, rtol=1e-13, atol=1e-13, msg=lambda m: f"{where}: {m}")
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10, msg=lambda m: f"{where} vs torch: {m}")
 
 
 # ---- fallbacks: torch's implementation for what the kernels cannot step --------------
@@ -288,7 +340,7 @@ def test_state_holds_any_value(torch, ft):
     assert int(opt.state[p]["step"]) == 2
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TORCH_NAMES)
 def test_optim_db_error_inputs(torch, ft, optim_db, name):
     """Every error input of optim_db: torch's exception (or warning) type, its text, raised
     where torch raises it (constructor or step).  Runs each input on its own."""
@@ -374,3 +426,19 @@ def test_grad_laid_out_unlike_param_takes_torch_path(torch, ft):
     with pytest.warns(ft.FallbackWarning, match="its grad has strides"):
         step_both(torch, ours, theirs, grad=lambda p, gen: torch.randn(3, 4, generator=gen, dtype=p.dtype).t())
     assert_same(torch, ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", TORCH_NAMES)
+def test_loading_a_checkpoint_keeps_the_groups_options(torch, ft, name):
+    """A checkpoint loaded (twice) into a new optimizer gives the groups it saved.  torch's loader
+    adds 'differentiable' to the defaults of every optimizer; the classes without that option
+    (LBFGS and Muon, as torch's) must not grow it in their groups."""
+    cls = getattr(ft, name)
+    p = torch.randn(2, 3, requires_grad=True)
+    saved = cls([p]).state_dict()
+    other = cls([p.detach().clone().requires_grad_()])
+    for _ in range(2):  # the second time, the defaults already hold what the first load added
+        other.load_state_dict(copy.deepcopy(saved))
+        assert other.state_dict()["param_groups"] == saved["param_groups"]
+    torch_group = getattr(torch.optim, name)([p]).param_groups[0]
+    assert ("differentiable" in other.param_groups[0]) == ("differentiable" in torch_group)

@@ -754,9 +754,9 @@ class LBFGS(Optimizer):
     max_eval : int or None, default None
         The max_eval, >= 1.
     tolerance_grad : float, default 1e-07
-        The tolerance_grad, >= 0.
+        The tolerance_grad, any value but NaN.
     tolerance_change : float, default 1e-09
-        The tolerance_change, >= 0.
+        The tolerance_change, any value but NaN.
     history_size : int, default 100
         The history_size, >= 1.
     line_search_fn : {None, 'strong_wolfe'}, default None

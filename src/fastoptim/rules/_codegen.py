@@ -204,7 +204,7 @@ def generate_classes(rules, base, torch, module, describe):
 
 def _range(option):
     if option.low == -float("inf") and option.high == float("inf"):
-        return "any finite value"
+        return "any value but NaN" if option.allow_inf else "any finite value"
     low, high = ("(" if option.low_open else "[") + f"{option.low:g}", f"{option.high:g}" + (
         ")" if option.high_open else "]")
     return f">= {option.low:g}" if option.high == float("inf") and not option.low_open else f"in {low}, {high}"

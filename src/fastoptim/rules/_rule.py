@@ -40,7 +40,8 @@ PRECISION_DEFAULTS = {"state_dtype": None, "master_weights": False, "stochastic_
 
 @dataclass(frozen=True)
 class Real:
-    """A real hyperparameter: finite, within [low, high] (open ends where said).
+    """A real hyperparameter: finite (or infinite too, with allow_inf), within [low, high]
+    (open ends where said).
 
     label: torch.optim's word for it in messages ("learning rate", "epsilon value").
     kernel: False for a class option the kernel never sees (a state's start value).
@@ -60,6 +61,7 @@ class Real:
     kernel: bool = True
     message: str | None = None
     allow_none: bool = False
+    allow_inf: bool = False
 
     def check(self, value, where):
         return self.worded_check(value, None if self.message is None else self.message.format(value), where)
@@ -70,7 +72,8 @@ class Real:
         if value is None and self.allow_none:
             return None
         return _validation.real(value, self.name, low=self.low, high=self.high, low_open=self.low_open,
-                                high_open=self.high_open, label=self.label, where=where, head=head)
+                                high_open=self.high_open, allow_inf=self.allow_inf, label=self.label,
+                                where=where, head=head)
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,7 @@ class Rule:
     ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any
     real_only: bool = False         # torch.optim refuses complex params (Adafactor): fastoptim.torch leaves
                                     # them to it, rather than stepping their view_as_real
+    takes_complex: bool = True      # torch's complex params are stepped (as view_as_real); False: refused (Muon)
     fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
                                     # (torch's LBFGS sets max_eval from max_iter)
 

@@ -9,6 +9,8 @@ ro, H_diag, prev_flat_grad, prev_loss, and al from the second iteration on.
 The algorithm is torch's, operation by operation; its vector operations are NumPy's (BLAS
 dot products, in-place axpy), written as the small functions below.
 """
+import math
+
 import numpy as np
 
 from ._rule import Choice, Integer, PythonStep, Real, Rule, Variant
@@ -343,8 +345,9 @@ LBFGS = Rule(
         Real("lr", 1, "learning rate"),
         Integer("max_iter", 20, "max_iter", low=1),
         Integer("max_eval", None, "max_eval", low=1, allow_none=True),
-        Real("tolerance_grad", 1e-7, "tolerance_grad", low=0.0),
-        Real("tolerance_change", 1e-9, "tolerance_change", low=0.0),
+        # torch takes any tolerance: +inf stops after the first evaluation, a negative one never stops
+        Real("tolerance_grad", 1e-7, "tolerance_grad", low=-math.inf, allow_inf=True),
+        Real("tolerance_change", 1e-9, "tolerance_change", low=-math.inf, allow_inf=True),
         Integer("history_size", 100, "history_size", low=1),
         Choice("line_search_fn", None, (None, "strong_wolfe"), message="only 'strong_wolfe' is supported"),
     ),

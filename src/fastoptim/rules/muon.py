@@ -229,4 +229,5 @@ MUON = Rule(
     not_in_torch=("ns_dtype",),
     python=MuonStep(),
     ndim=2,
+    takes_complex=False,
 )

@@ -48,7 +48,7 @@ RPROP = Rule(
     ),
     signature="lr etas step_sizes * maximize",
     torch_signature="lr etas step_sizes * capturable foreach maximize differentiable",
-    state=(Slot("prev"), Slot("step_size", fill="lr")),
+    state=(Slot("prev"), Slot("step_size", fill="lr", fill_imag=True)),
     reference=reference,
     validate=validate,
     variants=(Variant(

@@ -11,8 +11,9 @@ once per param when the pointer tables are built (so again whenever params,
 state or the routing options change) and cached with them:
 
   kernels  CPU float32/float64 params, complex64/complex128 ones as their
-           view_as_real (as torch steps them), and float16/bfloat16 ones of
-           the rules that take 16-bit params (bfloat16 needs ml_dtypes),
+           view_as_real (as torch steps them; Muon refuses them, as torch's),
+           and float16/bfloat16 ones of the rules that take 16-bit params
+           (bfloat16 needs ml_dtypes),
            laid out as one dense block of memory (contiguous, channels_last,
            a transpose, ...) with grad and state laid out alike (a 16-bit
            param's state in its dtype, or float32 with state_dtype="float32");
@@ -45,7 +46,7 @@ import torch
 from .. import _validation
 from .._engine import (SCHEDULES_KEY, State, StepEngine, precision, saved_groups_with_schedules,
                        split_schedules)
-from ..rules import Pair, half_refusal
+from ..rules import PRECISION_DEFAULTS, Pair, half_refusal
 from ..typing import Closure
 from ._fallback import TorchTwin
 
@@ -138,6 +139,12 @@ def _numpy_view(t):
         import ml_dtypes  # the bf16 extra; torch has no NumPy bfloat16 of its own
         return t.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return t.detach().numpy()
+
+
+def _real_view(t):
+    """A zero-copy NumPy view of a checked tensor, a complex one as its view_as_real."""
+    t = t.detach()
+    return _numpy_view(torch.view_as_real(t) if t.is_complex() else t)
 
 
 def _cloned(value):
@@ -379,6 +386,11 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         self._set_amp_support()
         self._invalidate()
 
+    def _group_options(self):
+        """The option names this class keeps in its param groups (its constructor's)."""
+        return ({name for name, _ in self.rule.layout(True)} | set(PRECISION_DEFAULTS)
+                | set(self.variant.fixed))
+
     def _fix_variant_options(self):
         """The class decides the rule: AdamW stays AdamW whatever a loaded group says."""
         for group in self.param_groups:
@@ -403,6 +415,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             if "lr_schedule" in group:
                 self._lr_written[gi] = (group["lr_schedule"], group["lr"])
             self._checked_hyper(group, where)
+            self._check_ndim(group, where)
         except Exception:
             self.param_groups.pop()
             self._lr_written.pop(gi, None)
@@ -412,6 +425,17 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 if not self.state.get(p):
                     self._fill_state(self.state[p], group, p)
         self._invalidate()
+
+    def _check_ndim(self, group, where):
+        """A rule for params of one number of dimensions (Muon: matrices) checks them as torch
+        does, at construction (a complex param counts as it is, not as its view_as_real)."""
+        ndim = self.rule.ndim
+        if ndim is None:
+            return
+        for j, p in enumerate(group["params"]):
+            if p.ndim != ndim:
+                raise ValueError(f"{type(self).__name__} only supports {ndim}D parameters whereas we found a "
+                                 f"parameter with size: {p.size()} ({where}['params'][{j}])")
 
     def _check_tensor_options(self, options, where):
         """torch's checks of tensor-valued options (before their values are checked)."""
@@ -608,8 +632,9 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         return lr
 
     def _param_array(self, p, key):
-        t = p.detach()
-        return _numpy_view(torch.view_as_real(t) if t.is_complex() else t)
+        if p.is_complex() and not self.rule.takes_complex:  # torch's error, at the step as torch's
+            raise RuntimeError(f"{type(self).__name__} does not support complex parameters (params[{key!r}])")
+        return _real_view(p)
 
     def _state_of(self, i, p):
         return self.state.get(p)
@@ -638,8 +663,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.device != p.device or not _same_layout(t, p):
             raise ValueError(f"{where} must be a tensor laid out like its param "
                              f"({dtype}, shape {tuple(p.shape)}, strides {p.stride()})")
-        t = t.detach()
-        return _numpy_view(torch.view_as_real(t) if t.is_complex() else t)
+        return _real_view(t)
 
     def _new_array(self, p, fill, slot, float32=False):
         if slot.scalar:  # torch.optim's 0-d tensors of _get_scalar_dtype()
@@ -682,7 +706,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             plan.attach_tensors(params, routes.every, bytes(routes.in_plan))
 
     def _grad_arrays(self, grads):
-        return [None if p.grad is None else p.grad.detach().numpy() for p in self._plan_params]
+        return [None if p.grad is None else _real_view(p.grad) for p in self._plan_params]
 
     def _evaluate(self, closure):
         with torch.enable_grad():
@@ -840,9 +864,14 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         self._step_count = step_count
         self._lr_written = {gi: (g["lr_schedule"], g["lr"]) for gi, g in enumerate(self.param_groups)
                             if g.get("lr_schedule") is not None}
-        for group in self.param_groups:  # e.g. a fastoptim.optim checkpoint has no torch-only keys
+        # e.g. a fastoptim.optim checkpoint has no torch-only keys; but only the class's own
+        # options: torch's loader adds 'differentiable' to the defaults of every optimizer,
+        # and torch.optim.LBFGS's or Muon's groups have none
+        options = self._group_options()
+        for group in self.param_groups:
             for name, default in self.defaults.items():
-                group.setdefault(name, default)
+                if name in options:
+                    group.setdefault(name, default)
         self._fix_variant_options()
         self._invalidate()
 
