@@ -19,11 +19,11 @@ from fastoptim.rules import VARIANTS
 
 NAMES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
 # every class of ours that torch.optim has too (each is in optim_db), and the rules among
-# them that take complex params (Muon refuses them, as torch's)
+# them that take complex params (Muon and Adafactor refuse them, as torch's)
 TORCH_NAMES = [variant.name for _, variant in VARIANTS if variant.torch_name is not None]
 CLOSURE_RULES = {variant.name for rule, variant in VARIANTS if rule.closure}
 COMPLEX_NAMES = [variant.name for rule, variant in VARIANTS
-                 if variant.torch_name is not None and rule.takes_complex]
+                 if variant.torch_name is not None and rule.takes_complex and not rule.real_only]
 FUSED_ON_CPU = ["SGD", "Adagrad", "Adam", "AdamW"]
 SPARSE = ["SGD", "Adagrad"]
 STEPS = 4
