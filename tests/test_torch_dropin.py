@@ -23,7 +23,7 @@ NAMES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
 TORCH_NAMES = [variant.name for _, variant in VARIANTS if variant.torch_name is not None]
 CLOSURE_RULES = {variant.name for rule, variant in VARIANTS if rule.closure}
 COMPLEX_NAMES = [variant.name for rule, variant in VARIANTS
-                 if variant.torch_name is not None and rule.takes_complex and not rule.real_only]
+                 if variant.torch_name is not None and rule.takes_complex]
 FUSED_ON_CPU = ["SGD", "Adagrad", "Adam", "AdamW"]
 SPARSE = ["SGD", "Adagrad"]
 STEPS = 4

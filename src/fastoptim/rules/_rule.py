@@ -366,9 +366,8 @@ class Rule:
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
     python: PythonStep | None = None       # a rule at the Python level: no C kernel (see PythonStep)
     ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any
-    real_only: bool = False         # torch.optim refuses complex params (Adafactor): fastoptim.torch leaves
-                                    # them to it, rather than stepping their view_as_real
-    takes_complex: bool = True      # torch's complex params are stepped (as view_as_real); False: refused (Muon)
+    takes_complex: bool = True      # torch's complex params are stepped (as view_as_real); False: refused with
+                                    # torch.optim's RuntimeError, as its class does (Muon, Adafactor)
     fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
                                     # (torch's LBFGS sets max_eval from max_iter)
 

@@ -239,8 +239,6 @@ def _grad_reason(p, g):
 
 def _state_reason(rule, group, p, state):
     """Why the kernels cannot use param p's existing state (or, for factored state, p itself), or None."""
-    if rule.real_only and p.is_complex():
-        return "a complex param (torch.optim's implementation refuses them)"
     slots = rule.param_slots(rule.slots(group), p.dim())
     if not p.is_contiguous() and any(name is not None and rule.slot(name).reduced is not None for name in slots):
         return f"a non-contiguous param (strides {p.stride()}): its factored state pairs elements in C order"
