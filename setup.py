@@ -118,7 +118,7 @@ compile_args, link_args = ([], []) if METADATA_ONLY else extension_flags()
 numpy_api = ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")
 kernel_headers = ["csrc/fastoptim/" + name for name in (
     "kernels.h", "update_rules.h", "rules.h", "loops.inc", "loop_helpers.inc", "level_table.inc",
-    "halfprec.h", "staged.inc")]
+    "halfprec.h", "staged.inc", "blockwise8.inc")]
 kernel_headers += ["csrc/fastoptim/rules/" + name for name in sorted(os.listdir("csrc/fastoptim/rules"))]
 
 

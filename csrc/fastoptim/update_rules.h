@@ -53,6 +53,30 @@
 
 typedef ptrdiff_t fo_index;
 
+/* A tensor's 8-bit blockwise state (layout FO_Q8, blockwise8.inc; Dettmers et al. 2022, with
+ * bitsandbytes' layout): up to FO_Q8_SLOTS state slots kept as one uint8 code per element and
+ * one float32 absmax per block of `block` elements.  An element's value is
+ * qmap[code] * absmax[its block]; after the update a block's absmax is the largest |value| in it
+ * and each code the nearest map entry to value / absmax (ties to the lower code).  The nearest
+ * search is exact: code = the number of thresholds <= value / absmax, where threshold[j] is the
+ * least float32 nearer to qmap[j + 1] than to qmap[j] (threshold[255] = +inf); start[key], over
+ * the 16-bit keys of fo_q8_key, is the code of the least float32 with that key, from which at
+ * most `steps` thresholds remain to pass.  The tables are made from qmap by the step engine. */
+#define FO_Q8_SLOTS 2
+#define FO_Q8_MAX_BLOCK 4096
+#define FO_Q8_KEYS 65536
+typedef struct fo_q8 {
+    int n_slots;                          /* quantized state slots */
+    int operand[FO_Q8_SLOTS];             /* each one's operand (2 + its state slot) */
+    fo_index block;                       /* elements per block, at most FO_Q8_MAX_BLOCK */
+    float *absmax[FO_Q8_SLOTS];           /* one per block */
+    const float *qmap[FO_Q8_SLOTS];       /* 256 increasing values */
+    const float *threshold[FO_Q8_SLOTS];  /* 256, see above */
+    const uint8_t *start[FO_Q8_SLOTS];    /* FO_Q8_KEYS, and 4 bytes of padding (32-bit gathers) */
+    int steps[FO_Q8_SLOTS];               /* thresholds left to pass after start, at most */
+    int64_t *skipped;                     /* blocks left untouched for a non-finite grad (atomic adds) */
+} fo_q8;
+
 /* The header of every rule's arguments. */
 typedef struct {
     double lr;
@@ -70,6 +94,8 @@ typedef struct {
     /* The param's shape as rules with factored state (Adafactor) walk it: its element count,
      * and its last two dimensions (1 where it has fewer), set per tensor by the step engine. */
     fo_index size, rows, cols;
+    /* FO_Q8: the tensor's 8-bit state, set per tensor by the step engine (NULL otherwise). */
+    const fo_q8 *q8;
 } fo_common;
 
 /* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product
@@ -109,6 +135,7 @@ enum fo_layout {
     FO_BF16, FO_F16,
     FO_BF16_MASTER, FO_F16_MASTER,
     FO_BF16_SR, FO_F16_SR,
+    FO_Q8,                             /* float32 param, 8-bit blockwise state (blockwise8.inc) */
     FO_N_LAYOUTS
 };
 #define FO_N_COMPUTE_TYPES 2           /* FO_FLOAT32, FO_FLOAT64: the layouts with loops of their own */

@@ -35,7 +35,7 @@ import threading
 import numpy as np
 
 from . import _validation
-from ._ext.step import LAYOUTS, StepPlan, checked_grad_scale, is_half, same_options
+from ._ext.step import BLOCKWISE8, LAYOUTS, StepPlan, checked_grad_scale, is_half, same_options
 from .rules import PRECISION_DEFAULTS, half_refusal, kernel_id
 
 # The lr the memoized checks see when a group's lr is a valid float: they then hit
@@ -369,6 +369,11 @@ class StepEngine(ScheduledLR):
         counter of its own kind, holding the same count)."""
         raise NotImplementedError
 
+    def _quantized_state(self, p, i, array, state, group, slots, key):
+        """A param's 8-bit state for the plan, (operands: its codes in the slots' places,
+        a blockwise8.Quantized8), or None where its state is not 8-bit (the 8-bit classes)."""
+        return None
+
     def _before_kernels(self):
         """Called once a step is sure to run, before the kernels: step what the plan leaves
         out; False skips the kernels this time (state is made, nothing else changes)."""
@@ -615,7 +620,7 @@ class StepEngine(ScheduledLR):
         slots = tuple([self.rule.slots(g) for g in all_groups])
         options = [precision(g, "") for g in all_groups]
         steps = [0] * len(params)
-        arrays, state_arrays, layouts, masters, seeds = [], [], [], [], []
+        arrays, state_arrays, layouts, masters, seeds, quantized = [], [], [], [], [], []
         for i, p in enumerate(params):
             key, group = keys[i], all_groups[groups[i]]
             array = self._param_array(p, key)
@@ -629,15 +634,20 @@ class StepEngine(ScheduledLR):
             state_dtype, master, stochastic, seed = options[groups[i]]
             float32 = layout is not None and state_dtype == "float32"
             state = self._state_of(i, p)
-            operands = state_operands(
-                state, self.rule.param_slots(slots[groups[i]], array.ndim),
-                lambda name: self._new_slot_array(group, p, name, float32),
-                lambda value, name: self._state_array(value, p, i, key, name, float32))
+            param_slots = self.rule.param_slots(slots[groups[i]], array.ndim)
+            q8 = self._quantized_state(p, i, array, state, group, param_slots, key) if state else None
+            quantized.append(q8)
+            if q8 is not None:  # 8-bit state (fastoptim.blockwise8): its codes are the slots' operands
+                operands, quantized[i] = q8
+            else:
+                operands = state_operands(
+                    state, param_slots, lambda name: self._new_slot_array(group, p, name, float32),
+                    lambda value, name: self._state_array(value, p, i, key, name, float32))
             # Master weights and stochastic rounding keep state (the copy; the step) for any rule.
             needs_state = layout is not None and (master or stochastic)
             if needs_state and not state:
                 operands = None  # made at the param's first grad
-            layouts.append(layout)
+            layouts.append(BLOCKWISE8 if q8 is not None else layout)
             seeds.append(seed)
             masters.append(None)
             if needs_state and state and master:
@@ -655,7 +665,7 @@ class StepEngine(ScheduledLR):
             else:
                 steps[i] = 0 if i in self._fresh else 1
         plan = StepPlan(kernel_id(self.rule), arrays, state_arrays, groups, len(all_groups), keys, steps,
-                        layouts, masters, seeds)
+                        layouts, masters, seeds, quantized)
         plan.scalar_f64 = self._scalar_f64()
         self._attach(plan, params)
         return plan, params

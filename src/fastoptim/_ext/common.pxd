@@ -3,13 +3,14 @@
 # elements over threads.  Everything here is inline or extern: each module
 # that cimports it compiles its own copy, with no call across modules.
 
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 cdef extern from "fastoptim/kernels.h" nogil:
     ctypedef Py_ssize_t fo_index
 
     enum:
-        FO_FLOAT32, FO_FLOAT64, FO_BF16, FO_F16, FO_BF16_MASTER, FO_F16_MASTER, FO_BF16_SR, FO_F16_SR
+        FO_FLOAT32, FO_FLOAT64, FO_BF16, FO_F16, FO_BF16_MASTER, FO_F16_MASTER, FO_BF16_SR, FO_F16_SR, FO_Q8
+        FO_Q8_SLOTS, FO_Q8_MAX_BLOCK, FO_Q8_KEYS
         FO_N_LAYOUTS, FO_N_COMPUTE_TYPES
         FO_STORE_NEAREST, FO_STORE_MASTER, FO_STORE_STOCHASTIC
         FO_GRAD_PLAIN, FO_GRAD_SCALED
@@ -17,6 +18,18 @@ cdef extern from "fastoptim/kernels.h" nogil:
         FO_NORM_BLOCKS, FO_MAX_SUMS, FO_SUMS_OPERAND
         FO_FIELD_REAL, FO_FIELD_FLAG
         FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS
+
+    # A tensor's 8-bit blockwise state (update_rules.h).
+    ctypedef struct fo_q8:
+        int n_slots
+        int operand[2]
+        fo_index block
+        float *absmax[2]
+        const float *qmap[2]
+        const float *threshold[2]
+        const uint8_t *start[2]
+        int steps[2]
+        int64_t *skipped
 
     # The header every rule's arguments start with; the rest of fo_args is
     # filled through the field tables (fo_rule_describe), never named here.
@@ -34,6 +47,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         fo_index size
         fo_index rows
         fo_index cols
+        const fo_q8 *q8
 
     ctypedef struct fo_args:
         fo_common common

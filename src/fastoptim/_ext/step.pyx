@@ -22,7 +22,7 @@ cimport numpy as cnp
 from cpython.long cimport PyLong_AsSsize_t
 from cython.parallel cimport prange
 from libc.math cimport NAN
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort
 from libc.string cimport memcpy
 
@@ -30,7 +30,7 @@ from .checks cimport (check_grad_scale, check_layout, check_like, check_param_ar
                       check_step, overlaps, same_shape, scalar_as_array, storage_type)
 from .common cimport (FO_BF16, FO_F16, FO_FIELD_REAL, FO_FLOAT32, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MASTER_SLOT,
                       FO_MAX_OPERANDS, FO_DATA_SLOTS, FO_MAX_SUMS, FO_N_COMPUTE_TYPES, FO_NORM_BLOCKS,
-                      FO_SUMS_OPERAND, fo_args, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
+                      FO_Q8, FO_Q8_KEYS, FO_Q8_MAX_BLOCK, FO_Q8_SLOTS, FO_SUMS_OPERAND, fo_args, fo_q8, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
                       fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_tensor_prepare, fo_tensor_reduced,
                       segment_of, split_point)
 from .dlpack cimport dlpack_grad_data
@@ -49,6 +49,9 @@ MAX_OPERANDS = FO_MAX_OPERANDS
 LAYOUTS = {("bfloat16", "nearest"): FO_BF16, ("float16", "nearest"): FO_F16,
            ("bfloat16", "master"): FO_BF16 + 2, ("float16", "master"): FO_F16 + 2,
            ("bfloat16", "stochastic"): FO_BF16 + 4, ("float16", "stochastic"): FO_F16 + 4}
+# A float32 param whose state is kept in 8 bits per element (blockwise8.inc).
+BLOCKWISE8 = FO_Q8
+Q8_SLOTS, Q8_MAX_BLOCK, Q8_KEYS = FO_Q8_SLOTS, FO_Q8_MAX_BLOCK, FO_Q8_KEYS
 
 
 def is_half(array):
@@ -324,6 +327,8 @@ cdef class StepPlan:
     (LAYOUTS; None: round to nearest), its float32 master copy (FO_*_MASTER)
     and the seed of its stochastic rounding; a state array in the param's
     16-bit dtype is stored in 16 bits, one in float32 stays float32.
+    8-bit state: quantized gives per tensor None or a Quantized8 (its layout
+    then BLOCKWISE8), whose slots' state arrays are the uint8 codes.
     """
     cdef readonly int rule
     cdef int grad_mode         # FO_GRAD_PLAIN or FO_GRAD_SCALED for this run
@@ -365,6 +370,9 @@ cdef class StepPlan:
     cdef bytes in_plan              # and which of them are (1) or are stepped elsewhere (0)
     cdef list tensor_layouts        # torch face: each tensor's (shape, strides, dtype) when attached
     cdef bint *complex_view         # torch face: the param is complex, its array the view_as_real
+    cdef fo_q8 *q8s                 # per tensor: its 8-bit state's tables (layout FO_Q8)
+    cdef list q8_kept               # the arrays those point into, kept alive with the plan
+    cdef int64_t skipped            # blocks of 8-bit state left untouched for a non-finite grad
 
     def __cinit__(self):
         self.offsets = NULL
@@ -385,6 +393,7 @@ cdef class StepPlan:
         self.step_data = NULL
         self.step_kind = NULL
         self.complex_view = NULL
+        self.q8s = NULL
 
     def __dealloc__(self):
         free(self.offsets)
@@ -405,9 +414,10 @@ cdef class StepPlan:
         free(self.step_kind)
         free(self.complex_view)
         free(self.sums)
+        free(self.q8s)
 
     def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, list steps,
-                 layouts=None, masters=None, seeds=None):
+                 layouts=None, masters=None, seeds=None, quantized=None):
         cdef Py_ssize_t n = len(params), i, j, k
         cdef cnp.ndarray p
         cdef int storage
@@ -426,7 +436,11 @@ cdef class StepPlan:
         self.step_data = <char **>calloc(n + 1, sizeof(char *))
         self.step_kind = <int *>calloc(n + 1, sizeof(int))
         self.complex_view = <bint *>calloc(n + 1, sizeof(bint))
-        if self.count == NULL or self.step_data == NULL or self.step_kind == NULL or self.complex_view == NULL:
+        self.q8s = <fo_q8 *>calloc(n + 1, sizeof(fo_q8))
+        self.q8_kept = []
+        self.skipped = 0
+        if (self.count == NULL or self.step_data == NULL or self.step_kind == NULL or self.complex_view == NULL
+                or self.q8s == NULL):
             raise MemoryError()
         self.offsets = <fo_index *>calloc(n + 1, sizeof(fo_index))
         self.data = <char **>calloc(n * FO_DATA_SLOTS + 1, sizeof(char *))
@@ -473,10 +487,14 @@ cdef class StepPlan:
             self.has_state[i] = st is not None
             self.f64_masks[i] = f64_operands((p, p) + (tuple(st) if st is not None else ()))
             set_shape(&self.shapes[i], p)
+            q8 = None if quantized is None else quantized[i]
+            if q8 is not None:
+                self.set_quantized(i, p, q8, st)
             if st is not None:
                 for k, s in enumerate(st):
                     if s is not None:
-                        self.check_state_layout(i, k, <cnp.ndarray>s, p)
+                        if q8 is None or k not in q8.slots:
+                            self.check_state_layout(i, k, <cnp.ndarray>s, p)
                         self.data[i * FO_DATA_SLOTS + 2 + k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>s)
                         self.state_sizes[i * FO_MAX_OPERANDS + 2 + k] = cnp.PyArray_SIZE(<cnp.ndarray>s)
                         self.add_memory(<cnp.ndarray>s, i)
@@ -496,6 +514,49 @@ cdef class StepPlan:
                 raise ValueError(f"{self.param_name(self.memory[j].tensor)} shares memory with "
                                  f"{self.param_name(self.memory[j - 1].tensor)} (or their state); "
                                  f"every param must be its own array")
+
+    cdef int set_quantized(self, Py_ssize_t i, cnp.ndarray p, q8, st) except -1:
+        """Param i's 8-bit state tables (a Quantized8), checked as the kernel reads them."""
+        cdef fo_q8 *q = &self.q8s[i]
+        cdef Py_ssize_t j, k, n = cnp.PyArray_SIZE(p), blocks
+        name = self.param_name(i)
+        if self.layouts[i] != FO_Q8 or cnp.PyArray_TYPE(p) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(p):
+            raise ValueError(f"8-bit state needs a C-contiguous float32 param; {name} is "
+                             f"{(<object>p).dtype} with strides {(<object>p).strides}")
+        if not 1 <= q8.block <= FO_Q8_MAX_BLOCK or len(q8.slots) > FO_Q8_SLOTS:
+            raise ValueError(f"{name}: 8-bit state takes blocks of 1 to {FO_Q8_MAX_BLOCK} elements and at most "
+                             f"{FO_Q8_SLOTS} slots, got {q8.block} and {len(q8.slots)}")
+        blocks = (n + q8.block - 1) // q8.block
+        q.n_slots = len(q8.slots)
+        q.block = q8.block
+        q.skipped = &self.skipped
+        for j in range(q.n_slots):
+            k = q8.slots[j]
+            codes = None if st is None else st[k]
+            table = q8.tables[j]
+            for array, dtype, size, what in ((codes, np.uint8, n, "codes"), (q8.absmax[j], np.float32, blocks, "absmax"),
+                                             (table.qmap, np.float32, 256, "qmap"),
+                                             (table.threshold, np.float32, 256, "thresholds"),
+                                             (table.start, np.uint8, FO_Q8_KEYS + 4, "start")):
+                if (not cnp.PyArray_Check(array) or array.dtype != dtype or array.size != size
+                        or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array)):
+                    raise ValueError(f"{name}: 8-bit state {j + 1}'s {what} must be a C-contiguous {np.dtype(dtype)} "
+                                     f"array of {size} elements, got {array!r:.80}")
+            q.operand[j] = <int>(2 + k)
+            q.absmax[j] = <float *>cnp.PyArray_DATA(<cnp.ndarray>q8.absmax[j])
+            q.qmap[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.qmap)
+            q.threshold[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.threshold)
+            q.start[j] = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>table.start)
+            q.steps[j] = table.steps
+            self.add_memory(<cnp.ndarray>q8.absmax[j], i)
+        self.q8_kept.append(q8)
+        return 0
+
+    def take_skipped(self):
+        """The blocks of 8-bit state left untouched for a non-finite grad since the last call."""
+        cdef int64_t skipped = self.skipped
+        self.skipped = 0
+        return skipped
 
     cdef int check_state_layout(self, Py_ssize_t i, Py_ssize_t k, cnp.ndarray s, cnp.ndarray p) except -1:
         """State k of param i pairs its elements with the param's: a state of the param's shape
@@ -837,6 +898,7 @@ cdef class StepPlan:
                 self.args[i].common.size = self.shapes[i].common.size
                 self.args[i].common.rows = self.shapes[i].common.rows
                 self.args[i].common.cols = self.shapes[i].common.cols
+                self.args[i].common.q8 = &self.q8s[i] if self.layouts[i] == FO_Q8 else NULL
                 if self.tensor_hook:
                     self.args[i].common.f64_operands = self.f64_masks[i]
                     self.args[i].common.scalar_f64 = self.scalar_f64

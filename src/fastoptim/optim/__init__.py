@@ -5,10 +5,11 @@ rule), generated with the rule's signature and defaults; a face that fixes
 options (AdamW) subclasses the rule's first face (Adam).
 """
 from ..rules import RULES, VARIANTS
+from .._eightbit import EIGHT_BIT_CLASSES, eight_bit_classes
 from ..rules._codegen import class_parameters_doc, generate_classes, numpydoc
 from .optimizer import Optimizer
 
-__all__ = ["Optimizer"] + [variant.name for _, variant in VARIANTS]
+__all__ = ["Optimizer"] + [variant.name for _, variant in VARIANTS] + list(EIGHT_BIT_CLASSES)
 
 _RULE_OF = {variant.name: rule for rule, variant in VARIANTS}
 _PARAMS_DOC = ("params", "list, dict or list of param groups",
@@ -30,3 +31,5 @@ def _describe(variant):
 
 
 globals().update(generate_classes(RULES, Optimizer, False, __name__, _describe))
+# 8-bit state (fastoptim.blockwise8): Adam8bit, AdamW8bit, SGD8bit, RMSprop8bit, Adagrad8bit, Lion8bit
+globals().update(eight_bit_classes(globals(), __name__))

@@ -220,7 +220,9 @@ class Slot:
     reduced: the param dimension the slot averages away, kept with size 1 (Adafactor's
     row_var: -1, its shape [..., m, 1]); such a slot pairs elements in C order;
     ndims: (low, high), the param ndims that use the slot (None: no bound), as
-    Adafactor's row_var serves params of 2 dimensions or more and its variance the others.
+    Adafactor's row_var serves params of 2 dimensions or more and its variance the others;
+    nonnegative: never negative (exp_avg_sq, square_avg, sum): kept in 8 bits as a second
+    state, it takes bitsandbytes' unsigned map (fastoptim.blockwise8).
     """
     name: str
     argument: str | None = None
@@ -232,6 +234,7 @@ class Slot:
     scalar: bool = False
     reduced: int | None = None
     ndims: tuple | None = None
+    nonnegative: bool = False
 
     @property
     def arg(self):

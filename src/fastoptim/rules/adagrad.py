@@ -32,7 +32,8 @@ ADAGRAD = Rule(
     ),
     signature="lr lr_decay weight_decay initial_accumulator_value eps * maximize",
     torch_signature="lr lr_decay weight_decay initial_accumulator_value eps foreach * maximize differentiable fused",
-    state=(Slot("sum", argument="state_sum", fill="initial_accumulator_value", fill_imag=True),),
+    state=(Slot("sum", argument="state_sum", fill="initial_accumulator_value", fill_imag=True,
+                nonnegative=True),),
     reference=reference,
     variants=(Variant(
         "Adagrad", "adagrad", "Adagrad", torch_name="Adagrad",

@@ -50,8 +50,9 @@ ADAM = Rule(
     signature="lr betas eps weight_decay amsgrad * maximize decoupled_weight_decay",
     torch_signature=("lr betas eps weight_decay amsgrad * foreach maximize capturable differentiable fused "
                      "decoupled_weight_decay"),
-    state=(Slot("exp_avg"), Slot("exp_avg_sq"),
-           Slot("max_exp_avg_sq", when=("amsgrad", bool), reason="amsgrad=True", positional=False)),
+    state=(Slot("exp_avg"), Slot("exp_avg_sq", nonnegative=True),
+           Slot("max_exp_avg_sq", when=("amsgrad", bool), reason="amsgrad=True", positional=False,
+                nonnegative=True)),
     reference=reference,
     variants=(
         Variant("Adam", "adam", "Adam (and AMSGrad); L2 weight decay added to the gradient", torch_name="Adam",

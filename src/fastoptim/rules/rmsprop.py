@@ -44,7 +44,7 @@ RMSPROP = Rule(
     ),
     signature="lr alpha eps weight_decay momentum centered * maximize",
     torch_signature="lr alpha eps weight_decay momentum centered capturable foreach maximize differentiable",
-    state=(Slot("square_avg"),
+    state=(Slot("square_avg", nonnegative=True),
            Slot("momentum_buffer", when=("momentum", lambda m: m > 0), reason="momentum > 0", positional=False),
            Slot("grad_avg", when=("centered", bool), reason="centered=True", positional=False)),
     reference=reference,

@@ -47,10 +47,11 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 from .. import schedules as _schedules
 from ..rules import RULES, VARIANTS
+from .._eightbit import EIGHT_BIT_CLASSES, eight_bit_classes
 from ..rules._codegen import class_parameters_doc, generate_classes, numpydoc
 from .optimizer import FallbackWarning, Optimizer
 
-__all__ = ["Optimizer", "FallbackWarning"] + [variant.name for _, variant in VARIANTS]
+__all__ = ["Optimizer", "FallbackWarning"] + [variant.name for _, variant in VARIANTS] + list(EIGHT_BIT_CLASSES)
 
 _RULE_OF = {variant.name: rule for rule, variant in VARIANTS}
 _PARAMS_DOC = ("params", "iterable of Tensor or of param group dicts",
@@ -76,6 +77,8 @@ def _describe(variant):
 
 
 globals().update(generate_classes(RULES, Optimizer, True, __name__, _describe))
+# 8-bit state (fastoptim.blockwise8): Adam8bit, AdamW8bit, SGD8bit, RMSprop8bit, Adagrad8bit, Lion8bit
+globals().update(eight_bit_classes(globals(), __name__))
 
 # Schedules are plain data (their arguments, and ReduceLROnPlateau's progress): let
 # torch.load's default weights_only loader rebuild them from a checkpoint.
