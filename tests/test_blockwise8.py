@@ -94,6 +94,13 @@ def _grads(rng, shape, steps):
 
 # ---- maps and quantization ---------------------------------------------------------
 
+def _nearest_codes(values, qmap):
+    """The index of the map entry nearest to each value, the lower one of two at the same
+    distance: the definition, by brute force (float64 differences of float32 neighbours are exact)."""
+    distance = np.abs(values.astype(np.float64).reshape(-1, 1) - qmap.astype(np.float64).reshape(1, -1))
+    return np.argmin(distance, axis=1).astype(np.uint8)
+
+
 def test_dynamic_maps_are_bitsandbytes_maps():
     bnb_functional = pytest.importorskip("bitsandbytes.functional")
     for signed in (True, False):
@@ -125,7 +132,9 @@ def test_search_tables_give_the_nearest_code(signed):
               np.random.default_rng(0).uniform(-1 if signed else 0, 1, 20000).astype(np.float32),
               np.array([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0], np.float32)]
     values = np.concatenate(probes).astype(np.float32)
-    expected = q8._nearest_codes(values, qmap)
+    expected = _nearest_codes(values, qmap)
+    np.testing.assert_array_equal(q8.quantize_blockwise(values, np.float32(1) * qmap, values.size)[0],
+                                  _nearest_codes(values / np.max(np.abs(values)), qmap))
     keys = ((values.view(np.uint32) ^ np.where(values.view(np.int32) < 0, np.uint32(0xFFFFFFFF),
                                                np.uint32(0x80000000))) >> 16).astype(np.int64)
     codes = table.start[keys].astype(np.int64)

@@ -19,9 +19,10 @@ no_mpi_init()  # fastoptim.distributed's examples run without MPI_Init (their co
 
 MODULES = ["fastoptim", "fastoptim.functional", "fastoptim.reference", "fastoptim.schedules",
            "fastoptim.typing", "fastoptim.torch", "fastoptim.train", "fastoptim.distributed",
-           "fastoptim.demos.problems", "fastoptim.hogwild"]
+           "fastoptim.demos.problems", "fastoptim.hogwild", "fastoptim.blockwise8"]
 # Hand-written modules whose every public class, function and method has a full numpydoc docstring.
-NUMPYDOC_MODULES = ["fastoptim.train", "fastoptim.distributed", "fastoptim.demos.problems", "fastoptim.hogwild"]
+NUMPYDOC_MODULES = ["fastoptim.train", "fastoptim.distributed", "fastoptim.demos.problems", "fastoptim.hogwild",
+                    "fastoptim.blockwise8"]
 
 
 def _public_objects():

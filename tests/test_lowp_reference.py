@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fastoptim import _lowp_reference as L
+from fastoptim import blockwise8
 from fastoptim import reference
 from fastoptim._ext import train as _train_kernels
 
@@ -494,7 +495,7 @@ def test_torch_fused_adagrad_fp16_zero_grad_is_nan(torch):
 def test_linspace_is_torchs(torch):
     for n in (2, 3, 5, 9, 17, 33, 65, 129, 1000):
         theirs = torch.linspace(0.1, 1, n, dtype=torch.float32).numpy()
-        assert np.array_equal(L._linspace_f32(0.1, 1, n).view(np.uint32), theirs.view(np.uint32))
+        assert np.array_equal(blockwise8._linspace_float32(0.1, 1, n).view(np.uint32), theirs.view(np.uint32))
 
 
 @pytest.mark.parametrize("args", [(True, 7, 8), (False, 7, 8), (True, 5, 8), (True, 3, 6), (True, 4, 7)])

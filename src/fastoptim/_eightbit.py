@@ -7,11 +7,13 @@ Adapter-neutral: arrays reach the state through the adapter's _to_state / _from_
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 
 from . import blockwise8 as q8
+from ._ext.step import Q8_MAX_BLOCK
 
 # The 8-bit classes, as bitsandbytes names them, and the class each one extends.
 EIGHT_BIT_CLASSES = {"Adam8bit": "Adam", "AdamW8bit": "AdamW", "SGD8bit": "SGD", "RMSprop8bit": "RMSprop",
@@ -118,11 +120,12 @@ class Blockwise8bit:
             absmax.append(scale)
             tables.append(q8.quant_table(q8.checked_qmap(qmap, f"{where}['qmap{j}']")))
         quantized = {k for k, _, _ in kept}
-        for k, name in enumerate(slots):
-            if name is not None and k not in quantized:
-                if state.get(name) is None:
-                    dict.__setitem__(state, name, self._new_slot_array(group, p, name))  # type: ignore[attr-defined]
-                operands[k] = self._state_array(state[name], p, i, key, name)  # type: ignore[attr-defined]
+        for k, slot_name in enumerate(slots):
+            if slot_name is not None and k not in quantized:  # a third state, float32
+                if state.get(slot_name) is None:
+                    dict.__setitem__(state, slot_name,
+                                     self._new_slot_array(group, p, slot_name))  # type: ignore[attr-defined]
+                operands[k] = self._state_array(state[slot_name], p, i, key, slot_name)  # type: ignore[attr-defined]
         return tuple(operands), q8.Quantized8(tuple(sorted(quantized)), absmax, tables, block)
 
     # ---- the step --------------------------------------------------------------------
@@ -172,8 +175,53 @@ def _eight_bit_class(name: str, base_name: str, base: type, module: str) -> type
         Blockwise8bit._init_8bit(self, block_size, min_8bit_size)
         base.__init__(self, params, *args, **kwargs)  # type: ignore[misc]
 
-    doc = (f"{base_name} with 8-bit blockwise state, as bitsandbytes' {name}.\n\n"
-           f"Takes {base_name}'s arguments, plus block_size (elements per block of 8-bit state, "
-           f"default {q8.BLOCK_SIZE}) and min_8bit_size (params with fewer elements keep "
-           f"{base_name}'s float32 state, default {q8.MIN_8BIT_SIZE}). See fastoptim.blockwise8.")
+    torch_face = module.startswith("fastoptim.torch")
+    options = "momentum=0.9, " if base_name == "SGD" else ""  # SGD without momentum keeps no state
+    if torch_face:
+        example = [">>> import torch", f">>> from fastoptim.torch import {name}",
+                   ">>> w = torch.nn.Parameter(torch.ones(64, 64))", f">>> opt = {name}([w], {options}min_8bit_size=0)",
+                   ">>> w.sum().backward()", ">>> opt.step()",
+                   ">>> opt.state[w]['state1'].dtype, tuple(opt.state[w]['absmax1'].shape)",
+                   "(torch.uint8, (16,))"]
+    else:
+        example = [">>> import numpy as np", ">>> import fastoptim", ">>> w = np.ones((64, 64), np.float32)",
+                   f">>> opt = fastoptim.{name}([w], {options}min_8bit_size=0)", ">>> opt.step([np.ones_like(w)])",
+                   ">>> opt.state[0]['state1'].dtype, opt.state[0]['absmax1'].shape", "(dtype('uint8'), (16,))"]
+    doc = "\n".join([
+        f"{base_name} with 8-bit blockwise state, as bitsandbytes' {name}.",
+        "",
+        f"The update is {base_name}'s (torch.optim's semantics); each param of at least min_8bit_size",
+        "elements keeps its first two states as uint8 codes with one float32 absmax per block",
+        "(state1/absmax1/qmap1, state2/absmax2/qmap2: fastoptim.blockwise8), about 1 byte per",
+        "element and state; smaller params keep the base class's float32 state. A block whose",
+        "grad holds a NaN or inf is left untouched and counted in `skipped`.",
+        "",
+        "Parameters",
+        "----------",
+        "params",
+        f"    As {base_name}'s: float32 params (8-bit state is for float32 params).",
+        "*args, **kwargs",
+        f"    {base_name}'s arguments, with its defaults.",
+        "block_size : int, default 256",
+        f"    Elements per block of 8-bit state (1 to {Q8_MAX_BLOCK}; bitsandbytes uses 256).",
+        "min_8bit_size : int, default 4096",
+        "    Params with fewer elements keep float32 state.",
+        "",
+        "Raises",
+        "------",
+        "TypeError",
+        "    A param of min_8bit_size elements or more that is not float32.",
+        "ValueError",
+        "    A bad block_size or min_8bit_size" + (", or centered=True" if base_name == "RMSprop" else "") + ".",
+        "",
+        "Examples",
+        "--------",
+        *example,
+    ])
+    parameters = list(inspect.signature(base.__init__).parameters.values())  # type: ignore[misc]
+    parameters += [inspect.Parameter("block_size", inspect.Parameter.KEYWORD_ONLY, default=q8.BLOCK_SIZE,
+                                     annotation="int"),
+                   inspect.Parameter("min_8bit_size", inspect.Parameter.KEYWORD_ONLY, default=q8.MIN_8BIT_SIZE,
+                                     annotation="int")]
+    __init__.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
     return type(name, (Blockwise8bit, base), {"__init__": __init__, "__doc__": doc, "__module__": module})

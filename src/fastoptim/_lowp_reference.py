@@ -468,96 +468,13 @@ def step_16bit(rule, param, grad, states, *, step, rounding="nearest", master_pa
 
 # ---- 4. bitsandbytes' 8-bit blockwise state ----------------------------------
 
-BLOCK_SIZE = 256
-
-
-def _linspace_f32(start, end, steps):
-    """torch.linspace(start, end, steps, dtype=float32) on the CPU, bit for bit.
-
-    The kernel steps from the start for the first half and back from the end
-    for the second, each point one fused multiply-add in float32:
-        step = (end - start) / (steps - 1)
-        x[k] = fma(step, k, start)              for k < steps // 2
-        x[k] = fma(-step, steps - 1 - k, end)   otherwise
-    """
-    start, end = _f32(start), _f32(end)
-    step = (end - start) / _f32(steps - 1)
-    k = np.arange(steps)
-    return np.where(k < steps // 2,
-                    fma32(step, k.astype(np.float32), start),
-                    fma32(-step, (steps - 1 - k).astype(np.float32), end))
-
-
-def create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
-    """The dynamic quantization map of Dettmers (2016), as bitsandbytes builds it (256 sorted float32).
-
-    For each exponent i = 0 .. max_exponent_bits - 1, the midpoints of an even
-    split of [0.1, 1] into 2^(i + f) intervals (f = total_bits - 1 -
-    max_exponent_bits, one more when unsigned), scaled by 10^(i + 1 -
-    max_exponent_bits) in float32 — and their negatives when signed; then 0
-    and 1, padded with zeros to 256 entries and sorted.  With the defaults:
-    signed, 127 magnitudes from 1e-7 to 1 on both sides of 0; unsigned, 254
-    magnitudes plus 0 and 1.
-    """
-    non_sign_bits = total_bits - 1
-    additional_items = 2 ** (non_sign_bits - max_exponent_bits) - 1
-    values = []
-
-    def add_decade(i, n_boundaries):
-        boundaries = _linspace_f32(0.1, 1, n_boundaries)
-        means = (boundaries[:-1] + boundaries[1:]) / _f32(2)
-        scale = _f32(10 ** (-(max_exponent_bits - 1) + i))
-        values.extend((scale * means).tolist())
-        if signed:
-            values.extend((-scale * means).tolist())
-
-    for i in range(max_exponent_bits):
-        fraction_bits = i + non_sign_bits - max_exponent_bits + (0 if signed else 1)
-        add_decade(i, 2 ** fraction_bits + 1)
-    if additional_items > 0:
-        add_decade(max_exponent_bits - 1, additional_items + 1)
-    values += [0.0, 1.0]
-    if len(values) != 2 ** total_bits:
-        raise ValueError(f"the map has {len(values)} entries, not {2 ** total_bits}")
-    values += [0.0] * (256 - len(values))
-    return np.array(sorted(values), dtype=np.float32)
+# The maps and the exact quantizer are the package's own (fastoptim.blockwise8), tested against
+# bitsandbytes' maps and a brute-force nearest search.
+from .blockwise8 import BLOCK_SIZE, create_dynamic_map, dequantize_blockwise, quantize_blockwise  # noqa: E402
 
 
 def _blocks(n, block_size):
     return -(-n // block_size)
-
-
-def quantize_blockwise(x, code, block_size=BLOCK_SIZE):
-    """Blockwise 8-bit quantization with exact nearest codes: (codes uint8, absmax float32 per block).
-
-    absmax[b] = max |x| over block b (the last block may be short).  Each
-    value is normalised in float32, q = x / absmax (q = 0 when absmax is 0),
-    and gets the index of the nearest map entry; nearness is decided exactly
-    against the midpoints (code[j] + code[j + 1]) / 2, computed in double
-    where they are exact, and a value exactly on a midpoint takes the lower
-    index: code = #{j : midpoint_j < q}.  A binary search over the 255
-    midpoints (or a compare-and-count against them) gives the same result.
-    `code` must be sorted ascending.  Values must be finite.
-    """
-    x = np.ascontiguousarray(x, dtype=np.float32).ravel()
-    code = np.asarray(code, np.float32)
-    nb = _blocks(x.size, block_size)
-    padded = np.zeros(nb * block_size, np.float32)
-    padded[:x.size] = x
-    absmax = np.abs(padded.reshape(nb, block_size)).max(axis=1)
-    scale = np.repeat(absmax, block_size)[:x.size]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = np.where(scale > 0, x / np.where(scale > 0, scale, 1), np.float32(0)).astype(np.float32)
-    midpoints = (code[:-1].astype(np.float64) + code[1:].astype(np.float64)) / 2
-    codes = np.searchsorted(midpoints, q.astype(np.float64), side="left").astype(np.uint8)
-    return codes, absmax.astype(np.float32)
-
-
-def dequantize_blockwise(codes, absmax, code, block_size=BLOCK_SIZE):
-    """float32 values code[codes] * absmax[block] (one float32 multiplication, as bitsandbytes does)."""
-    codes = np.asarray(codes, np.uint8).ravel()
-    scale = np.repeat(np.asarray(absmax, np.float32), block_size)[:codes.size]
-    return np.asarray(code, np.float32)[codes] * scale
 
 
 def bnb_quantize_blockwise_lut(x, code, block_size=BLOCK_SIZE):
@@ -627,7 +544,7 @@ def step_8bit(rule, param, grad, state1, absmax1, qmap1, state2=None, absmax2=No
     slots = [(names[0], state1, absmax1, qmap1)]
     if state2 is not None:
         slots.append((names[1], state2, absmax2, qmap2))
-    states32 = {name: dequantize_blockwise(codes, absmax, qmap, block_size)
+    states32 = {name: dequantize_blockwise(codes.reshape(-1), absmax, qmap, block_size)
                 for name, codes, absmax, qmap in slots}
     p32 = to_f32(param).ravel()
     with np.errstate(invalid="ignore", over="ignore"):

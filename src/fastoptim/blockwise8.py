@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _validation
-from ._ext.step import BLOCKWISE8, Q8_KEYS, Q8_MAX_BLOCK, Q8_SLOTS
+from ._ext.step import Q8_KEYS, Q8_MAX_BLOCK, Q8_SLOTS
 
 __all__ = ["create_dynamic_map", "quantize_blockwise", "dequantize_blockwise", "BLOCK_SIZE", "MIN_8BIT_SIZE"]
 
@@ -50,7 +50,8 @@ def _linspace_float32(start: float, end: float, steps: int) -> npt.NDArray[np.fl
     index = np.arange(steps, dtype=np.float64)
     up = np.float64(first) + step * index
     down = np.float64(last) - step * (steps - 1 - index)
-    return np.where(index < steps // 2, up, down).astype(np.float32)
+    out: npt.NDArray[np.float32] = np.where(index < steps // 2, up, down).astype(np.float32)
+    return out
 
 
 def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bits: int = 8) -> npt.NDArray[np.float32]:
@@ -70,7 +71,13 @@ def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bi
     Returns
     -------
     numpy.ndarray
-        The 2**total_bits values, float32, increasing.
+        256 float32 values, increasing (a map of fewer bits padded with zeros, as bitsandbytes
+        pads it).
+
+    Raises
+    ------
+    ValueError
+        If the parameters do not give 2**total_bits values.
 
     Examples
     --------
@@ -99,9 +106,10 @@ def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bi
         if signed:
             data += (np.float32(-scale) * means).tolist()
     data += [0.0, 1.0]
-    if len(data) > 2 ** total_bits:
-        raise ValueError(f"create_dynamic_map: {len(data)} values do not fit {total_bits} bits")
-    data += [0.0] * (2 ** total_bits - len(data))
+    if len(data) != 2 ** total_bits:
+        raise ValueError(f"create_dynamic_map: the map has {len(data)} values, not 2**total_bits = "
+                         f"{2 ** total_bits}")
+    data += [0.0] * (256 - len(data))  # bitsandbytes pads a shorter map with zeros to 256
     return np.array(sorted(data), dtype=np.float32)
 
 
@@ -110,14 +118,6 @@ def _standard_map(signed: bool) -> npt.NDArray[np.float32]:
     qmap = create_dynamic_map(signed)
     qmap.setflags(write=False)
     return qmap
-
-
-def _nearest_codes(values: npt.NDArray[np.float32], qmap: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """The index of the map entry nearest to each value, the lower one of two at the same
-    distance: the definition, by brute force (float64 differences of float32 neighbours
-    are exact)."""
-    distance = np.abs(values.astype(np.float64).reshape(-1, 1) - qmap.astype(np.float64).reshape(1, -1))
-    return np.argmin(distance, axis=1).astype(np.uint8)
 
 
 def quantize_blockwise(values: npt.ArrayLike, qmap: npt.ArrayLike, block_size: int = BLOCK_SIZE
@@ -141,6 +141,11 @@ def quantize_blockwise(values: npt.ArrayLike, qmap: npt.ArrayLike, block_size: i
         float32, one per block: the largest |value| in it (0 for a block of zeros, whose
         codes are then the code of 0).
 
+    Raises
+    ------
+    ValueError
+        If qmap is not 256 finite, increasing float32 values, or block_size is not positive.
+
     Examples
     --------
     >>> import numpy as np
@@ -151,17 +156,21 @@ def quantize_blockwise(values: npt.ArrayLike, qmap: npt.ArrayLike, block_size: i
     ([2.0], -1.985...)
     """
     values = np.asarray(values, dtype=np.float32)
-    qmap = np.asarray(qmap, dtype=np.float32)
+    qmap = checked_qmap(np.asarray(qmap, dtype=np.float32), "qmap")
+    block_size = _validation.integer(block_size, "block_size", minimum=1)
     flat = values.reshape(-1)
     blocks = -(-flat.size // block_size)
-    absmax = np.zeros(blocks, dtype=np.float32)
-    codes = np.empty(flat.size, dtype=np.uint8)
-    for b in range(blocks):
-        part = flat[b * block_size:(b + 1) * block_size]
-        absmax[b] = np.max(np.abs(part)) if part.size else 0.0
-        normalized = part / absmax[b] if absmax[b] > 0 else np.zeros_like(part)
-        codes[b * block_size:(b + 1) * block_size] = _nearest_codes(normalized, qmap)
-    return codes.reshape(values.shape), absmax
+    padded = np.zeros(blocks * block_size, np.float32)
+    padded[:flat.size] = flat
+    absmax: npt.NDArray[np.float32] = np.abs(padded.reshape(blocks, block_size)).max(axis=1, initial=0.0)
+    scale = np.repeat(absmax, block_size)[:flat.size]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized = np.where(scale > 0, flat / np.where(scale > 0, scale, 1), np.float32(0)).astype(np.float32)
+    # nearest entry, the lower of two at the same distance: the midpoints strictly below the value
+    # (the sum of two float32 neighbours is exact in double, and so is its half)
+    middles = (qmap[:-1].astype(np.float64) + qmap[1:].astype(np.float64)) / 2
+    codes = np.searchsorted(middles, normalized.astype(np.float64), side="left").astype(np.uint8)
+    return codes.reshape(values.shape), absmax.astype(np.float32)
 
 
 def dequantize_blockwise(codes: npt.ArrayLike, absmax: npt.ArrayLike, qmap: npt.ArrayLike,
@@ -184,6 +193,11 @@ def dequantize_blockwise(codes: npt.ArrayLike, absmax: npt.ArrayLike, qmap: npt.
     numpy.ndarray
         float32, shaped like codes.
 
+    Raises
+    ------
+    ValueError
+        If absmax does not have one value per block, or block_size is not positive.
+
     Examples
     --------
     >>> import numpy as np
@@ -193,8 +207,14 @@ def dequantize_blockwise(codes: npt.ArrayLike, absmax: npt.ArrayLike, qmap: npt.
     """
     codes = np.asarray(codes, dtype=np.uint8)
     qmap = np.asarray(qmap, dtype=np.float32)
-    scale = np.repeat(np.asarray(absmax, dtype=np.float32), block_size)[:codes.size]
-    return (qmap[codes.reshape(-1)] * scale).reshape(codes.shape)
+    block_size = _validation.integer(block_size, "block_size", minimum=1)
+    absmax = np.asarray(absmax, dtype=np.float32).reshape(-1)
+    if absmax.size != -(-codes.size // block_size):
+        raise ValueError(f"absmax has {absmax.size} values for {codes.size} codes in blocks of {block_size}; "
+                         f"expected {-(-codes.size // block_size)}")
+    scale = np.repeat(absmax, block_size)[:codes.size]
+    values: npt.NDArray[np.float32] = (qmap[codes.reshape(-1)] * scale).reshape(codes.shape)
+    return values
 
 
 # ---- the kernels' search tables -------------------------------------------------------
@@ -204,7 +224,8 @@ def _keys_lowest() -> npt.NDArray[np.float32]:
     keys = np.arange(Q8_KEYS, dtype=np.uint32) << np.uint32(16)
     # inverse of the key's map: positive values had the sign bit set, negative ones all bits flipped
     bits = np.where(keys & np.uint32(0x80000000), keys & np.uint32(0x7FFFFFFF), ~keys | np.uint32(0xFFFF))
-    return bits.astype(np.uint32).view(np.float32)
+    lowest: npt.NDArray[np.float32] = bits.astype(np.uint32).view(np.float32)
+    return lowest
 
 
 class QuantTable:
@@ -306,4 +327,3 @@ def new_state(values_like: Any, fill: float, block: int, signed: bool) -> tuple[
     return codes, absmax, qmap
 
 
-__all__ += ["BLOCKWISE8"]

@@ -1,10 +1,11 @@
-"""python -m fastoptim bench {optim,torch,hogwild,distributed,python}: fastoptim's benchmarks.
+"""python -m fastoptim bench {optim,torch,hogwild,distributed,python,precision}: fastoptim's benchmarks.
 
   optim        every optimizer against NumPy and torch.optim, by size and thread count
   torch        fastoptim.torch against torch.optim on two models
   hogwild      Hogwild! SGD against scikit-learn's SGDClassifier
   distributed  data-parallel steps on MPI ranks against torch.distributed and mpi4py + NumPy
   python       the rules at the Python level (Muon, LBFGS) against torch.optim
+  precision    Adam in each storage mode (float32, 8-bit, bfloat16) against torch and bitsandbytes
 
 Each subcommand is a module of this package with add_arguments(parser) and
 main(args); timing.py is how all of them time.  `bench` with no subcommand is
@@ -22,6 +23,8 @@ SUBCOMMANDS = {
     "distributed": ("distributed", "a data-parallel Adam step on MPI ranks against torch.distributed (gloo) "
                                    "and mpi4py + NumPy (launches mpiexec; needs the mpi extra)"),
     "python": ("python_rules", "the rules at the Python level (Muon, LBFGS) against torch.optim"),
+    "precision": ("precision", "Adam in each storage mode (float32, 8-bit, bfloat16, master weights) against "
+                               "torch.optim fused and bitsandbytes, with state bytes per param"),
 }
 
 

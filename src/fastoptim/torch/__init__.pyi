@@ -48,7 +48,7 @@ from fastoptim.typing import LR, Closure
 
 from .optimizer import FallbackWarning as FallbackWarning, Optimizer as Optimizer
 
-__all__ = ['Optimizer', 'FallbackWarning', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Adafactor', 'Muon', 'LBFGS']
+__all__ = ['Optimizer', 'FallbackWarning', 'SGD', 'Adagrad', 'RMSprop', 'Adadelta', 'Adam', 'AdamW', 'Adamax', 'RAdam', 'Lion', 'NAdam', 'ASGD', 'Rprop', 'LAMB', 'Adafactor', 'Muon', 'LBFGS', 'Adam8bit', 'AdamW8bit', 'SGD8bit', 'RMSprop8bit', 'Adagrad8bit', 'Lion8bit']
 
 
 class SGD(Optimizer):
@@ -918,3 +918,249 @@ class LBFGS(Optimizer):
     """
     def __init__(self, params: TorchParams, lr: LR = 1, max_iter: int = 20, max_eval: int | None = None, tolerance_grad: float = 1e-07, tolerance_change: float = 1e-09, history_size: int = 100, line_search_fn: Literal[None, 'strong_wolfe'] = None, *, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0) -> None: ...
     def step(self, closure: Closure) -> Any: ...  # type: ignore[override]
+
+
+class Adam8bit(Adam):
+    """Adam with 8-bit blockwise state, as bitsandbytes' Adam8bit.
+
+    The update is Adam's (torch.optim's semantics); each param of at least min_8bit_size
+    elements keeps its first two states as uint8 codes with one float32 absmax per block
+    (state1/absmax1/qmap1, state2/absmax2/qmap2: fastoptim.blockwise8), about 1 byte per
+    element and state; smaller params keep the base class's float32 state. A block whose
+    grad holds a NaN or inf is left untouched and counted in `skipped`.
+
+    Parameters
+    ----------
+    params
+        As Adam's: float32 params (8-bit state is for float32 params).
+    *args, **kwargs
+        Adam's arguments, with its defaults.
+    block_size : int, default 256
+        Elements per block of 8-bit state (1 to 4096; bitsandbytes uses 256).
+    min_8bit_size : int, default 4096
+        Params with fewer elements keep float32 state.
+
+    Raises
+    ------
+    TypeError
+        A param of min_8bit_size elements or more that is not float32.
+    ValueError
+        A bad block_size or min_8bit_size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import Adam8bit
+    >>> w = torch.nn.Parameter(torch.ones(64, 64))
+    >>> opt = Adam8bit([w], min_8bit_size=0)
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> opt.state[w]['state1'].dtype, tuple(opt.state[w]['absmax1'].shape)
+    (torch.uint8, (16,))
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.0, amsgrad: bool = False, *, foreach: bool | None = None, maximize: bool = False, capturable: bool = False, differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0, block_size: int = 256, min_8bit_size: int = 4096) -> None: ...
+
+
+class AdamW8bit(AdamW):
+    """AdamW with 8-bit blockwise state, as bitsandbytes' AdamW8bit.
+
+    The update is AdamW's (torch.optim's semantics); each param of at least min_8bit_size
+    elements keeps its first two states as uint8 codes with one float32 absmax per block
+    (state1/absmax1/qmap1, state2/absmax2/qmap2: fastoptim.blockwise8), about 1 byte per
+    element and state; smaller params keep the base class's float32 state. A block whose
+    grad holds a NaN or inf is left untouched and counted in `skipped`.
+
+    Parameters
+    ----------
+    params
+        As AdamW's: float32 params (8-bit state is for float32 params).
+    *args, **kwargs
+        AdamW's arguments, with its defaults.
+    block_size : int, default 256
+        Elements per block of 8-bit state (1 to 4096; bitsandbytes uses 256).
+    min_8bit_size : int, default 4096
+        Params with fewer elements keep float32 state.
+
+    Raises
+    ------
+    TypeError
+        A param of min_8bit_size elements or more that is not float32.
+    ValueError
+        A bad block_size or min_8bit_size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import AdamW8bit
+    >>> w = torch.nn.Parameter(torch.ones(64, 64))
+    >>> opt = AdamW8bit([w], min_8bit_size=0)
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> opt.state[w]['state1'].dtype, tuple(opt.state[w]['absmax1'].shape)
+    (torch.uint8, (16,))
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-08, weight_decay: float = 0.01, amsgrad: bool = False, *, foreach: bool | None = None, maximize: bool = False, capturable: bool = False, differentiable: bool = False, fused: bool | None = None, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0, block_size: int = 256, min_8bit_size: int = 4096) -> None: ...
+
+
+class SGD8bit(SGD):
+    """SGD with 8-bit blockwise state, as bitsandbytes' SGD8bit.
+
+    The update is SGD's (torch.optim's semantics); each param of at least min_8bit_size
+    elements keeps its first two states as uint8 codes with one float32 absmax per block
+    (state1/absmax1/qmap1, state2/absmax2/qmap2: fastoptim.blockwise8), about 1 byte per
+    element and state; smaller params keep the base class's float32 state. A block whose
+    grad holds a NaN or inf is left untouched and counted in `skipped`.
+
+    Parameters
+    ----------
+    params
+        As SGD's: float32 params (8-bit state is for float32 params).
+    *args, **kwargs
+        SGD's arguments, with its defaults.
+    block_size : int, default 256
+        Elements per block of 8-bit state (1 to 4096; bitsandbytes uses 256).
+    min_8bit_size : int, default 4096
+        Params with fewer elements keep float32 state.
+
+    Raises
+    ------
+    TypeError
+        A param of min_8bit_size elements or more that is not float32.
+    ValueError
+        A bad block_size or min_8bit_size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import SGD8bit
+    >>> w = torch.nn.Parameter(torch.ones(64, 64))
+    >>> opt = SGD8bit([w], momentum=0.9, min_8bit_size=0)
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> opt.state[w]['state1'].dtype, tuple(opt.state[w]['absmax1'].shape)
+    (torch.uint8, (16,))
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.001, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0, block_size: int = 256, min_8bit_size: int = 4096) -> None: ...
+
+
+class RMSprop8bit(RMSprop):
+    """RMSprop with 8-bit blockwise state, as bitsandbytes' RMSprop8bit.
+
+    The update is RMSprop's (torch.optim's semantics); each param of at least min_8bit_size
+    elements keeps its first two states as uint8 codes with one float32 absmax per block
+    (state1/absmax1/qmap1, state2/absmax2/qmap2: fastoptim.blockwise8), about 1 byte per
+    element and state; smaller params keep the base class's float32 state. A block whose
+    grad holds a NaN or inf is left untouched and counted in `skipped`.
+
+    Parameters
+    ----------
+    params
+        As RMSprop's: float32 params (8-bit state is for float32 params).
+    *args, **kwargs
+        RMSprop's arguments, with its defaults.
+    block_size : int, default 256
+        Elements per block of 8-bit state (1 to 4096; bitsandbytes uses 256).
+    min_8bit_size : int, default 4096
+        Params with fewer elements keep float32 state.
+
+    Raises
+    ------
+    TypeError
+        A param of min_8bit_size elements or more that is not float32.
+    ValueError
+        A bad block_size or min_8bit_size, or centered=True.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import RMSprop8bit
+    >>> w = torch.nn.Parameter(torch.ones(64, 64))
+    >>> opt = RMSprop8bit([w], min_8bit_size=0)
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> opt.state[w]['state1'].dtype, tuple(opt.state[w]['absmax1'].shape)
+    (torch.uint8, (16,))
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.01, alpha: float = 0.99, eps: float = 1e-08, weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, capturable: bool = False, foreach: bool | None = None, maximize: bool = False, differentiable: bool = False, *, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0, block_size: int = 256, min_8bit_size: int = 4096) -> None: ...
+
+
+class Adagrad8bit(Adagrad):
+    """Adagrad with 8-bit blockwise state, as bitsandbytes' Adagrad8bit.
+
+    The update is Adagrad's (torch.optim's semantics); each param of at least min_8bit_size
+    elements keeps its first two states as uint8 codes with one float32 absmax per block
+    (state1/absmax1/qmap1, state2/absmax2/qmap2: fastoptim.blockwise8), about 1 byte per
+    element and state; smaller params keep the base class's float32 state. A block whose
+    grad holds a NaN or inf is left untouched and counted in `skipped`.
+
+    Parameters
+    ----------
+    params
+        As Adagrad's: float32 params (8-bit state is for float32 params).
+    *args, **kwargs
+        Adagrad's arguments, with its defaults.
+    block_size : int, default 256
+        Elements per block of 8-bit state (1 to 4096; bitsandbytes uses 256).
+    min_8bit_size : int, default 4096
+        Params with fewer elements keep float32 state.
+
+    Raises
+    ------
+    TypeError
+        A param of min_8bit_size elements or more that is not float32.
+    ValueError
+        A bad block_size or min_8bit_size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import Adagrad8bit
+    >>> w = torch.nn.Parameter(torch.ones(64, 64))
+    >>> opt = Adagrad8bit([w], min_8bit_size=0)
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> opt.state[w]['state1'].dtype, tuple(opt.state[w]['absmax1'].shape)
+    (torch.uint8, (16,))
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0, initial_accumulator_value: float = 0.0, eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False, fused: bool | None = None, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0, block_size: int = 256, min_8bit_size: int = 4096) -> None: ...
+
+
+class Lion8bit(Lion):
+    """Lion with 8-bit blockwise state, as bitsandbytes' Lion8bit.
+
+    The update is Lion's (torch.optim's semantics); each param of at least min_8bit_size
+    elements keeps its first two states as uint8 codes with one float32 absmax per block
+    (state1/absmax1/qmap1, state2/absmax2/qmap2: fastoptim.blockwise8), about 1 byte per
+    element and state; smaller params keep the base class's float32 state. A block whose
+    grad holds a NaN or inf is left untouched and counted in `skipped`.
+
+    Parameters
+    ----------
+    params
+        As Lion's: float32 params (8-bit state is for float32 params).
+    *args, **kwargs
+        Lion's arguments, with its defaults.
+    block_size : int, default 256
+        Elements per block of 8-bit state (1 to 4096; bitsandbytes uses 256).
+    min_8bit_size : int, default 4096
+        Params with fewer elements keep float32 state.
+
+    Raises
+    ------
+    TypeError
+        A param of min_8bit_size elements or more that is not float32.
+    ValueError
+        A bad block_size or min_8bit_size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastoptim.torch import Lion8bit
+    >>> w = torch.nn.Parameter(torch.ones(64, 64))
+    >>> opt = Lion8bit([w], min_8bit_size=0)
+    >>> w.sum().backward()
+    >>> opt.step()
+    >>> opt.state[w]['state1'].dtype, tuple(opt.state[w]['absmax1'].shape)
+    (torch.uint8, (16,))
+    """
+    def __init__(self, params: TorchParams, lr: LR = 0.0001, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *, maximize: bool = False, state_dtype: Literal['float32'] | None = None, master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0, block_size: int = 256, min_8bit_size: int = 4096) -> None: ...
