@@ -53,3 +53,22 @@ def test_bench_python_parses_and_runs_on_tiny_problems(torch):
         if "evaluations" in r:
             assert len(set(r["evaluations"].values())) == 1, r
     assert "torch.optim.Muon" in out.getvalue() and "torch.optim.LBFGS" in out.getvalue()
+
+
+def test_bench_precision_parses_and_runs_on_a_tiny_size(torch):
+    import io
+    from fastoptim.benchmarks import precision
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    benchmarks.add_arguments(commands.add_parser("bench"))
+    args = parser.parse_args(["bench", "precision", "--log2-size", "12", "--threads", "1,2", "--rounds", "2"])
+    assert (args.benchmark, args.log2_size, args.threads, args.rounds) == ("precision", 12, (1, 2), 2)
+    out = io.StringIO()
+    results = precision.run(12, [1], rounds=1, min_seconds=0.0, out=out)
+    state_bytes = {r["contender"]: r["state_bytes"] for r in results}
+    assert state_bytes[precision.BASELINE] == 8
+    assert state_bytes["fastoptim Adam8bit, 8-bit state"] == 2 + 8 / 256
+    assert state_bytes["fastoptim.torch Adam, bf16 params+state"] == 4
+    assert state_bytes["fastoptim.torch Adam, bf16, master weights"] == 8
+    assert all(r["seconds"] > 0 for r in results)
+    assert "state bytes/param" in out.getvalue()

@@ -24,7 +24,7 @@ BASELINE = "fastoptim Adam, float32 state"
 
 def add_arguments(parser):
     parser.add_argument("--log2-size", type=int, default=24, help="2**N parameters (default 24)")
-    parser.add_argument("--threads", type=parse_threads, default=[2], help="comma-separated thread counts "
+    parser.add_argument("--threads", type=parse_threads, default=(2,), help="comma-separated thread counts "
                         "(default 2)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (default 7)")
     parser.add_argument("--min-seconds", type=float, default=0.2, help="per round and contender (default 0.2)")
