@@ -392,9 +392,15 @@ def test_torch_and_numpy_checkpoints_load_both_ways():
     np.testing.assert_array_equal(back_param, param)
 
 
-def test_torch_16bit_params_are_refused_clearly():
+def test_torch_16bit_and_noncontiguous_params_are_refused_clearly():
     with pytest.raises(TypeError, match="float32 params"):
         ftorch.Adam8bit([torch.nn.Parameter(torch.ones(5000, dtype=torch.bfloat16))])
+    weight = torch.nn.Parameter(torch.ones(64, 16, 3, 3).to(memory_format=torch.channels_last))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        ftorch.Adam8bit([weight])
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        fastoptim.Adam8bit([np.ones((100, 100), np.float32).T])
+    ftorch.Adam8bit([weight], min_8bit_size=10**6)  # a small param keeps Adam's state in any layout
 
 
 # ---- bitsandbytes, the peer ---------------------------------------------------------------------

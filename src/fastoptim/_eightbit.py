@@ -58,10 +58,17 @@ class Blockwise8bit:
         if "params" in group:
             params = group["params"]
             for j, p in enumerate(params.values() if isinstance(params, dict) else params):
-                if hasattr(p, "shape") and _numel(p) >= max(low, 1) and not _is_float32(p):
+                if not hasattr(p, "shape") or _numel(p) < max(low, 1):
+                    continue
+                if not _is_float32(p):
                     raise TypeError(f"{type(self).__name__} keeps 8-bit state for float32 params; "
                                     f"{where}['params'][{j}] is {p.dtype} with {_numel(p)} elements "
                                     f"(min_8bit_size={low}): use float32 params, or the base optimizer")
+                contiguous = p.is_contiguous() if hasattr(p, "is_contiguous") else p.flags.c_contiguous
+                if not contiguous:
+                    raise ValueError(f"{type(self).__name__} keeps 8-bit state in blocks of the param's C order; "
+                                     f"{where}['params'][{j}] (shape {tuple(p.shape)}) is not C-contiguous: "
+                                     f"pass a contiguous param")
         return hyper
 
     def _eight_bit(self, p: Any, group: dict[str, Any]) -> bool:
