@@ -73,6 +73,8 @@ typedef struct fo_q8 {
     const float *qmap[FO_Q8_SLOTS];       /* 256 increasing values */
     const float *threshold[FO_Q8_SLOTS];  /* 256, see above */
     const uint8_t *start[FO_Q8_SLOTS];    /* FO_Q8_KEYS, and 4 bytes of padding (32-bit gathers) */
+    const float *next[FO_Q8_SLOTS];       /* FO_Q8_KEYS: threshold[start[key]], read beside start when
+                                             steps is 1, so the two lookups need not wait on each other */
     int steps[FO_Q8_SLOTS];               /* thresholds left to pass after start, at most */
     int64_t *skipped;                     /* blocks left untouched for a non-finite grad (atomic adds) */
 } fo_q8;

@@ -231,10 +231,10 @@ def _keys_lowest() -> npt.NDArray[np.float32]:
 class QuantTable:
     """The kernels' search tables for one map (see fo_q8 in csrc/fastoptim/update_rules.h):
     threshold[j], the least float32 nearer to qmap[j + 1] than to qmap[j] (threshold[255] =
-    inf); start[key], the code of the least float32 of each key; steps, the thresholds any
-    key's values may still pass."""
+    inf); start[key], the code of the least float32 of each key; next[key], the threshold
+    after it; steps, the thresholds any key's values may still pass."""
 
-    __slots__ = ("qmap", "threshold", "start", "steps")
+    __slots__ = ("qmap", "threshold", "start", "next", "steps")
 
     def __init__(self, qmap: npt.NDArray[np.float32]) -> None:
         self.qmap = qmap
@@ -254,7 +254,9 @@ class QuantTable:
         # the thresholds inside each key's range: the next key's start minus this one's
         following = np.append(start[1:], start[-1])  # of the keys only
         self.steps = int(np.max(np.where(nan, 0, following - start)))
-        for array in (self.threshold, self.start):
+        # threshold[start[key]]: with one step, the only threshold a key's values may pass
+        self.next = self.threshold[start].astype(np.float32)
+        for array in (self.threshold, self.start, self.next):
             array.setflags(write=False)
 
 

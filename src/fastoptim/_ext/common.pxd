@@ -28,6 +28,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         const float *qmap[2]
         const float *threshold[2]
         const uint8_t *start[2]
+        const float *next[2]
         int steps[2]
         int64_t *skipped
 

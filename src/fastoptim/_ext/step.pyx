@@ -537,7 +537,8 @@ cdef class StepPlan:
             for array, dtype, size, what in ((codes, np.uint8, n, "codes"), (q8.absmax[j], np.float32, blocks, "absmax"),
                                              (table.qmap, np.float32, 256, "qmap"),
                                              (table.threshold, np.float32, 256, "thresholds"),
-                                             (table.start, np.uint8, FO_Q8_KEYS + 4, "start")):
+                                             (table.start, np.uint8, FO_Q8_KEYS + 4, "start"),
+                                             (table.next, np.float32, FO_Q8_KEYS, "next")):
                 if (not cnp.PyArray_Check(array) or array.dtype != dtype or array.size != size
                         or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array)):
                     raise ValueError(f"{name}: 8-bit state {j + 1}'s {what} must be a C-contiguous {np.dtype(dtype)} "
@@ -547,6 +548,7 @@ cdef class StepPlan:
             q.qmap[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.qmap)
             q.threshold[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.threshold)
             q.start[j] = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>table.start)
+            q.next[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.next)
             q.steps[j] = table.steps
             self.add_memory(<cnp.ndarray>q8.absmax[j], i)
         self.q8_kept.append(q8)
