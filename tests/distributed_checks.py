@@ -137,6 +137,39 @@ def arrays_buffer_and_probe_any():
         buffer.free()
 
 
+@check
+def replica_sum_gives_every_rank_the_same_bits():
+    """ReplicaSum: one MPI_Allreduce on 2 ranks (each element a + b, which is b + a), a
+    ShardedSum (each element added up once, by its owner) on more; the same bits on every
+    rank either way, also for signed zeros, subnormals, infinities and values whose sum
+    depends on the order of additions."""
+    from fastoptim.distributed._collectives import ReplicaSum
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(RANK)
+        tiny = np.finfo(dtype).smallest_subnormal
+        special = np.array([0.0, -0.0, tiny, -tiny, 3 * tiny, np.inf, 1e30, -1e30, 1.0, 1e-8], dtype=dtype)
+        # large values of alternating sign: their sum depends on the order of additions
+        values = np.concatenate([special, (rng.standard_normal(100_003) * 10.0 ** rng.integers(-8, 9, 100_003))
+                                 .astype(dtype)])
+        mine = values.copy()
+        total = ReplicaSum(mine, COMM)
+        assert total.allreduce == (SIZE == 2) and (total.sharded is None) == (SIZE == 2)
+        _mpi.blocking(TIMEOUT, "the test's sum", COMM, total.run)
+        assert_identical_on_every_rank([mine], f"the {np.dtype(dtype).name} sum")
+        everyone = _mpi.allgather_object(values, COMM, TIMEOUT, "the values")
+        if SIZE == 2:  # exactly the IEEE sum, in either order
+            np.testing.assert_array_equal(mine, everyone[0] + everyone[1])
+            np.testing.assert_array_equal(mine, everyone[1] + everyone[0])
+        else:
+            finite = np.isfinite(mine)  # two roundings at most, each within eps of the sum of magnitudes
+            exact = np.sum(everyone, axis=0, dtype=np.longdouble)[finite]
+            bound = 2 * np.finfo(dtype).eps * np.sum(np.abs(everyone), axis=0, dtype=np.longdouble)[finite]
+            assert (np.abs(mine[finite] - exact) <= bound).all()
+            assert (mine[~finite] == np.inf).all() and (~finite).sum() == 1
+        empty = np.zeros(0, dtype=dtype)
+        _mpi.blocking(TIMEOUT, "an empty sum", COMM, ReplicaSum(empty, COMM).run)
+
+
 # ---- a model trained on data sharded over the ranks ------------------------------------------
 
 STEPS = 20           # steps per run: errors that grow with steps show up

@@ -8,8 +8,8 @@ import numpy.typing as npt
 
 from ..optim import Optimizer
 from ..typing import FloatArray, Grads
-from ._buckets import BUCKET_BYTES, ParamSet, make_buckets, shard_bounds
-from ._collectives import ShardedSum, broadcast_arrays, fused_step
+from ._buckets import BUCKET_BYTES, ParamSet, make_buckets
+from ._collectives import ReplicaSum, broadcast_arrays, fused_step
 from ._consistency import check_same_model
 from ._docs import shared_docs
 from ._mpi import DEFAULT_TIMEOUT, MPI, blocking, check_timeout, resolve_comm
@@ -23,8 +23,9 @@ class DataParallel:
     them over the ranks of `comm` (their mean with average=True), then runs the
     wrapped optimizer's fused step.  With equal shards of a batch, N ranks give
     the params one process gets stepping on the whole batch; every rank ends
-    with the same bits (each element of the sum is added up once, by one rank,
-    see _collectives.ShardedSum), so replicas never drift apart.
+    with the same bits (on 2 ranks one MPI_Allreduce, whose a + b is b + a; on
+    more, each element of the sum is added up once, by one rank: see
+    _collectives.ReplicaSum), so replicas never drift apart.
 
     Grads travel in a few preallocated flat buckets of about `bucket_bytes`
     (32 MiB by default; cut at param boundaries), one reduction per bucket, and
@@ -107,8 +108,7 @@ class DataParallel:
             for i in m:
                 grads[i] = views[i]
             self._bucket_grads.append(model.for_optimizer(grads))
-        self._sums = ([ShardedSum(b.buffer, shard_bounds(b.buffer.size, self.size), self.comm)
-                       for b in self.buckets] if self.size > 1 else None)
+        self._sums = [ReplicaSum(b.buffer, self.comm) for b in self.buckets] if self.size > 1 else None
         self._what = [f"the reduction of bucket {k} in DataParallel.step" for k in range(len(self.buckets))]
 
     @property
@@ -155,14 +155,9 @@ class DataParallel:
                 if flat[i] is not views[i]:
                     np.copyto(views[i], flat[i])
             if self._sums is not None:
-                blocking(self.timeout, self._what[k], self.comm, self._reduce, self._sums[k])
+                blocking(self.timeout, self._what[k], self.comm, self._sums[k].run)
             self.optimizer.step_count = t  # every bucket's part of the step is step t
             fused_step(self.optimizer, self._bucket_grads[k], divisor)
-
-    @staticmethod
-    def _reduce(total: ShardedSum) -> None:
-        total.reduce()
-        total.gather()
 
     def state_dict(self) -> dict[str, Any]:
         """The wrapped optimizer's state_dict (the same on every rank).
