@@ -291,6 +291,61 @@ def data_parallel_equals_one_process_for_every_optimizer_and_replicas_are_identi
 
 
 @check
+def data_parallel_overlap_gives_the_bits_of_bucket_after_bucket():
+    """overlap=True (bucket k steps in a thread while bucket k + 1 is reduced) and
+    overlap=False (reduce, step, bucket after bucket): the same params and state, bit for
+    bit, for every optimizer, with a schedule and with grads copied in or in the buckets."""
+    for n, spec in enumerate(SPECS):
+        runs = []
+        for overlap in (True, False):
+            wrapped = []
+
+            def wrap(p, overlap=overlap):
+                wrapped.append(fd.DataParallel(spec.cls(p), timeout=TIMEOUT, bucket_bytes=200, overlap=overlap))
+                return wrapped[-1]
+            _, _, dp, arrays = train_every_option_set(spec, n % 2 == 0, wrap)
+            assert len(dp.buckets) > 2 and dp.overlap is overlap
+            assert (dp._stepper is not None) is overlap  # the pipelined path ran
+            runs.append((arrays, dp.state_dict()))
+        (ours, state), (theirs, expected) = runs
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            assert np.array_equal(a, b), f"{spec.name}: params[{k}] differ with overlap"
+        for i, entry in expected["state"].items():
+            for name, value in entry.items():
+                assert np.array_equal(np.asarray(state["state"][i][name]), np.asarray(value)), (spec.name, i, name)
+        assert_identical_on_every_rank(ours)
+    params = {"w": np.zeros(300), "b": np.zeros(3)}
+    dp = fd.DataParallel(fastoptim.SGD(params, lr=schedules.cosine(0.1, total_steps=10)), timeout=TIMEOUT,
+                         bucket_bytes=64)
+    plain = {"w": np.zeros(300), "b": np.zeros(3)}
+    ref = fastoptim.SGD(plain, lr=schedules.cosine(0.1, total_steps=10))
+    buffers = dp.grad_buffers()
+    mean_rank = (SIZE - 1) / 2
+    for t in range(5):
+        buffers["w"][...], buffers["b"][...] = RANK + t + 1.0, -RANK - 1.0
+        dp.step(buffers)
+        ref.step({"w": np.full(300, mean_rank + t + 1.0), "b": np.full(3, -mean_rank - 1.0)})
+    assert dp.optimizer.step_count == 5 and dp._stepper is not None
+    for k in params:
+        np.testing.assert_allclose(params[k], plain[k], rtol=1e-15, atol=0)
+
+
+@check
+def data_parallel_overlap_passes_a_step_error_on_after_the_reduction():
+    """A step that raises in the stepping thread raises on the calling thread, after the
+    reduction it overlapped (so no rank is left inside a collective), and the next step works."""
+    params = [np.zeros(100), np.zeros(100)]
+    dp = fd.DataParallel(fastoptim.Adam(params, lr=0.1), timeout=TIMEOUT, bucket_bytes=8)
+    assert len(dp.buckets) == 2
+    dp.param_groups[0]["lr"] = -1.0
+    expect_value_error(lambda: dp.step([np.ones(100), np.ones(100)]), "lr")
+    dp.param_groups[0]["lr"] = 0.1
+    dp.step([np.ones(100), np.ones(100)])
+    assert_identical_on_every_rank(params)
+    assert (params[0] < 0).all() and (params[1] < 0).all()
+
+
+@check
 def zero_equals_one_process_for_every_optimizer_and_shards_its_state():
     refused = set()
     for n, spec in enumerate(SPECS):
