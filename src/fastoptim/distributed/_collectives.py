@@ -7,6 +7,9 @@ benchmark's exploration, see the README), under _mpi.blocking's watchdog, which
 aborts the job if a call outlives its timeout.  A single-threaded rank gains
 nothing from a non-blocking reduction anyway: Open MPI progresses it only
 inside MPI calls, so it would not advance while the rank runs a fused step.
+DataParallel overlaps the other way round: a stepping thread runs bucket k's
+fused step (the kernels release the GIL) while the calling thread, the only
+one that calls MPI, sits in bucket k + 1's blocking reduction.
 
 API
 ---
