@@ -9,7 +9,9 @@ copy; a step is: reduce the grads over the ranks, average, one Adam step
   fastoptim DataParallel, grads written into its buckets (grad_buffers()), and
     with grads in their own arrays (copied into the buckets), and with
     average=False (the sum: the mean is a grad scale inside the fused step, so
-    the two should cost the same);
+    the two should cost the same), and, when --bucket-mib makes several buckets,
+    with overlap=False (each bucket reduced, then stepped, instead of stepped in
+    a thread while the next is reduced);
   fastoptim ZeroRedundancyOptimizer (ZeRO-1), grads in its buffers;
   torch.distributed with gloo and torch.optim.Adam(fused=True): all_reduce of one
     flat bucket holding the grads (DDP's gradient_as_bucket_view), and
@@ -119,9 +121,11 @@ def print_table(results, out=sys.stdout):
         ("ZeRO-1 / DataParallel", lambda t: t["fastoptim ZeRO-1, grads in its buffers"] / t[OURS]),
         ("DataParallel, grads copied in / in its buckets", lambda t: t[COPIED] / t[OURS]),
     ]
+    if any(SEQUENTIAL in times[s] for s in shapes):  # a shape with one bucket has no such contender: '-'
+        ratios.append(("DataParallel, overlap=False / overlap=True", lambda t: t[SEQUENTIAL] / t[OURS]))
     print("", file=out)
     for title, ratio in ratios:
-        print(f"{title:48}" + "".join(f"{ratio(times[s]):>15.2f}x" for s in shapes), file=out)
+        print(f"{title:48}" + "".join(_ratio_cell(ratio, times[s]) for s in shapes), file=out)
     bw = results["bandwidth"]
     print(f"\nallreduce of {bw['bytes'] / 2**20:.3g} MiB float32 over {results['ranks']} ranks: "
           f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim's sum (MPI_Reduce of each shard onto "
@@ -133,6 +137,14 @@ def print_table(results, out=sys.stdout):
 OURS = "fastoptim DataParallel, grads in its buckets"
 SUMMED = "fastoptim DataParallel, sum (average=False)"
 COPIED = "fastoptim DataParallel, grads copied in"
+SEQUENTIAL = "fastoptim DataParallel, overlap=False"
+
+
+def _ratio_cell(ratio, times):
+    try:
+        return f"{ratio(times):>15.2f}x"
+    except KeyError:
+        return f"{'-':>16}"
 
 
 def _best_torch(times):
@@ -215,10 +227,12 @@ def make_contenders(comm, count, n, torch, dist, bucket_mib):
     grads0 = [rng.standard_normal(n).astype(np.float32) for _ in range(count)]
     contenders = {}
     options = {} if bucket_mib is None else {"bucket_bytes": int(bucket_mib * 2**20)}
+    buckets = []
 
-    def data_parallel(in_buckets, average=True):
+    def data_parallel(in_buckets, average=True, overlap=True):
         params = [p.copy() for p in params0]
-        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), average=average, **options)
+        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), average=average, overlap=overlap, **options)
+        buckets.append(len(dp.buckets))
         grads = dp.grad_buffers() if in_buckets else [g.copy() for g in grads0]
         for g, g0 in zip(grads, grads0):
             # The mean of equal grads is the grad itself, so the buckets keep their values step
@@ -228,6 +242,8 @@ def make_contenders(comm, count, n, torch, dist, bucket_mib):
     contenders[OURS] = data_parallel(True)
     contenders[COPIED] = data_parallel(False)
     contenders[SUMMED] = data_parallel(True, average=False)
+    if buckets[0] > 1:  # bucket k steps while bucket k + 1 is reduced, or one after the other
+        contenders[SEQUENTIAL] = data_parallel(True, overlap=False)
 
     zparams = [p.copy() for p in params0]
     zero = fd.ZeroRedundancyOptimizer(zparams, fastoptim.Adam, lr=LR)
