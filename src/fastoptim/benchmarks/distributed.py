@@ -24,7 +24,8 @@ Timing: contenders take turns in rounds (the order rotating every round); in a
 turn every rank runs `calls` steps between barriers and the turn's time is the
 slowest rank's.  The table shows medians over rounds and ratios of medians.
 Beside it: allreduce bandwidth (bytes reduced per second) of MPI's Allreduce
-and of fastoptim's sum (each shard reduced onto its rank, then all-gathered), and
+and of fastoptim's sharded sum (each shard reduced onto its rank, then
+all-gathered: DataParallel's sum on 3 ranks or more; on 2 it is MPI's Allreduce), and
 single-thread memcpy bandwidth at the same size and at 256 MiB (--memcpy-mib).
 
 Then, in a launch of 3 ranks, the parameter server's updates per second and
@@ -128,8 +129,9 @@ def print_table(results, out=sys.stdout):
         print(f"{title:48}" + "".join(_ratio_cell(ratio, times[s]) for s in shapes), file=out)
     bw = results["bandwidth"]
     print(f"\nallreduce of {bw['bytes'] / 2**20:.3g} MiB float32 over {results['ranks']} ranks: "
-          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim's sum (MPI_Reduce of each shard onto "
-          f"its rank, then MPI_Allgatherv) {bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
+          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s (DataParallel's sum on 2 ranks), fastoptim's sharded "
+          f"sum (MPI_Reduce of each shard onto its rank, then MPI_Allgatherv; DataParallel's on 3+ ranks) "
+          f"{bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
           f"memcpy, one thread: {bw['memcpy_same_size'] / 1e9:.1f} GB/s at {bw['bytes'] / 2**20:.3g} MiB, "
           f"{bw['memcpy_large'] / 1e9:.1f} GB/s at {bw['memcpy_large_bytes'] / 2**20:.0f} MiB", file=out)
 

@@ -33,7 +33,10 @@ API
     order, and IEEE addition is commutative, so every rank holds the same bits
     whatever algorithm Open MPI picks (1.3x faster than ShardedSum here).  The
     one exception: two NaNs with different payloads may sum to either payload
-    (x86 keeps the first operand's), a NaN either way.  On 3 ranks or more
+    (x86 keeps the first operand's), a NaN either way.  (Both ranks must add in
+    the same floating-point environment: flush-to-zero set on one rank only
+    would round subnormal sums differently there; ShardedSum adds each element
+    on one rank and needs no such assumption.)  On 3 ranks or more
     (a + b) + c and a + (b + c) can differ, and MPI_Allreduce does not say
     which rank adds in which order, so the sum is a ShardedSum.
 ``ShardAllgather(arrays, space, bounds, comm)``
