@@ -137,6 +137,39 @@ def arrays_buffer_and_probe_any():
         buffer.free()
 
 
+@check
+def replica_sum_gives_every_rank_the_same_bits():
+    """ReplicaSum: one MPI_Allreduce on 2 ranks (each element a + b, which is b + a), a
+    ShardedSum (each element added up once, by its owner) on more; the same bits on every
+    rank either way, also for signed zeros, subnormals, infinities and values whose sum
+    depends on the order of additions."""
+    from fastoptim.distributed._collectives import ReplicaSum
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(RANK)
+        tiny = np.finfo(dtype).smallest_subnormal
+        special = np.array([0.0, -0.0, tiny, -tiny, 3 * tiny, np.inf, 1e30, -1e30, 1.0, 1e-8], dtype=dtype)
+        # large values of alternating sign: their sum depends on the order of additions
+        values = np.concatenate([special, (rng.standard_normal(100_003) * 10.0 ** rng.integers(-8, 9, 100_003))
+                                 .astype(dtype)])
+        mine = values.copy()
+        total = ReplicaSum(mine, COMM)
+        assert total.allreduce == (SIZE == 2) and (total.sharded is None) == (SIZE == 2)
+        _mpi.blocking(TIMEOUT, "the test's sum", COMM, total.run)
+        assert_identical_on_every_rank([mine], f"the {np.dtype(dtype).name} sum")
+        everyone = _mpi.allgather_object(values, COMM, TIMEOUT, "the values")
+        if SIZE == 2:  # exactly the IEEE sum, in either order
+            np.testing.assert_array_equal(mine, everyone[0] + everyone[1])
+            np.testing.assert_array_equal(mine, everyone[1] + everyone[0])
+        else:
+            finite = np.isfinite(mine)  # two roundings at most, each within eps of the sum of magnitudes
+            exact = np.sum(everyone, axis=0, dtype=np.longdouble)[finite]
+            bound = 2 * np.finfo(dtype).eps * np.sum(np.abs(everyone), axis=0, dtype=np.longdouble)[finite]
+            assert (np.abs(mine[finite] - exact) <= bound).all()
+            assert (mine[~finite] == np.inf).all() and (~finite).sum() == 1
+        empty = np.zeros(0, dtype=dtype)
+        _mpi.blocking(TIMEOUT, "an empty sum", COMM, ReplicaSum(empty, COMM).run)
+
+
 # ---- a model trained on data sharded over the ranks ------------------------------------------
 
 STEPS = 20           # steps per run: errors that grow with steps show up
@@ -258,10 +291,65 @@ def data_parallel_equals_one_process_for_every_optimizer_and_replicas_are_identi
 
 
 @check
+def data_parallel_overlap_gives_the_bits_of_bucket_after_bucket():
+    """overlap=True (bucket k steps in a thread while bucket k + 1 is reduced) and
+    overlap=False (reduce, step, bucket after bucket): the same params and state, bit for
+    bit, for every optimizer, with a schedule and with grads copied in or in the buckets."""
+    for n, spec in enumerate(SPECS):
+        runs = []
+        for overlap in (True, False):
+            wrapped = []
+
+            def wrap(p, overlap=overlap):
+                wrapped.append(fd.DataParallel(spec.cls(p), timeout=TIMEOUT, bucket_bytes=200, overlap=overlap))
+                return wrapped[-1]
+            _, _, dp, arrays = train_every_option_set(spec, n % 2 == 0, wrap)
+            assert len(dp.buckets) > 2 and dp.overlap is overlap
+            assert (dp._stepper is not None) is overlap  # the pipelined path ran
+            runs.append((arrays, dp.state_dict()))
+        (ours, state), (theirs, expected) = runs
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            assert np.array_equal(a, b), f"{spec.name}: params[{k}] differ with overlap"
+        for i, entry in expected["state"].items():
+            for name, value in entry.items():
+                assert np.array_equal(np.asarray(state["state"][i][name]), np.asarray(value)), (spec.name, i, name)
+        assert_identical_on_every_rank(ours)
+    params = {"w": np.zeros(300), "b": np.zeros(3)}
+    dp = fd.DataParallel(fastoptim.SGD(params, lr=schedules.cosine(0.1, total_steps=10)), timeout=TIMEOUT,
+                         bucket_bytes=64)
+    plain = {"w": np.zeros(300), "b": np.zeros(3)}
+    ref = fastoptim.SGD(plain, lr=schedules.cosine(0.1, total_steps=10))
+    buffers = dp.grad_buffers()
+    mean_rank = (SIZE - 1) / 2
+    for t in range(5):
+        buffers["w"][...], buffers["b"][...] = RANK + t + 1.0, -RANK - 1.0
+        dp.step(buffers)
+        ref.step({"w": np.full(300, mean_rank + t + 1.0), "b": np.full(3, -mean_rank - 1.0)})
+    assert dp.optimizer.step_count == 5 and dp._stepper is not None
+    for k in params:
+        np.testing.assert_allclose(params[k], plain[k], rtol=1e-15, atol=0)
+
+
+@check
+def data_parallel_overlap_passes_a_step_error_on_after_the_reduction():
+    """A step that raises in the stepping thread raises on the calling thread, after the
+    reduction it overlapped (so no rank is left inside a collective), and the next step works."""
+    params = [np.zeros(100), np.zeros(100)]
+    dp = fd.DataParallel(fastoptim.Adam(params, lr=0.1), timeout=TIMEOUT, bucket_bytes=8)
+    assert len(dp.buckets) == 2
+    dp.param_groups[0]["lr"] = -1.0
+    expect_value_error(lambda: dp.step([np.ones(100), np.ones(100)]), "lr")
+    dp.param_groups[0]["lr"] = 0.1
+    dp.step([np.ones(100), np.ones(100)])
+    assert_identical_on_every_rank(params)
+    assert (params[0] < 0).all() and (params[1] < 0).all()
+
+
+@check
 def zero_equals_one_process_for_every_optimizer_and_shards_its_state():
     refused = set()
     for n, spec in enumerate(SPECS):
-        reason = _per_tensor(spec.cls)
+        reason = _per_tensor(spec.cls, step_scalars=True)
         if reason:
             # ZeRO's shards cut tensors: it refuses a per-tensor rule (DataParallel runs it, above)
             refused.add(spec.cls.__name__)
@@ -288,9 +376,11 @@ def zero_equals_one_process_for_every_optimizer_and_shards_its_state():
                 else:
                     assert_close([full["state"][i][name]], [value], what=f"{spec.name} state[{i}][{name!r}]")
         per_rank = _mpi.allgather_object(zero.local_state_nbytes(), COMM, TIMEOUT, "state bytes")
-        total = sum(v.nbytes for s in ref.state.values() for k, v in s.items() if k != "step")
+        scalars = {slot.name for slot in getattr(spec.cls, "rule").state if slot.scalar}  # copied into every piece
+        total = sum(v.nbytes for s in ref.state.values() for k, v in s.items() if k != "step" and k not in scalars)
         assert sum(per_rank) == total, (per_rank, total)
-    assert {"LAMB", "NAdam", "ASGD"} <= refused, refused  # the per-tensor rules of the registry today
+    # the per-tensor rules of the registry today; NAdam's and ASGD's scalars follow from the step alone
+    assert "LAMB" in refused and not {"NAdam", "ASGD"} & refused, refused
 
 
 @check
@@ -380,12 +470,33 @@ def wrappers_work_on_a_split_communicator():
 
 @check
 def checkpoints_round_trip_between_wrappers_and_plain_optimizers():
-    spec = next(s for s in SPECS if s.name == "adam")
-    options = dict(lr=0.05, amsgrad=True)
+    # NAdam's mu_product and ASGD's eta and mu: per-tensor scalars every piece keeps a copy of
+    for name, options in (("adam", dict(lr=0.05, amsgrad=True)),
+                          ("nadam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+                          ("asgd", dict(lr=0.05, t0=5.0))):
+        wrappers = checkpoint_round_trip(next(s for s in SPECS if s.name == name), options)
+        if name == "adam":
+            zero2, ref = wrappers
+    # A load that does not fit changes nothing.
+    before = zero2.optimizer.state_dict()
+    bad = ref.state_dict()
+    bad["state"][0]["exp_avg"] = np.zeros((2, 2))
+    expect_value_error(lambda: zero2.load_state_dict(bad), "loaded state['W']['exp_avg'] has shape (2, 2)")
+    after = zero2.optimizer.state_dict()
+    for i in before["state"]:
+        np.testing.assert_array_equal(before["state"][i]["exp_avg"], after["state"][i]["exp_avg"])
+
+
+def checkpoint_round_trip(spec, options):
     # The uninterrupted reference: one process, 2 * STEPS steps.
     ref, ref_params, zero, params = train_pair(
         spec, options, "dict", lambda p, o: fd.ZeroRedundancyOptimizer(p, spec.cls, timeout=TIMEOUT, **o))
     saved = zero.state_dict()
+    for i, entry in ref.state_dict()["state"].items():
+        for name, value in entry.items():  # a per-tensor scalar: the same value and dtype as one process's
+            if np.ndim(value) == 0 and name != "step":
+                assert saved["state"][i][name].dtype == value.dtype, (spec.name, name)
+                assert_close([saved["state"][i][name]], [value], what=f"{spec.name} state[{i}][{name!r}]")
     per_rank = _mpi.allgather_object(zero.local_state_nbytes(), COMM, TIMEOUT, "state bytes")
     assert max(per_rank) - min(per_rank) <= 3 * 8, per_rank  # 3 slots; shards differ by one element at most
     # ZeRO -> plain optimizer (one process on whole batches) continues like the reference
@@ -408,14 +519,7 @@ def checkpoints_round_trip_between_wrappers_and_plain_optimizers():
         plain.step(shaped("dict", loss_grads(arrays_of(plain_params), X, Y)))
     for p in (params, zero2_params, dp_params, plain_params):
         assert_close(arrays_of(p), arrays_of(ref_params))
-    # A load that does not fit changes nothing.
-    before = zero2.optimizer.state_dict()
-    bad = ref.state_dict()
-    bad["state"][0]["exp_avg"] = np.zeros((2, 2))
-    expect_value_error(lambda: zero2.load_state_dict(bad), "loaded state['W']['exp_avg'] has shape (2, 2)")
-    after = zero2.optimizer.state_dict()
-    for i in before["state"]:
-        np.testing.assert_array_equal(before["state"][i]["exp_avg"], after["state"][i]["exp_avg"])
+    return zero2, ref
 
 
 @check

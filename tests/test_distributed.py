@@ -60,6 +60,7 @@ def test_benchmark_runs_and_prints_its_ratios(tmp_path):
     from mpi_harness import mpi_env, run_command
     run = run_command([sys.executable, "-m", "fastoptim", "bench", "--distributed", "--rounds", "1",
                        "--shapes", "1x4096,3x1000", "--turn-seconds", "0.01", "--memcpy-mib", "4",
+                 "--bucket-mib", "0.005",  # 5 KiB: the 3 x 1000 params in 2 buckets, overlapped or not
                        "--server-size", "4096", "--json", str(tmp_path / "b.json")],
                       timeout=240, env=mpi_env(), cwd=tmp_path)
     assert run.returncode == 0, run.output()
@@ -67,8 +68,11 @@ def test_benchmark_runs_and_prints_its_ratios(tmp_path):
                  "torch gloo, per tensor", "mpi4py per tensor + NumPy Adam", "speedup over torch gloo",
                  "ZeRO-1 / DataParallel", "MPI Allreduce", "memcpy",
                  "Parameter server, 4096 float32 params", "ParameterServer, 1 worker", "ParameterServer, 2 workers",
-                 "ParameterServer + DC-ASGD-a, 2 workers", "/ DataParallel steps/s"):
+                 "ParameterServer + DC-ASGD-a, 2 workers", "/ DataParallel steps/s",
+                 "fastoptim DataParallel, overlap=False"):
         assert text in run.stdout, run.output()
+    overlap = next(line for line in run.stdout.splitlines() if line.startswith("DataParallel, overlap=False /"))
+    assert overlap.split()[-2] == "-" and overlap.split()[-1].endswith("x"), overlap  # 1 x 4096: one bucket
     figures = json.loads((tmp_path / "b.json").read_text())
     rates = figures["parameter_server"]["rates"]
     assert all(rate > 0 for rate, _ in rates.values()) and rates["ParameterServer, 2 workers"][1] > 0

@@ -9,7 +9,9 @@ copy; a step is: reduce the grads over the ranks, average, one Adam step
   fastoptim DataParallel, grads written into its buckets (grad_buffers()), and
     with grads in their own arrays (copied into the buckets), and with
     average=False (the sum: the mean is a grad scale inside the fused step, so
-    the two should cost the same);
+    the two should cost the same), and, when --bucket-mib makes several buckets,
+    with overlap=False (each bucket reduced, then stepped, instead of stepped in
+    a thread while the next is reduced);
   fastoptim ZeroRedundancyOptimizer (ZeRO-1), grads in its buffers;
   torch.distributed with gloo and torch.optim.Adam(fused=True): all_reduce of one
     flat bucket holding the grads (DDP's gradient_as_bucket_view), and
@@ -22,7 +24,8 @@ Timing: contenders take turns in rounds (the order rotating every round); in a
 turn every rank runs `calls` steps between barriers and the turn's time is the
 slowest rank's.  The table shows medians over rounds and ratios of medians.
 Beside it: allreduce bandwidth (bytes reduced per second) of MPI's Allreduce
-and of fastoptim's sum (each shard reduced onto its rank, then all-gathered), and
+and of fastoptim's sharded sum (each shard reduced onto its rank, then
+all-gathered: DataParallel's sum on 3 ranks or more; on 2 it is MPI's Allreduce), and
 single-thread memcpy bandwidth at the same size and at 256 MiB (--memcpy-mib).
 
 Then, in a launch of 3 ranks, the parameter server's updates per second and
@@ -119,13 +122,16 @@ def print_table(results, out=sys.stdout):
         ("ZeRO-1 / DataParallel", lambda t: t["fastoptim ZeRO-1, grads in its buffers"] / t[OURS]),
         ("DataParallel, grads copied in / in its buckets", lambda t: t[COPIED] / t[OURS]),
     ]
+    if any(SEQUENTIAL in times[s] for s in shapes):  # a shape with one bucket has no such contender: '-'
+        ratios.append(("DataParallel, overlap=False / overlap=True", lambda t: t[SEQUENTIAL] / t[OURS]))
     print("", file=out)
     for title, ratio in ratios:
-        print(f"{title:48}" + "".join(f"{ratio(times[s]):>15.2f}x" for s in shapes), file=out)
+        print(f"{title:48}" + "".join(_ratio_cell(ratio, times[s]) for s in shapes), file=out)
     bw = results["bandwidth"]
     print(f"\nallreduce of {bw['bytes'] / 2**20:.3g} MiB float32 over {results['ranks']} ranks: "
-          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s, fastoptim's sum (MPI_Reduce of each shard onto "
-          f"its rank, then MPI_Allgatherv) {bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
+          f"MPI Allreduce {bw['mpi_allreduce'] / 1e9:.2f} GB/s (DataParallel's sum on 2 ranks), fastoptim's sharded "
+          f"sum (MPI_Reduce of each shard onto its rank, then MPI_Allgatherv; DataParallel's on 3+ ranks) "
+          f"{bw['identical_allreduce'] / 1e9:.2f} GB/s (bytes reduced per second); "
           f"memcpy, one thread: {bw['memcpy_same_size'] / 1e9:.1f} GB/s at {bw['bytes'] / 2**20:.3g} MiB, "
           f"{bw['memcpy_large'] / 1e9:.1f} GB/s at {bw['memcpy_large_bytes'] / 2**20:.0f} MiB", file=out)
 
@@ -133,6 +139,14 @@ def print_table(results, out=sys.stdout):
 OURS = "fastoptim DataParallel, grads in its buckets"
 SUMMED = "fastoptim DataParallel, sum (average=False)"
 COPIED = "fastoptim DataParallel, grads copied in"
+SEQUENTIAL = "fastoptim DataParallel, overlap=False"
+
+
+def _ratio_cell(ratio, times):
+    try:
+        return f"{ratio(times):>15.2f}x"
+    except KeyError:
+        return f"{'-':>16}"
 
 
 def _best_torch(times):
@@ -215,10 +229,12 @@ def make_contenders(comm, count, n, torch, dist, bucket_mib):
     grads0 = [rng.standard_normal(n).astype(np.float32) for _ in range(count)]
     contenders = {}
     options = {} if bucket_mib is None else {"bucket_bytes": int(bucket_mib * 2**20)}
+    buckets = []
 
-    def data_parallel(in_buckets, average=True):
+    def data_parallel(in_buckets, average=True, overlap=True):
         params = [p.copy() for p in params0]
-        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), average=average, **options)
+        dp = fd.DataParallel(fastoptim.Adam(params, lr=LR), average=average, overlap=overlap, **options)
+        buckets.append(len(dp.buckets))
         grads = dp.grad_buffers() if in_buckets else [g.copy() for g in grads0]
         for g, g0 in zip(grads, grads0):
             # The mean of equal grads is the grad itself, so the buckets keep their values step
@@ -228,6 +244,8 @@ def make_contenders(comm, count, n, torch, dist, bucket_mib):
     contenders[OURS] = data_parallel(True)
     contenders[COPIED] = data_parallel(False)
     contenders[SUMMED] = data_parallel(True, average=False)
+    if buckets[0] > 1:  # bucket k steps while bucket k + 1 is reduced, or one after the other
+        contenders[SEQUENTIAL] = data_parallel(True, overlap=False)
 
     zparams = [p.copy() for p in params0]
     zero = fd.ZeroRedundancyOptimizer(zparams, fastoptim.Adam, lr=LR)

@@ -55,10 +55,13 @@ Piece = tuple[int, int, int]
 #: An int64 array of offsets or bounds.
 Int64Array = npt.NDArray[np.int64]
 
-# Default bucket size.  The reductions are blocking MPI collectives (see _collectives),
-# so a bucket's step cannot overlap another bucket's reduction, and every bucket
-# costs its own collective calls: a few large buckets beat many small ones (on 200 x
-# 2^14 float32 params, 1 bucket ran 1.8x faster than 4 and 3.4x faster than 13).
+# Default bucket size.  The reductions are blocking MPI collectives (see _collectives)
+# and every bucket costs its own collective calls: a few large buckets beat many small
+# ones when each is reduced, then stepped (on 200 x 2^14 float32 params, 1 bucket ran
+# 1.8x faster than 4 and 3.4x faster than 13, with the sharded sum of 3+ ranks).
+# DataParallel(overlap=True) steps bucket k in a thread while bucket k + 1 is reduced;
+# whether smaller buckets then pay off was not settled (the machine was loaded with
+# other work: medians of 1-4 MiB buckets swung 3x between launches), so 32 MiB stays.
 BUCKET_BYTES = 32 << 20
 
 

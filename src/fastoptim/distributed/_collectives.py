@@ -7,6 +7,9 @@ benchmark's exploration, see the README), under _mpi.blocking's watchdog, which
 aborts the job if a call outlives its timeout.  A single-threaded rank gains
 nothing from a non-blocking reduction anyway: Open MPI progresses it only
 inside MPI calls, so it would not advance while the rank runs a fused step.
+DataParallel overlaps the other way round: a stepping thread runs bucket k's
+fused step (the kernels release the GIL) while the calling thread, the only
+one that calls MPI, sits in bucket k + 1's blocking reduction.
 
 API
 ---
@@ -22,6 +25,20 @@ API
     whole sum on every rank, each element added up once, by its owner, so every
     rank gets the same bits and replicas never drift apart (MPI's Allreduce
     promises no such thing).  Call both inside _mpi.blocking.
+``ReplicaSum(buffer, comm)``
+    the sum over ranks of a flat buffer, in place, the same bits on every
+    rank: ``.run()`` (blocking; call it inside _mpi.blocking).  On 2 ranks one
+    MPI_Allreduce: each element of the sum is one IEEE addition of the two
+    ranks' values, a + b or b + a whichever rank computes it and in whichever
+    order, and IEEE addition is commutative, so every rank holds the same bits
+    whatever algorithm Open MPI picks (1.3x faster than ShardedSum here).  The
+    one exception: two NaNs with different payloads may sum to either payload
+    (x86 keeps the first operand's), a NaN either way.  (Both ranks must add in
+    the same floating-point environment: flush-to-zero set on one rank only
+    would round subnormal sums differently there; ShardedSum adds each element
+    on one rank and needs no such assumption.)  On 3 ranks or more
+    (a + b) + c and a + (b + c) can differ, and MPI_Allreduce does not say
+    which rank adds in which order, so the sum is a ShardedSum.
 ``ShardAllgather(arrays, space, bounds, comm)``
     the all-gather of element-wise shards of a flat space into the params:
     ``.run()``, blocking.  A space of one param is one contiguous buffer, so
@@ -42,7 +59,7 @@ import numpy as np
 
 from ..optim import Optimizer
 from ..typing import FloatArray, Params
-from ._buckets import FlatSpace, Int64Array, ParamSet, flat_view
+from ._buckets import FlatSpace, Int64Array, ParamSet, flat_view, shard_bounds
 from ._consistency import check_same_model
 from ._docs import shared_docs
 from ._mpi import DEFAULT_TIMEOUT, MPI, check_timeout, mpi_datatype, resolve_comm, wait
@@ -130,6 +147,26 @@ class ShardedSum:
     def gather(self) -> None:
         """Every rank's reduced shard into every rank's buffer."""
         self.comm.Allgatherv(MPI.IN_PLACE, [self.buffer, self.counts, self.displs, self.datatype])
+
+
+class ReplicaSum:
+    """Sum a flat buffer over the ranks, in place, with the same bits on every rank."""
+
+    def __init__(self, buffer: FloatArray, comm: MPI.Intracomm) -> None:
+        self.buffer, self.comm = buffer, comm
+        self.allreduce = comm.Get_size() == 2
+        self.spec: list[Any] = [buffer, mpi_datatype(buffer.dtype)]
+        self.sharded = None if self.allreduce else ShardedSum(buffer, shard_bounds(buffer.size, comm.Get_size()),
+                                                               comm)
+
+    def run(self) -> None:
+        """The sum on every rank (blocking: call it inside _mpi.blocking)."""
+        if self.sharded is None:
+            if self.buffer.size:
+                self.comm.Allreduce(MPI.IN_PLACE, self.spec, op=MPI.SUM)
+        else:
+            self.sharded.reduce()
+            self.sharded.gather()
 
 
 class ShardAllgather:

@@ -1,6 +1,7 @@
 """Synchronous data parallelism: every rank keeps a full replica and its optimizer's
 full state; a step reduces the ranks' grads and runs the same fused step everywhere."""
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
@@ -8,8 +9,8 @@ import numpy.typing as npt
 
 from ..optim import Optimizer
 from ..typing import FloatArray, Grads
-from ._buckets import BUCKET_BYTES, ParamSet, make_buckets, shard_bounds
-from ._collectives import ShardedSum, broadcast_arrays, fused_step
+from ._buckets import BUCKET_BYTES, ParamSet, make_buckets
+from ._collectives import ReplicaSum, broadcast_arrays, fused_step
 from ._consistency import check_same_model
 from ._docs import shared_docs
 from ._mpi import DEFAULT_TIMEOUT, MPI, blocking, check_timeout, resolve_comm
@@ -23,12 +24,14 @@ class DataParallel:
     them over the ranks of `comm` (their mean with average=True), then runs the
     wrapped optimizer's fused step.  With equal shards of a batch, N ranks give
     the params one process gets stepping on the whole batch; every rank ends
-    with the same bits (each element of the sum is added up once, by one rank,
-    see _collectives.ShardedSum), so replicas never drift apart.
+    with the same bits (on 2 ranks one MPI_Allreduce, whose a + b is b + a; on
+    more, each element of the sum is added up once, by one rank: see
+    _collectives.ReplicaSum), so replicas never drift apart.
 
     Grads travel in a few preallocated flat buckets of about `bucket_bytes`
     (32 MiB by default; cut at param boundaries), one reduction per bucket, and
-    each bucket's params step as soon as its reduction is done.  Write grads straight into the buckets to save the copy:
+    each bucket's params step as soon as its reduction is done, while the next
+    bucket is being reduced (overlap=True).  Write grads straight into the buckets to save the copy:
     grad_buffers() returns them in the params' structure; pass them to step().
     After a step they hold the sum of the ranks' grads: with average=True the
     kernel divides by the number of ranks as it steps (a grad scale), no pass of its own.
@@ -49,11 +52,17 @@ class DataParallel:
     {{timeout}}
     bucket_bytes : int, default 33554432
         The size a bucket of grads grows to (32 MiB; cut at param boundaries).
+    overlap : bool, default True
+        With several buckets, bucket k's fused step runs in a stepping thread
+        (the kernels release the GIL) while this thread reduces bucket k + 1;
+        the steps still run in bucket order, so the bits are those of
+        overlap=False (reduce, then step, bucket after bucket).  Only the
+        calling thread calls MPI.
 
     Raises
     ------
     TypeError
-        A closure optimizer, a bad comm or a non-bool average.
+        A closure optimizer, a bad comm or a non-bool average or overlap.
     ValueError
         A bad timeout or bucket_bytes, or a model that differs across ranks
         (raised on every rank).
@@ -70,13 +79,18 @@ class DataParallel:
     """
 
     def __init__(self, optimizer: Optimizer, comm: Optional[MPI.Intracomm] = None, average: bool = True, *,
-                 timeout: float = DEFAULT_TIMEOUT, bucket_bytes: int = BUCKET_BYTES) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, bucket_bytes: int = BUCKET_BYTES,
+                 overlap: bool = True) -> None:
         self.comm = resolve_comm(comm)
         self.timeout = check_timeout(timeout)
         _bucket_elements(bucket_bytes, np.float64)  # checked before any message
         if not isinstance(average, (bool, np.bool_)):
             raise TypeError(f"average must be True (the mean over ranks) or False (the sum), got {average!r}")
         self.average = bool(average)
+        if not isinstance(overlap, (bool, np.bool_)):
+            raise TypeError(f"overlap must be True or False, got {overlap!r}")
+        self.overlap = bool(overlap)
+        self._stepper: Optional[ThreadPoolExecutor] = None
         if getattr(getattr(optimizer, "rule", None), "closure", False):
             raise TypeError(f"{type(optimizer).__name__} steps with a closure that evaluates the loss "
                             f"itself; DataParallel.step takes grads: use a grad-based optimizer")
@@ -107,8 +121,7 @@ class DataParallel:
             for i in m:
                 grads[i] = views[i]
             self._bucket_grads.append(model.for_optimizer(grads))
-        self._sums = ([ShardedSum(b.buffer, shard_bounds(b.buffer.size, self.size), self.comm)
-                       for b in self.buckets] if self.size > 1 else None)
+        self._sums = [ReplicaSum(b.buffer, self.comm) for b in self.buckets] if self.size > 1 else None
         self._what = [f"the reduction of bucket {k} in DataParallel.step" for k in range(len(self.buckets))]
 
     @property
@@ -147,22 +160,40 @@ class DataParallel:
             A rank did not join within the timeout.
         """
         flat = self.model.flatten(grads)
-        views = self._grad_views
-        divisor = self.size if self.average else 1
         t = self.optimizer.step_count
-        for k, bucket in enumerate(self.buckets):
-            for i, _, _ in bucket.pieces:
-                if flat[i] is not views[i]:
-                    np.copyto(views[i], flat[i])
-            if self._sums is not None:
-                blocking(self.timeout, self._what[k], self.comm, self._reduce, self._sums[k])
-            self.optimizer.step_count = t  # every bucket's part of the step is step t
-            fused_step(self.optimizer, self._bucket_grads[k], divisor)
+        if self._sums is None or not self.overlap or len(self.buckets) == 1:
+            for k in range(len(self.buckets)):
+                self._reduce_bucket(k, flat)
+                self._step_bucket(k, t)
+            return
+        # Pipelined: a stepping thread runs bucket k's fused step (the kernels release the
+        # GIL) while this thread sits in bucket k + 1's blocking reduction.  Only this thread
+        # calls MPI.  The steps run one after another, in bucket order, as above.
+        stepper = self._stepper
+        if stepper is None:
+            stepper = self._stepper = ThreadPoolExecutor(1, thread_name_prefix="fastoptim DataParallel step")
+        self._reduce_bucket(0, flat)
+        for k in range(len(self.buckets)):
+            stepping = stepper.submit(self._step_bucket, k, t)
+            try:
+                if k + 1 < len(self.buckets):
+                    self._reduce_bucket(k + 1, flat)
+            finally:
+                stepping.result()  # re-raises the step's exception, after the reduction
 
-    @staticmethod
-    def _reduce(total: ShardedSum) -> None:
-        total.reduce()
-        total.gather()
+    def _reduce_bucket(self, k: int, flat: list[Any]) -> None:
+        """Bucket k's grads copied in (those not written there), then summed over the ranks."""
+        views = self._grad_views
+        for i, _, _ in self.buckets[k].pieces:
+            if flat[i] is not views[i]:
+                np.copyto(views[i], flat[i])
+        if self._sums is not None:
+            blocking(self.timeout, self._what[k], self.comm, self._sums[k].run)
+
+    def _step_bucket(self, k: int, t: int) -> None:
+        """The fused step of bucket k's params on their reduced grads: part of step t."""
+        self.optimizer.step_count = t  # every bucket's part of the step is step t
+        fused_step(self.optimizer, self._bucket_grads[k], self.size if self.average else 1)
 
     def state_dict(self) -> dict[str, Any]:
         """The wrapped optimizer's state_dict (the same on every rank).

@@ -7,8 +7,8 @@ import numpy as np
 
 from ..optim import Optimizer
 from ..typing import FloatArray, Grads
-from ._buckets import ParamSet, flat_view, shard_bounds
-from ._collectives import ShardedSum, broadcast_arrays
+from ._buckets import ParamSet, flat_view
+from ._collectives import ReplicaSum, broadcast_arrays
 from ._consistency import check_same_model
 from ._docs import shared_docs
 from ._mpi import DEFAULT_TIMEOUT, MPI, blocking, check_timeout, resolve_comm
@@ -95,8 +95,7 @@ class ElasticAveraging:
                 self._slices.append((s, part, flat_view(model.arrays[i])))
                 self._center_views[i] = self._center[s][part].reshape(model.arrays[i].shape)
                 self._center[s][part] = self._slices[-1][2]
-        self._sums = ([ShardedSum(total, shard_bounds(total.size, self.size), self.comm) for total in self._sum]
-                      if self.size > 1 else None)
+        self._sums = [ReplicaSum(total, self.comm) for total in self._sum] if self.size > 1 else None
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -151,8 +150,7 @@ class ElasticAveraging:
     def _sum_over_ranks(self) -> None:
         assert self._sums is not None
         for total in self._sums:
-            total.reduce()
-            total.gather()
+            total.run()
 
     def state_dict(self) -> dict[str, Any]:
         """The wrapped optimizer's state_dict, with the center and the step count.

@@ -15,13 +15,16 @@ from ._docs import shared_docs
 from ._mpi import DEFAULT_TIMEOUT, MPI, allgather_object, blocking, check_timeout, resolve_comm
 
 
-def _per_tensor(optimizer_class: type) -> str:
+def _per_tensor(optimizer_class: type, step_scalars: bool = False) -> str:
     """Why the class's update is not element-wise (a reason), or '' if it is.
 
     A class may say so itself (elementwise = False); a generated class says it
     through its Rule: a rule at the Python level (Muon's matrix products, LBFGS),
     per-tensor scalar state (NAdam's mu_product, ASGD's eta and mu), or several
-    passes over each tensor (LAMB's norms).
+    passes over each tensor (LAMB's norms).  step_scalars=True accepts scalar
+    state that follows from the step and the options alone (Slot.from_step: NAdam's
+    and ASGD's): pieces of a tensor that always step together keep equal copies
+    of it, as ZeroRedundancyOptimizer's do.
     """
     if getattr(optimizer_class, "elementwise", True) is not True:
         return "elementwise = False"
@@ -30,7 +33,7 @@ def _per_tensor(optimizer_class: type) -> str:
         return ""
     if rule.python is not None:
         return "it steps whole tensors at the Python level"
-    scalars = [slot.name for slot in rule.state if slot.scalar]
+    scalars = [slot.name for slot in rule.state if slot.scalar and not (step_scalars and slot.from_step)]
     if scalars:
         return f"per-tensor scalar state {', '.join(scalars)}"
     number, _ = runtime.rule_fields()[rule.kernel]
@@ -65,7 +68,9 @@ class ZeroRedundancyOptimizer:
     params : list, dict or list of param groups
         This rank's replica of the model.
     optimizer_class : type
-        A fastoptim optimizer class with an element-wise rule (fastoptim.Adam, ...).
+        A fastoptim optimizer class with an element-wise rule (fastoptim.Adam, ...;
+        NAdam and ASGD too: their per-tensor scalars follow from the step alone, so
+        every piece of a tensor keeps an equal copy).
     {{comm}}
     average : bool, default True
         Step on the mean of the ranks' grads (False: their sum).
@@ -78,7 +83,7 @@ class ZeroRedundancyOptimizer:
     TypeError
         optimizer_class is not a fastoptim optimizer class, or a bad comm or average.
     ValueError
-        A per-tensor rule (NAdam, ASGD, LAMB, Muon, LBFGS: use DataParallel), a bad
+        A per-tensor rule (LAMB, Muon, LBFGS: use DataParallel), a bad
         timeout, or a model that differs across ranks (raised on every rank).
 
     Examples
@@ -97,7 +102,7 @@ class ZeroRedundancyOptimizer:
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError(f"optimizer_class must be a fastoptim optimizer class (fastoptim.Adam, ...), "
                             f"got {optimizer_class!r}")
-        per_tensor = _per_tensor(optimizer_class)
+        per_tensor = _per_tensor(optimizer_class, step_scalars=True)
         if per_tensor:
             raise ValueError(f"ZeroRedundancyOptimizer cuts params into element-wise shards across tensor "
                              f"boundaries, so the update rule's math must be element-wise; "
@@ -114,6 +119,9 @@ class ZeroRedundancyOptimizer:
         self.size, self.rank = self.comm.Get_size(), self.comm.Get_rank()
         self.shard = shard = Shard(model, self.rank, self.size)
         self.optimizer = optimizer_class(shard.param_groups(), **defaults)
+        rule = getattr(optimizer_class, "rule", None)
+        # Per-tensor scalar state (NAdam's mu_product): every piece of a tensor holds an equal copy.
+        self._scalar_slots = frozenset(slot.name for slot in rule.state if slot.scalar) if rule else frozenset()
 
         # Full-size flat grad buffers, one per dtype space (the reduce-scatter's input) ...
         self._grad_flat = [np.zeros(space.size, dtype=space.dtype) for space in model.spaces]
@@ -198,7 +206,8 @@ class ZeroRedundancyOptimizer:
 
     def local_state_nbytes(self) -> int:
         """Bytes of optimizer state held on this rank: the per-element state arrays
-        (moments, accumulators), not the per-tensor step counters.  Summed over the
+        (moments, accumulators), not the per-tensor step counters and scalars
+        (NAdam's mu_product, of which every piece of a tensor holds a copy).  Summed over the
         ranks, it equals the unsharded optimizer's.
 
         Returns
@@ -207,7 +216,7 @@ class ZeroRedundancyOptimizer:
             The bytes of this rank's state arrays.
         """
         return sum(v.nbytes for s in self.optimizer.state.values() for k, v in s.items()
-                   if k != "step" and isinstance(v, np.ndarray))
+                   if k != "step" and k not in self._scalar_slots and isinstance(v, np.ndarray))
 
     # ---- checkpoints ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -232,7 +241,7 @@ class ZeroRedundancyOptimizer:
             parts = sorted((part for rank_pieces in everyone for part in rank_pieces.get(i, ())),
                            key=lambda part: part[0])
             if parts:
-                state[i] = _joined_state(parts, p, self.model.keys[i])
+                state[i] = _joined_state(parts, p, self.model.keys[i], self._scalar_slots)
         groups: list[dict[str, Any]] = []
         first = 0
         for saved, count in zip(local["param_groups"], self.model.group_sizes):
@@ -293,6 +302,9 @@ class ZeroRedundancyOptimizer:
                 if array is None:
                     sliced[name] = value
                     continue
+                if name in self._scalar_slots:  # every piece its own copy of the tensor's scalar
+                    sliced[name] = array.copy()
+                    continue
                 if array.shape != p.shape:
                     raise ValueError(f"loaded state[{key!r}][{name!r}] has shape {array.shape} "
                                      f"but params[{key!r}] has shape {p.shape}")
@@ -310,14 +322,20 @@ class ZeroRedundancyOptimizer:
 
 
 def _joined_state(parts: Sequence[tuple[int, int, Mapping[str, Any]]], param: FloatArray,
-                  key: object) -> dict[str, Any]:
-    """One param's state from its pieces' states [(lo, hi, entry)], sorted by lo."""
+                  key: object, scalars: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """One param's state from its pieces' states [(lo, hi, entry)], sorted by lo; a
+    per-tensor scalar (a name in `scalars`) is the first piece's copy (all are equal)."""
     covered = sum(hi - lo for lo, hi, _ in parts)
     if covered != param.size:  # pragma: no cover - every piece of a param steps together
         raise RuntimeError(f"the shards hold state for {covered} of the {param.size} elements of params[{key!r}]")
     joined: dict[str, Any] = {}
     for name, value in parts[0][2].items():
-        if isinstance(value, np.ndarray) and name != "step":
+        if name in scalars:
+            copies = [entry[name] for _, _, entry in parts]
+            if not all(np.array_equal(c, value) and c.dtype == value.dtype for c in copies):  # pragma: no cover
+                raise RuntimeError(f"the pieces of params[{key!r}] hold different {name!r}: {copies}")
+            joined[name] = value
+        elif isinstance(value, np.ndarray) and name != "step":
             joined[name] = np.concatenate([entry[name] for _, _, entry in parts]).reshape(param.shape)
         else:
             joined[name] = value

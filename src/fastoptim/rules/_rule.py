@@ -217,6 +217,10 @@ class Slot:
     scalar: a per-tensor scalar (NAdam's mu_product), kept as torch keeps it: a 0-d
     array of torch's scalar dtype (float32), read and written by the rule's
     per-tensor hook (fo_<name>_tensor) rather than by its loops;
+    from_step: for a scalar slot, that its value follows from the step count and the
+    options alone (NAdam's mu_product, ASGD's eta and mu), never from the tensor's
+    values, so the pieces of a tensor cut into shards that step together keep equal
+    copies of it (ZeroRedundancyOptimizer shards such a rule);
     reduced: the param dimension the slot averages away, kept with size 1 (Adafactor's
     row_var: -1, its shape [..., m, 1]); such a slot pairs elements in C order;
     ndims: (low, high), the param ndims that use the slot (None: no bound), as
@@ -232,6 +236,7 @@ class Slot:
     fill_imag: bool = False
     positional: bool = True
     scalar: bool = False
+    from_step: bool = False
     reduced: int | None = None
     ndims: tuple | None = None
     nonnegative: bool = False

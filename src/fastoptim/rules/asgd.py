@@ -49,7 +49,8 @@ ASGD = Rule(
     ),
     signature="lr lambd alpha t0 weight_decay * maximize",
     torch_signature="lr lambd alpha t0 weight_decay foreach maximize differentiable capturable",
-    state=(Slot("ax"), Slot("eta", scalar=True, fill="lr"), Slot("mu", scalar=True, fill=1.0)),
+    state=(Slot("ax"), Slot("eta", scalar=True, fill="lr", from_step=True),
+           Slot("mu", scalar=True, fill=1.0, from_step=True)),
     reference=reference,
     variants=(Variant(
         "ASGD", "asgd", "ASGD: SGD with iterate averaging (the average kept in ax)", torch_name="ASGD",

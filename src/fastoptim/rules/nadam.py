@@ -51,7 +51,7 @@ NADAM = Rule(
     signature="lr betas eps weight_decay momentum_decay decoupled_weight_decay * maximize",
     torch_signature=("lr betas eps weight_decay momentum_decay decoupled_weight_decay * foreach maximize capturable "
                      "differentiable"),
-    state=(Slot("exp_avg"), Slot("exp_avg_sq"), Slot("mu_product", scalar=True, fill=1.0)),
+    state=(Slot("exp_avg"), Slot("exp_avg_sq"), Slot("mu_product", scalar=True, fill=1.0, from_step=True)),
     reference=reference,
     variants=(Variant(
         "NAdam", "nadam", "NAdam: Adam with Nesterov momentum (and decoupled weight decay)", torch_name="NAdam",
