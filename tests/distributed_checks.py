@@ -532,6 +532,12 @@ def zero_refuses_per_tensor_rules_and_non_optimizers():
         assert "PerTensorAdam's is per tensor (elementwise = False): use DataParallel" in str(error)
     else:
         raise AssertionError("no ValueError")
+    try:  # 8-bit blocks would straddle the shards
+        fd.ZeroRedundancyOptimizer([np.zeros(5000, np.float32)], fastoptim.Adam8bit, timeout=TIMEOUT)
+    except ValueError as error:
+        assert "Adam8bit's 8-bit blocks would straddle them" in str(error)
+    else:
+        raise AssertionError("ZeroRedundancyOptimizer took Adam8bit")
     for python_level in (fastoptim.Muon, fastoptim.LBFGS):
         try:
             fd.ZeroRedundancyOptimizer([np.zeros((3, 2))], python_level, timeout=TIMEOUT)

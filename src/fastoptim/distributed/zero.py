@@ -5,6 +5,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .._ext import runtime
+from .._eightbit import Blockwise8bit
 from ..optim import Optimizer
 from ..optim.optimizer import _to_numpy
 from ..typing import FloatArray, Grads, Params
@@ -102,6 +103,10 @@ class ZeroRedundancyOptimizer:
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError(f"optimizer_class must be a fastoptim optimizer class (fastoptim.Adam, ...), "
                             f"got {optimizer_class!r}")
+        if issubclass(optimizer_class, Blockwise8bit):
+            raise ValueError(f"ZeroRedundancyOptimizer cuts params into element-wise shards across tensor "
+                             f"boundaries, and {optimizer_class.__name__}'s 8-bit blocks would straddle them "
+                             f"(each block's absmax spans its whole block): use DataParallel instead")
         per_tensor = _per_tensor(optimizer_class, step_scalars=True)
         if per_tensor:
             raise ValueError(f"ZeroRedundancyOptimizer cuts params into element-wise shards across tensor "
