@@ -237,6 +237,16 @@ def _grad_reason(p, g):
     return None
 
 
+def _reduced_state_fits(value, p, shape):
+    """Whether the kernels can use `value` as state of a slot with a reduced shape (Adafactor's
+    row_var) for param p: a strided contiguous tensor of p's dtype and device, of `shape`, not
+    requiring grad, beside a contiguous p (such a slot pairs elements in C order).  Routing
+    (_state_reason) and the plan's check (Optimizer._state_array) both ask this."""
+    return (isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device == p.device
+            and value.dtype == p.dtype and not value.requires_grad and tuple(value.shape) == shape
+            and value.is_contiguous() and p.is_contiguous())
+
+
 def _state_reason(rule, group, p, state):
     """Why the kernels cannot use param p's existing state (or, for factored state, p itself), or None."""
     slots = rule.param_slots(rule.slots(group), p.dim())
@@ -258,9 +268,7 @@ def _state_reason(rule, group, p, state):
                 return f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a 0-d float"
             continue
         if rule.slot(name).reduced is not None:  # Adafactor's row_var: its own shape, paired in C order
-            if (value.layout != torch.strided or value.device != p.device or value.dtype != p.dtype
-                    or value.requires_grad or tuple(value.shape) != rule.slot(name).shape(p.shape)
-                    or not value.is_contiguous() or not p.is_contiguous()):
+            if not _reduced_state_fits(value, p, rule.slot(name).shape(p.shape)):
                 return (f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a "
                         f"contiguous {p.dtype} tensor of shape {rule.slot(name).shape(p.shape)} beside a "
                         f"contiguous param")
@@ -653,8 +661,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         slot = self.rule.slot(name)  # None for master_param
         if slot is not None and slot.reduced is not None:  # Adafactor's row_var: a contiguous tensor of its own shape
             shape = slot.shape(p.shape)
-            if (not isinstance(t, torch.Tensor) or t.dtype != p.dtype or t.device != p.device
-                    or tuple(t.shape) != shape or not t.is_contiguous()):
+            if not _reduced_state_fits(t, p, shape):
                 raise ValueError(f"{where} must be a contiguous {p.dtype} tensor of shape {shape} for its param "
                                  f"of shape {tuple(p.shape)}")
             return t.detach().numpy()
