@@ -65,7 +65,7 @@ class Optimizer(StepEngine):
     the group's 'lr_schedule', and 'lr' shows the value used at the last step.
     """
 
-    rule: Any = None        # the fastoptim.rules.Rule, set by the generated classes
+    # StepEngine.rule: the fastoptim.rules.Rule, set by the generated classes
     variant: Any = None     # the fastoptim.rules.Variant (the class: Adam or AdamW), set likewise
 
     def __init__(self, params: Params, defaults: Mapping[str, Any]) -> None:

@@ -336,7 +336,7 @@ def _tensors_as_numbers(options):
 class Optimizer(StepEngine, torch.optim.Optimizer):
     """Base of fastoptim's torch.optim drop-ins; the generated subclasses set `rule` and `variant`."""
 
-    rule = None
+    # StepEngine.rule: the fastoptim.rules.Rule, set by the generated classes
     variant = None
 
     def __init__(self, params, defaults):
