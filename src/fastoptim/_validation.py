@@ -18,7 +18,7 @@ NaN is never accepted, nor infinities unless `allow_inf`.
 import math
 import numbers
 import operator
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def is_real(value: object) -> bool:
     return isinstance(value, _REAL_TYPES) or isinstance(value, numbers.Real)
 
 
-def is_integer(value: object) -> bool:
+def is_integer(value: object) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, _BOOL_TYPES)
 
 
