@@ -72,3 +72,27 @@ def test_bench_precision_parses_and_runs_on_a_tiny_size(torch):
     assert state_bytes["fastoptim.torch Adam, bf16, master weights"] == 8
     assert all(r["seconds"] > 0 for r in results)
     assert "state bytes/param" in out.getvalue()
+
+
+def test_bench_many_tensors_widens_its_columns_for_a_flagged_range(monkeypatch):
+    """A ratio whose rounds disagree carries its range in brackets: the columns widen for it
+    instead of gluing it to the next column."""
+    import io
+    from fastoptim.benchmarks import optim as bench_optim
+
+    def noisy_rounds(contenders, rounds, min_seconds):  # torch fused 1000x slower in one round only
+        return {"fastoptim": [1e-6, 1e-6, 1e-6], "torch fused": [1e-6, 2e-6, 1e-3],
+                "torch foreach": [1e-6, 2e-6, 1e-3]}
+
+    monkeypatch.setattr(bench_optim, "measure_rounds", noisy_rounds)
+    monkeypatch.setattr(bench_optim, "many_tensor_contenders", lambda *args: {})
+    out = io.StringIO()
+    bench_optim.run_many(["adam", "sgd"], "float32", 1, None, 3, 0.0, out)
+    lines = out.getvalue().splitlines()
+    table = [line for line in lines if line.startswith(("adam", "sgd"))]
+    header = next(line for line in lines if line.strip().startswith("1000 x"))
+    assert len(table) == 2 and all("!" in line for line in table)
+    assert all(len(line) == len(header) for line in table), "\n".join([header] + table)
+    for line in table:  # each cell ends at its column's right edge, with room before the next
+        first = line[:10 + (len(header) - 10) // 2]
+        assert first.endswith("!") and "!  " in line, line

@@ -18,7 +18,7 @@ NaN is never accepted, nor infinities unless `allow_inf`.
 import math
 import numbers
 import operator
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -26,7 +26,7 @@ _REAL_TYPES = (float, int, np.floating, np.integer)
 _BOOL_TYPES = (bool, np.bool_)
 
 
-def _is_real(value: object) -> bool:
+def is_real(value: object) -> bool:
     # Concrete types first: an ABC check is slower and grows abc's caches.
     if type(value) is float:
         return True
@@ -35,7 +35,7 @@ def _is_real(value: object) -> bool:
     return isinstance(value, _REAL_TYPES) or isinstance(value, numbers.Real)
 
 
-def is_integer(value: object) -> bool:
+def is_integer(value: object) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, _BOOL_TYPES)
 
 
@@ -70,7 +70,7 @@ def real(value: Any, name: str, *, low: float = -math.inf, high: float = math.in
     name_first: "Invalid {label}: {name}={value!r}{where}; must be ...".
     """
     value = _scalar(value)
-    if not _is_real(value):
+    if not is_real(value):
         if label is not None:
             raise TypeError(_labelled(label, name, value, where,
                                       "expected a real number" if name_first else "must be a real number", name_first))

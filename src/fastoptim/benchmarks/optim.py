@@ -195,7 +195,7 @@ def run_many(optimizers, dtype, threads, torch, rounds, min_seconds, out):
     records = []
     print(f"\nmany small tensors, {np.dtype(dtype).name}, {threads} thread(s): "
           f"time per step, and speedup over torch's fused / fastest", file=out)
-    print(f"{'':10}" + "".join(f"{f'{c} x {n}':>34}" for c, n in MANY_TENSORS), file=out)
+    table = []
     for name in optimizers:
         cells = []
         for count, n in MANY_TENSORS:
@@ -212,7 +212,13 @@ def run_many(optimizers, dtype, threads, torch, rounds, min_seconds, out):
             cell += f"  {format_ratio(fused)}" if fused else "     -"
             cell += f" / {format_ratio(fastest)}" if fastest else ""
             cells.append(cell)
-        print(f"{name:10}" + "".join(f"{c:>34}" for c in cells), file=out)
+        table.append((name, cells))
+    # The table once every cell is known: a flagged ratio's range (in brackets) widens its
+    # cell, and the columns widen with it instead of running into the next one.
+    width = max([34] + [len(c) + 2 for _, cells in table for c in cells])
+    print(f"{'':10}" + "".join(f"{f'{c} x {n}':>{width}}" for c, n in MANY_TENSORS), file=out)
+    for name, cells in table:
+        print(f"{name:10}" + "".join(f"{c:>{width}}" for c in cells), file=out)
     _print_spread_note([s for r in records for s in (r["speedup_torch_fused_spread"], r["speedup_torch_spread"])],
                        rounds, out)
     return records

@@ -113,7 +113,7 @@ class ParamSet:
             for key, a in zip(keys, arrays):
                 if names is not None and key in self.keys:
                     raise ValueError(f"param name {key!r} appears more than once")
-                _check_param(a, f"{what}[{key!r}]")  # type: ignore[no-untyped-call]
+                _check_param(a, f"{what}[{key!r}]")
             self.arrays.extend(arrays)
             self.keys.extend(keys)
             self.group_sizes.append(len(arrays))

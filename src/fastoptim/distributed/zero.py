@@ -303,7 +303,7 @@ class ZeroRedundancyOptimizer:
             p, key = self.model.arrays[i], self.model.keys[i]
             sliced: dict[str, Any] = {}
             for name, value in full[i].items():
-                array = None if name == "step" else _to_numpy(value)  # type: ignore[no-untyped-call]
+                array = None if name == "step" else _to_numpy(value)
                 if array is None:
                     sliced[name] = value
                     continue

@@ -2,31 +2,29 @@
 
 Each raises before fit writes anything, with a message naming the argument.
 """
-import numbers
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .. import _validation
 
 LEARNING_RATES = ("constant", "optimal", "invscaling", "epoch_decay")
 
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None, low_open: bool = False,
                  high_open: bool = False, integer: bool = False, allow_none: bool = False) -> None:
+    """A finite real number (an integer if `integer`) in the bounds (None: unbounded; closed
+    unless *_open); None passes if allow_none.  The checks are fastoptim._validation's."""
     if value is None and allow_none:
         return
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if not (_validation.is_integer(value) if integer else _validation.is_real(value)):
         raise TypeError(f"{name} must be {'an integer' if integer else 'a real number'}"
                         f"{' or None' if allow_none else ''}, got {value!r}")
-    number = cast(float, value)  # a Real, as checked
-    if not np.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (number < low or (low_open and number == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and (number > high or (high_open and number == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    _validation.real(value, name, low=-math.inf if low is None else low, high=math.inf if high is None else high,
+                     low_open=low_open, high_open=high_open)
 
 
 def check_flag(name: str, value: Any) -> None:

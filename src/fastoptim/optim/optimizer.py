@@ -20,22 +20,23 @@ a schedule installs it, a number replaces the group's schedule.
 """
 import copy
 import threading
-from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _validation
-from .._engine import State, StepEngine, saved_groups_with_schedules, split_schedules
+from .._engine import Array, Key, State, StepEngine, saved_groups_with_schedules, split_schedules
 from .._ext.step import StepPlan, is_half
-from ..rules import TORCH_ONLY_DEFAULTS
+from ..rules import TORCH_ONLY_DEFAULTS, Slot, Variant
 from ..typing import Grads, ParamGroup, Params
 
 
 _SCALAR_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _check_param(p, where):
+def _check_param(p: object, where: str) -> None:
     if not isinstance(p, np.ndarray):
         t = type(p)
         raise TypeError(f"{where} must be a numpy.ndarray of float32 or float64, "
@@ -54,7 +55,7 @@ def _check_param(p, where):
         raise ValueError(f"{where} is misaligned; expected an aligned float32 or float64 array")
 
 
-class Optimizer(StepEngine):
+class Optimizer(StepEngine[Array]):
     """Base class of fastoptim's stateful optimizers (see torch.optim.Optimizer).
 
     params: a list of arrays, a dict name -> array, or a list of param group
@@ -65,8 +66,8 @@ class Optimizer(StepEngine):
     the group's 'lr_schedule', and 'lr' shows the value used at the last step.
     """
 
-    rule: Any = None        # the fastoptim.rules.Rule, set by the generated classes
-    variant: Any = None     # the fastoptim.rules.Variant (the class: Adam or AdamW), set likewise
+    # StepEngine.rule: the fastoptim.rules.Rule, set by the generated classes
+    variant: ClassVar[Variant]  # the fastoptim.rules.Variant (the class: Adam or AdamW), set likewise
 
     def __init__(self, params: Params, defaults: Mapping[str, Any]) -> None:
         self.defaults = dict(defaults)
@@ -74,30 +75,30 @@ class Optimizer(StepEngine):
         self._install_schedule(self.defaults, "defaults")
         self._checked_hyper(self.defaults, "defaults")
         self.param_groups: list[dict[str, Any]] = []
-        self._keys: list[Any] = []   # per flat param: its name or flat index
+        self._keys: list[Key] = []   # per flat param: its name or flat index
         self._named: bool | None = None  # True if params were given by name
         self._states: list[State] = []   # per flat param: its State (possibly empty)
         groups: list[Any]
         if isinstance(params, np.ndarray) or not hasattr(params, "__iter__"):
             raise TypeError("params must be a list of arrays, a dict name -> array, or a list "
                             f"of param group dicts, got {type(params).__qualname__}")
-        if not isinstance(params, (Mapping, list, tuple)):
-            params = list(params)  # type: ignore[assignment]  # e.g. a generator of arrays
         if isinstance(params, Mapping):
             self._structure = "dict"
             groups = [{"params": params}]
         else:
-            if len(params) == 0:  # type: ignore[arg-type]  # a list or tuple by now
+            # a list or tuple as given; any other iterable (a generator of arrays) as a list
+            given: Sequence[Any] = params if isinstance(params, (list, tuple)) else list(params)
+            if len(given) == 0:
                 raise ValueError("optimizer got an empty parameter list")
-            if all(isinstance(g, Mapping) for g in params):
+            if all(isinstance(g, Mapping) for g in given):
                 self._structure = "groups"
-                groups = list(params)
-            elif any(isinstance(g, Mapping) for g in params):
+                groups = list(given)
+            elif any(isinstance(g, Mapping) for g in given):
                 raise TypeError("params mixes arrays and param group dicts; pass a list of arrays "
                                 "or a list of group dicts")
             else:
                 self._structure = "list"
-                groups = [{"params": list(params)}]
+                groups = [{"params": list(given)}]
         for group in groups:
             self.add_param_group(group)
 
@@ -164,7 +165,7 @@ class Optimizer(StepEngine):
     # its first step, over its own arrays, so it continues bit for bit.
     _CACHES = ("_plan", "_plan_key", "_plan_params", "_remembered_options", "_remembered_hyper", "_stepping")
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
         state["_states"] = [dict(s) for s in self._states]
         # Whether each scheduled group's lr is still the very float this optimizer wrote there
@@ -174,7 +175,7 @@ class Optimizer(StepEngine):
                                 for gi, (schedule, lr) in self._lr_written.items()}
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._plan = self._plan_key = self._remembered_options = self._remembered_hyper = None
         self._plan_params = []
@@ -186,17 +187,17 @@ class Optimizer(StepEngine):
 
     # ---- state -----------------------------------------------------------
     @property
-    def state(self) -> "MutableMapping[int | str, dict[str, Any]]":
+    def state(self) -> "MutableMapping[Key, dict[str, Any]]":
         """Per param (by flat index; a name also works for dict params), its state dict:
         torch's keys, arrays updated in place.  A live mapping, as torch's `state` is:
         `del opt.state[i]` and `opt.state.clear()` reset state, which starts afresh at
         the param's next grad."""
         return _StateView(self)
 
-    def _flat_params(self):
+    def _flat_params(self) -> list[Array]:
         return [p for g in self.param_groups for p in g["params"]]
 
-    def _group_of(self):
+    def _group_of(self) -> list[int]:
         return [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
 
     # ---- the step ---------------------------------------------------------
@@ -215,24 +216,25 @@ class Optimizer(StepEngine):
         (None counts as zeros); the step calls it as often as it needs.  Returns the loss of
         the first evaluation.  Hyperparameters, params and the first evaluation's grads are
         checked before anything is written."""
-        return self._run_closure_step(closure)
+        loss: float = self._run_closure_step(closure)
+        return loss
 
     # ---- engine hooks: NumPy arrays, state by flat index ----------------------------
     _check_plan_params = True    # an array swapped into a group is noticed at the next step
 
-    def _flat(self):
+    def _flat(self) -> tuple[list[Array], list[int], list[Key]]:
         return self._flat_params(), self._group_of(), list(self._keys)
 
-    def _param_array(self, p, key):
+    def _param_array(self, p: Array, key: Key) -> Array:
         return p
 
-    def _state_of(self, i, p):
+    def _state_of(self, i: int, p: Array) -> dict[str, Any] | None:
         return self._states[i] if i < len(self._states) else None
 
-    def _new_state_for(self, i, p):
+    def _new_state_for(self, i: int, p: Array) -> dict[str, Any]:
         return self._states[i]
 
-    def _state_array(self, array, param, i, key, name, float32=False):
+    def _state_array(self, array: Any, param: Array, i: int, key: Key, name: str, float32: bool = False) -> Array:
         where = f"state[{i}][{name!r}]"
         slot = self.rule.slot(name)
         got = (f"dtype {array.dtype}, shape {array.shape}" if isinstance(array, np.ndarray)
@@ -249,35 +251,36 @@ class Optimizer(StepEngine):
         _check_param(array, where)
         return array
 
-    def _new_array(self, p, fill, slot, float32=False):  # params are real here: slot.fill_imag has nothing to do
+    def _new_array(self, p: Array, fill: Any, slot: Slot, float32: bool = False) -> Array:  # params are real here: slot.fill_imag has nothing to do
         if slot.scalar:  # torch's 0-d tensor of its scalar dtype
             return np.array(fill, dtype=np.float32)
         shape = slot.shape(p.shape)
         dtype = np.float32 if float32 else p.dtype
         return np.full(shape, fill, dtype=dtype) if fill else np.zeros(shape, dtype=dtype)
 
-    def _master_copy(self, p):
+    def _master_copy(self, p: Array) -> Array:
         return p.astype(np.float32)
 
-    def _is_half(self, p):
+    def _is_half(self, p: Array) -> bool:
         return is_half(p)
 
-    def _zero_step(self, group):
+    def _zero_step(self, group: Mapping[str, Any]) -> int:
         return 0
 
-    def _step_counter(self, state, group, i, key):
+    def _step_counter(self, state: dict[str, Any], group: Mapping[str, Any], i: int, key: Key) -> Array:
         """state['step'] as a live 0-d int64 array (made from a number or another array)."""
-        counter = state.get("step", 0)
-        if not (type(counter) is np.ndarray and counter.shape == () and counter.dtype == np.int64
-                and counter.flags.writeable and counter.base is None):
-            counter = np.array(_step_value(counter, i), dtype=np.int64)
-            dict.__setitem__(state, "step", counter)
+        value = state.get("step", 0)
+        if (type(value) is np.ndarray and value.shape == () and value.dtype == np.int64
+                and value.flags.writeable and value.base is None):
+            return value
+        counter = np.array(_step_value(value, i), dtype=np.int64)
+        dict.__setitem__(state, "step", counter)
         return counter
 
-    def _grad_arrays(self, grads):
+    def _grad_arrays(self, grads: Sequence[Any]) -> list[Array | None]:
         return [None if g is None else np.asarray(g) for g in grads]
 
-    def _evaluate(self, closure):
+    def _evaluate(self, closure: Callable[[], Any]) -> tuple[Any, Sequence[Any]]:
         result = closure()
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(f"the closure must return (loss, grads), got {type(result).__qualname__}")
@@ -286,7 +289,7 @@ class Optimizer(StepEngine):
     # plan.gather(grads), called without a Python frame of its own (the step's fast path)
     _gather = staticmethod(StepPlan.gather)
 
-    def _prepare_grads(self, grads):
+    def _prepare_grads(self, grads: Any) -> Sequence[Any]:
         """grads in any of the structures step() takes, as one flat list in param order."""
         n = len(self._keys)
         if isinstance(grads, Mapping) and self._named:
@@ -313,8 +316,9 @@ class Optimizer(StepEngine):
                              f"per param, in the order of the params")
         return grads
 
-    def _grads_per_group(self, grads):
-        flat, start = [], 0
+    def _grads_per_group(self, grads: Sequence[Any]) -> list[Any]:
+        flat: list[Any] = []
+        start = 0
         for gi, (group, g) in enumerate(zip(self.param_groups, grads)):
             count = len(group["params"])
             keys = self._keys[start:start + count]
@@ -330,7 +334,7 @@ class Optimizer(StepEngine):
         return flat
 
     @staticmethod
-    def _grads_from_mapping(grads, keys, where="grads"):
+    def _grads_from_mapping(grads: Mapping[Any, Any], keys: Sequence[Key], where: str = "grads") -> list[Any]:
         missing = [k for k in keys if k not in grads]
         extra = [k for k in grads if k not in set(keys)]
         if missing or extra:
@@ -350,11 +354,11 @@ class Optimizer(StepEngine):
 
         Arrays and schedules are copies, so the dict does not change as training goes on.
         """
-        state = {}
+        state: dict[int, dict[str, Any]] = {}
         for i, s in enumerate(self._states):
             if not len(s):
                 continue
-            entry = {}
+            entry: dict[str, Any] = {}
             for name, value in s.items():
                 if name == "step":
                     entry[name] = int(value)
@@ -363,7 +367,8 @@ class Optimizer(StepEngine):
                 else:
                     entry[name] = copy.deepcopy(value)
             state[i] = entry
-        groups, start = [], 0
+        groups: list[dict[str, Any]] = []
+        start = 0
         shared: dict[int, Any] = {}  # one deepcopy memo: a schedule shared by groups stays shared in the copy
         for g in self.param_groups:
             packed = {k: copy.deepcopy(v, shared) for k, v in g.items() if k != "params"}
@@ -438,7 +443,7 @@ class Optimizer(StepEngine):
                                  f"which no loaded param group lists")
             i = index_map[saved_index]
             p = params[i]
-            loaded = {}
+            loaded: dict[str, Any] = {}
             for name, value in entry.items():
                 if name == "step":
                     loaded[name] = _step_value(value, i)
@@ -458,7 +463,7 @@ class Optimizer(StepEngine):
                     # scalar keeps its float32 or float64 (torch would cast it too, but then a resumed
                     # run is no longer the run that was saved, bit for bit).
                     if slot is not None and slot.scalar and array.dtype in _SCALAR_DTYPES:
-                        dtype = array.dtype
+                        dtype: npt.DTypeLike = array.dtype
                     elif self._loaded_as_float32(name, new_groups[group_of[i]], p):
                         dtype = np.float32
                     else:
@@ -493,16 +498,16 @@ class Optimizer(StepEngine):
         return "\n".join(lines)
 
 
-class _StateView(MutableMapping):
+class _StateView(MutableMapping[Key, dict[str, Any]]):
     """An optimizer's state as torch's `state` mapping: flat index -> the param's state,
     listing the params that have state.  Changes go to the optimizer's own records."""
 
     __slots__ = ("_owner",)
 
-    def __init__(self, owner):
+    def __init__(self, owner: Optimizer) -> None:
         self._owner = owner
 
-    def _index(self, key):
+    def _index(self, key: object) -> int:
         keys = self._owner._keys
         if isinstance(key, str) and self._owner._named and key in keys:
             return keys.index(key)
@@ -510,40 +515,40 @@ class _StateView(MutableMapping):
             return int(key)
         raise KeyError(key)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Key) -> dict[str, Any]:
         state = self._owner._states[self._index(key)]
         if not len(state):
             raise KeyError(key)
         return state
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Key, value: dict[str, Any]) -> None:
         if not isinstance(value, Mapping):
             raise TypeError(f"state[{key!r}] must be a dict of the param's state, got {type(value).__qualname__}")
         state = self._owner._states[self._index(key)]
         dict.clear(state)
         state.update(value)  # checked at the next step, like any change to the state
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Key) -> None:
         self[key]  # KeyError for a param without state
         # A new empty state, so a state taken out (pop) keeps its contents.
         self._owner._states[self._index(key)] = State(self._owner)
         self._owner._invalidate()
 
-    def clear(self):
+    def clear(self) -> None:
         self._owner._states = [State(self._owner) for _ in self._owner._states]
         self._owner._invalidate()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Key]:
         return iter([i for i, s in enumerate(self._owner._states) if len(s)])
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum([1 for s in self._owner._states if len(s)])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(dict(self))
 
 
-def _positions(group, saved, gi):
+def _positions(group: Mapping[str, Any], saved: Mapping[str, Any], gi: int) -> Sequence[int]:
     """For each param of a loaded group, in its order, the position in `group` of the param
     it belongs to: by name where both name their params (dict params), else by position."""
     names, saved_names = group.get("param_names"), saved.get("param_names")
@@ -564,7 +569,7 @@ def _positions(group, saved, gi):
     return [position[n] for n in saved_names]
 
 
-def _step_value(value, i):
+def _step_value(value: Any, i: int) -> int:
     """A step count from an int, a float, a 0-d array or a torch scalar tensor."""
     try:
         f = float(value)
@@ -575,7 +580,7 @@ def _step_value(value, i):
     return int(f)
 
 
-def _copied(value):
+def _copied(value: Any) -> Any:
     """A copy of a state value, torch tensors as NumPy (0-d ones as NumPy scalars), lists item by item."""
     if isinstance(value, (list, tuple)):
         return type(value)(_copied(v) for v in value)
@@ -585,7 +590,7 @@ def _copied(value):
     return array[()].copy() if array.ndim == 0 else np.array(array, order="C", copy=True)
 
 
-def _to_numpy(value):
+def _to_numpy(value: Any) -> Array | None:
     """An array from a NumPy array or a torch tensor (CPU), else None."""
     if isinstance(value, np.ndarray):
         return value
@@ -593,5 +598,6 @@ def _to_numpy(value):
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widened exactly
             value = value.float()
-        return value.numpy()
+        array: Array = value.numpy()
+        return array
     return None

@@ -55,12 +55,12 @@ def _kernel_ids():
 _IDS = _kernel_ids()
 
 
-def kernel_id(rule):
+def kernel_id(rule: Rule) -> int:
     """The rule's number in the C kernel tables (-1 for a rule at the Python level)."""
     return -1 if rule.python is not None else _IDS[rule.kernel]
 
 
-def half_refusal(rule):
+def half_refusal(rule: Rule) -> str | None:
     """Why the rule does not take 16-bit (bfloat16, float16) params yet, or None if it does.
 
     16-bit params run through the staged drivers, which widen chunks of one tensor and

@@ -19,11 +19,16 @@ and state_dict are the step engine's, as for every other rule.
 """
 import functools
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from .. import _validation
+
+if TYPE_CHECKING:
+    from .._engine import StepArrays
 
 # Keys torch.optim's optimizers take that change nothing in fastoptim (every step is one
 # fused multi-tensor kernel), with torch's defaults; kept in the groups so checkpoints round-trip.
@@ -96,7 +101,7 @@ class Pair:
     context after.
     """
     name: str
-    parts: tuple            # two Real
+    parts: tuple[Real, Real]
     kernel: bool = True
     message: str | None = None
 
@@ -181,6 +186,11 @@ class Reals:
                      for i, v in enumerate(value))
 
 
+# A class option, and a kernel field (a Pair is two of them).
+Field = Union[Real, Flag, Integer, Choice, Reals]
+Option = Union[Real, Flag, Pair, Integer, Choice, Reals]
+
+
 # The hyperparameters most rules share, with torch's wording.
 def learning_rate(default):
     return Real("lr", default, "learning rate")
@@ -230,7 +240,7 @@ class Slot:
     """
     name: str
     argument: str | None = None
-    when: tuple | None = None
+    when: tuple[str, Callable[[Any], object]] | None = None
     reason: str = ""
     fill: str | float | None = None
     fill_imag: bool = False
@@ -238,18 +248,18 @@ class Slot:
     scalar: bool = False
     from_step: bool = False
     reduced: int | None = None
-    ndims: tuple | None = None
+    ndims: tuple[int | None, int | None] | None = None
     nonnegative: bool = False
 
     @property
-    def arg(self):
+    def arg(self) -> str:
         return self.argument or self.name
 
-    def used(self, value_of):
+    def used(self, value_of: Callable[[str], Any]) -> bool:
         """Whether options give this slot an array; value_of(field name) -> the option's value."""
         return self.when is None or bool(self.when[1](value_of(self.when[0])))
 
-    def serves(self, ndim):
+    def serves(self, ndim: int) -> bool:
         """Whether a param of `ndim` dimensions has this slot (given options that use it)."""
         if self.ndims is None:
             return True
@@ -265,7 +275,7 @@ class Slot:
         return f"the param has {high} dimensions or fewer" if low in (None, 0) else \
             f"the param has {low} to {high} dimensions"
 
-    def shape(self, param_shape):
+    def shape(self, param_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape of this slot's array for a param of `param_shape`."""
         if self.scalar:
             return ()
@@ -298,7 +308,7 @@ class PythonStep:
     closure = False
     single_group = False
 
-    def step(self, run):
+    def step(self, run: "StepArrays") -> Any:
         raise NotImplementedError
 
     def run_single(self, rule, arrays, names, step, hyper, grad_scale):
@@ -332,8 +342,8 @@ class Variant:
     function: str                   # fastoptim.functional / fastoptim.reference name
     summary: str                    # one line, for docstrings and the README's tables
     torch_name: str | None = None   # the torch.optim class (None: torch has none)
-    fixed: dict = field(default_factory=dict)
-    defaults: dict = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
     bench: dict = field(default_factory=dict)     # options the benchmarks run
     demos: tuple = ()
 
@@ -355,10 +365,10 @@ class Rule:
     **fields), one step with torch's state dict).
     """
     kernel: str
-    options: tuple
+    options: tuple["Option", ...]
     signature: str
     torch_signature: str
-    state: tuple
+    state: tuple[Slot, ...]
     reference: object
     variants: tuple
     validate: object = None         # cross-field check(fields: dict, where) after each field's own
@@ -368,7 +378,7 @@ class Rule:
     grid_valid: object = None       # predicate on an option dict, for combinations torch rejects
     # Options torch's constructor checks as tensors (Adam's lr and betas): with foreach=True
     # (and not capturable) a tensor is refused, and a Pair's parts must be both tensors or neither.
-    torch_tensor_checks: tuple = ()
+    torch_tensor_checks: tuple[str, ...] = ()
     traffic: int | None = None             # arrays read or written per element and step, where it is not param, grad
                                     # and state read, param and state written (LAMB's two passes)
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
@@ -376,8 +386,15 @@ class Rule:
     ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any
     takes_complex: bool = True      # torch's complex params are stepped (as view_as_real); False: refused with
                                     # torch.optim's RuntimeError, as its class does (Muon, Adafactor)
-    fill_defaults: object = None    # fill_defaults(defaults): complete a class's defaults in place
-                                    # (torch's LBFGS sets max_eval from max_iter)
+    fill_defaults: Callable[[dict[str, Any]], None] | None = None
+    #                               fill_defaults(defaults): complete a class's defaults in place
+    #                               (torch's LBFGS sets max_eval from max_iter)
+    # Made from the above by __post_init__:
+    fields: tuple["Field", ...] = field(init=False, repr=False)   # the kernel fields after (lr, maximize)
+    by_name: dict[str, "Option"] = field(init=False, repr=False)
+    slots_by_name: dict[str, Slot] = field(init=False, repr=False)
+    worded_pairs: dict[str, Pair] = field(init=False, repr=False)  # a Pair's part name -> the Pair
+    check: Callable[..., tuple[Any, ...]] = field(init=False, repr=False)  # memoized _check
 
     def __post_init__(self):
         fields = []
@@ -395,17 +412,17 @@ class Rule:
         object.__setattr__(self, "check", _memoized(self._check))
 
     @property
-    def closure(self):
+    def closure(self) -> bool:
         """Whether step() takes a closure that it evaluates itself (LBFGS)."""
         return self.python is not None and self.python.closure
 
     # ---- names ------------------------------------------------------------------
     @property
-    def field_names(self):
+    def field_names(self) -> tuple[str, ...]:
         """The kernel fields after (lr, maximize), in the C rule's order."""
         return tuple(f.name for f in self.fields)
 
-    def layout(self, torch=False):
+    def layout(self, torch: bool = False) -> list[tuple[str, bool]]:
         """[(name, keyword_only)] of a class signature."""
         out, keyword_only = [], False
         for name in (self.torch_signature if torch else self.signature).split():
@@ -444,10 +461,10 @@ class Rule:
             raise TypeError(f"Invalid maximize={maximize!r}{where}; this optimizer only minimizes")
         return False
 
-    def check_options(self, options, lr, where=""):
+    def check_options(self, options: Mapping[str, Any], lr: Any, where: str = "") -> tuple[Any, ...]:
         """A group's (or a class's) options, checked into (lr, maximize, *fields), at `lr`."""
         w = f" ({where})" if where else ""
-        from_pairs = {}
+        from_pairs: dict[str, Any] = {}
         for option in self.options:
             if isinstance(option, Pair):
                 from_pairs.update(zip([p.name for p in option.parts], option.split(options[option.name], w)))
@@ -457,11 +474,11 @@ class Rule:
         return self.check(lr, options.get("maximize", False), *values, where)
 
     # ---- state --------------------------------------------------------------------
-    def slots(self, options):
+    def slots(self, options: Mapping[str, Any]) -> tuple[str | None, ...]:
         """The state slots the options use, in operand order; None for the unused ones."""
         return tuple([s.name if s.used(options.__getitem__) else None for s in self.state])
 
-    def param_slots(self, slots, ndim):
+    def param_slots(self, slots: tuple[str | None, ...], ndim: int) -> tuple[str | None, ...]:
         """slots (a group's, from slots()) narrowed to those a param of `ndim` dimensions has."""
         if not self.ndim_slots:
             return slots
@@ -469,22 +486,22 @@ class Rule:
                       for name in slots])
 
     @property
-    def ndim_slots(self):
+    def ndim_slots(self) -> bool:
         """Whether some state slot serves params of some ndims only (Adafactor's)."""
         return any(s.ndims is not None for s in self.state)
 
-    def start_value(self, slot, options):
+    def start_value(self, slot: Slot, options: Mapping[str, Any]) -> Any:
         """The value a new array of `slot` starts at."""
         if slot.fill is None:
             return 0.0
         return options[slot.fill] if isinstance(slot.fill, str) else slot.fill
 
-    def slot(self, name):
+    def slot(self, name: str) -> Slot | None:
         """The state slot called `name`, or None (a key the kernels do not see, as 'step')."""
         return self.slots_by_name.get(name)
 
     @property
-    def special_operands(self):
+    def special_operands(self) -> bool:
         """Whether some state slot is not shaped like the param (functional forms then check each kind)."""
         return any(s.scalar or s.reduced is not None for s in self.state)
 

@@ -38,15 +38,19 @@ import os
 import sys
 import warnings
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import FrameType
+from typing import Any, ClassVar, NoReturn, TypeAlias, TypeGuard
 
 import numpy as np
 import torch
+from torch.optim.optimizer import ParamsT
 
 from .. import _validation
-from .._engine import (SCHEDULES_KEY, State, StepEngine, precision, saved_groups_with_schedules,
-                       split_schedules)
-from ..rules import PRECISION_DEFAULTS, Pair, half_refusal
+from .._engine import (SCHEDULES_KEY, Array, Group, Hyper, Key, PlanKey, State, StepEngine, precision,
+                       saved_groups_with_schedules, split_schedules)
+from .._ext.step import StepPlan
+from ..rules import PRECISION_DEFAULTS, Pair, Rule, Slot, Variant, half_refusal
 from ..typing import Closure
 from ._fallback import TorchTwin
 
@@ -61,70 +65,71 @@ class FallbackWarning(UserWarning):
     (same results; the message says which params and why)."""
 
 
-def _user_stacklevel():
+def _user_stacklevel() -> int:
     """The stacklevel, for a warning raised by our caller, of the first frame outside
     fastoptim and torch (the user's step() or construction)."""
     inside = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
               os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
-    frame, level = sys._getframe(2), 2  # stacklevel 2: our caller's caller
+    frame: FrameType | None = sys._getframe(2)
+    level = 2  # stacklevel 2: our caller's caller
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
     return level
 
 
-class _StateMap(defaultdict):
+class _StateMap(defaultdict[torch.Tensor, Any]):
     """torch's `state` (param -> state dict, and any other key -> any value, as torch's
     defaultdict(dict) allows); every change invalidates the owner's pointer tables."""
 
-    def __init__(self, owner, items=()):
+    def __init__(self, owner: "Optimizer", items: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> None:
         super().__init__(lambda: State(owner))
         self._owner = owner
         for key, value in dict(items).items():
             self[key] = value
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: torch.Tensor, value: Any) -> None:
         if isinstance(value, dict) and not (isinstance(value, State) and value._owner is self._owner):
             value = State(self._owner, value)
         super().__setitem__(key, value)
         self._owner._invalidate()
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: torch.Tensor) -> None:
         super().__delitem__(key)
         self._owner._invalidate()
 
-    def pop(self, *args):
+    def pop(self, *args: Any) -> Any:
         self._owner._invalidate()
         return super().pop(*args)
 
-    def clear(self):
+    def clear(self) -> None:
         super().clear()
         self._owner._invalidate()
 
-    def update(self, *args, **kwargs):
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
-    def _plain(self):
+    def _plain(self) -> dict[Any, Any]:
         return {k: dict(v) if isinstance(v, dict) else v for k, v in self.items()}
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[dict[Any, Any]], tuple[dict[Any, Any]]]:
         return (dict, (self._plain(),))
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
         return copy.deepcopy(self._plain(), memo)
 
 
-def _scalar_dtype():
+def _scalar_dtype() -> torch.dtype:
     # torch.optim's dtype for state['step'] (torch.optim.optimizer._get_scalar_dtype)
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _step_dtype(group):
+def _step_dtype(group: Mapping[str, Any]) -> torch.dtype:
     """The dtype torch gives a new state['step'] of this group: float32 when fused."""
     return torch.float32 if group.get("fused") else _scalar_dtype()
 
 
-def _has_ml_dtypes():
+def _has_ml_dtypes() -> bool:
     """Whether ml_dtypes (NumPy's bfloat16, which the kernels' views of bfloat16 tensors need) imports."""
     try:
         import ml_dtypes  # noqa: F401
@@ -133,7 +138,7 @@ def _has_ml_dtypes():
     return True
 
 
-def _numpy_view(t):
+def _numpy_view(t: torch.Tensor) -> Array:
     """A zero-copy NumPy view of a checked tensor (bfloat16 as ml_dtypes.bfloat16)."""
     if t.dtype == torch.bfloat16:
         import ml_dtypes  # the bf16 extra; torch has no NumPy bfloat16 of its own
@@ -141,13 +146,13 @@ def _numpy_view(t):
     return t.detach().numpy()
 
 
-def _real_view(t):
+def _real_view(t: torch.Tensor) -> Array:
     """A zero-copy NumPy view of a checked tensor, a complex one as its view_as_real."""
     t = t.detach()
     return _numpy_view(torch.view_as_real(t) if t.is_complex() else t)
 
 
-def _cloned(value):
+def _cloned(value: Any) -> Any:
     """A copy of a state value: tensors cloned (contiguous), lists item by item."""
     if isinstance(value, (list, tuple)):
         return type(value)(_cloned(v) for v in value)
@@ -156,7 +161,7 @@ def _cloned(value):
     return copy.deepcopy(value)
 
 
-def _state_step(value, where):
+def _state_step(value: Any, where: str) -> int:
     """A step count from an int, a float or a 0-d tensor (torch keeps float32 steps)."""
     try:
         f = float(value)
@@ -167,7 +172,7 @@ def _state_step(value, where):
     return int(f)
 
 
-def _is_dense(t):
+def _is_dense(t: torch.Tensor) -> bool:
     """Whether t's elements fill one block of memory, each once (any order of dims)."""
     expected = 1
     for stride, size in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1):
@@ -177,12 +182,12 @@ def _is_dense(t):
     return True
 
 
-def _same_layout(a, b):
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether a and b (same shape) put each element at the same offset."""
     return a.shape == b.shape and all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.stride(), b.stride()))
 
 
-def _memory_span(t):
+def _memory_span(t: torch.Tensor) -> tuple[int, int] | None:
     """[first byte, last byte + 1) of a CPU strided tensor's elements, or None."""
     if t.layout != torch.strided or t.device.type != "cpu" or t.numel() == 0:
         return None
@@ -191,7 +196,7 @@ def _memory_span(t):
     return start, start + (last + 1) * t.element_size()
 
 
-def _group_reason(group):
+def _group_reason(group: Mapping[str, Any]) -> str | None:
     """Why a whole group takes torch's implementation, or None."""
     if group.get("differentiable"):
         return "differentiable=True (autograd through the update)"
@@ -200,7 +205,7 @@ def _group_reason(group):
     return None
 
 
-def _param_reason(rule, p):
+def _param_reason(rule: Rule, p: torch.Tensor) -> str | None:
     """Why the kernels cannot step param p of `rule`, or None."""
     if p.layout != torch.strided:
         return f"a {p.layout} param"
@@ -221,7 +226,7 @@ def _param_reason(rule, p):
     return None
 
 
-def _grad_reason(p, g):
+def _grad_reason(p: torch.Tensor, g: torch.Tensor) -> str | None:
     """Why the kernels cannot read grad g of param p where torch's implementation can, or
     None (a grad of another dtype or shape, or sharing memory, stays an error)."""
     if g.layout != torch.strided:
@@ -237,10 +242,22 @@ def _grad_reason(p, g):
     return None
 
 
-def _state_reason(rule, group, p, state):
+def _reduced_state_fits(value: object, p: torch.Tensor, shape: tuple[int, ...]) -> TypeGuard[torch.Tensor]:
+    """Whether the kernels can use `value` as state of a slot with a reduced shape (Adafactor's
+    row_var) for param p: a strided contiguous tensor of p's dtype and device, of `shape`, not
+    requiring grad, beside a contiguous p (such a slot pairs elements in C order).  Routing
+    (_state_reason) and the plan's check (Optimizer._state_array) both ask this."""
+    return (isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device == p.device
+            and value.dtype == p.dtype and not value.requires_grad and tuple(value.shape) == shape
+            and value.is_contiguous() and p.is_contiguous())
+
+
+def _state_reason(rule: Rule, group: Mapping[str, Any], p: torch.Tensor, state: Mapping[str, Any] | None
+                  ) -> str | None:
     """Why the kernels cannot use param p's existing state (or, for factored state, p itself), or None."""
     slots = rule.param_slots(rule.slots(group), p.dim())
-    if not p.is_contiguous() and any(name is not None and rule.slot(name).reduced is not None for name in slots):
+    if not p.is_contiguous() and any(name is not None and rule.slots_by_name[name].reduced is not None
+                                     for name in slots):
         return f"a non-contiguous param (strides {p.stride()}): its factored state pairs elements in C order"
     if not state:
         return None
@@ -248,21 +265,20 @@ def _state_reason(rule, group, p, state):
     dtype = torch.float32 if p.dtype in _HALF_DTYPES and precision(group, "")[0] == "float32" else p.dtype
     for name in slots:
         value = None if name is None else state.get(name)
-        if value is None:
+        if name is None or value is None:
             continue
         if not isinstance(value, torch.Tensor):
             return f"state[{name!r}] is a {type(value).__name__}"
-        if rule.slot(name).scalar:  # a per-tensor scalar (NAdam's mu_product): 0-d, float32 or float64
+        slot = rule.slots_by_name[name]
+        if slot.scalar:  # a per-tensor scalar (NAdam's mu_product): 0-d, float32 or float64
             if (value.dim() != 0 or value.device.type != "cpu" or value.dtype not in (torch.float32, torch.float64)
                     or value.requires_grad):
                 return f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a 0-d float"
             continue
-        if rule.slot(name).reduced is not None:  # Adafactor's row_var: its own shape, paired in C order
-            if (value.layout != torch.strided or value.device != p.device or value.dtype != p.dtype
-                    or value.requires_grad or tuple(value.shape) != rule.slot(name).shape(p.shape)
-                    or not value.is_contiguous() or not p.is_contiguous()):
+        if slot.reduced is not None:  # Adafactor's row_var: its own shape, paired in C order
+            if not _reduced_state_fits(value, p, slot.shape(p.shape)):
                 return (f"state[{name!r}] ({value.dtype}, shape {tuple(value.shape)} on {value.device}) is not a "
-                        f"contiguous {p.dtype} tensor of shape {rule.slot(name).shape(p.shape)} beside a "
+                        f"contiguous {p.dtype} tensor of shape {slot.shape(p.shape)} beside a "
                         f"contiguous param")
             continue
         if (value.layout != torch.strided or value.device != p.device or value.dtype != dtype
@@ -272,7 +288,13 @@ def _state_reason(rule, group, p, state):
     return None
 
 
-def _refuse_lost_options(groups, entries, reasons, torch_name):
+# A param of the groups as _decide_routes sees it: [group index, param, where, key, why torch's
+# implementation steps it or None].
+_Entry: TypeAlias = list[Any]
+
+
+def _refuse_lost_options(groups: Sequence[Mapping[str, Any]], entries: Iterable[_Entry], reasons: Mapping[str, str],
+                         torch_name: str | None) -> None:
     """torch.optim's implementation has no master weights, float32 state or stochastic rounding
     for 16-bit params: a 16-bit param on its path whose group asks for one is an error (before
     anything is written), not an option silently dropped."""
@@ -295,23 +317,27 @@ class _Routes:
 
     __slots__ = ("params", "groups", "keys", "every", "in_plan", "torch_groups", "reasons", "recheck")
 
-    def __init__(self):
-        self.params, self.groups, self.keys = [], [], []
-        self.every, self.in_plan = [], bytearray()
-        self.torch_groups = []   # [(group index, [params])], in group order
-        self.reasons = {}        # where -> why, for the params on torch's path
-        self.recheck = []        # params on torch's path for what they are (device, dtype, layout):
-        #                          what may change under the same object (model.to_empty(), p.data = ...)
+    def __init__(self) -> None:
+        self.params: list[torch.Tensor] = []
+        self.groups: list[int] = []
+        self.keys: list[Key] = []
+        self.every: list[torch.Tensor] = []  # every param of the groups, in order,
+        self.in_plan = bytearray()            # and whether each is in the plan (1) or not (0)
+        self.torch_groups: list[tuple[int, list[torch.Tensor]]] = []  # [(group index, [params])], in group order
+        self.reasons: dict[str, str] = {}     # where -> why, for the params on torch's path
+        self.recheck: list[torch.Tensor] = []  # params on torch's path for what they are (device, dtype,
+        #                          layout): what may change under the same object (model.to_empty(), p.data = ...)
 
 
-def _tensors_as_numbers(options):
+def _tensors_as_numbers(options: Mapping[str, Any]) -> dict[str, Any] | None:
     """A copy of options with each one-element tensor (alone, or in a tuple) as a Python
     number, or None if there is none.  Tensor hyperparameters are torch's; the kernels
     take them as numbers."""
-    def number(value):
+    def number(value: Any) -> Any:
         return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
 
-    out, changed = {}, False
+    out: dict[str, Any] = {}
+    changed = False
     for key, value in options.items():
         if key == "params":
             new = value
@@ -325,13 +351,13 @@ def _tensors_as_numbers(options):
     return out if changed else None
 
 
-class Optimizer(StepEngine, torch.optim.Optimizer):
+class Optimizer(StepEngine[torch.Tensor], torch.optim.Optimizer):
     """Base of fastoptim's torch.optim drop-ins; the generated subclasses set `rule` and `variant`."""
 
-    rule = None
-    variant = None
+    # StepEngine.rule: the fastoptim.rules.Rule, set by the generated classes
+    variant: ClassVar[Variant]  # the class's Variant (Adam or AdamW), set likewise
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self._init_engine(defaults)
         self._init_routes()
         # torch checks the hyperparameters before it looks at the params (params=None with a bad
@@ -346,15 +372,15 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         self._set_amp_support()
 
-    def _init_routes(self):
-        self._routes = None        # the routes of the current plan
-        self._grad_routes = {}     # param -> why its grads take torch's path (kept once seen)
-        self._warned = set()       # (where, why) already in a FallbackWarning
-        self._twin = None          # TorchTwin: torch's implementation, made at its first use
-        self._amp = None           # (grad_scale, found_inf) during a step that has them
+    def _init_routes(self) -> None:
+        self._routes = _Routes()   # the routes of the current plan (none before the first plan)
+        self._grad_routes: dict[torch.Tensor, str] = {}  # param -> why its grads take torch's path (kept once seen)
+        self._warned: set[tuple[str, str]] = set()  # (where, why) already in a FallbackWarning
+        self._twin: TorchTwin | None = None  # torch's implementation, made at its first use
+        self._amp: tuple[Any, Any] | None = None  # (grad_scale, found_inf) during a step that has them
         self._skip_kernels = False
 
-    def _set_amp_support(self):
+    def _set_amp_support(self) -> None:
         # As torch: a fused optimizer reads GradScaler's grad_scale and found_inf itself
         # (the kernels divide by the scale; a found_inf skips the step).
         if self.defaults.get("fused"):
@@ -362,16 +388,16 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
 
     # ---- state containers ------------------------------------------------------
     @property
-    def state(self):
+    def state(self) -> _StateMap:
         return self._state_map
 
     @state.setter
-    def state(self, value):
+    def state(self, value: Mapping[Any, Any]) -> None:
         # torch assigns a plain defaultdict (in __init__ and load_state_dict);
         # ours counts changes, so the cached plan never points at replaced tensors.
         self._state_map = _StateMap(self, value)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         if "_state_version" not in self.__dict__:  # unpickling, deepcopy: __init__ did not run
             self._init_engine(state["defaults"])
             self._init_routes()
@@ -384,24 +410,24 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         self._set_amp_support()
         self._invalidate()
 
-    def _group_options(self):
+    def _group_options(self) -> set[str]:
         """The option names this class keeps in its param groups (its constructor's)."""
         return ({name for name, _ in self.rule.layout(True)} | set(PRECISION_DEFAULTS)
                 | set(self.variant.fixed))
 
-    def _fix_variant_options(self):
+    def _fix_variant_options(self) -> None:
         """The class decides the rule: AdamW stays AdamW whatever a loaded group says."""
         for group in self.param_groups:
             group.update(self.variant.fixed)
 
     @property
-    def fallbacks(self):
+    def fallbacks(self) -> dict[str, str]:
         """{param (where): why} for the params torch.optim's own implementation steps
         (as of the last step; see the module docstring)."""
-        return dict(self._routes.reasons) if self._routes is not None else {}
+        return dict(self._routes.reasons)
 
     # ---- groups ------------------------------------------------------------
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         gi = len(self.param_groups) - 1
@@ -424,7 +450,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                     self._fill_state(self.state[p], group, p)
         self._invalidate()
 
-    def _check_ndim(self, group, where):
+    def _check_ndim(self, group: Mapping[str, Any], where: str) -> None:
         """A rule for params of one number of dimensions (Muon: matrices) checks them as torch
         does, at construction (a complex param counts as it is, not as its view_as_real)."""
         ndim = self.rule.ndim
@@ -435,7 +461,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 raise ValueError(f"{type(self).__name__} only supports {ndim}D parameters whereas we found a "
                                  f"parameter with size: {p.size()} ({where}['params'][{j}])")
 
-    def _check_tensor_options(self, options, where):
+    def _check_tensor_options(self, options: Mapping[str, Any], where: str) -> None:
         """torch's checks of tensor-valued options (before their values are checked)."""
         checked = self.rule.torch_tensor_checks
         refused = bool(options.get("foreach")) and not options.get("capturable")
@@ -462,7 +488,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                     if part.numel() != 1:
                         raise ValueError(f"Tensor {option.name}[{index}] must be 1-element{where}")
 
-    def _checked_hyper(self, group, where, lr=None):
+    def _checked_hyper(self, group: Mapping[str, Any], where: str, lr: float | None = None) -> Hyper:
         try:
             return super()._checked_hyper(group, where, lr)
         except TypeError:  # tensor hyperparameters (torch allows one-element tensors): as numbers
@@ -473,7 +499,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
 
     # ---- the step -----------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Closure | None = None) -> Any:
         """Update every param that has a grad, in place, in one call into the kernels
         (and torch's own implementation for the params listed in `fallbacks`)."""
         loss = None
@@ -495,30 +521,31 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             self._amp, self._skip_kernels = None, False
         return loss
 
-    def _before_kernels(self):
+    def _before_kernels(self) -> bool:
         routes = self._routes
         if routes.torch_groups:
             if self._twin is None:
-                self._twin = TorchTwin(self.variant.torch_name)
+                self._twin = TorchTwin(self._torch_name())
             grad_scale, found_inf = self._amp or (None, None)
             self._twin.step(self, [(self.param_groups[gi], params) for gi, params in routes.torch_groups],
                             grad_scale, found_inf)
         return not self._skip_kernels
 
     # ---- routes --------------------------------------------------------------
-    def _slots_by_group(self):
+    def _slots_by_group(self) -> PlanKey:
         # The plan's key: each group's state slots, and the options that route its params.
         return tuple([(self.rule.slots(g), precision(g, ""), bool(g.get("differentiable")),
                        bool(g.get("capturable"))) for g in self.param_groups])
 
-    def _build_plan(self, extra=(), extra_keys=(), extra_group=None):
+    def _build_plan(self, extra: Sequence[torch.Tensor] = (), extra_keys: Sequence[Key] = (),
+                    extra_group: Group | None = None) -> tuple[StepPlan, list[torch.Tensor]]:
         self._routes = self._decide_routes()
         return super()._build_plan()
 
-    def _decide_routes(self):
+    def _decide_routes(self) -> _Routes:
         routes = _Routes()
-        entries = []   # per param of the groups: [group index, param, where, key, why or None]
-        spans = []     # (start, end, position) of each param's memory
+        entries: list[_Entry] = []   # per param of the groups: [group index, param, where, key, why or None]
+        spans: list[tuple[int, int, int]] = []  # (start, end, position) of each param's memory
         for gi, g in enumerate(self.param_groups):
             names = g.get("param_names")
             group_reason = _group_reason(g)
@@ -545,7 +572,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 reach, owner = end, k
         every = [entry[1] for entry in entries]
         self._grad_routes = {p: why for p, why in self._grad_routes.items() if any(p is q for q in every)}
-        torch_params = {}
+        torch_params: dict[int, list[torch.Tensor]] = {}
         for gi, p, where, key, reason in entries:
             if reason is None:
                 reason = _state_reason(self.rule, self.param_groups[gi], p, self.state.get(p))
@@ -564,7 +591,14 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             _refuse_lost_options(self.param_groups, entries, routes.reasons, self.variant.torch_name)
         return routes
 
-    def _announce(self, reasons):
+    def _torch_name(self) -> str:
+        """The torch.optim class of a step with params on torch's path (_announce has refused
+        such params for a rule torch.optim lacks)."""
+        name = self.variant.torch_name
+        assert name is not None
+        return name
+
+    def _announce(self, reasons: Mapping[str, str]) -> None:
         name = type(self).__name__
         if self.variant.torch_name is None:
             listed = "; ".join(f"{where}: {why}" for where, why in reasons.items())
@@ -580,7 +614,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                       f"Said once per param and reason; optimizer.fallbacks lists them.",
                       FallbackWarning, stacklevel=_user_stacklevel())
 
-    def _route_bad_grads(self):
+    def _route_bad_grads(self) -> bool:
         """Send params whose grads the kernels cannot read to torch's path for good; whether any."""
         found = False
         for p in self._routes.params:
@@ -593,6 +627,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 found = True
         return found
 
+    # Annotations quoted: the generated classes take this as a closure-driven rule's step, and
+    # the stub writer (rules._stubs) copies them as they are written here.
     @torch.no_grad()
     def closure_step(self, closure: "Closure") -> "Any":
         """One step of a closure-driven optimizer (LBFGS), as torch.optim's: closure() clears the
@@ -603,7 +639,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             return self._run_closure_step(closure)
         return self._closure_step_by_torch(closure)
 
-    def _closure_step_by_torch(self, closure):
+    def _closure_step_by_torch(self, closure: Closure) -> Any:
         """Some params take torch's path: the rule's update spans every param (one flat
         direction), so torch's implementation steps them all, over the same state (torch keeps
         it in the first param's, as the rule does here)."""
@@ -612,35 +648,36 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         if lr_changes is not None:
             self._write_lrs(lr_changes)
         if self._twin is None:
-            self._twin = TorchTwin(self.variant.torch_name)
+            self._twin = TorchTwin(self._torch_name())
         loss = self._twin.closure_step(self, closure)
         self._step_count = t + 1
         return loss
 
     # ---- engine hooks: torch tensors, state by tensor ----------------------------
-    def _flat(self):
+    def _flat(self) -> tuple[list[torch.Tensor], list[int], list[Key]]:
         routes = self._routes
         return list(routes.params), list(routes.groups), list(routes.keys)
 
-    def _plain_lr(self, lr, where):
+    def _plain_lr(self, lr: Any, where: str) -> Any:
         if isinstance(lr, torch.Tensor):  # torch allows a one-element tensor lr
             if lr.numel() != 1:
                 raise ValueError(f"Tensor lr must be 1-element ({where}); got shape {tuple(lr.shape)}")
             return lr.item()
         return lr
 
-    def _param_array(self, p, key):
+    def _param_array(self, p: torch.Tensor, key: Key) -> Array:
         if p.is_complex() and not self.rule.takes_complex:  # torch's error, at the step as torch's
             raise RuntimeError(f"{type(self).__name__} does not support complex parameters (params[{key!r}])")
         return _real_view(p)
 
-    def _state_of(self, i, p):
+    def _state_of(self, i: int, p: torch.Tensor) -> dict[str, Any] | None:
         return self.state.get(p)
 
-    def _new_state_for(self, i, p):
-        return self.state[p]
+    def _new_state_for(self, i: int, p: torch.Tensor) -> dict[str, Any]:
+        state: dict[str, Any] = self.state[p]  # a State, made on first access (defaultdict)
+        return state
 
-    def _state_array(self, t, p, i, key, name, float32=False):
+    def _state_array(self, t: Any, p: torch.Tensor, i: int, key: Key, name: str, float32: bool = False) -> Array:
         where = f"state[params[{key!r}]][{name!r}]"
         slot = self.rule.slot(name)  # None: the master copy of a 16-bit param
         if slot is not None and slot.scalar:  # a per-tensor scalar (NAdam's mu_product): a 0-d float tensor
@@ -650,11 +687,9 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                                  f"got {t!r}")
             return t.detach().numpy()
         dtype = torch.float32 if float32 else p.dtype  # float32: a 16-bit param's float32 state or master copy
-        slot = self.rule.slot(name)  # None for master_param
         if slot is not None and slot.reduced is not None:  # Adafactor's row_var: a contiguous tensor of its own shape
             shape = slot.shape(p.shape)
-            if (not isinstance(t, torch.Tensor) or t.dtype != p.dtype or t.device != p.device
-                    or tuple(t.shape) != shape or not t.is_contiguous()):
+            if not _reduced_state_fits(t, p, shape):
                 raise ValueError(f"{where} must be a contiguous {p.dtype} tensor of shape {shape} for its param "
                                  f"of shape {tuple(p.shape)}")
             return t.detach().numpy()
@@ -663,7 +698,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                              f"({dtype}, shape {tuple(p.shape)}, strides {p.stride()})")
         return _real_view(t)
 
-    def _new_array(self, p, fill, slot, float32=False):
+    def _new_array(self, p: torch.Tensor, fill: Any, slot: Slot, float32: bool = False) -> torch.Tensor:
         if slot.scalar:  # torch.optim's 0-d tensors of _get_scalar_dtype()
             return torch.tensor(float(fill), dtype=_scalar_dtype())
         if slot.reduced is not None:  # Adafactor's row_var: torch's p.grad.new_zeros(shape), contiguous
@@ -675,42 +710,43 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                                    dtype=dtype, memory_format=torch.preserve_format)
         return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
-    def _master_copy(self, p):
+    def _master_copy(self, p: torch.Tensor) -> torch.Tensor:
         return p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
 
-    def _is_half(self, p):
+    def _is_half(self, p: torch.Tensor) -> bool:
         return p.dtype in _HALF_DTYPES
 
-    def _scalar_f64(self):
+    def _scalar_f64(self) -> bool:
         return _scalar_dtype() == torch.float64
 
-    def _zero_step(self, group):
+    def _zero_step(self, group: Mapping[str, Any]) -> torch.Tensor:
         return torch.zeros((), dtype=_step_dtype(group))
 
-    def _step_counter(self, state, group, i, key):
+    def _step_counter(self, state: dict[str, Any], group: Mapping[str, Any], i: int, key: Key) -> Array:
         value = state.get("step")
         if not (type(value) is torch.Tensor and value.dtype in _COUNTER_DTYPES and value.dim() == 0
                 and value.device.type == "cpu" and not value.requires_grad and not value.is_neg()):
             count = _state_step(0 if value is None else value, f"state[params[{key!r}]]['step']")
             value = torch.tensor(float(count), dtype=_step_dtype(group))
             dict.__setitem__(state, "step", value)
-        return value.numpy()  # a 0-d view: the kernels advance the tensor itself
+        counter: Array = value.numpy()  # a 0-d view: the kernels advance the tensor itself
+        return counter
 
-    def _attach(self, plan, params):
+    def _attach(self, plan: StepPlan, params: list[torch.Tensor]) -> None:
         routes = self._routes
         if len(routes.every) == len(routes.params):
             plan.attach_tensors(params)
         else:
             plan.attach_tensors(params, routes.every, bytes(routes.in_plan))
 
-    def _grad_arrays(self, grads):
+    def _grad_arrays(self, grads: None) -> list[Array | None]:
         return [None if p.grad is None else _real_view(p.grad) for p in self._plan_params]
 
-    def _evaluate(self, closure):
+    def _evaluate(self, closure: Callable[[], Any]) -> tuple[Any, None]:
         with torch.enable_grad():
             return closure(), None
 
-    def _to_state(self, value):
+    def _to_state(self, value: Any) -> Any:
         """NumPy arrays as tensors sharing their memory, NumPy scalars as 0-d tensors (torch's layout)."""
         if isinstance(value, list):
             return [self._to_state(v) for v in value]
@@ -720,7 +756,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             return torch.tensor(value)
         return value
 
-    def _from_state(self, value, name):
+    def _from_state(self, value: Any, name: str) -> Any:
         if isinstance(value, list):
             return [self._from_state(v, f"{name}[{i}]") for i, v in enumerate(value)]
         if isinstance(value, torch.Tensor):
@@ -728,7 +764,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             return array[()] if array.ndim == 0 else array
         return value
 
-    def _gather(self, plan, grads):
+    def _gather(self, plan: StepPlan, grads: None) -> int:
         for _ in range(3):
             missing = plan.gather_torch(self.param_groups, _to_dlpack)
             if missing == -1 or (self._routes.recheck and self._rerouted()):
@@ -738,6 +774,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                 self._invalidate()
             else:
                 break
+            assert self._plan_key is not None  # set with the plan
             plan = self._current_plan(self._plan_key[1])
         else:
             raise RuntimeError("fastoptim.torch: the params changed while building the step")
@@ -745,16 +782,17 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             self._raise_bad_grad(plan)
         return missing
 
-    def _rerouted(self):
+    def _rerouted(self) -> bool:
         """Whether a param on torch's path for what it was (on meta, say) is now one the kernels
         can step: torch's deferred init builds the optimizer on meta params, then to_empty()s them."""
         return any(_param_reason(self.rule, p) is None for p in self._routes.recheck)
 
-    def _raise_bad_grad(self, plan):
+    def _raise_bad_grad(self, plan: StepPlan) -> NoReturn:
         """The error for the grad plan.gather_torch refused (one torch's path does not take either)."""
         params, _, keys = self._flat()
         i, hit = plan.bad_tensor, plan.bad_overlap
         p, g = params[i], params[i].grad
+        assert g is not None  # the grad gather_torch refused
         name, param_name = f"params[{keys[i]!r}].grad", f"params[{keys[i]!r}]"
         if hit >= 0:
             raise ValueError(f"{name} shares memory with params[{keys[hit]!r}] or its state; "
@@ -767,7 +805,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                          f"{param_name} (strides {p.stride()}, {p.dtype})")
 
     # ---- checkpoints --------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """torch.optim's state_dict layout, keys and dtypes ('step' a float tensor).
 
         Unlike torch's, a snapshot: state tensors are copies, so the dict stays
@@ -776,7 +814,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         """
         sd = super().state_dict()
 
-        def snapshot(value):
+        def snapshot(value: Any) -> Any:
             return value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
 
         sd["state"] = {key: ({name: snapshot(value) for name, value in entry.items()}
@@ -785,7 +823,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         sd["step_count"] = self._step_count
         return split_schedules(sd)  # so that torch.optim loads it without an 'lr_schedule' key
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict of this optimizer or of its torch.optim counterpart.
 
         Checked first, so a bad dict changes nothing; state tensors are copied
@@ -799,7 +837,8 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         if len(saved_groups) != len(groups):
             raise ValueError(f"loaded state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(groups)}")
-        id_map, group_of = {}, {}
+        id_map: dict[Any, torch.Tensor] = {}    # saved param id -> this optimizer's param
+        group_of: dict[Any, dict[str, Any]] = {}  # saved param id -> its group, as loaded
         for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"loaded param_groups[{gi}] has {len(saved['params'])} params, "
@@ -815,14 +854,15 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
             self._checked_hyper(merged, where)
             id_map.update(zip(saved["params"], group["params"]))
             group_of.update((key, merged) for key in saved["params"])
-        state, kept_float32 = {}, []
+        state: dict[Any, Any] = {}
+        kept_float32: list[tuple[torch.Tensor, str, torch.Tensor]] = []
         slots = {slot.name for slot in self.rule.state}
         for key, entry in state_dict["state"].items():
             p = id_map.get(key)
             if p is None or not isinstance(entry, dict):
                 state[key] = entry
                 continue
-            own = {}
+            own: dict[str, Any] = {}
             for name, value in entry.items():
                 where = f"loaded state[{key!r}][{name!r}]"
                 if isinstance(value, np.ndarray) and name != "step":
@@ -831,13 +871,14 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
                     own[name] = self._loaded_step(value, group_of[key], where)
                 elif name not in slots and name != "master_param":  # a rule's own state (LBFGS's), or a user's
                     own[name] = _cloned(value)                         # copied as it is
-                elif isinstance(value, torch.Tensor) and name in slots and self.rule.slot(name).scalar:
+                elif isinstance(value, torch.Tensor) and name in slots and self.rule.slots_by_name[name].scalar:
                     if value.dim() != 0:
                         raise ValueError(f"{where} has shape {tuple(value.shape)}; expected a 0-d tensor "
                                          f"(a per-tensor scalar)")
                     own[name] = value.detach().to(device="cpu", copy=True)
-                elif isinstance(value, torch.Tensor) and name in slots and self.rule.slot(name).reduced is not None:
-                    shape = self.rule.slot(name).shape(p.shape)
+                elif (isinstance(value, torch.Tensor) and name in slots
+                      and self.rule.slots_by_name[name].reduced is not None):
+                    shape = self.rule.slots_by_name[name].shape(p.shape)
                     if tuple(value.shape) != shape:
                         raise ValueError(f"{where} has shape {tuple(value.shape)} but its param of shape "
                                          f"{tuple(p.shape)} needs {shape}")
@@ -874,7 +915,7 @@ class Optimizer(StepEngine, torch.optim.Optimizer):
         self._invalidate()
 
     @staticmethod
-    def _loaded_step(value, group, where):
+    def _loaded_step(value: Any, group: Mapping[str, Any], where: str) -> torch.Tensor:
         """A loaded 'step' as torch keeps it: a fused group's as float32, a tensor otherwise
         as it is (copied), a number as a tensor of torch's dtype for it."""
         count = _state_step(value, where)
