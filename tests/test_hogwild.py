@@ -996,6 +996,17 @@ def test_bad_parameters(params, error, message):
         HogwildSGDClassifier(**params).fit(X, y)
 
 
+def test_round_trips():
+    ns = _kernel.round_trips(20, 10)
+    if not _kernels.OPENMP:
+        assert ns is None
+    if ns is None:  # no OpenMP, or a runtime that gave one thread
+        return
+    assert ns.shape == (20,) and (ns > 0).all() and np.isfinite(ns).all()
+    with pytest.raises(ValueError, match="must be positive"):
+        _kernel.round_trips(0)
+
+
 def test_regressor_rejects_classification_losses():
     with pytest.raises(ValueError, match="loss 'hinge' is not supported by HogwildSGDRegressor"):
         HogwildSGDRegressor(loss="hinge").fit(np.ones((4, 2)), np.arange(4.0))
@@ -1014,6 +1025,9 @@ def test_benchmark_runs_on_a_small_problem():
     text = out.getvalue()
     assert "SGDClassifier" in text and "Hogwild! 1 thread" in text and "Hogwild! 2 threads" in text
     assert len(results["rows"]) == 3
+    if _kernel.round_trips(1, 1) is not None:  # two OpenMP threads ran
+        assert "core-to-core round trip" in text and "Hogwild! 2 threads, fits (s @ round trip ns)" in text
+        assert all(ns > 0 for ns in results["round_trip_ns"]["Hogwild! 2 threads"])
     assert all(0.5 < row["test_accuracy"] <= 1.0 for row in results["rows"])
     X, y, X_test, y_test = hogwild_bench.make_problem(1000, 200, 7, 0.0)
     assert X.shape == (1000, 200) and X_test.shape == (100, 200)

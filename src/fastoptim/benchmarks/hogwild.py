@@ -20,6 +20,15 @@ median time per fit of `repeats` rounds, the speedups as ratios of medians, test
 accuracy, and the median CPU
 time over wall time of the fits: about 2 for two threads that really ran on two
 cores, lower when other processes took a core (the ratios then understate).
+
+Before and after each fit the benchmark also times a cache line bouncing between two threads
+(hogwild._kernel.round_trips; the 10th percentile of 500 batches, so preemption
+hardly counts): the threads of Hogwild! share the weights' cache lines, so how far
+apart the two cores are sets how well two threads scale.  On a VM that is the
+host's choice and can change from one second to the next (on the 2-vCPU VM of the
+figures in docs/performance.md: about 90 ns between near cores, 400-500 ns between
+far ones, where two threads ran the epoch loop only about 1.1x faster than one).
+The report splits the two-thread fits by it (the larger of the two probes).
 """
 import os
 import platform
@@ -110,14 +119,18 @@ def run(args, out=sys.stdout):
             **common, n_threads=n))
     times = {name: [] for name in contenders}
     cpu_use = {name: [] for name in contenders}
+    round_trip = {name: [] for name in contenders}
     accuracy = {}
     orders = [[list(contenders)[k] for k in order] for order in balanced_orders(len(contenders))]
     for round_ in range(args.repeats):
         for name in orders[round_ % len(orders)]:
             model = contenders[name]()
+            before = core_to_core_ns()
             cpu_start, start = os.times(), time.perf_counter()
             model.fit(X, y)
             elapsed, cpu_end = time.perf_counter() - start, os.times()
+            after = core_to_core_ns()
+            round_trip[name].append(None if before is None else max(before, after))
             times[name].append(elapsed)
             cpu_use[name].append((cpu_end.user + cpu_end.system - cpu_start.user - cpu_start.system) / elapsed)
             accuracy[name] = model.score(X_test, y_test)
@@ -138,9 +151,51 @@ def run(args, out=sys.stdout):
               f"{accuracy[name]:>11.4f}{statistics.median(cpu_use[name]):>10.2f}", file=out)
     gap = max(abs(accuracy[name] - accuracy["SGDClassifier"]) for name in contenders)
     print(f"\nlargest test-accuracy gap to SGDClassifier: {100 * gap:.2f} points", file=out)
+    placement = report_placement(times, round_trip, one, out)
     return {"problem": {k: getattr(args, k) for k in ("n_samples", "n_features", "nnz", "label_noise",
                                                        "loss", "alpha", "epochs", "repeats")},
-            "rows": rows}
+            "rows": rows, "round_trip_ns": round_trip, "placement": placement}
+
+
+def core_to_core_ns():
+    """10th percentile of the round trips of a cache line between two threads (ns), None without two threads."""
+    from ..hogwild import _kernel
+    batches = _kernel.round_trips()
+    return None if batches is None else float(np.percentile(batches, 10))
+
+
+def report_placement(times, round_trip, one, out):
+    """Print the round trips around the fits and, for each multi-thread contender, its fits with
+    their round trips; when the round trips spread over more than 2x, also its median over the
+    fits on near cores (within twice the run's best round trip) and over the others."""
+    seen = [ns for values in round_trip.values() for ns in values if ns is not None]
+    if not seen:
+        return None
+    near_limit = 2 * min(seen)
+    split_fits = max(seen) >= near_limit
+    print(f"core-to-core round trip around each fit: {min(seen):.0f}-{max(seen):.0f} ns"
+          + (f" (near cores: below {near_limit:.0f} ns, twice the best)" if split_fits else
+             " (no fit ran on cores nearer than the others)"), file=out)
+    placement = {}
+    for name, values in times.items():
+        if not name.startswith("Hogwild!") or name == one:
+            continue
+        pairs = sorted(zip(round_trip[name], values), key=lambda pair: pair[0] or 0.0)
+        print(f"{name}, fits (s @ round trip ns): "
+              + ", ".join(f"{t:.2f} @ {ns:.0f}" if ns is not None else f"{t:.2f}" for ns, t in pairs), file=out)
+        if not split_fits:
+            continue
+        split = {"near": [t for ns, t in pairs if ns is not None and ns < near_limit],
+                 "far": [t for ns, t in pairs if ns is None or ns >= near_limit]}
+        placement[name] = split
+        parts = []
+        for where, fits in split.items():
+            if fits:
+                med = statistics.median(fits)
+                vs_one = f", {statistics.median(times[one]) / med:.2f}x vs 1 thread" if one else ""
+                parts.append(f"{where} cores {len(fits)} fits, median {med:.3f} s{vs_one}")
+        print(f"{name}: " + "; ".join(parts), file=out)
+    return placement
 
 
 def main(args):

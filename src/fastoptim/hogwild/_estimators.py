@@ -65,6 +65,19 @@ def _encode_labels(y: Array) -> tuple[Array, Array]:
     return np.unique(y, return_inverse=True)
 
 
+def _class_weights(class_weight: Any, classes: Array, labels: Array) -> Array:
+    """compute_class_weight(class_weight, classes=classes, y=labels) for labels known to be in classes.
+
+    Without class weights (None or an empty dict) that is all ones; scikit-learn's
+    function would first check y against classes with np.unique, which costs about
+    14 ms on 500k labels, in the serial part of a fit.
+    """
+    if class_weight is None or (isinstance(class_weight, dict) and not class_weight):
+        return np.ones(len(classes))
+    weights: Array = compute_class_weight(class_weight, classes=classes, y=labels)
+    return weights
+
+
 def _store_params(estimator: object, params: dict[str, Any]) -> None:
     """__init__ keeps each argument as is (scikit-learn's convention); checks happen in fit."""
     for name, value in params.items():
@@ -592,7 +605,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
             if len(classes) < 2:
                 raise ValueError(f"The number of classes has to be greater than one; got {len(classes)} class")
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
-            class_weight = compute_class_weight(self.class_weight, classes=classes, y=labels)
+            class_weight = _class_weights(self.class_weight, classes, labels)
             validation = self._validation_mask(label, sample_weight)
             self._start_fit(1 if len(classes) == 2 else len(classes), X.shape[1], X.dtype, coef_init,
                             intercept_init)
@@ -650,7 +663,7 @@ class HogwildSGDClassifier(ClassifierMixin, _BaseHogwildSGD):
         if len(unknown):
             raise ValueError(f"y contains labels {unknown.tolist()} that are not in classes {classes.tolist()}")
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        class_weight = compute_class_weight(self.class_weight, classes=classes, y=labels)
+        class_weight = _class_weights(self.class_weight, classes, labels)
         if first_call:
             self.classes_ = classes
             n_models = 1 if len(classes) == 2 else len(classes)

@@ -63,6 +63,7 @@ cdef extern from "hogwild/threads.h" nogil:
     void fo_hw_prefetch(const void *p)
     void fo_hw_prefetch_write(const void *p)
     Py_ssize_t fo_hw_claim(Py_ssize_t *counter)
+    int fo_hw_round_trips(double *ns, int n_batches, int batch)
 
 cdef extern from "hogwild/shuffle.h" nogil:
     void fo_hw_shuffle(Py_ssize_t *order, Py_ssize_t n, uint64_t seed)
@@ -110,6 +111,21 @@ def shuffle(Py_ssize_t[::1] order, uint64_t seed):
     """Fisher-Yates shuffle of order in place from a 64-bit seed (as an epoch's shuffle task)."""
     with nogil:
         fo_hw_shuffle(&order[0], order.shape[0], seed)
+
+
+def round_trips(int n_batches=500, int batch=100):
+    """Mean round trip (ns) of a cache line between two threads, per batch of `batch`, as an
+    array of n_batches; None without two OpenMP threads.  See fo_hw_round_trips: the
+    Hogwild! threads' weights travel between the cores this way, so the low percentiles
+    tell how near the two cores the threads run on are (the host's choice on a VM)."""
+    if n_batches < 1 or batch < 1:
+        raise ValueError("n_batches and batch must be positive")
+    ns = np.zeros(n_batches)
+    cdef double[::1] view = ns
+    cdef int ran
+    with nogil:
+        ran = fo_hw_round_trips(&view[0], n_batches, batch)
+    return ns if ran else None
 
 
 def loss_value(int loss, double p, double y, double epsilon):
