@@ -59,12 +59,13 @@ def _unhooked(step):
 
 def class_stub(cls):
     # an 8-bit class (Adam8bit) is its base class (its last base) plus the 8-bit mixin's attributes
-    text = (f"class {cls.__name__}({cls.__bases__[-1].__name__}):\n"
+    base = cls.__bases__[-1]
+    text = (f"class {cls.__name__}({base.__name__}):\n"
             + _doc(cls.__doc__, "    ")
             + ("    skipped: int\n" if "skipped" in getattr(cls, "__annotations__", {}) else "")
             + f"    def __init__({_parameters(cls.__init__, skip_self=True)}) -> None: ...\n")
     step = _unhooked(cls.__dict__.get("step"))
-    if step is not None and step is not _unhooked(getattr(cls.__bases__[0], "step", None)):
+    if step is not None and step is not _unhooked(getattr(base, "step", None)):
         # a closure-driven rule (LBFGS): step(closure) replaces the adapter's step
         text += (f"    def step({_parameters(step, skip_self=True)}) -> {_returns(step)}: ...  "
                  "# type: ignore[override]\n")
