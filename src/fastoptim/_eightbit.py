@@ -142,25 +142,44 @@ class Blockwise8bit:
         if plan is not None:
             self.skipped += plan.take_skipped()
 
+    def _slots_by_group(self) -> Any:
+        """The plan's key: the base class's, and each group's block_size (the plan checks the state's
+        block count against it)."""
+        return (super()._slots_by_group(),  # type: ignore[misc]
+                tuple([g.get("block_size") for g in self.param_groups]))
+
+    def _group_options(self) -> set[str]:
+        """fastoptim.torch: the options its loader restores in groups that lack them (bitsandbytes')."""
+        return super()._group_options() | set(self._q8_defaults)  # type: ignore[misc, no-any-return]
+
     def load_state_dict(self, state_dict: Any) -> None:
         """Load a state_dict of this class, of its base class (its float32 state is kept), or of
-        bitsandbytes' 8-bit class (its state's quantization entries unwrapped; see
-        fastoptim.blockwise8).  The 8-bit entries are checked first; then the base class loads."""
+        bitsandbytes' 8-bit class: its quantization entries nested under
+        '__bnb_optimizer_quant_state__' are unwrapped, and a small param's float32
+        state1/state2 take the base class's names.  Checked before it is kept: on any error the
+        optimizer is left as it was."""
+        saved_groups = state_dict.get("param_groups", [])
+        group_of = {index: g for g in saved_groups if isinstance(g, dict) for index in g.get("params", ())}
         entries = {}
         for index, entry in state_dict.get("state", {}).items():
             if isinstance(entry, dict) and BNB_WRAPPED_KEY in entry:  # bitsandbytes' state_dict()
                 entry = {k: v for k, v in entry.items() if k != BNB_WRAPPED_KEY} | dict(entry[BNB_WRAPPED_KEY])
             if isinstance(entry, dict):
-                for j in (1, 2):
-                    if f"qmap{j}" in entry:
-                        value = self._from_state(entry[f"qmap{j}"], f"qmap{j}")  # type: ignore[attr-defined]
-                        q8.checked_qmap(value, f"loaded state[{index!r}]['qmap{j}']")
-                    codes = entry.get(f"state{j}")
-                    if codes is not None and str(codes.dtype) not in ("uint8", "torch.uint8"):
-                        raise ValueError(f"loaded state[{index!r}]['state{j}'] must be uint8 codes, "
-                                         f"got {q8._describe(codes)}")
+                entry = self._loaded_entry(index, entry, group_of.get(index, {}))
             entries[index] = entry
-        super().load_state_dict({**state_dict, "state": entries})  # type: ignore[misc]
+        previous = self.state_dict()  # type: ignore[attr-defined]
+        self._load(dict(state_dict, state=entries))
+        try:  # the 8-bit entries against their params (shapes, block counts, maps), as a step reads them
+            self._invalidate()  # type: ignore[attr-defined]
+            self._build_plan()  # type: ignore[attr-defined]
+        except Exception:
+            self._load(previous)
+            raise
+        finally:
+            self._invalidate()  # type: ignore[attr-defined]
+
+    def _load(self, state_dict: Any) -> None:
+        super().load_state_dict(state_dict)  # type: ignore[misc]
         # torch.optim's loader casts every state tensor to its float param's dtype: codes back to uint8
         for state in list(self.state.values()):  # type: ignore[attr-defined]
             for j in (1, 2):
@@ -168,6 +187,25 @@ class Blockwise8bit:
                 if codes is not None and str(codes.dtype) not in ("uint8", "torch.uint8"):
                     array = self._from_state(codes, f"state{j}")  # type: ignore[attr-defined]
                     state[f"state{j}"] = self._to_state(np.asarray(array).astype(np.uint8))  # type: ignore[attr-defined]
+
+    def _loaded_entry(self, index: Any, entry: dict[str, Any], saved_group: dict[str, Any]) -> dict[str, Any]:
+        """A loaded param's state entry, checked (maps, code dtype) and in our names: bitsandbytes
+        keeps a small param's float32 state as state1/state2 without maps, we under the base
+        class's names."""
+        if "state1" in entry and "qmap1" not in entry:  # float32 state of a param below min_8bit_size
+            options = {**self.defaults, **saved_group}  # type: ignore[attr-defined]
+            kept = q8.quantized_slots(self.rule, self.rule.slots(options))
+            renamed = {f"state{j}": name for j, (_, name, _) in enumerate(kept, start=1)}
+            return {renamed.get(k, k): v for k, v in entry.items()}
+        for j in (1, 2):
+            if f"qmap{j}" in entry:
+                value = self._from_state(entry[f"qmap{j}"], f"qmap{j}")  # type: ignore[attr-defined]
+                q8.checked_qmap(value, f"loaded state[{index!r}]['qmap{j}']")
+            codes = entry.get(f"state{j}")
+            if codes is not None and str(codes.dtype) not in ("uint8", "torch.uint8"):
+                raise ValueError(f"loaded state[{index!r}]['state{j}'] must be uint8 codes, "
+                                 f"got {q8._describe(codes)}")
+        return entry
 
 
 def eight_bit_classes(classes: dict[str, type], module: str) -> dict[str, type]:

@@ -304,8 +304,10 @@ def checked_options(group: dict[str, Any], where: str) -> tuple[int, int]:
     """A group's (block_size, min_8bit_size), checked."""
     block = _validation.integer(group.get("block_size", BLOCK_SIZE), "block_size", minimum=1,
                                 where=f" ({where})" if where else "")
-    if block > Q8_MAX_BLOCK:
-        raise ValueError(f"Invalid block_size: {block} ({where}); 8-bit state takes blocks of at most "
+    if block > Q8_MAX_BLOCK or block & (block - 1):
+        # powers of two: then two block sizes give the same number of absmax values only where one
+        # block holds the whole param, so a checkpoint's absmax says which block size made it
+        raise ValueError(f"Invalid block_size: {block} ({where}); 8-bit state takes a power of two of at most "
                          f"{Q8_MAX_BLOCK} elements")
     low = _validation.integer(group.get("min_8bit_size", MIN_8BIT_SIZE), "min_8bit_size", minimum=0,
                               where=f" ({where})" if where else "")
