@@ -3,7 +3,7 @@
 A state slot kept in 8 bits is one uint8 code per element and one float32
 absmax per block of `block_size` elements (256) of the flattened param: an
 element's value is ``qmap[code] * absmax[block]``.  After each update a
-block's absmax is the largest |value| in it, and each code the map entry
+block's absmax is the largest magnitude in it, and each code the map entry
 nearest to ``value / absmax`` (exactly nearest; of two at the same distance,
 the lower).  Per param the state holds, as bitsandbytes' does:
 
@@ -138,7 +138,7 @@ def quantize_blockwise(values: npt.ArrayLike, qmap: npt.ArrayLike, block_size: i
     codes : numpy.ndarray
         uint8, shaped like values: the nearest map entry to value / absmax of its block.
     absmax : numpy.ndarray
-        float32, one per block: the largest |value| in it (0 for a block of zeros, whose
+        float32, one per block: the largest magnitude in it (0 for a block of zeros, whose
         codes are then the code of 0).
 
     Raises
