@@ -52,14 +52,16 @@ def check_steps():
     for cls in classes:
         # large enough to split across threads; a matrix for a rule of matrices (Muon)
         shape = (263, 267) if cls.rule.ndim == 2 else (70_001,)
-        for dtype in (np.float32, np.float64):
+        eight_bit = cls.__name__.endswith("8bit")  # Adam8bit & co: 8-bit state is for float32 params
+        options = dict(lr=0.01, momentum=0.9) if cls.__name__ == "SGD8bit" else dict(lr=0.01)
+        for dtype in (np.float32,) if eight_bit else (np.float32, np.float64):
             start = rng.standard_normal(shape).astype(dtype)
             grad = rng.standard_normal(start.shape).astype(dtype)
             results = []
             for threads in (1, 2):
                 param = start.copy()
                 with fastoptim.num_threads(threads):
-                    opt = cls([param], lr=0.01)
+                    opt = cls([param], **options)
                     for _ in range(2):
                         if cls.rule.closure:  # LBFGS evaluates the loss itself: 0.5 |p - grad|^2
                             opt.step(lambda p=param: (0.5 * float(np.sum((p - grad).astype(np.float64) ** 2)),
@@ -67,6 +69,8 @@ def check_steps():
                         else:
                             opt.step([grad])
                 results.append(param)
+                if eight_bit:
+                    assert opt.state[0]["state1"].dtype == np.uint8, f"{cls.__name__} keeps no 8-bit state"
             one, two = results
             assert np.all(np.isfinite(one)) and not np.array_equal(one, start), f"{cls.__name__} did not step"
             assert np.array_equal(one, two), f"{cls.__name__}, {dtype.__name__}: 1 and 2 threads differ"
@@ -78,7 +82,8 @@ def check_steps():
     fastoptim.functional.adam(*fast, **hyper)
     fastoptim.reference.adam(*slow, **hyper)
     assert all(np.array_equal(a, b) for a, b in zip(fast, slow)), "functional.adam differs from the reference"
-    print(f"steps:           {', '.join(c.__name__ for c in classes)}: float32 and float64, 1 and 2 threads agree")
+    print(f"steps:           {', '.join(c.__name__ for c in classes)}: float32 and float64 (8-bit: float32), "
+          f"1 and 2 threads agree")
 
 
 def check_bare_install():
