@@ -26,6 +26,11 @@ def _numel(p: Any) -> int:
     return int(np.prod(tuple(p.shape)))
 
 
+def _sized_for_8bit(p: Any, min_8bit_size: int) -> bool:
+    """Whether param p has the elements for 8-bit state (an empty one never has)."""
+    return _numel(p) >= max(min_8bit_size, 1)
+
+
 def _is_float32(p: Any) -> bool:
     return str(p.dtype) in ("float32", "torch.float32")
 
@@ -58,7 +63,7 @@ class Blockwise8bit:
         if "params" in group:
             params = group["params"]
             for j, p in enumerate(params.values() if isinstance(params, dict) else params):
-                if not hasattr(p, "shape") or _numel(p) < max(low, 1):
+                if not hasattr(p, "shape") or not _sized_for_8bit(p, low):
                     continue
                 if not _is_float32(p):
                     raise TypeError(f"{type(self).__name__} keeps 8-bit state for float32 params; "
@@ -74,7 +79,7 @@ class Blockwise8bit:
     def _eight_bit(self, p: Any, group: dict[str, Any]) -> bool:
         """Whether param p's new state is 8-bit."""
         _, low = q8.checked_options(group, "")
-        return _numel(p) >= max(low, 1) and _is_float32(p)
+        return _sized_for_8bit(p, low) and _is_float32(p)
 
     # ---- state ---------------------------------------------------------------------
     def _fill_state(self, state: Any, group: dict[str, Any], p: Any) -> None:

@@ -37,7 +37,6 @@ __all__ = ["create_dynamic_map", "quantize_blockwise", "dequantize_blockwise", "
 
 BLOCK_SIZE = 256
 MIN_8BIT_SIZE = 4096
-Q8_DEFAULTS = {"block_size": BLOCK_SIZE, "min_8bit_size": MIN_8BIT_SIZE}
 
 
 def _linspace_float32(start: float, end: float, steps: int) -> npt.NDArray[np.float32]:
