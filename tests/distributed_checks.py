@@ -414,6 +414,31 @@ def zero_equals_data_parallel_with_lr_schedules_and_mixed_dtypes():
 
 
 @check
+def zero_gathers_straight_into_params_laid_end_to_end():
+    """A model allocated as views of one array: the all-gather lands in the params
+    (no copy in or out) with the same bits as separate arrays."""
+    shapes = [(7, 5), (0,), (), (9,), (3, 4)]
+    sizes = [int(np.prod(s)) for s in shapes]
+    arena = np.random.default_rng(0).standard_normal(sum(sizes) + 1)
+    bounds = np.cumsum([0] + sizes)
+    end_to_end = [arena[a:b].reshape(s) for a, b, s in zip(bounds[:-1], bounds[1:], shapes)]
+    separate = [p.copy() for p in end_to_end]
+    zeros = [fd.ZeroRedundancyOptimizer(p, fastoptim.Adam, timeout=TIMEOUT, lr=0.01) for p in (end_to_end, separate)]
+    gather_of = [z._gathers[0] for z in zeros] if SIZE > 1 else []
+    if gather_of:
+        assert not gather_of[0].own and not gather_of[0].others and np.shares_memory(gather_of[0].flat, arena)
+        assert gather_of[1].own or gather_of[1].others
+    for t in range(5):
+        grads = [np.random.default_rng(10 * t + RANK).standard_normal(s) for s in shapes]
+        for z in zeros:
+            z.step(grads)
+    for a, b in zip(end_to_end, separate):
+        np.testing.assert_array_equal(a, b)
+    assert_identical_on_every_rank(end_to_end)
+    assert arena[-1] == np.random.default_rng(0).standard_normal(sum(sizes) + 1)[-1]
+
+
+@check
 def grad_buffers_are_used_in_place():
     for reduced_in_place, wrap in (
             (True, lambda p: fd.DataParallel(fastoptim.Adam(p, lr=0.1), timeout=TIMEOUT, bucket_bytes=100)),

@@ -66,7 +66,7 @@ def test_benchmark_runs_and_prints_its_ratios(tmp_path):
     assert run.returncode == 0, run.output()
     for text in ("fastoptim DataParallel, grads in its buckets", "fastoptim ZeRO-1", "torch gloo, one flat bucket",
                  "torch gloo, per tensor", "mpi4py per tensor + NumPy Adam", "speedup over torch gloo",
-                 "ZeRO-1 / DataParallel", "MPI Allreduce", "memcpy",
+                 "ZeRO-1 / DataParallel", "ZeRO-1, params in one array / DataParallel", "MPI Allreduce", "memcpy",
                  "Parameter server, 4096 float32 params", "ParameterServer, 1 worker", "ParameterServer, 2 workers",
                  "ParameterServer + DC-ASGD-a, 2 workers", "/ DataParallel steps/s",
                  "fastoptim DataParallel, overlap=False"):

@@ -164,6 +164,28 @@ def test_shard_param_groups_mirror_the_models_groups():
         _buckets.Shard(ps, 3, 3)
 
 
+def test_params_laid_end_to_end_are_seen_as_one_flat_view():
+    arena = np.arange(20.0)
+    end_to_end = [arena[0:6].reshape(2, 3), arena[6:6], arena[6:7].reshape(()), arena[7:19]]
+    space = _buckets.ParamSet(end_to_end).spaces[0]
+    flat = _buckets.laid_end_to_end(end_to_end, space)
+    assert flat is not None and flat.size == 19 and np.shares_memory(flat, arena)
+    flat[:] = -np.arange(19.0)
+    assert end_to_end[0][1, 2] == -5.0 and end_to_end[2] == -6.0 and end_to_end[3][-1] == -18.0
+    assert arena[19] == 19.0  # nothing past the params is written
+    # a gap, another order, a second buffer, or a read-only base: no flat view
+    for arrays in ([arena[0:6], arena[7:19]], [arena[6:12], arena[0:6]], [arena[0:6], np.zeros(3)]):
+        assert _buckets.laid_end_to_end(arrays, _buckets.ParamSet(arrays).spaces[0]) is None
+    frozen = np.zeros(8)
+    parts = [frozen[:4], frozen[4:]]
+    frozen.flags.writeable = False
+    assert parts[0].flags.writeable and _buckets.laid_end_to_end(parts, _buckets.ParamSet(parts).spaces[0]) is None
+    # one param is its own flat view; each dtype space on its own
+    mixed = [np.zeros(3, np.float32), arena[0:2], arena[2:5]]
+    spaces = _buckets.ParamSet(mixed).spaces
+    assert [_buckets.laid_end_to_end(mixed, s).size for s in spaces] == [3, 5]
+
+
 def test_buckets_at_param_boundaries_and_at_element_counts():
     arrays = [np.zeros(n) for n in (5, 3, 10, 1, 1, 6)]
     space = _buckets.ParamSet(arrays).spaces[0]

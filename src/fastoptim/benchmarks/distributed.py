@@ -12,7 +12,9 @@ copy; a step is: reduce the grads over the ranks, average, one Adam step
     the two should cost the same), and, when --bucket-mib makes several buckets,
     with overlap=False (each bucket reduced, then stepped, instead of stepped in
     a thread while the next is reduced);
-  fastoptim ZeroRedundancyOptimizer (ZeRO-1), grads in its buffers;
+  fastoptim ZeroRedundancyOptimizer (ZeRO-1), grads in its buffers, and, with
+    several params, also with the params allocated as views of one array (the
+    all-gather then lands in them with no copy in or out);
   torch.distributed with gloo and torch.optim.Adam(fused=True): all_reduce of one
     flat bucket holding the grads (DDP's gradient_as_bucket_view), and
     all_reduce per tensor (asynchronous, then waited), each then grad.div_(N);
@@ -119,7 +121,8 @@ def print_table(results, out=sys.stdout):
     ratios = [
         ("speedup over torch gloo + Adam(fused), best of two", lambda t: _best_torch(t) / t[OURS]),
         ("speedup over mpi4py per tensor + NumPy Adam", lambda t: t["mpi4py per tensor + NumPy Adam"] / t[OURS]),
-        ("ZeRO-1 / DataParallel", lambda t: t["fastoptim ZeRO-1, grads in its buffers"] / t[OURS]),
+        ("ZeRO-1 / DataParallel", lambda t: t[ZERO] / t[OURS]),
+        ("ZeRO-1, params in one array / DataParallel", lambda t: t[ZERO_ONE_ARRAY] / t[OURS]),
         ("DataParallel, grads copied in / in its buckets", lambda t: t[COPIED] / t[OURS]),
     ]
     if any(SEQUENTIAL in times[s] for s in shapes):  # a shape with one bucket has no such contender: '-'
@@ -140,6 +143,8 @@ OURS = "fastoptim DataParallel, grads in its buckets"
 SUMMED = "fastoptim DataParallel, sum (average=False)"
 COPIED = "fastoptim DataParallel, grads copied in"
 SEQUENTIAL = "fastoptim DataParallel, overlap=False"
+ZERO = "fastoptim ZeRO-1, grads in its buffers"
+ZERO_ONE_ARRAY = "fastoptim ZeRO-1, params in one array"
 
 
 def _ratio_cell(ratio, times):
@@ -247,12 +252,16 @@ def make_contenders(comm, count, n, torch, dist, bucket_mib):
     if buckets[0] > 1:  # bucket k steps while bucket k + 1 is reduced, or one after the other
         contenders[SEQUENTIAL] = data_parallel(True, overlap=False)
 
-    zparams = [p.copy() for p in params0]
-    zero = fd.ZeroRedundancyOptimizer(zparams, fastoptim.Adam, lr=LR)
-    zgrads = zero.grad_buffers()
-    for g, g0 in zip(zgrads, grads0):
-        np.copyto(g, g0)
-    contenders["fastoptim ZeRO-1, grads in its buffers"] = lambda: zero.step(zgrads)
+    def zero_redundancy(zparams):
+        zero = fd.ZeroRedundancyOptimizer(zparams, fastoptim.Adam, lr=LR)
+        zgrads = zero.grad_buffers()
+        for g, g0 in zip(zgrads, grads0):
+            np.copyto(g, g0)
+        return lambda: zero.step(zgrads)
+    contenders[ZERO] = zero_redundancy([p.copy() for p in params0])
+    if count > 1:
+        arena = np.concatenate(params0)
+        contenders[ZERO_ONE_ARRAY] = zero_redundancy([arena[k * n:(k + 1) * n] for k in range(count)])
 
     if torch is not None:
         contenders.update(_torch_contenders(torch, dist, params0, grads0, size))

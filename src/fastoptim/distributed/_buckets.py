@@ -33,6 +33,8 @@ API
 ``FlatSpace``                             .dtype .indices .offsets .size .pieces(start, stop)
 ``shard_bounds(size, n_shards)``          int64 array of n_shards + 1 bounds
 ``flat_view(array)``                      the 1-D view of a C-contiguous array
+``laid_end_to_end(arrays, space)``        the space as one 1-D view of the params' own memory, if they
+                                          already lie end to end in flat order (else None)
 ``piece_views(arrays, pieces)``           1-D views of (index, lo, hi) pieces
 ``Shard(paramset, index, n_shards)``      shard `index` of every space: .ranges .pieces .views .size
                                           .flat_views() .group_members() .param_groups()
@@ -275,6 +277,33 @@ def flat_view(array: FloatArray) -> FloatArray:
     if array.size and view.__array_interface__["data"][0] != array.__array_interface__["data"][0]:
         raise AssertionError("reshape(-1) copied a C-contiguous array")  # pragma: no cover
     return view
+
+
+def laid_end_to_end(arrays: Sequence[FloatArray], space: "FlatSpace") -> Optional[FloatArray]:
+    """The space as one 1-D view of the params' memory, when its params already lie
+    end to end in one buffer in flat order (a model allocated as views of one array),
+    else None.  Writing into the view writes exactly the params' elements, so a
+    gather can land in them with no copy."""
+    first = arrays[space.indices[0]]
+    if len(space.indices) == 1:
+        return flat_view(first)
+    itemsize = space.dtype.itemsize
+    begin = first.__array_interface__["data"][0]
+    for j, i in enumerate(space.indices):
+        a = arrays[i]
+        if a.size and a.__array_interface__["data"][0] != begin + int(space.offsets[j]) * itemsize:
+            return None
+    root = first
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not (root.flags.c_contiguous and root.flags.writeable):
+        return None
+    raw = root.reshape(-1).view(np.uint8)
+    start = begin - raw.__array_interface__["data"][0]
+    stop = start + space.size * itemsize
+    if start < 0 or stop > raw.size:
+        return None
+    return raw[start:stop].view(space.dtype)
 
 
 def piece_views(arrays: Sequence[FloatArray], pieces: Sequence[Piece]) -> list[FloatArray]:

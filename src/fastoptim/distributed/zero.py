@@ -55,7 +55,10 @@ class ZeroRedundancyOptimizer:
     step(grads) takes this rank's local grads: each shard's grads are summed
     onto its rank (a reduce-scatter, as MPI_Reduce per shard; the mean with
     average=True), the shard's fused step runs, and an all-gather writes every
-    rank's new params straight into the params' memory.  Results equal DataParallel's.  As with DataParallel, grads
+    rank's new params into the params' memory (straight into it, with no copy,
+    when each dtype's params lie end to end in one array in their flat order:
+    allocate the model as views of one array to save a pass over it per step).
+    Results equal DataParallel's.  As with DataParallel, grads
     written into grad_buffers() are not copied, and at construction the model is
     checked to be the same on every rank and rank 0's params are copied to all.
 
