@@ -112,12 +112,25 @@ cdef int refuse_staged(int rule, int layout, cnp.ndarray param, str name) except
     return 0
 
 
-cdef void set_shape(fo_args *a, cnp.ndarray param) noexcept:
-    """The header's size, rows and cols: the param's element count and last two dimensions."""
+cdef struct tensor_shape:
+    fo_index size, rows, cols  # what the header says of a param (set_shape)
+
+
+cdef tensor_shape shape_of(cnp.ndarray param) noexcept:
+    """The param's element count and last two dimensions."""
     cdef int ndim = cnp.PyArray_NDIM(param)
-    a.common.size = cnp.PyArray_SIZE(param)
-    a.common.rows = cnp.PyArray_DIM(param, ndim - 2) if ndim >= 2 else 1
-    a.common.cols = cnp.PyArray_DIM(param, ndim - 1) if ndim >= 1 else 1
+    cdef tensor_shape shape
+    shape.size = cnp.PyArray_SIZE(param)
+    shape.rows = cnp.PyArray_DIM(param, ndim - 2) if ndim >= 2 else 1
+    shape.cols = cnp.PyArray_DIM(param, ndim - 1) if ndim >= 1 else 1
+    return shape
+
+
+cdef void set_shape(fo_args *a, tensor_shape shape) noexcept nogil:
+    """The header's size, rows and cols."""
+    a.common.size = shape.size
+    a.common.rows = shape.rows
+    a.common.cols = shape.cols
 
 
 def checked_grad_scale(grad_scale):
@@ -250,7 +263,7 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     cdef int grad_mode = FO_GRAD_PLAIN if scale == 1.0 else FO_GRAD_SCALED
     cdef int passes = fo_rule_passes(rule)
     args.common.pass_ = 0
-    set_shape(&args, param)
+    set_shape(&args, shape_of(param))
     with nogil:
         fo_prepare(rule, &args)
         fo_tensor_prepare(rule, &args, data)
@@ -348,7 +361,7 @@ cdef class StepPlan:
     cdef uint32_t *half_slots
     cdef uint64_t *seeds
     cdef unsigned *f64_masks   # per tensor: fo_common.f64_operands
-    cdef fo_args *shapes       # per tensor: its fo_common size, rows and cols (set_shape)
+    cdef tensor_shape *shapes  # per tensor: its size, rows and cols
     cdef fo_index *state_sizes # per tensor and state operand: its element count when the plan was built
     cdef bint tensor_hook      # the rule has a per-tensor hook: prepare every tensor's args
     cdef int passes            # passes over each tensor (fo_rule_passes)
@@ -449,7 +462,7 @@ cdef class StepPlan:
         self.half_slots = <uint32_t *>calloc(n + 1, sizeof(uint32_t))
         self.seeds = <uint64_t *>calloc(n + 1, sizeof(uint64_t))
         self.f64_masks = <unsigned *>calloc(n + 1, sizeof(unsigned))
-        self.shapes = <fo_args *>calloc(n + 1, sizeof(fo_args))
+        self.shapes = <tensor_shape *>calloc(n + 1, sizeof(tensor_shape))
         self.state_sizes = <fo_index *>calloc(n * FO_MAX_OPERANDS + 1, sizeof(fo_index))
         self.groups = <int *>calloc(n + 1, sizeof(int))
         self.has_state = <bint *>calloc(n + 1, sizeof(bint))
@@ -486,7 +499,7 @@ cdef class StepPlan:
             st = states[i]
             self.has_state[i] = st is not None
             self.f64_masks[i] = f64_operands((p, p) + (tuple(st) if st is not None else ()))
-            set_shape(&self.shapes[i], p)
+            self.shapes[i] = shape_of(p)
             q8 = None if quantized is None else quantized[i]
             if q8 is not None:
                 self.set_quantized(i, p, q8, st)
@@ -897,9 +910,7 @@ cdef class StepPlan:
                 self.args[i].common.half_slots = self.half_slots[i]
                 self.args[i].common.param_index = <uint32_t>i
                 self.args[i].common.seed = self.seeds[i]
-                self.args[i].common.size = self.shapes[i].common.size
-                self.args[i].common.rows = self.shapes[i].common.rows
-                self.args[i].common.cols = self.shapes[i].common.cols
+                set_shape(&self.args[i], self.shapes[i])
                 self.args[i].common.q8 = &self.q8s[i] if self.layouts[i] == FO_Q8 else NULL
                 if self.tensor_hook:
                     self.args[i].common.f64_operands = self.f64_masks[i]
