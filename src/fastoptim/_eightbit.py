@@ -173,25 +173,15 @@ class Blockwise8bit:
                 entry = self._loaded_entry(index, entry, group_of.get(index, {}))
             entries[index] = entry
         previous = self.state_dict()  # type: ignore[attr-defined]
-        self._load(dict(state_dict, state=entries))
+        super().load_state_dict(dict(state_dict, state=entries))  # type: ignore[misc]
         try:  # the 8-bit entries against their params (shapes, block counts, maps), as a step reads them
             self._invalidate()  # type: ignore[attr-defined]
             self._build_plan()  # type: ignore[attr-defined]
         except Exception:
-            self._load(previous)
+            super().load_state_dict(previous)  # type: ignore[misc]
             raise
         finally:
             self._invalidate()  # type: ignore[attr-defined]
-
-    def _load(self, state_dict: Any) -> None:
-        super().load_state_dict(state_dict)  # type: ignore[misc]
-        # torch.optim's loader casts every state tensor to its float param's dtype: codes back to uint8
-        for state in list(self.state.values()):  # type: ignore[attr-defined]
-            for j in (1, 2):
-                codes = state.get(f"state{j}")
-                if codes is not None and str(codes.dtype) not in ("uint8", "torch.uint8"):
-                    array = self._from_state(codes, f"state{j}")  # type: ignore[attr-defined]
-                    state[f"state{j}"] = self._to_state(np.asarray(array).astype(np.uint8))  # type: ignore[attr-defined]
 
     def _loaded_entry(self, index: Any, entry: dict[str, Any], saved_group: dict[str, Any]) -> dict[str, Any]:
         """A loaded param's state entry, checked (maps, code dtype) and in our names: bitsandbytes

@@ -855,7 +855,8 @@ class Optimizer(StepEngine[torch.Tensor], torch.optim.Optimizer):
             id_map.update(zip(saved["params"], group["params"]))
             group_of.update((key, merged) for key in saved["params"])
         state: dict[Any, Any] = {}
-        kept_float32: list[tuple[torch.Tensor, str, torch.Tensor]] = []
+        # torch's loader casts every state tensor of a float param to the param's dtype; these keep theirs
+        kept_dtype: list[tuple[torch.Tensor, str, torch.Tensor]] = []
         slots = {slot.name for slot in self.rule.state}
         for key, entry in state_dict["state"].items():
             p = id_map.get(key)
@@ -892,13 +893,16 @@ class Optimizer(StepEngine[torch.Tensor], torch.optim.Optimizer):
                     dtype = torch.float32 if self._loaded_as_float32(name, group_of[key], p) else p.dtype
                     own[name] = torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format).copy_(
                         value.detach())
-                    if dtype != p.dtype:  # torch's loader would cast it to the param's dtype
-                        kept_float32.append((p, name, own[name]))
+                    if dtype != p.dtype:
+                        kept_dtype.append((p, name, own[name]))
                 else:
                     own[name] = value
+                if (name not in slots and isinstance(own[name], torch.Tensor)
+                        and not own[name].is_floating_point()):
+                    kept_dtype.append((p, name, own[name]))  # integer state: 8-bit codes (state1, state2)
             state[key] = own
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "step_count"} | {"state": state})
-        for p, name, value in kept_float32:
+        for p, name, value in kept_dtype:
             dict.__setitem__(self.state[p], name, value)
         self._step_count = step_count
         self._lr_written = {gi: (g["lr_schedule"], g["lr"]) for gi, g in enumerate(self.param_groups)
