@@ -180,10 +180,23 @@ def test_params_laid_end_to_end_are_seen_as_one_flat_view():
     parts = [frozen[:4], frozen[4:]]
     frozen.flags.writeable = False
     assert parts[0].flags.writeable and _buckets.laid_end_to_end(parts, _buckets.ParamSet(parts).spaces[0]) is None
-    # one param is its own flat view; each dtype space on its own
+    # one param is its own flat view; each dtype space on its own, also in one byte arena
     mixed = [np.zeros(3, np.float32), arena[0:2], arena[2:5]]
     spaces = _buckets.ParamSet(mixed).spaces
     assert [_buckets.laid_end_to_end(mixed, s).size for s in spaces] == [3, 5]
+    raw = np.zeros(64, np.uint8)
+    two = [raw[0:16].view(np.float64), raw[16:24].view(np.float32), raw[24:40].view(np.float64)]
+    assert [_buckets.laid_end_to_end(two, s) for s in _buckets.ParamSet(two).spaces][0] is None  # a gap
+    two = [raw[0:16].view(np.float64), raw[16:32].view(np.float64), raw[32:40].view(np.float32)]
+    assert [_buckets.laid_end_to_end(two, s).size for s in _buckets.ParamSet(two).spaces] == [4, 2]
+    # an empty param anywhere (allocated elsewhere), and a Fortran-order root's columns
+    with_empty = [np.zeros(0), arena[0:6], np.zeros(0), arena[6:10]]
+    assert np.shares_memory(_buckets.laid_end_to_end(with_empty, _buckets.ParamSet(with_empty).spaces[0]), arena)
+    fortran = np.zeros((4, 5), order="F")
+    columns = [fortran[:, 0], fortran[:, 1]]
+    flat = _buckets.laid_end_to_end(columns, _buckets.ParamSet(columns).spaces[0])
+    flat[:] = np.arange(8.0)
+    assert fortran[:, 1].tolist() == [4.0, 5.0, 6.0, 7.0] and not fortran[:, 2:].any()
 
 
 def test_buckets_at_param_boundaries_and_at_element_counts():

@@ -417,6 +417,28 @@ def test_adamw_stays_adamw_after_loading(torch, ft, loaded_from):
     torch.testing.assert_close(p.detach(), torch.full((3,), 0.95), rtol=0, atol=1e-6)
 
 
+def test_loaded_integer_state_keeps_its_dtype(torch, ft):
+    """Integer and bool state that is not the rule's (a user's counter and flag) loads with its
+    dtype and values (torch.optim's loader would cast it to float32), as a copy; the rule's
+    own state is cast to the param's dtype as torch does."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = ft.Adam([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    saved = opt.state_dict()
+    counter = torch.tensor([1, 2, 2**40], dtype=torch.int64)
+    saved["state"][0]["visits"] = counter
+    saved["state"][0]["seen"] = torch.tensor([True, False, True])
+    saved["state"][0]["exp_avg"] = saved["state"][0]["exp_avg"].double()
+    other = ft.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    other.load_state_dict(saved)
+    state = next(iter(other.state.values()))
+    assert state["visits"].dtype == torch.int64 and state["visits"].tolist() == [1, 2, 2**40]
+    assert state["seen"].dtype == torch.bool and state["seen"].tolist() == [True, False, True]
+    assert state["visits"].data_ptr() != counter.data_ptr()
+    assert state["exp_avg"].dtype == torch.float32
+
+
 def test_grad_laid_out_unlike_param_takes_torch_path(torch, ft):
     """A transposed grad for a contiguous param: the kernels walk memory, so torch's path steps it."""
     def make(gen):

@@ -284,21 +284,24 @@ def laid_end_to_end(arrays: Sequence[FloatArray], space: "FlatSpace") -> Optiona
     end to end in one buffer in flat order (a model allocated as views of one array),
     else None.  Writing into the view writes exactly the params' elements, so a
     gather can land in them with no copy."""
-    first = arrays[space.indices[0]]
     if len(space.indices) == 1:
-        return flat_view(first)
+        return flat_view(arrays[space.indices[0]])
     itemsize = space.dtype.itemsize
-    begin = first.__array_interface__["data"][0]
-    for j, i in enumerate(space.indices):
-        a = arrays[i]
-        if a.size and a.__array_interface__["data"][0] != begin + int(space.offsets[j]) * itemsize:
+    # where the space would begin: the first param with elements (an empty one has no place)
+    placed = [(j, i) for j, i in enumerate(space.indices) if arrays[i].size]
+    if not placed:
+        return None
+    j0, i0 = placed[0]
+    begin = arrays[i0].__array_interface__["data"][0] - int(space.offsets[j0]) * itemsize
+    for j, i in placed:
+        if arrays[i].__array_interface__["data"][0] != begin + int(space.offsets[j]) * itemsize:
             return None
-    root = first
+    root = arrays[i0]
     while isinstance(root.base, np.ndarray):
         root = root.base
-    if not (root.flags.c_contiguous and root.flags.writeable):
+    if not ((root.flags.c_contiguous or root.flags.f_contiguous) and root.flags.writeable):
         return None
-    raw = root.reshape(-1).view(np.uint8)
+    raw = root.reshape(-1, order="A").view(np.uint8)  # its memory, in memory order
     start = begin - raw.__array_interface__["data"][0]
     stop = start + space.size * itemsize
     if start < 0 or stop > raw.size:

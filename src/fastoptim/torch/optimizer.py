@@ -899,7 +899,9 @@ class Optimizer(StepEngine[torch.Tensor], torch.optim.Optimizer):
                     own[name] = value
                 if (name not in slots and isinstance(own[name], torch.Tensor)
                         and not own[name].is_floating_point()):
-                    kept_dtype.append((p, name, own[name]))  # integer state: 8-bit codes (state1, state2)
+                    # integer or bool state (8-bit codes state1/state2, a user's counter) keeps its
+                    # dtype, which torch.optim's loader would cast to the param's
+                    kept_dtype.append((p, name, own[name]))
             state[key] = own
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "step_count"} | {"state": state})
         for p, name, value in kept_dtype:
