@@ -143,14 +143,43 @@ def test_search_tables_give_the_nearest_code(signed):
     expected = _nearest_codes(values, qmap)
     np.testing.assert_array_equal(q8.quantize_blockwise(values, np.float32(1) * qmap, values.size)[0],
                                   _nearest_codes(values / np.max(np.abs(values)), qmap))
-    keys = ((values.view(np.uint32) ^ np.where(values.view(np.int32) < 0, np.uint32(0xFFFFFFFF),
-                                               np.uint32(0x80000000))) >> 16).astype(np.int64)
-    codes = table.start[keys].astype(np.int64)
-    for _ in range(table.steps):
-        codes += values >= table.threshold[codes]
-    np.testing.assert_array_equal(codes, expected)
-    assert table.steps == 1  # the standard maps take the kernels' one-step path: start and next by key
-    np.testing.assert_array_equal(table.start[keys] + (values >= table.next[keys]), expected)
+    # the code is the count of thresholds at or below the value (the kernels' search) ...
+    np.testing.assert_array_equal(np.searchsorted(table.threshold, values, side="right"), expected)
+    # ... which the standard maps' buckets give in one lookup
+    assert table.bucket is not None and table.bucket.size == 2 * table.per_sign
+    np.testing.assert_array_equal(q8.bucket_codes(table, values), expected)
+
+
+def _crowded_map():
+    """A map the buckets cannot serve: two thresholds within one bucket near 0.57, and one
+    just above 0 (a linear map of 256 entries has none at 0)."""
+    qmap = np.linspace(-1, 1, 256, dtype=np.float32)
+    qmap[201:203] = qmap[200] + np.float32(1e-4) * np.arange(1, 3, dtype=np.float32)
+    return qmap
+
+
+def test_a_map_the_buckets_cannot_serve_is_searched(simd_level):
+    """The kernels' binary search of the thresholds, where the buckets do not apply, against
+    the reference at 1 and 2 threads."""
+    qmap = _crowded_map()
+    assert q8.quant_table(qmap).bucket is None
+    rng = np.random.default_rng(7)
+    for threads in (1, 2):
+        param = rng.standard_normal(4099).astype(np.float32)
+        opt = fastoptim.Adam8bit([param], lr=1e-2, min_8bit_size=0)
+        with fastoptim.num_threads(threads):
+            opt.step([rng.standard_normal(param.shape).astype(np.float32)])
+            saved = opt.state_dict()
+            saved["state"][0]["qmap1"] = qmap.copy()
+            opt.load_state_dict(saved)
+            start = {k: np.array(v, copy=True) for k, v in opt.state[0].items() if k != "step"}
+            expected = param.copy()
+            for t, g in enumerate(_grads(rng, param.shape, 3), start=2):
+                opt.step([g])
+                _reference_step("Adam8bit", dict(lr=1e-2), expected, g, start, t, 256)
+            np.testing.assert_array_equal(param, expected)
+            for key in ("state1", "absmax1", "state2", "absmax2"):
+                np.testing.assert_array_equal(opt.state[0][key], start[key], err_msg=f"{key} threads={threads}")
 
 
 def test_quantize_roundtrip_error_is_small():

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _validation
-from ._ext.step import Q8_KEYS, Q8_MAX_BLOCK, Q8_SLOTS
+from ._ext.step import Q8_KEY_OF_ONE, Q8_MAX_BLOCK, Q8_SLOTS
 
 __all__ = ["create_dynamic_map", "quantize_blockwise", "dequantize_blockwise", "BLOCK_SIZE", "MIN_8BIT_SIZE"]
 
@@ -218,22 +218,65 @@ def dequantize_blockwise(codes: npt.ArrayLike, absmax: npt.ArrayLike, qmap: npt.
 
 # ---- the kernels' search tables -------------------------------------------------------
 
-def _keys_lowest() -> npt.NDArray[np.float32]:
-    """For each 16-bit key (blockwise8.inc's fo_q8_key), the least float32 with that key."""
-    keys = np.arange(Q8_KEYS, dtype=np.uint32) << np.uint32(16)
-    # inverse of the key's map: positive values had the sign bit set, negative ones all bits flipped
-    bits = np.where(keys & np.uint32(0x80000000), keys & np.uint32(0x7FFFFFFF), ~keys | np.uint32(0xFFFF))
-    lowest: npt.NDArray[np.float32] = bits.astype(np.uint32).view(np.float32)
-    return lowest
+# The kernels' quantizer buckets a value v (= value / absmax, so |v| <= 1) by its sign and the
+# top 16 bits of its magnitude's float32 pattern (its exponent and 7 mantissa bits), those at or
+# below a first key merged into one.  A bucket holding at most one threshold gives the code with
+# one lookup: code = (bucket[index] + low) >> 16, where low is the bottom 16 bits of v's pattern
+# (flipped for a negative v, so that they order like v within its bucket).
+_KEY_OF_ONE = Q8_KEY_OF_ONE  # the top 16 bits of 1.0f, the largest magnitude v can have
+
+
+def _bucket_table(threshold: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.uint32], int] | None:
+    """(bucket, first_key) of the kernels' one-lookup quantizer for these thresholds, or None
+    where it does not apply (two thresholds in one bucket, or one in the merged lowest).
+
+    The bucket of a value of magnitude key k >= first_key (k = magnitude bits >> 16, smaller ones
+    counted as first_key) and sign s is index k - first_key + s * per_sign; its entry is
+    (c << 16) + (0x10000 - t if a threshold lies in the bucket else 0), with c the number of
+    thresholds below the bucket's least value and t the threshold's low 16 bits, ordered as the
+    kernel orders v's."""
+    finite = threshold[:-1]
+    bits = finite.view(np.uint32)
+    magnitude_keys = (bits & np.uint32(0x7FFFFFFF)) >> np.uint32(16)
+    first_key = min(int(magnitude_keys.min()) - 1, _KEY_OF_ONE)
+    if first_key < 0:
+        return None
+    keys = np.arange(first_key, _KEY_OF_ONE + 1, dtype=np.uint32)
+    low_bits = np.where(keys == first_key, np.uint32(0), keys << np.uint32(16))  # the merged bucket starts at 0
+    high_bits = (keys << np.uint32(16)) | np.uint32(0xFFFF)
+    low_values, high_values = low_bits.view(np.float32), high_bits.view(np.float32)
+    entries = []
+    for least, most in ((low_values, high_values), (-high_values, -low_values)):  # positive, then negative
+        below = np.searchsorted(finite, least, side="left")
+        inside = np.searchsorted(finite, most, side="right") - below
+        if np.any(inside > 1) or inside[0] > 0:
+            return None
+        t = bits[np.minimum(below, finite.size - 1)]
+        low = (t ^ np.where(t >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0))) & np.uint32(0xFFFF)
+        entries.append((below.astype(np.uint32) << np.uint32(16))
+                       + np.where(inside == 1, np.uint32(0x10000) - low, np.uint32(0)))
+    return np.concatenate(entries).astype(np.uint32), first_key
+
+
+def bucket_codes(table: QuantTable, values: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+    """The kernels' one-lookup quantizer in NumPy (for values of magnitude at most 1)."""
+    assert table.bucket is not None
+    u = values.astype(np.float32).view(np.uint32).astype(np.int64)
+    flip = np.where(u >> 31, 0xFFFFFFFF, 0)
+    index = np.maximum((u & 0x7FFFFFFF) >> 16, table.first_key) - table.first_key + (flip & table.per_sign)
+    codes: npt.NDArray[np.int64] = (table.bucket[index].astype(np.int64) + ((u ^ flip) & 0xFFFF)) >> 16
+    return codes
 
 
 class QuantTable:
     """The kernels' search tables for one map (see fo_q8 in csrc/fastoptim/update_rules.h):
     threshold[j], the least float32 nearer to qmap[j + 1] than to qmap[j] (threshold[255] =
-    inf); start[key], the code of the least float32 of each key; next[key], the threshold
-    after it; steps, the thresholds any key's values may still pass."""
+    inf), so that a value's code is the number of thresholds at or below it; and, where the map
+    allows it (both standard maps do), the buckets of the one-lookup quantizer (_bucket_table):
+    bucket, first_key and per_sign (bucket is None otherwise, and the kernels search the
+    thresholds)."""
 
-    __slots__ = ("qmap", "threshold", "start", "next", "steps")
+    __slots__ = ("qmap", "threshold", "bucket", "first_key", "per_sign")
 
     def __init__(self, qmap: npt.NDArray[np.float32]) -> None:
         self.qmap = qmap
@@ -243,20 +286,14 @@ class QuantTable:
         up = threshold.astype(np.float64) <= middle  # rounded down or exact: the next float up is the least above
         threshold[up] = np.nextafter(threshold[up], np.float32(np.inf))
         self.threshold = np.append(threshold, np.float32(np.inf)).astype(np.float32)
-        lowest = _keys_lowest()
-        with np.errstate(invalid="ignore"):
-            start = np.searchsorted(self.threshold[:-1], lowest, side="right")
-        nan = np.isnan(lowest)
-        start[nan] = 0  # NaN keys: values / absmax are never NaN for finite state
-        # 4 bytes more than the keys: the AVX2 loop reads 32 bits at any key's byte
-        self.start = np.append(start.astype(np.uint8), np.zeros(4, np.uint8))
-        # the thresholds inside each key's range: the next key's start minus this one's
-        following = np.append(start[1:], start[-1])  # of the keys only
-        self.steps = int(np.max(np.where(nan, 0, following - start)))
-        # threshold[start[key]]: with one step, the only threshold a key's values may pass
-        self.next = self.threshold[start].astype(np.float32)
-        for array in (self.threshold, self.start, self.next):
-            array.setflags(write=False)
+        self.threshold.setflags(write=False)
+        buckets = _bucket_table(self.threshold)
+        self.bucket: npt.NDArray[np.uint32] | None = None
+        self.first_key = self.per_sign = 0
+        if buckets is not None:
+            self.bucket, self.first_key = buckets
+            self.per_sign = _KEY_OF_ONE + 1 - self.first_key
+            self.bucket.setflags(write=False)
 
 
 _TABLES: dict[bytes, QuantTable] = {}
