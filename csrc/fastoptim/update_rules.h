@@ -62,7 +62,7 @@ typedef ptrdiff_t fo_index;
  * the least float32 nearer to qmap[j + 1] than to qmap[j] (threshold[255] = +inf).  Where each
  * bucket of values by sign and the top 16 bits of |v| (an exponent and 7 mantissa bits; those
  * at or below first_key merged) holds one threshold at most, bucket[] gives the code in one
- * lookup (blockwise8.inc, q8_bucket_index); otherwise bucket is NULL and the thresholds are
+ * lookup (blockwise8.inc, q8_bucket_of); otherwise bucket is NULL and the thresholds are
  * searched.  The tables are made from qmap by the step engine (blockwise8.py, QuantTable). */
 #define FO_Q8_SLOTS 2
 #define FO_Q8_MAX_BLOCK 4096

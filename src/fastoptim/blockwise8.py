@@ -25,6 +25,7 @@ optimizer's `skipped`.
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -165,10 +166,9 @@ def quantize_blockwise(values: npt.ArrayLike, qmap: npt.ArrayLike, block_size: i
     scale = np.repeat(absmax, block_size)[:flat.size]
     with np.errstate(invalid="ignore", divide="ignore"):
         normalized = np.where(scale > 0, flat / np.where(scale > 0, scale, 1), np.float32(0)).astype(np.float32)
-    # nearest entry, the lower of two at the same distance: the midpoints strictly below the value
-    # (the sum of two float32 neighbours is exact in double, and so is its half)
-    middles = (qmap[:-1].astype(np.float64) + qmap[1:].astype(np.float64)) / 2
-    codes = np.searchsorted(middles, normalized.astype(np.float64), side="left").astype(np.uint8)
+    # nearest entry, the lower of two at the same distance: the count of thresholds (the least
+    # float32 above each midpoint) at or below the value
+    codes = np.searchsorted(quant_table(qmap).threshold[:-1], normalized, side="right").astype(np.uint8)
     return codes.reshape(values.shape), absmax.astype(np.float32)
 
 
@@ -223,7 +223,6 @@ def dequantize_blockwise(codes: npt.ArrayLike, absmax: npt.ArrayLike, qmap: npt.
 # below a first key merged into one.  A bucket holding at most one threshold gives the code with
 # one lookup: code = (bucket[index] + low) >> 16, where low is the bottom 16 bits of v's pattern
 # (flipped for a negative v, so that they order like v within its bucket).
-_KEY_OF_ONE = Q8_KEY_OF_ONE  # the top 16 bits of 1.0f, the largest magnitude v can have
 
 
 def _bucket_table(threshold: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.uint32], int] | None:
@@ -238,10 +237,10 @@ def _bucket_table(threshold: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.ui
     finite = threshold[:-1]
     bits = finite.view(np.uint32)
     magnitude_keys = (bits & np.uint32(0x7FFFFFFF)) >> np.uint32(16)
-    first_key = min(int(magnitude_keys.min()) - 1, _KEY_OF_ONE)
+    first_key = min(int(magnitude_keys.min()) - 1, Q8_KEY_OF_ONE)
     if first_key < 0:
         return None
-    keys = np.arange(first_key, _KEY_OF_ONE + 1, dtype=np.uint32)
+    keys = np.arange(first_key, Q8_KEY_OF_ONE + 1, dtype=np.uint32)
     low_bits = np.where(keys == first_key, np.uint32(0), keys << np.uint32(16))  # the merged bucket starts at 0
     high_bits = (keys << np.uint32(16)) | np.uint32(0xFFFF)
     low_values, high_values = low_bits.view(np.float32), high_bits.view(np.float32)
@@ -258,14 +257,20 @@ def _bucket_table(threshold: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.ui
     return np.concatenate(entries).astype(np.uint32), first_key
 
 
-def bucket_codes(table: QuantTable, values: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
-    """The kernels' one-lookup quantizer in NumPy (for values of magnitude at most 1)."""
-    assert table.bucket is not None
-    u = values.astype(np.float32).view(np.uint32).astype(np.int64)
-    flip = np.where(u >> 31, 0xFFFFFFFF, 0)
-    index = np.maximum((u & 0x7FFFFFFF) >> 16, table.first_key) - table.first_key + (flip & table.per_sign)
-    codes: npt.NDArray[np.int64] = (table.bucket[index].astype(np.int64) + ((u ^ flip) & 0xFFFF)) >> 16
-    return codes
+def _least_above_middles(qmap: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Per pair of neighbours, the least float32 above their midpoint, in exact arithmetic
+    (a double holds the midpoint only while their magnitudes are within 2^29 of each other)."""
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    threshold = np.empty(qmap.size - 1, np.float32)
+    for j in range(qmap.size - 1):
+        middle = (Fraction(float(qmap[j])) + Fraction(float(qmap[j + 1]))) / 2
+        t = np.float32(float(middle))
+        while Fraction(float(t)) <= middle:
+            t = np.nextafter(t, up)
+        while Fraction(float(np.nextafter(t, down))) > middle:
+            t = np.nextafter(t, down)
+        threshold[j] = t
+    return threshold
 
 
 class QuantTable:
@@ -280,19 +285,14 @@ class QuantTable:
 
     def __init__(self, qmap: npt.NDArray[np.float32]) -> None:
         self.qmap = qmap
-        low, high = qmap[:-1].astype(np.float64), qmap[1:].astype(np.float64)
-        middle = (low + high) / 2  # exact: neighbours' sum fits a double
-        threshold = middle.astype(np.float32)
-        up = threshold.astype(np.float64) <= middle  # rounded down or exact: the next float up is the least above
-        threshold[up] = np.nextafter(threshold[up], np.float32(np.inf))
-        self.threshold = np.append(threshold, np.float32(np.inf)).astype(np.float32)
+        self.threshold = np.append(_least_above_middles(qmap), np.float32(np.inf)).astype(np.float32)
         self.threshold.setflags(write=False)
         buckets = _bucket_table(self.threshold)
         self.bucket: npt.NDArray[np.uint32] | None = None
         self.first_key = self.per_sign = 0
         if buckets is not None:
             self.bucket, self.first_key = buckets
-            self.per_sign = _KEY_OF_ONE + 1 - self.first_key
+            self.per_sign = Q8_KEY_OF_ONE + 1 - self.first_key
             self.bucket.setflags(write=False)
 
 
