@@ -11,6 +11,8 @@ import copy
 import inspect
 import pickle
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -104,9 +106,34 @@ def _grads(rng, shape, steps):
 
 def _nearest_codes(values, qmap):
     """The index of the map entry nearest to each value, the lower one of two at the same
-    distance: the definition, by brute force (float64 differences of float32 neighbours are exact)."""
-    distance = np.abs(values.astype(np.float64).reshape(-1, 1) - qmap.astype(np.float64).reshape(1, -1))
-    return np.argmin(distance, axis=1).astype(np.uint8)
+    distance: the definition, in exact arithmetic (a double's difference of two float32s is
+    rounded when their magnitudes are far apart) over the two entries around each value."""
+    codes = np.empty(values.size, np.uint8)
+    entries = [Fraction(float(q)) for q in qmap]
+    for k, v in enumerate(values.reshape(-1)):
+        above = min(int(np.searchsorted(qmap, v, side="left")), qmap.size - 1)
+        below = max(above - 1, 0)
+        exact = Fraction(float(v))
+        codes[k] = below if abs(exact - entries[below]) <= abs(entries[above] - exact) else above
+    return codes
+
+
+def _kernel_codes(values, qmap):
+    """The kernel's codes on qmap of values of magnitude at most 1 (each 4096-block also holds
+    a 1.0, so absmax = 1): SGD8bit's momentum buffer after a step from zero is the grad itself."""
+    blocks = -(-values.size // 4095)
+    padded = np.zeros(blocks * 4095, np.float32)
+    padded[:values.size] = values
+    grad = np.concatenate([np.ones((blocks, 1), np.float32), padded.reshape(blocks, 4095)], axis=1)
+    param = np.zeros(grad.size, np.float32)
+    opt = fastoptim.SGD8bit([param], lr=0.0, momentum=0.9, block_size=4096, min_8bit_size=0)
+    opt.step([np.zeros_like(param)])  # a momentum buffer of zeros (absmax 0), then on qmap:
+    state = opt.state_dict()
+    state["state"][0]["qmap1"] = qmap.copy()
+    opt.load_state_dict(state)
+    opt.step([grad.reshape(-1)])      # 0.9 * 0 + grad
+    assert (opt.state[0]["absmax1"] == 1).all()
+    return opt.state[0]["state1"].reshape(blocks, 4096)[:, 1:].reshape(-1)[:values.size]
 
 
 def test_dynamic_maps_are_bitsandbytes_maps():
@@ -143,14 +170,69 @@ def test_search_tables_give_the_nearest_code(signed):
     expected = _nearest_codes(values, qmap)
     np.testing.assert_array_equal(q8.quantize_blockwise(values, np.float32(1) * qmap, values.size)[0],
                                   _nearest_codes(values / np.max(np.abs(values)), qmap))
-    keys = ((values.view(np.uint32) ^ np.where(values.view(np.int32) < 0, np.uint32(0xFFFFFFFF),
-                                               np.uint32(0x80000000))) >> 16).astype(np.int64)
-    codes = table.start[keys].astype(np.int64)
-    for _ in range(table.steps):
-        codes += values >= table.threshold[codes]
-    np.testing.assert_array_equal(codes, expected)
-    assert table.steps == 1  # the standard maps take the kernels' one-step path: start and next by key
-    np.testing.assert_array_equal(table.start[keys] + (values >= table.next[keys]), expected)
+    # the code is the count of thresholds at or below the value (the kernels' search) ...
+    np.testing.assert_array_equal(np.searchsorted(table.threshold, values, side="right"), expected)
+    # ... which the standard maps' buckets give in one lookup, in the kernel
+    assert table.bucket is not None and table.bucket.size == 2 * table.per_sign
+    np.testing.assert_array_equal(_kernel_codes(values, qmap), expected)
+
+
+def test_neighbours_far_apart_get_the_exact_nearest_code():
+    """A midpoint a double cannot hold (neighbours 2^100 apart): 0.5 is nearer to 1.0 than to
+    -2^-100 by 2^-100, so its code is 1.0's."""
+    qmap = np.concatenate([np.linspace(-1, -0.5, 254), [-2.0 ** -100, 1.0]]).astype(np.float32)
+    values = np.array([0.5, np.nextafter(np.float32(0.5), np.float32(0)), 0.0, -2.0 ** -101, -0.75],
+                      np.float32)
+    expected = _nearest_codes(values, qmap)
+    assert expected.tolist()[:2] == [255, 254]
+    assert q8.quant_table(qmap).threshold[254] == np.float32(0.5)
+    np.testing.assert_array_equal(q8.quantize_blockwise(values, qmap, values.size)[0],
+                                  _nearest_codes(values / np.float32(0.75), qmap))
+    np.testing.assert_array_equal(_kernel_codes(values, qmap), expected)
+
+
+def _crowded_map():
+    """A map the buckets cannot serve: two thresholds within one bucket near 0.57, and one
+    just above 0 (a linear map of 256 entries has none at 0)."""
+    qmap = np.linspace(-1, 1, 256, dtype=np.float32)
+    qmap[201:203] = qmap[200] + np.float32(1e-4) * np.arange(1, 3, dtype=np.float32)
+    return qmap
+
+
+def _crowded_standard_map():
+    """The standard signed map with two thresholds in one bucket (and none near 0)."""
+    qmap = q8.create_dynamic_map(True).copy()
+    qmap[201:203] = qmap[200] + np.float32(1e-4) * np.arange(1, 3, dtype=np.float32)
+    return qmap
+
+
+@pytest.mark.parametrize("crowded", [_crowded_map, _crowded_standard_map])
+def test_a_map_the_buckets_cannot_serve_is_searched(crowded, simd_level, split_everything):
+    """The kernels' binary search of the thresholds, where the buckets do not apply, against
+    the reference at 1 and 2 threads, and the exact nearest codes."""
+    qmap = crowded()
+    assert q8.quant_table(qmap).bucket is None
+    values = np.concatenate([qmap, q8.quant_table(qmap).threshold[:-1],
+                             np.nextafter(q8.quant_table(qmap).threshold[:-1], np.float32(-2)),
+                             np.random.default_rng(3).uniform(-1, 1, 5000)]).astype(np.float32)
+    np.testing.assert_array_equal(_kernel_codes(values, qmap), _nearest_codes(values, qmap))
+    rng = np.random.default_rng(7)
+    for threads in (1, 2):
+        param = rng.standard_normal(4099).astype(np.float32)
+        opt = fastoptim.Adam8bit([param], lr=1e-2, min_8bit_size=0)
+        with fastoptim.num_threads(threads):
+            opt.step([rng.standard_normal(param.shape).astype(np.float32)])
+            saved = opt.state_dict()
+            saved["state"][0]["qmap1"] = qmap.copy()
+            opt.load_state_dict(saved)
+            start = {k: np.array(v, copy=True) for k, v in opt.state[0].items() if k != "step"}
+            expected = param.copy()
+            for t, g in enumerate(_grads(rng, param.shape, 3), start=2):
+                opt.step([g])
+                _reference_step("Adam8bit", dict(lr=1e-2), expected, g, start, t, 256)
+            np.testing.assert_array_equal(param, expected)
+            for key in ("state1", "absmax1", "state2", "absmax2"):
+                np.testing.assert_array_equal(opt.state[0][key], start[key], err_msg=f"{key} threads={threads}")
 
 
 def test_quantize_roundtrip_error_is_small():

@@ -58,13 +58,15 @@ typedef ptrdiff_t fo_index;
  * one float32 absmax per block of `block` elements.  An element's value is
  * qmap[code] * absmax[its block]; after the update a block's absmax is the largest |value| in it
  * and each code the nearest map entry to value / absmax (ties to the lower code).  The nearest
- * search is exact: code = the number of thresholds <= value / absmax, where threshold[j] is the
- * least float32 nearer to qmap[j + 1] than to qmap[j] (threshold[255] = +inf); start[key], over
- * the 16-bit keys of fo_q8_key, is the code of the least float32 with that key, from which at
- * most `steps` thresholds remain to pass.  The tables are made from qmap by the step engine. */
+ * search is exact: code = the number of thresholds <= v = value / absmax, where threshold[j] is
+ * the least float32 nearer to qmap[j + 1] than to qmap[j] (threshold[255] = +inf).  Where each
+ * bucket of values by sign and the top 16 bits of |v| (an exponent and 7 mantissa bits; those
+ * at or below first_key merged) holds one threshold at most, bucket[] gives the code in one
+ * lookup (blockwise8.inc, q8_bucket_of); otherwise bucket is NULL and the thresholds are
+ * searched.  The tables are made from qmap by the step engine (blockwise8.py, QuantTable). */
 #define FO_Q8_SLOTS 2
 #define FO_Q8_MAX_BLOCK 4096
-#define FO_Q8_KEYS 65536
+#define FO_Q8_KEY_OF_ONE 0x3F80                /* the top 16 bits of 1.0f: |v| <= 1 */
 typedef struct fo_q8 {
     int n_slots;                          /* quantized state slots */
     int operand[FO_Q8_SLOTS];             /* each one's operand (2 + its state slot) */
@@ -72,10 +74,9 @@ typedef struct fo_q8 {
     float *absmax[FO_Q8_SLOTS];           /* one per block */
     const float *qmap[FO_Q8_SLOTS];       /* 256 increasing values */
     const float *threshold[FO_Q8_SLOTS];  /* 256, see above */
-    const uint8_t *start[FO_Q8_SLOTS];    /* FO_Q8_KEYS, and 4 bytes of padding (32-bit gathers) */
-    const float *next[FO_Q8_SLOTS];       /* FO_Q8_KEYS: threshold[start[key]], read beside start when
-                                             steps is 1, so the two lookups need not wait on each other */
-    int steps[FO_Q8_SLOTS];               /* thresholds left to pass after start, at most */
+    const uint32_t *bucket[FO_Q8_SLOTS];  /* 2 * per_sign entries (positive v's, then negative), or NULL */
+    int first_key[FO_Q8_SLOTS];           /* the bucket keys: first_key .. FO_Q8_KEY_OF_ONE */
+    int per_sign[FO_Q8_SLOTS];            /* FO_Q8_KEY_OF_ONE + 1 - first_key */
     int64_t *skipped;                     /* blocks left untouched for a non-finite grad (atomic adds) */
 } fo_q8;
 

@@ -25,13 +25,14 @@ optimizer's `skipped`.
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _validation
-from ._ext.step import Q8_KEYS, Q8_MAX_BLOCK, Q8_SLOTS
+from ._ext.step import Q8_KEY_OF_ONE, Q8_MAX_BLOCK, Q8_SLOTS
 
 __all__ = ["create_dynamic_map", "quantize_blockwise", "dequantize_blockwise", "BLOCK_SIZE", "MIN_8BIT_SIZE"]
 
@@ -165,10 +166,9 @@ def quantize_blockwise(values: npt.ArrayLike, qmap: npt.ArrayLike, block_size: i
     scale = np.repeat(absmax, block_size)[:flat.size]
     with np.errstate(invalid="ignore", divide="ignore"):
         normalized = np.where(scale > 0, flat / np.where(scale > 0, scale, 1), np.float32(0)).astype(np.float32)
-    # nearest entry, the lower of two at the same distance: the midpoints strictly below the value
-    # (the sum of two float32 neighbours is exact in double, and so is its half)
-    middles = (qmap[:-1].astype(np.float64) + qmap[1:].astype(np.float64)) / 2
-    codes = np.searchsorted(middles, normalized.astype(np.float64), side="left").astype(np.uint8)
+    # nearest entry, the lower of two at the same distance: the count of thresholds (the least
+    # float32 above each midpoint) at or below the value
+    codes = np.searchsorted(quant_table(qmap).threshold[:-1], normalized, side="right").astype(np.uint8)
     return codes.reshape(values.shape), absmax.astype(np.float32)
 
 
@@ -218,45 +218,82 @@ def dequantize_blockwise(codes: npt.ArrayLike, absmax: npt.ArrayLike, qmap: npt.
 
 # ---- the kernels' search tables -------------------------------------------------------
 
-def _keys_lowest() -> npt.NDArray[np.float32]:
-    """For each 16-bit key (blockwise8.inc's fo_q8_key), the least float32 with that key."""
-    keys = np.arange(Q8_KEYS, dtype=np.uint32) << np.uint32(16)
-    # inverse of the key's map: positive values had the sign bit set, negative ones all bits flipped
-    bits = np.where(keys & np.uint32(0x80000000), keys & np.uint32(0x7FFFFFFF), ~keys | np.uint32(0xFFFF))
-    lowest: npt.NDArray[np.float32] = bits.astype(np.uint32).view(np.float32)
-    return lowest
+# The kernels' quantizer buckets a value v (= value / absmax, so |v| <= 1) by its sign and the
+# top 16 bits of its magnitude's float32 pattern (its exponent and 7 mantissa bits), those at or
+# below a first key merged into one.  A bucket holding at most one threshold gives the code with
+# one lookup: code = (bucket[index] + low) >> 16, where low is the bottom 16 bits of v's pattern
+# (flipped for a negative v, so that they order like v within its bucket).
+
+
+def _bucket_table(threshold: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.uint32], int] | None:
+    """(bucket, first_key) of the kernels' one-lookup quantizer for these thresholds, or None
+    where it does not apply (two thresholds in one bucket, or one in the merged lowest).
+
+    The bucket of a value of magnitude key k >= first_key (k = magnitude bits >> 16, smaller ones
+    counted as first_key) and sign s is index k - first_key + s * per_sign; its entry is
+    (c << 16) + (0x10000 - t if a threshold lies in the bucket else 0), with c the number of
+    thresholds below the bucket's least value and t the threshold's low 16 bits, ordered as the
+    kernel orders v's."""
+    finite = threshold[:-1]
+    bits = finite.view(np.uint32)
+    magnitude_keys = (bits & np.uint32(0x7FFFFFFF)) >> np.uint32(16)
+    first_key = min(int(magnitude_keys.min()) - 1, Q8_KEY_OF_ONE)
+    if first_key < 0:
+        return None
+    keys = np.arange(first_key, Q8_KEY_OF_ONE + 1, dtype=np.uint32)
+    low_bits = np.where(keys == first_key, np.uint32(0), keys << np.uint32(16))  # the merged bucket starts at 0
+    high_bits = (keys << np.uint32(16)) | np.uint32(0xFFFF)
+    low_values, high_values = low_bits.view(np.float32), high_bits.view(np.float32)
+    entries = []
+    for least, most in ((low_values, high_values), (-high_values, -low_values)):  # positive, then negative
+        below = np.searchsorted(finite, least, side="left")
+        inside = np.searchsorted(finite, most, side="right") - below
+        if np.any(inside > 1) or inside[0] > 0:
+            return None
+        t = bits[np.minimum(below, finite.size - 1)]
+        low = (t ^ np.where(t >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0))) & np.uint32(0xFFFF)
+        entries.append((below.astype(np.uint32) << np.uint32(16))
+                       + np.where(inside == 1, np.uint32(0x10000) - low, np.uint32(0)))
+    return np.concatenate(entries).astype(np.uint32), first_key
+
+
+def _least_above_middles(qmap: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Per pair of neighbours, the least float32 above their midpoint, in exact arithmetic
+    (a double holds the midpoint only while their magnitudes are within 2^29 of each other)."""
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    threshold = np.empty(qmap.size - 1, np.float32)
+    for j in range(qmap.size - 1):
+        middle = (Fraction(float(qmap[j])) + Fraction(float(qmap[j + 1]))) / 2
+        t = np.float32(float(middle))
+        while Fraction(float(t)) <= middle:
+            t = np.nextafter(t, up)
+        while Fraction(float(np.nextafter(t, down))) > middle:
+            t = np.nextafter(t, down)
+        threshold[j] = t
+    return threshold
 
 
 class QuantTable:
     """The kernels' search tables for one map (see fo_q8 in csrc/fastoptim/update_rules.h):
     threshold[j], the least float32 nearer to qmap[j + 1] than to qmap[j] (threshold[255] =
-    inf); start[key], the code of the least float32 of each key; next[key], the threshold
-    after it; steps, the thresholds any key's values may still pass."""
+    inf), so that a value's code is the number of thresholds at or below it; and, where the map
+    allows it (both standard maps do), the buckets of the one-lookup quantizer (_bucket_table):
+    bucket, first_key and per_sign (bucket is None otherwise, and the kernels search the
+    thresholds)."""
 
-    __slots__ = ("qmap", "threshold", "start", "next", "steps")
+    __slots__ = ("qmap", "threshold", "bucket", "first_key", "per_sign")
 
     def __init__(self, qmap: npt.NDArray[np.float32]) -> None:
         self.qmap = qmap
-        low, high = qmap[:-1].astype(np.float64), qmap[1:].astype(np.float64)
-        middle = (low + high) / 2  # exact: neighbours' sum fits a double
-        threshold = middle.astype(np.float32)
-        up = threshold.astype(np.float64) <= middle  # rounded down or exact: the next float up is the least above
-        threshold[up] = np.nextafter(threshold[up], np.float32(np.inf))
-        self.threshold = np.append(threshold, np.float32(np.inf)).astype(np.float32)
-        lowest = _keys_lowest()
-        with np.errstate(invalid="ignore"):
-            start = np.searchsorted(self.threshold[:-1], lowest, side="right")
-        nan = np.isnan(lowest)
-        start[nan] = 0  # NaN keys: values / absmax are never NaN for finite state
-        # 4 bytes more than the keys: the AVX2 loop reads 32 bits at any key's byte
-        self.start = np.append(start.astype(np.uint8), np.zeros(4, np.uint8))
-        # the thresholds inside each key's range: the next key's start minus this one's
-        following = np.append(start[1:], start[-1])  # of the keys only
-        self.steps = int(np.max(np.where(nan, 0, following - start)))
-        # threshold[start[key]]: with one step, the only threshold a key's values may pass
-        self.next = self.threshold[start].astype(np.float32)
-        for array in (self.threshold, self.start, self.next):
-            array.setflags(write=False)
+        self.threshold = np.append(_least_above_middles(qmap), np.float32(np.inf)).astype(np.float32)
+        self.threshold.setflags(write=False)
+        buckets = _bucket_table(self.threshold)
+        self.bucket: npt.NDArray[np.uint32] | None = None
+        self.first_key = self.per_sign = 0
+        if buckets is not None:
+            self.bucket, self.first_key = buckets
+            self.per_sign = Q8_KEY_OF_ONE + 1 - self.first_key
+            self.bucket.setflags(write=False)
 
 
 _TABLES: dict[bytes, QuantTable] = {}

@@ -10,7 +10,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
 
     enum:
         FO_FLOAT32, FO_FLOAT64, FO_BF16, FO_F16, FO_BF16_MASTER, FO_F16_MASTER, FO_BF16_SR, FO_F16_SR, FO_Q8
-        FO_Q8_SLOTS, FO_Q8_MAX_BLOCK, FO_Q8_KEYS
+        FO_Q8_SLOTS, FO_Q8_MAX_BLOCK, FO_Q8_KEY_OF_ONE
         FO_N_LAYOUTS, FO_N_COMPUTE_TYPES
         FO_STORE_NEAREST, FO_STORE_MASTER, FO_STORE_STOCHASTIC
         FO_GRAD_PLAIN, FO_GRAD_SCALED
@@ -27,9 +27,9 @@ cdef extern from "fastoptim/kernels.h" nogil:
         float *absmax[2]
         const float *qmap[2]
         const float *threshold[2]
-        const uint8_t *start[2]
-        const float *next[2]
-        int steps[2]
+        const uint32_t *bucket[2]
+        int first_key[2]
+        int per_sign[2]
         int64_t *skipped
 
     # The header every rule's arguments start with; the rest of fo_args is

@@ -9,7 +9,7 @@ LAYOUTS: dict[tuple[str, str], int]
 BLOCKWISE8: int
 Q8_SLOTS: int
 Q8_MAX_BLOCK: int
-Q8_KEYS: int
+Q8_KEY_OF_ONE: int
 
 def is_half(array: Any) -> bool: ...
 def staged_refusal(rule: int) -> str | None: ...

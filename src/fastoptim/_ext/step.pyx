@@ -30,7 +30,7 @@ from .checks cimport (check_grad_scale, check_layout, check_like, check_param_ar
                       check_step, overlaps, same_shape, scalar_as_array, storage_type)
 from .common cimport (FO_BF16, FO_F16, FO_FIELD_REAL, FO_FLOAT32, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MASTER_SLOT,
                       FO_MAX_OPERANDS, FO_DATA_SLOTS, FO_MAX_SUMS, FO_N_COMPUTE_TYPES, FO_NORM_BLOCKS,
-                      FO_Q8, FO_Q8_KEYS, FO_Q8_MAX_BLOCK, FO_Q8_SLOTS, FO_SUMS_OPERAND, fo_args, fo_q8, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
+                      FO_Q8, FO_Q8_KEY_OF_ONE, FO_Q8_MAX_BLOCK, FO_Q8_SLOTS, FO_SUMS_OPERAND, fo_args, fo_q8, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
                       fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_tensor_prepare, fo_tensor_reduced,
                       segment_of, split_point)
 from .dlpack cimport dlpack_grad_data
@@ -51,7 +51,7 @@ LAYOUTS = {("bfloat16", "nearest"): FO_BF16, ("float16", "nearest"): FO_F16,
            ("bfloat16", "stochastic"): FO_BF16 + 4, ("float16", "stochastic"): FO_F16 + 4}
 # A float32 param whose state is kept in 8 bits per element (blockwise8.inc).
 BLOCKWISE8 = FO_Q8
-Q8_SLOTS, Q8_MAX_BLOCK, Q8_KEYS = FO_Q8_SLOTS, FO_Q8_MAX_BLOCK, FO_Q8_KEYS
+Q8_SLOTS, Q8_MAX_BLOCK, Q8_KEY_OF_ONE = FO_Q8_SLOTS, FO_Q8_MAX_BLOCK, FO_Q8_KEY_OF_ONE
 
 
 def is_half(array):
@@ -547,11 +547,14 @@ cdef class StepPlan:
             k = q8.slots[j]
             codes = None if st is None else st[k]
             table = q8.tables[j]
-            for array, dtype, size, what in ((codes, np.uint8, n, "codes"), (q8.absmax[j], np.float32, blocks, "absmax"),
-                                             (table.qmap, np.float32, 256, "qmap"),
-                                             (table.threshold, np.float32, 256, "thresholds"),
-                                             (table.start, np.uint8, FO_Q8_KEYS + 4, "start"),
-                                             (table.next, np.float32, FO_Q8_KEYS, "next")):
+            arrays = [(codes, np.uint8, n, "codes"), (q8.absmax[j], np.float32, blocks, "absmax"),
+                      (table.qmap, np.float32, 256, "qmap"), (table.threshold, np.float32, 256, "thresholds")]
+            if table.bucket is not None:
+                if not 0 <= table.first_key <= FO_Q8_KEY_OF_ONE or table.per_sign != FO_Q8_KEY_OF_ONE + 1 - table.first_key:
+                    raise ValueError(f"{name}: 8-bit state {j + 1}'s buckets start at key {table.first_key} with "
+                                     f"{table.per_sign} per sign")
+                arrays.append((table.bucket, np.uint32, 2 * table.per_sign, "buckets"))
+            for array, dtype, size, what in arrays:
                 if (not cnp.PyArray_Check(array) or array.dtype != dtype or array.size != size
                         or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>array)):
                     raise ValueError(f"{name}: 8-bit state {j + 1}'s {what} must be a C-contiguous {np.dtype(dtype)} "
@@ -560,9 +563,9 @@ cdef class StepPlan:
             q.absmax[j] = <float *>cnp.PyArray_DATA(<cnp.ndarray>q8.absmax[j])
             q.qmap[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.qmap)
             q.threshold[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.threshold)
-            q.start[j] = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>table.start)
-            q.next[j] = <const float *>cnp.PyArray_DATA(<cnp.ndarray>table.next)
-            q.steps[j] = table.steps
+            q.bucket[j] = NULL if table.bucket is None else <const uint32_t *>cnp.PyArray_DATA(<cnp.ndarray>table.bucket)
+            q.first_key[j] = table.first_key
+            q.per_sign[j] = table.per_sign
             self.add_memory(<cnp.ndarray>q8.absmax[j], i)
         self.q8_kept.append(q8)
         return 0
