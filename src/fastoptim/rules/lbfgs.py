@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .._ext import vector as fused_vectors
-from ._rule import Choice, Integer, PythonStep, Real, Rule, Variant
+from ._rule import Choice, Demo, Integer, PythonStep, Real, Rule, Variant
 
 
 class NumpyVectors:
@@ -414,6 +414,8 @@ def _max_eval_from_max_iter(defaults):
         defaults["max_eval"] = defaults["max_iter"] * 5 // 4
 
 
+_ONE_ITERATION = dict(lr=1, max_iter=1, max_eval=10, history_size=10, line_search_fn="strong_wolfe")
+
 LBFGS = Rule(
     kernel="lbfgs",
     options=(
@@ -431,7 +433,12 @@ LBFGS = Rule(
     state=(),
     reference=reference,
     variants=(Variant("LBFGS", "lbfgs", "L-BFGS (closure-driven, one param group)", torch_name="LBFGS",
-                      demos=()),),
+                      demos=(Demo("LBFGS", dict(lr=1, max_iter=2, history_size=5, line_search_fn="strong_wolfe"),
+                                  # one iteration per step, each point of the path; on the saddle,
+                                  # where a line search runs off at once, a short fixed step
+                                  dict(quadratic=_ONE_ITERATION, ill_conditioned=_ONE_ITERATION,
+                                       saddle=dict(lr=0.02, max_iter=1, history_size=10),
+                                       rosenbrock=_ONE_ITERATION, x_cos_pi_x=_ONE_ITERATION)),)),),
     step_in_state=False,
     python=LBFGSStep(),
     fill_defaults=_max_eval_from_max_iter,
