@@ -146,6 +146,9 @@ extensions = [
     extension("bandwidth"),
     # DC-ASGD's delay compensation, for fastoptim.distributed's parameter server and simulator
     extension("compensation", sources=["csrc/compensation.c"], depends=["csrc/fastoptim/compensation.inc"]),
+    # L-BFGS's fused vector operations (dot products, axpy), deterministic sums
+    extension("vector", sources=["csrc/vector_ops.c"],
+              depends=["csrc/fastoptim/vector_ops.h", "csrc/fastoptim/vector_ops.inc", "csrc/fastoptim/reductions.h"]),
     Extension(
         "fastoptim.hogwild._kernel",
         sources=["src/fastoptim/hogwild/_kernel.pyx"],

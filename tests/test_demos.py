@@ -135,3 +135,30 @@ def test_example_schedules_cover_every_schedule():
     for name in schedules.__all__:
         if name[0].islower() and name != "plot":
             assert name.replace("_", "") in covered, f"{name} has no example in the lr-curve PNG"
+
+
+def test_every_rule_with_demo_settings_is_a_contender_python_level_ones_too():
+    from fastoptim.rules import VARIANTS
+    assert LABELS == [demo.label for _, variant in VARIANTS for demo in variant.demos]
+    by_label = {c.label: c for c in demos.CONTENDERS}
+    assert (by_label["Muon"].ndim, by_label["Muon"].closure) == (2, False)  # from the rules, not the demos
+    assert (by_label["LBFGS"].ndim, by_label["LBFGS"].closure) == (None, True)
+    assert by_label["Adam"].ndim is None and not by_label["Adam"].closure
+
+
+def test_a_contender_gives_its_rule_the_shapes_it_takes():
+    import numpy as np
+    muon = {c.label: c for c in demos.CONTENDERS}["Muon"]
+    params = {"W": np.zeros((4, 3)), "b": np.zeros(3)}
+    seen = []
+
+    def loss_and_grad(p, batch):
+        seen.append({k: v.shape for k, v in p.items()})
+        return 0.0, {"W": np.ones((4, 3)), "b": np.ones(3)}
+    views, shaped_loss_and_grad = muon.problem(params, loss_and_grad)
+    assert views["b"].shape == (1, 3) and np.shares_memory(views["b"], params["b"])
+    _, grads = shaped_loss_and_grad(views, None)
+    assert seen == [{"W": (4, 3), "b": (3,)}] and grads["b"].shape == (1, 3)
+    optimizer = muon.make(views)
+    muon.step(optimizer, views, lambda p: shaped_loss_and_grad(p, None))
+    assert np.all(params["b"] != 0) and np.all(params["W"] != 0)  # moved through the views

@@ -565,3 +565,30 @@ def test_fit_gives_the_same_params_for_one_and_two_threads(iris_regression):
         results.append(params)
     for name in ("W", "b"):
         np.testing.assert_array_equal(results[0][name], results[1][name])
+
+
+def test_fit_steps_a_closure_driven_optimizer_once_per_batch():
+    """LBFGS: one step per batch, its closure first giving fit's evaluation, then evaluating that
+    batch anew; a batch with a non-finite grad is skipped before the step."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3))
+    y = X @ np.array([1.0, -2.0, 0.5])
+    evaluations = []
+
+    def loss_and_grad(params, batch):
+        (w,), (Xb, yb) = params, batch
+        evaluations.append(len(yb))
+        err = Xb @ w - yb
+        return float(err @ err) / len(yb), [2 * Xb.T @ err / len(yb)]
+    params = [np.zeros(3)]
+    optimizer = fastoptim.LBFGS(params, max_iter=4, line_search_fn="strong_wolfe")
+    history = train.fit(params, loss_and_grad, (X, y), optimizer, epochs=3, batch_size=32, seed=0, progress=False)
+    np.testing.assert_allclose(params[0], [1.0, -2.0, 0.5], atol=1e-4)
+    assert history.steps == 6 and len(evaluations) > 2 * history.steps  # the steps evaluated again
+    assert optimizer.state[0]["func_evals"] == len(evaluations)  # fit's evaluation is the step's first
+
+    before = params[0].copy()
+    with pytest.warns(RuntimeWarning, match="skipped 2 of 2 steps"):
+        history = train.fit(params, lambda p, b: (math.nan, [np.full(3, math.nan)]), (X, y), optimizer, epochs=1,
+                            batch_size=32, progress=False)
+    assert history.skipped == [2] and np.array_equal(params[0], before)

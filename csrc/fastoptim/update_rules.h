@@ -99,6 +99,8 @@ typedef struct {
     fo_index size, rows, cols;
     /* FO_Q8: the tensor's 8-bit state, set per tensor by the step engine (NULL otherwise). */
     const fo_q8 *q8;
+    /* The threads a per-tensor hook may use (Adafactor's factored sums), set with the hook's call. */
+    int hook_threads;
 } fo_common;
 
 /* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product

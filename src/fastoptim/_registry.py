@@ -114,6 +114,8 @@ class Spec:
 SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is None)
 # Rules at the Python level (Muon, LBFGS: BLAS products, closures) have tests of their own.
 PYTHON_SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if rule.python is not None)
+# Every face with demo settings, the Python-level rules' too: the contenders of compare and trajectories.
+DEMO_SPECS = tuple(Spec(rule, variant) for rule, variant in VARIANTS if variant.demos)
 BY_NAME = {spec.name: spec for spec in SPECS}
 # The faces torch.optim has too (LAMB has none): what the torch comparisons iterate.
 TORCH_SPECS = tuple(spec for spec in SPECS if spec.variant.torch_name)

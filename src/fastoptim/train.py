@@ -874,6 +874,21 @@ def _progress_bar(progress: Optional[bool], epochs: int) -> Any:
     return tqdm(total=epochs, desc="fit", unit="epoch", leave=False)
 
 
+def _batch_closure(loss: Any, grads: Any, loss_and_grad: Callable[[Any, Any], tuple[float, Any]], params: Any,
+                   batch: Any, prepare: Callable[[Any], tuple[bool, Optional[float]]]) -> Callable[[], Any]:
+    """The closure of a closure-driven optimizer's step (LBFGS) on one batch: first the evaluation
+    fit has made (loss, grads), then new ones at the params' current values, transformed alike."""
+    first = [(loss, grads)]
+
+    def closure() -> Any:
+        if first:
+            return first.pop()
+        loss, grads = loss_and_grad(params, batch)
+        prepare(grads)
+        return loss, grads
+    return closure
+
+
 def fit(params: ArrayTree, loss_and_grad: Callable[[Any, Any], tuple[float, Any]],
         data: Union[npt.NDArray[Any], tuple[npt.NDArray[Any], ...]], optimizer: Optimizer, *, epochs: int,
         batch_size: Optional[int] = None, shuffle: bool = True, seed: Optional[int] = None,
@@ -898,7 +913,8 @@ def fit(params: ArrayTree, loss_and_grad: Callable[[Any, Any], tuple[float, Any]
         (a view when the batches are slices, i.e. without shuffle or order; else
         NumPy's gather, a copy of the batch's rows).
     optimizer : fastoptim.Optimizer
-        Any optimizer over `params`.
+        Any optimizer over `params`.  A closure-driven one (LBFGS) steps once per batch with a
+        closure evaluating `loss_and_grad` on that batch (the grad transforms applied each time).
     epochs : int
         Passes over `data`.
     batch_size, shuffle, seed, order, pacing, drop_last
@@ -982,6 +998,31 @@ def fit(params: ArrayTree, loss_and_grad: Callable[[Any, Any], tuple[float, Any]
                 drop_last=drop_last)
     noise_seed = int(np.random.SeedSequence([base_seed, 1]).generate_state(1, np.uint64)[0])
 
+    takes_closure = bool(getattr(getattr(optimizer, "rule", None), "closure", False))
+
+    def prepare(grads: Any, steps: int) -> tuple[bool, Optional[float]]:
+        """The grad transforms, in place: (whether to step, the norm clip_norm measured)."""
+        arrays, labels = _writable_arrays(grads, "grads")
+        total = None
+        if clip_norm is not None:
+            # The norm doubles as the finiteness check: it is finite
+            # exactly when every element is (overflow is rescaled away).
+            total = _norm_of(arrays, labels, p)
+            if math.isfinite(total):
+                _scale_to_norm(arrays, labels, total, clip_norm)
+            elif skip_nonfinite:
+                return False, None
+            else:
+                total = None
+        elif skip_nonfinite and not _finite(arrays, labels):
+            return False, None
+        if clip_value is not None:
+            _kernels.clip_value(arrays, labels, clip_value, get_num_threads())
+        if noise is not None:
+            std = noise_std(steps, noise["eta"], noise["gamma"])
+            _kernels.add_noise(arrays, labels, std, noise_seed, steps, get_num_threads())
+        return True, total
+
     if early_stopping is not None:
         early_stopping.reset()
     history = History()
@@ -997,27 +1038,18 @@ def fit(params: ArrayTree, loss_and_grad: Callable[[Any, Any], tuple[float, Any]
                 rows = index.stop - index.start if isinstance(index, slice) else len(index)
                 loss_sum += float(loss) * rows
                 seen += rows
-                arrays, labels = _writable_arrays(grads, "grads")
-                if clip_norm is not None:
-                    # The norm doubles as the finiteness check: it is finite
-                    # exactly when every element is (overflow is rescaled away).
-                    total = _norm_of(arrays, labels, p)
-                    if math.isfinite(total):
-                        norm_sum += total
-                        norms += 1
-                        _scale_to_norm(arrays, labels, total, clip_norm)
-                    elif skip_nonfinite:
-                        skipped += 1
-                        continue
-                elif skip_nonfinite and not _finite(arrays, labels):
+                ready, norm = prepare(grads, history.steps)
+                if norm is not None:
+                    norm_sum += norm
+                    norms += 1
+                if not ready:
                     skipped += 1
                     continue
-                if clip_value is not None:
-                    _kernels.clip_value(arrays, labels, clip_value, get_num_threads())
-                if noise is not None:
-                    std = noise_std(history.steps, noise["eta"], noise["gamma"])
-                    _kernels.add_noise(arrays, labels, std, noise_seed, history.steps, get_num_threads())
-                optimizer.step(grads)
+                if takes_closure:
+                    optimizer.closure_step(_batch_closure(loss, grads, loss_and_grad, params, _batch_of(data, index),
+                                                  lambda g: prepare(g, history.steps)))
+                else:
+                    optimizer.step(grads)
                 history.steps += 1
             train_loss = loss_sum / seen if seen else math.nan
             elapsed = time.perf_counter() - start

@@ -7,6 +7,7 @@ step       the drivers of the update rules: one tensor (functional) or a cached
 train      gradient transforms of fastoptim.train: clipping, norms, scaling, noise
 bandwidth  the machine's streaming bandwidth probe, for the benchmarks
 compensation  DC-ASGD's delay compensation of grads, for fastoptim.distributed
+vector     L-BFGS's fused vector operations (dot products, axpy), deterministic sums
 
 Shared inline helpers (the C declarations, the thread split) are in common.pxd;
 the OpenMP shim in openmp.pxd.

@@ -49,6 +49,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         fo_index rows
         fo_index cols
         const fo_q8 *q8
+        int hook_threads
 
     ctypedef struct fo_args:
         fo_common common

@@ -264,6 +264,7 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     cdef int passes = fo_rule_passes(rule)
     args.common.pass_ = 0
     set_shape(&args, shape_of(param))
+    args.common.hook_threads = step_threads(n)
     with nogil:
         fo_prepare(rule, &args)
         fo_tensor_prepare(rule, &args, data)
@@ -918,6 +919,7 @@ cdef class StepPlan:
                 if self.tensor_hook:
                     self.args[i].common.f64_operands = self.f64_masks[i]
                     self.args[i].common.scalar_f64 = self.scalar_f64
+                    self.args[i].common.hook_threads = step_threads(self.shapes[i].size)
                     fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_DATA_SLOTS])
                 self.args[i].common.pass_ = 0
                 prev = i

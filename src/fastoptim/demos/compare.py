@@ -36,14 +36,15 @@ def compare(dataset="iris", *, epochs=None, batch_size=None, seed=0, out=None, f
           f"of {batch_size}, L2 {l2:g}, seed {seed}", file=file)
     results = []
     for contender in CONTENDERS:
-        params = model.init_params()
+        model_params = model.init_params()
+        params, loss_and_grad = contender.problem(model_params, model.loss_and_grad)
         optimizer = contender.make(params)
-        history = train.fit(params, model.loss_and_grad, (data.X_train, data.y_train), optimizer,
+        history = train.fit(params, loss_and_grad, (data.X_train, data.y_train), optimizer,
                             epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
-                            validation=lambda p: model.accuracy(p, data.X_test, data.y_test))
+                            validation=lambda _: model.accuracy(model_params, data.X_test, data.y_test))
         results.append(dict(label=contender.label, hyperparameters=contender.describe(),
-                            loss=model.loss(params, (data.X_train, data.y_train)),
-                            accuracy=model.accuracy(params, data.X_test, data.y_test),
+                            loss=model.loss(model_params, (data.X_train, data.y_train)),
+                            accuracy=model.accuracy(model_params, data.X_test, data.y_test),
                             time=sum(history.time), history=history))
     _print_table(results, file)
     if plt is not None:

@@ -23,12 +23,12 @@ TRAJECTORY_SETTINGS = {name: (steps, {c.label: TRAJECTORY_OPTIONS[c.label][name]
 def descend(fn, contender, options, steps):
     """The points visited by `contender` (with `options` overridden) from fn.start: shape (steps + 1, fn.dim)."""
     x = np.array(fn.start, dtype=np.float64)
-    optimizer = contender.make([x], **options)
+    params, loss_and_grad = contender.problem([x], fn.loss_and_grad)
+    optimizer = contender.make(params, **options)
     path = np.empty((steps + 1, fn.dim))
     path[0] = x
     for t in range(steps):
-        _, grads = fn.loss_and_grad([x])
-        optimizer.step(grads)
+        contender.step(optimizer, params, loss_and_grad)
         path[t + 1] = x
     return path
 

@@ -6,39 +6,52 @@ line_search_fn="strong_wolfe" or a fixed step of lr).  State, as torch keeps it 
 first param's state: func_evals, n_iter (counting across steps), d, t, old_dirs, old_stps,
 ro, H_diag, prev_flat_grad, prev_loss, and al from the second iteration on.
 
-The algorithm is torch's, operation by operation; its vector operations are NumPy's (BLAS
-dot products, in-place axpy), written as the small functions below.
+The algorithm is torch's (lbfgs_step), written over a few vector operations that fuse each
+update with the dot product the algorithm needs next (the two-loop recursion is one pass
+per history entry and loop).  The stepping forms run them as the fused OpenMP kernels of
+fastoptim._ext.vector, whose sums are the same for any thread count; the reference runs
+them as the NumPy expressions of NumpyVectors.  Vectors are updated in place: d's memory
+holds each new direction, a pair (y, s) dropped from a full history holds the next one, and
+the flat grad of a fixed-step evaluation is gathered into the previous one's memory, so a
+step allocates only the history torch keeps (and the line search's copies, as torch does).
 """
 import math
 
 import numpy as np
 
-from ._rule import Choice, Integer, PythonStep, Real, Rule, Variant
-
-def _dot(x, y):
-    return x.dtype.type(np.dot(x, y))
+from .._ext import vector as fused_vectors
+from ._rule import Choice, Demo, Integer, PythonStep, Real, Rule, Variant
 
 
-def _axpy(alpha, x, y):
-    """y += alpha * x in place (torch's y.add_(x, alpha=alpha))."""
-    y += y.dtype.type(alpha) * x
+class NumpyVectors:
+    """The vector operations as NumPy expressions (fused_vectors' semantics, NumPy's sums)."""
 
+    @staticmethod
+    def update(out, a, alpha, x, beta, z):
+        """out = (a + alpha * x) * beta (x None: a * beta); returns z . out (None without z)."""
+        T = out.dtype.type
+        out[...] = (a if x is None else a + T(alpha) * x) * T(beta)
+        return None if z is None else np.dot(z, out)
 
-def _scaled(x, alpha):
-    """A new vector x * alpha (alpha a Python or NumPy scalar, promoted as torch promotes)."""
-    return x * alpha
+    @staticmethod
+    def difference(y, s, g, prev, d, t):
+        """y = g - prev, s = d * t; returns (y . s, y . y)."""
+        y[...] = g - prev
+        s[...] = d * s.dtype.type(t)
+        return np.dot(y, s), np.dot(y, y)
 
+    @staticmethod
+    def dot(x, y):
+        return np.dot(x, y)
 
-def _difference(x, y):
-    return x - y
+    @staticmethod
+    def sum_abs(x):
+        return np.sum(np.abs(x))
 
-
-def _max_abs(x):
-    return np.max(np.abs(x))
-
-
-def _sum_abs(x):
-    return np.sum(np.abs(x))
+    @staticmethod
+    def max_abs(x, scale=1.0):
+        """max |x * scale|, the product in x's dtype (NaN if an element is)."""
+        return np.max(np.abs(x * x.dtype.type(scale)), initial=0.0)
 
 
 def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
@@ -58,12 +71,13 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     return (xmin_bound + xmax_bound) / 2.0
 
 
-def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
-    d_norm = _max_abs(d)
+def _strong_wolfe(vectors, obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+    T = d.dtype.type
+    d_norm = T(vectors.max_abs(d))
     g = g.copy()
     f_new, g_new = obj_func(x, t, d)
     ls_func_evals = 1
-    gtd_new = _dot(g_new, d)
+    gtd_new = T(vectors.dot(g_new, d))
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
     ls_iter = 0
@@ -89,7 +103,7 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
         t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = _dot(g_new, d)
+        gtd_new = T(vectors.dot(g_new, d))
         ls_iter += 1
     if ls_iter == max_ls:  # reached max number of iterations
         bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
@@ -117,7 +131,7 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
             insuf_progress = False
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = _dot(g_new, d)
+        gtd_new = T(vectors.dot(g_new, d))
         ls_iter += 1
         if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
             bracket[high_pos], bracket_f[high_pos] = t, f_new
@@ -135,32 +149,63 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
     return bracket_f[low_pos], bracket_g[low_pos], t, ls_func_evals
 
 
-def _flat_grad(params, grads):
-    """The flat gradient (a new vector): the grads concatenated, None as zeros (torch's _gather_flat_grad)."""
-    return np.concatenate([np.zeros(p.size, p.dtype) if g is None else np.asarray(g, p.dtype).reshape(-1)
-                           for p, g in zip(params, grads)])
+def _flat_grad(params, grads, out=None):
+    """The flat gradient: the grads concatenated, None as zeros (torch's _gather_flat_grad),
+    in `out` when given, else a new vector."""
+    if out is None:
+        return np.concatenate([np.zeros(p.size, p.dtype) if g is None else np.asarray(g, p.dtype).reshape(-1)
+                               for p, g in zip(params, grads)])
+    offset = 0
+    for p, g in zip(params, grads):
+        part = out[offset:offset + p.size]
+        if g is None:
+            part[...] = 0
+        else:
+            np.copyto(part, np.asarray(g).reshape(-1), casting="same_kind")
+        offset += p.size
+    return out
 
 
-def _add_grad(params, step_size, update):
+def _add_grad(vectors, params, step_size, update):
     """params += step_size * update, update a flat vector over the params in order."""
     offset = 0
     for p in params:
-        _axpy(step_size, update[offset:offset + p.size], p.reshape(-1))  # contiguous: a view
+        flat = p.reshape(-1)  # contiguous: a view
+        vectors.update(flat, flat, step_size, update[offset:offset + p.size], 1.0, None)
         offset += p.size
 
 
-def lbfgs_step(params, loss, flat_grad, evaluate, state, *, lr, max_iter, max_eval, tolerance_grad,
-               tolerance_change, history_size, line_search_fn):
+def _writable(vector, shape, dtype):
+    """vector if it can be written in place as a C-contiguous array of shape and dtype (a
+    checkpoint's may not: read-only, another dtype), else a new one."""
+    if (isinstance(vector, np.ndarray) and vector.dtype == dtype and vector.shape == shape
+            and vector.flags.c_contiguous and vector.flags.writeable):
+        return vector
+    return np.empty(shape, dtype)
+
+
+def _spare(scratch, name, shape, dtype):
+    """scratch[name], a vector of shape and dtype that no state entry holds."""
+    vector = scratch[name] = _writable(scratch.get(name), shape, dtype)
+    return vector
+
+
+def lbfgs_step(params, loss, flat_grad, evaluate, state, vectors, scratch, *, lr, max_iter, max_eval,
+               tolerance_grad, tolerance_change, history_size, line_search_fn):
     """One call of torch's LBFGS.step, after the closure's first evaluation (loss, flat_grad).
 
-    params: C-contiguous arrays of one dtype, updated in place; evaluate() -> (loss as a float,
-    a new flat grad) at the params' current values; state: torch's entries, updated in place.
+    params: C-contiguous arrays of one dtype, updated in place; evaluate(out=None) -> (loss as a
+    float, the flat grad at the params' current values, gathered into out when given, else new);
+    state: torch's entries, updated in place (to what the iterations reached, also when an
+    evaluation raises); vectors: the vector operations (fused_vectors or NumpyVectors); scratch:
+    spare vectors kept across calls (the next history pair's memory).
     """
+    T = flat_grad.dtype.type
     state.setdefault("func_evals", 0)
     state.setdefault("n_iter", 0)
     current_evals = 1
     state["func_evals"] += 1
-    opt_cond = _max_abs(flat_grad) <= tolerance_grad
+    opt_cond = T(vectors.max_abs(flat_grad)) <= tolerance_grad
     if opt_cond:  # optimal condition
         return
 
@@ -169,97 +214,113 @@ def lbfgs_step(params, loss, flat_grad, evaluate, state, *, lr, max_iter, max_ev
     H_diag = state.get("H_diag")
     prev_flat_grad, prev_loss = state.get("prev_flat_grad"), state.get("prev_loss")
 
-    n_iter = 0
-    while n_iter < max_iter:
-        n_iter += 1
-        state["n_iter"] += 1
-        # compute the direction
-        if state["n_iter"] == 1:
-            d = -flat_grad
-            old_dirs, old_stps, ro = [], [], []
-            H_diag = 1
-        else:
-            y = _difference(flat_grad, prev_flat_grad)
-            s = _scaled(d, t)
-            ys = _dot(y, s)
-            if ys > 1e-10:  # update the memory
-                if len(old_dirs) == history_size:
-                    old_dirs.pop(0)
-                    old_stps.pop(0)
-                    ro.pop(0)
-                old_dirs.append(y)
-                old_stps.append(s)
-                ro.append(1.0 / ys)
-                H_diag = ys / _dot(y, y)
-            num_old = len(old_dirs)
-            if "al" not in state:
-                state["al"] = [None] * history_size
-            al = state["al"]
-            # two-loop recursion: q = -H g
-            q = -flat_grad
-            for i in range(num_old - 1, -1, -1):
-                al[i] = _dot(old_stps[i], q) * ro[i]
-                _axpy(-al[i], old_dirs[i], q)
-            d = r = _scaled(q, H_diag)
-            for i in range(num_old):
-                be_i = _dot(old_dirs[i], r) * ro[i]
-                _axpy(al[i] - be_i, old_stps[i], r)
+    try:
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            state["n_iter"] += 1
+            # compute the direction d and gtd = flat_grad . d, each update fused with the next dot
+            if state["n_iter"] == 1:
+                d = np.empty_like(flat_grad)
+                gtd = T(vectors.update(d, flat_grad, 0.0, None, -1.0, flat_grad))  # d = -g
+                old_dirs, old_stps, ro = [], [], []
+                H_diag = 1
+            else:
+                previous_d, d = d, _writable(d, flat_grad.shape, flat_grad.dtype)
+                y = _spare(scratch, "next_y", flat_grad.shape, flat_grad.dtype)
+                s = _spare(scratch, "next_s", flat_grad.shape, flat_grad.dtype)
+                ys, yy = vectors.difference(y, s, flat_grad, prev_flat_grad, previous_d, t)  # y = g - g_prev, s = d t
+                ys = T(ys)
+                if ys > 1e-10:  # update the memory
+                    if len(old_dirs) == history_size:
+                        # the dropped pair's memory holds the next pair
+                        scratch["next_y"], scratch["next_s"] = old_dirs.pop(0), old_stps.pop(0)
+                        ro.pop(0)
+                    else:
+                        del scratch["next_y"], scratch["next_s"]  # kept in the history
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(1.0 / ys)
+                    H_diag = ys / T(yy)
+                num_old = len(old_dirs)
+                if "al" not in state:
+                    state["al"] = [None] * history_size
+                al = state["al"]
+                # two-loop recursion: d = -H g, in d's memory
+                if num_old == 0:
+                    vectors.update(d, flat_grad, 0.0, None, -1.0, None)
+                    gtd = T(vectors.update(d, d, 0.0, None, H_diag, flat_grad))
+                else:
+                    # q = -g; al[i] = (s_i . q) ro_i and q -= al[i] y_i, i from the newest
+                    dot = vectors.update(d, flat_grad, 0.0, None, -1.0, old_stps[-1])
+                    for i in range(num_old - 1, 0, -1):
+                        al[i] = T(dot) * ro[i]
+                        dot = vectors.update(d, d, -al[i], old_dirs[i], 1.0, old_stps[i - 1])
+                    al[0] = T(dot) * ro[0]
+                    # the last q update and r = q H_diag; be_i = (y_i . r) ro_i, r += (al[i] - be_i) s_i
+                    dot = vectors.update(d, d, -al[0], old_dirs[0], H_diag, old_dirs[0])
+                    for i in range(num_old):
+                        be_i = T(dot) * ro[i]
+                        dot = vectors.update(d, d, al[i] - be_i, old_stps[i], 1.0,
+                                             old_dirs[i + 1] if i + 1 < num_old else flat_grad)
+                    gtd = T(dot)
+            state["d"] = d
 
-        if prev_flat_grad is None:
-            prev_flat_grad = flat_grad.copy()
-        else:
-            prev_flat_grad[...] = flat_grad
-        prev_loss = loss
+            if prev_flat_grad is None:
+                prev_flat_grad = flat_grad.copy()
+            else:
+                prev_flat_grad[...] = flat_grad
+            prev_loss = loss
 
-        # the step length
-        if state["n_iter"] == 1:
-            t = min(1.0, 1.0 / _sum_abs(flat_grad)) * lr
-        else:
-            t = lr
-        gtd = _dot(flat_grad, d)
-        if gtd > -tolerance_change:  # directional derivative below tolerance
-            break
+            # the step length
+            if state["n_iter"] == 1:
+                t = min(1.0, 1.0 / T(vectors.sum_abs(flat_grad))) * lr
+            else:
+                t = lr
+            if gtd > -tolerance_change:  # directional derivative below tolerance
+                break
 
-        ls_func_evals = 0
-        if line_search_fn == "strong_wolfe":
-            x_init = [p.copy() for p in params]
+            ls_func_evals = 0
+            if line_search_fn == "strong_wolfe":
+                x_init = [p.copy() for p in params]
 
-            def obj_func(x, t, d):
-                _add_grad(params, t, d)
-                try:
-                    return evaluate()
-                finally:
-                    for p, saved in zip(params, x):
-                        p[...] = saved
+                def obj_func(x, t, d):
+                    _add_grad(vectors, params, t, d)
+                    try:
+                        return evaluate()  # a new vector: the line search keeps it
+                    finally:
+                        for p, saved in zip(params, x):
+                            p[...] = saved
 
-            loss, flat_grad, t, ls_func_evals = _strong_wolfe(
-                obj_func, x_init, t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals)
-            _add_grad(params, t, d)
-            opt_cond = _max_abs(flat_grad) <= tolerance_grad
-        else:
-            _add_grad(params, t, d)  # fixed step
-            if n_iter != max_iter:
-                # re-evaluate unless this was the last iteration
-                loss, flat_grad = evaluate()
-                opt_cond = _max_abs(flat_grad) <= tolerance_grad
-                ls_func_evals = 1
-        current_evals += ls_func_evals
-        state["func_evals"] += ls_func_evals
+                loss, flat_grad, t, ls_func_evals = _strong_wolfe(
+                    vectors, obj_func, x_init, t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals)
+                _add_grad(vectors, params, t, d)
+                opt_cond = T(vectors.max_abs(flat_grad)) <= tolerance_grad
+            else:
+                _add_grad(vectors, params, t, d)  # fixed step
+                if n_iter != max_iter:
+                    # re-evaluate unless this was the last iteration, into flat_grad's memory
+                    # (prev_flat_grad holds its values)
+                    loss, flat_grad = evaluate(flat_grad)
+                    opt_cond = T(vectors.max_abs(flat_grad)) <= tolerance_grad
+                    ls_func_evals = 1
+            current_evals += ls_func_evals
+            state["func_evals"] += ls_func_evals
 
-        # conditions to stop
-        if n_iter == max_iter:
-            break
-        if current_evals >= max_eval:
-            break
-        if opt_cond:
-            break
-        if _max_abs(_scaled(d, t)) <= tolerance_change:  # lack of progress
-            break
-        if abs(loss - prev_loss) < tolerance_change:
-            break
-
-    state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
-                 prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
+            # conditions to stop
+            if n_iter == max_iter:
+                break
+            if current_evals >= max_eval:
+                break
+            if opt_cond:
+                break
+            if T(vectors.max_abs(d, t)) <= tolerance_change:  # lack of progress
+                break
+            if abs(loss - prev_loss) < tolerance_change:
+                break
+    finally:
+        state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
+                     prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
 
 
 def _check_params(params):
@@ -295,15 +356,25 @@ def reference(params, closure, state, *, lr, maximize, max_iter, max_eval, toler
     if max_eval is None:
         max_eval = max_iter * 5 // 4
 
-    def evaluate():
+    return _step_with_closure(params, closure, state, NumpyVectors, {}, lr=lr, max_iter=max_iter, max_eval=max_eval,
+                              tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                              history_size=history_size, line_search_fn=line_search_fn)
+
+
+def _step_with_closure(params, closure, state, vectors, scratch, *, max_eval, max_iter, **hyper):
+    """One step with closure() -> (loss, grads) and the given vector operations."""
+    params = _check_params(params)
+    if max_eval is None:
+        max_eval = max_iter * 5 // 4
+
+    def evaluate(out=None):
         loss, grads = closure()
-        return float(loss), _flat_grad(params, _checked_grads(params, grads))
+        return float(loss), _flat_grad(params, _checked_grads(params, grads), out)
 
     first_loss, first_grads = closure()
     flat_grad = _flat_grad(params, _checked_grads(params, first_grads))
-    lbfgs_step(params, float(first_loss), flat_grad, evaluate, state, lr=lr, max_iter=max_iter, max_eval=max_eval,
-               tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, history_size=history_size,
-               line_search_fn=line_search_fn)
+    lbfgs_step(params, float(first_loss), flat_grad, evaluate, state, vectors, scratch, max_iter=max_iter,
+               max_eval=max_eval, **hyper)
     return first_loss
 
 
@@ -318,19 +389,23 @@ class LBFGSStep(PythonStep):
         hyper = run.hyper[0]
         state = run.read_state()
 
-        def evaluate():
+        def evaluate(out=None):
             loss, grads = run.evaluate()
-            return float(loss), _flat_grad(params, grads)
+            return float(loss), _flat_grad(params, grads, out)
 
         try:
-            lbfgs_step(params, float(run.loss), _flat_grad(params, run.grads), evaluate, state, lr=hyper["lr"],
-                       **{name: hyper[name] for name in LBFGS.field_names})
+            # the first flat grad into the memory kept for it (never a state entry: those are copies)
+            size = sum(p.size for p in params)
+            flat_grad = _flat_grad(params, run.grads, _spare(run.scratch, "flat_grad", (size,), params[0].dtype))
+            lbfgs_step(params, float(run.loss), flat_grad, evaluate, state, fused_vectors, run.scratch,
+                       lr=hyper["lr"], **{name: hyper[name] for name in LBFGS.field_names})
         finally:  # what the iterations reached, even when a later evaluation raised
             run.write_state(state)
         return run.loss
 
     def run_closure(self, params, closure, state, **hyper):
-        return reference(params, closure, state, maximize=False, **hyper)
+        # the functional form keeps no scratch: a full history's next pair is new memory
+        return _step_with_closure(params, closure, state, fused_vectors, {}, **hyper)
 
 
 def _max_eval_from_max_iter(defaults):
@@ -338,6 +413,8 @@ def _max_eval_from_max_iter(defaults):
     if defaults.get("max_eval") is None:
         defaults["max_eval"] = defaults["max_iter"] * 5 // 4
 
+
+_ONE_ITERATION = dict(lr=1, max_iter=1, max_eval=10, history_size=10, line_search_fn="strong_wolfe")
 
 LBFGS = Rule(
     kernel="lbfgs",
@@ -356,7 +433,12 @@ LBFGS = Rule(
     state=(),
     reference=reference,
     variants=(Variant("LBFGS", "lbfgs", "L-BFGS (closure-driven, one param group)", torch_name="LBFGS",
-                      demos=()),),
+                      demos=(Demo("LBFGS", dict(lr=1, max_iter=2, history_size=5, line_search_fn="strong_wolfe"),
+                                  # one iteration per step, each point of the path; on the saddle,
+                                  # where a line search runs off at once, a short fixed step
+                                  dict(quadratic=_ONE_ITERATION, ill_conditioned=_ONE_ITERATION,
+                                       saddle=dict(lr=0.02, max_iter=1, history_size=10),
+                                       rosenbrock=_ONE_ITERATION, x_cos_pi_x=_ONE_ITERATION)),)),),
     step_in_state=False,
     python=LBFGSStep(),
     fill_defaults=_max_eval_from_max_iter,

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ._numpy import lerp, signed_grad
-from ._rule import Choice, Flag, Integer, PythonStep, Real, Reals, Rule, Slot, Variant
+from ._rule import Choice, Demo, Flag, Integer, PythonStep, Real, Reals, Rule, Slot, Variant
 
 NS_DTYPES = ("float32", "bfloat16")
 
@@ -222,7 +222,10 @@ MUON = Rule(
     state=(Slot("momentum_buffer"),),
     reference=reference,
     variants=(Variant(
-        "Muon", "muon", "Muon (momentum, Newton-Schulz orthogonalized)", torch_name="Muon"),),
+        "Muon", "muon", "Muon (momentum, Newton-Schulz orthogonalized)", torch_name="Muon",
+        # the demos give Muon each param as a matrix (a vector as one row): steps of about lr in norm
+        demos=(Demo("Muon", dict(lr=0.05), dict(quadratic=0.15, ill_conditioned=0.15, saddle=0.05, rosenbrock=0.01,
+                                                x_cos_pi_x=0.03)),)),),
     grid=dict(momentum=(0.95, 0.3), nesterov=(True, False), adjust_lr_fn=(None, "match_rms_adamw"),
               weight_decay=(0.1, 0.0)),
     step_in_state=False,
