@@ -282,6 +282,32 @@ def test_issue_rounding_check(dtype):
     assert_same_bits(results["master"][0].astype(dtype), lowp.round_rne(results["master"][1], dtype), "master")
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=half_id)
+def test_kernels_round_every_kind_of_float32_as_the_reference(dtype, simd_level, split_everything):
+    """The staged drivers' rounding (vectorised per SIMD level) on every rounding decision, NaN and
+    infinity included: master weights set to the patterns, one SGD step that leaves them as they
+    are, the param then holds the master copy rounded to nearest even."""
+    from test_lowp_reference import float32_patterns
+    patterns = float32_patterns()
+    spec = next(s for s in SPECS if s.name == "sgd")
+    for threads in (1, 2):
+        p = np.zeros(patterns.size, dtype)
+        opt = spec.cls([p], lr=0.0, master_weights=True)
+        zeros = np.zeros_like(p)
+        opt.step([zeros])
+        opt.state[0]["master_param"][...] = patterns
+        with fastoptim.num_threads(threads):
+            opt.step([zeros])
+        master = opt.state[0]["master_param"]
+        assert_same_bits(master[~np.isnan(patterns)], patterns[~np.isnan(patterns)], "lr=0 keeps the master")
+        assert_same_bits(p, lowp.round_rne(master, dtype), f"threads={threads} level={simd_level}")
+        # and widening: every 16-bit value through a step that keeps it (NaN made quiet)
+        every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype)
+        q = every.copy()
+        with fastoptim.num_threads(threads):
+            spec.cls([q], lr=0.0).step([np.zeros_like(q)])
+        assert_same_bits(q, lowp.round_rne(lowp.to_f32(every), dtype), f"threads={threads} level={simd_level}")
+
 @pytest.mark.parametrize("bad, message", [
     ({"state_dtype": "float16"}, "Invalid state_dtype"),
     ({"master_weights": "yes"}, "master_weights"),
