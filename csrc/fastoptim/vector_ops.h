@@ -33,10 +33,11 @@ static inline ptrdiff_t fo_vector_blocks(ptrdiff_t n)
     return blocks < 1 ? 1 : blocks > FO_VECTOR_MAX_BLOCKS ? FO_VECTOR_MAX_BLOCKS : blocks;
 }
 
-/* Where block b of `blocks` begins in a vector of n elements. */
+/* Where block b of `blocks` begins in a vector of n elements (the step's split: n * b / blocks,
+ * exact in integers for any n an array can have, as b <= FO_VECTOR_MAX_BLOCKS). */
 static inline ptrdiff_t fo_vector_block_start(ptrdiff_t n, ptrdiff_t b, ptrdiff_t blocks)
 {
-    return (ptrdiff_t)(((double)n * (double)b) / (double)blocks);
+    return n * b / blocks;
 }
 
 #define FO_VECTOR_TYPEDEFS(T, TNAME)                                                                    \

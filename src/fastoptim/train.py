@@ -1034,7 +1034,8 @@ def fit(params: ArrayTree, loss_and_grad: Callable[[Any, Any], tuple[float, Any]
                                   pacing=pacing, drop_last=drop_last)
             loss_sum, seen, skipped, norm_sum, norms = 0.0, 0, 0, 0.0, 0
             for index in batches:
-                loss, grads = loss_and_grad(params, _batch_of(data, index))
+                batch = _batch_of(data, index)  # a gather (a copy) when shuffled: made once
+                loss, grads = loss_and_grad(params, batch)
                 rows = index.stop - index.start if isinstance(index, slice) else len(index)
                 loss_sum += float(loss) * rows
                 seen += rows
@@ -1046,7 +1047,7 @@ def fit(params: ArrayTree, loss_and_grad: Callable[[Any, Any], tuple[float, Any]
                     skipped += 1
                     continue
                 if takes_closure:
-                    optimizer.closure_step(_batch_closure(loss, grads, loss_and_grad, params, _batch_of(data, index),
+                    optimizer.closure_step(_batch_closure(loss, grads, loss_and_grad, params, batch,
                                                   lambda g: prepare(g, history.steps)))
                 else:
                     optimizer.step(grads)
