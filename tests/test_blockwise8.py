@@ -319,6 +319,38 @@ def test_block_size_option():
     np.testing.assert_array_equal(opt.state[0]["state2"], start["state2"])
 
 
+@pytest.mark.parametrize("name,options", [("Adam8bit", dict(lr=1e-2)), ("Lion8bit", dict(lr=1e-3))])
+def test_block_sizes_tails_skips_and_zero_blocks_match_reference(name, options, simd_level):
+    """The vector code's edges at every level and thread count: blocks of fewer elements than a
+    vector iteration (8 dequantized, 32 requantized at a time) or not a multiple of it (the
+    last, partial block), blocks skipped for a NaN or inf grad, and blocks of zeros (absmax 0)."""
+    rng = np.random.default_rng(9)
+    for block in (1, 4, 8, 16, 32, 64, 128, 4096):
+        for size in (block * 3 + 7, block * 5 + 33):
+            for threads in (1, 2):
+                where = f"{name} block={block} size={size} threads={threads} level={simd_level}"
+                p0 = rng.standard_normal(size).astype(np.float32)
+                param, expected = p0.copy(), p0.copy()
+                opt = getattr(fastoptim, name)([param], block_size=block, min_8bit_size=0, **options)
+                rule, merged = _base_options(name, options)
+                start = {}
+                for j, (_, slot_name, signed) in enumerate(q8.quantized_slots(rule, rule.slots(merged)), start=1):
+                    start[f"state{j}"], start[f"absmax{j}"], start[f"qmap{j}"] = q8.new_state(p0, 0.0, block, signed)
+                skipped = 0
+                with fastoptim.num_threads(threads):
+                    for t, g in enumerate(_grads(rng, (size,), 3), start=1):
+                        g[:min(block, size)] = 0.0  # the first block's state stays zero
+                        if t == 2:
+                            g[size // 2] = np.nan
+                            g[-1] = np.inf
+                        opt.step([g])
+                        skipped += _reference_step(name, options, expected, g, start, t, block)
+                np.testing.assert_array_equal(param, expected, err_msg=where)
+                for key in start:
+                    np.testing.assert_array_equal(opt.state[0][key], start[key], err_msg=f"{where} {key}")
+                assert opt.skipped == skipped > 0, where
+
+
 # ---- state: names, sizes, small params --------------------------------------------------
 
 def test_state_keys_bytes_and_small_params():
