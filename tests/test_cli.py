@@ -96,3 +96,24 @@ def test_bench_many_tensors_widens_its_columns_for_a_flagged_range(monkeypatch):
     for line in table:  # each cell ends at its column's right edge, with room before the next
         first = line[:10 + (len(header) - 10) // 2]
         assert first.endswith("!") and "!  " in line, line
+
+
+def test_bench_optim_runs_a_matrix_shape_with_its_factored_traffic():
+    """--sizes takes shapes: Adafactor's 2-D param runs its factored path, counted with its own traffic."""
+    import io
+
+    import numpy as np
+
+    from fastoptim._registry import BY_NAME
+    from fastoptim.benchmarks import optim, timing
+    assert timing.parse_sizes("1024,2**20,64x2**5") == (1024, 2**20, (64, 32))
+    assert timing.size_label((64, 32)) == "64x32" and timing.size_label(2**20) == "2^20"
+    adafactor = BY_NAME["adafactor"]
+    assert (adafactor.bytes_per_element(4, 1), adafactor.bytes_per_element(4, 2)) == (32, 28)
+    assert BY_NAME["adam"].bytes_per_element(4, 2) == BY_NAME["adam"].bytes_per_element(4, 1) == 28
+    out = io.StringIO()
+    results = optim.run(["adafactor"], [(64, 32), 2048], [1], np.float32, use_torch=False, rounds=1,
+                        min_seconds=0.0, many=False, out=out)
+    shapes = [tuple(r["shape"]) for r in results["runs"]]
+    assert shapes == [(64, 32), (2048,)] and results["runs"][0]["size"] == 2048
+    assert "64x32" in out.getvalue()

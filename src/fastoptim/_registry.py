@@ -64,12 +64,15 @@ class Spec:
         # the 16-bit options at their defaults are fastoptim's own: torch.optim does not take them
         return {k: v for k, v in defaults.items() if k in accepted and k not in PRECISION_DEFAULTS}
 
-    def bytes_per_element(self, itemsize):
-        """Memory traffic of one step per element: param, grad and state read, param and state written
-        (per-tensor scalars are not per element)."""
-        if self.rule.traffic is not None:
-            return self.rule.traffic * itemsize
-        positional, keyword = self.new_state(np.zeros(1), self.bench_options())
+    def bytes_per_element(self, itemsize, ndim=1):
+        """Memory traffic of one step per element of a param of `ndim` dimensions: param, grad and
+        state read, param and state written (per-tensor scalars and factored state are not per element)."""
+        traffic = self.rule.traffic
+        if ndim >= 2 and self.rule.matrix_traffic is not None:
+            traffic = self.rule.matrix_traffic
+        if traffic is not None:
+            return traffic * itemsize
+        positional, keyword = self.new_state(np.zeros((1,) * ndim), self.bench_options())
         arrays = [a for a in positional + list(keyword.values()) if a is not None and a.ndim]
         return (3 + 2 * len(arrays)) * itemsize
 

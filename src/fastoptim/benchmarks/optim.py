@@ -1,11 +1,13 @@
 """python -m fastoptim bench optim: fastoptim against NumPy and torch.optim, side by side.
 
-Every contender steps the same problem (one param of n elements, a constant
-grad, state already created) in interleaved rounds; the table reports medians.
+Every contender steps the same problem (one param of n elements, or of a
+shape such as 4096x4096 where a rule keeps factored state, a constant grad,
+state already created) in interleaved rounds; the table reports medians.
 Speedups are ratios of medians from the same run.  Effective bandwidth is the
 step's memory traffic (param, grad and state read; param and state written)
 over its time, beside the machine's in-place streaming bandwidth measured in
-the same run (a = s * a + b over 512 MiB, all threads).
+the same run (a = s * a + b over 512 MiB, all threads), and their ratio: the
+share of the bandwidth-bound time the step reaches.
 """
 import functools
 import json
@@ -30,7 +32,8 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     add_selection_arguments(parser)
     parser.add_argument("--sizes", default=None,
-                        help="comma-separated element counts, e.g. 1024,2**20 (default: 2^10..2^26)")
+                        help="comma-separated element counts, e.g. 1024,2**20, or shapes, e.g. 4096x4096 "
+                             "(default: 2^10..2^26)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
@@ -42,12 +45,24 @@ def add_arguments(parser):
 # ---- contenders ----------------------------------------------------------------
 
 @functools.lru_cache(maxsize=4)
-def _problem(n, dtype):
-    """A param and a grad of n elements, drawn once per size (drawing 2^24 normals takes a while)."""
-    rng = np.random.default_rng(n)
-    param, grad = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+def _problem(size, dtype):
+    """A param and a grad of `size` (an element count or a shape), drawn once per size
+    (drawing 2^24 normals takes a while)."""
+    shape = shape_of(size)
+    rng = np.random.default_rng(elements(size))
+    param, grad = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
     param.flags.writeable = grad.flags.writeable = False
     return param, grad
+
+
+def elements(size):
+    """The element count of `size` (a count or a shape)."""
+    return size if isinstance(size, int) else int(np.prod(size))
+
+
+def shape_of(size):
+    """The param shape of `size` (a count or a shape)."""
+    return size if isinstance(size, tuple) else (size,)
 
 
 def fastoptim_step(spec, options, n, dtype):
@@ -154,13 +169,15 @@ def run(optimizers, sizes, threads_list, dtype, use_torch=True, rounds=5, min_se
                     numpy_spread = speedup(samples, samples["numpy"])
                     torch_spread = speedup(samples, torch_rounds(samples))
                     record = {
-                        "optimizer": name, "size": n, "threads": threads, "times": times,
+                        "optimizer": name, "size": elements(n), "shape": list(shape_of(n)),
+                        "threads": threads, "times": times,
                         "speedup_numpy": numpy_spread[0], "speedup_numpy_spread": numpy_spread,
                         "speedup_torch": torch_spread[0] if torch_spread else None,
                         "speedup_torch_spread": torch_spread,
                         "torch_best": min((k for k in times if k.startswith("torch")), key=times.get,
                                           default=None),
-                        "gb_per_s": spec.bytes_per_element(itemsize) * n / times["fastoptim"] / 1e9,
+                        "gb_per_s": spec.bytes_per_element(itemsize, len(shape_of(n)))
+                        * elements(n) / times["fastoptim"] / 1e9,
                         "machine_gb_per_s": bandwidth / 1e9,
                     }
                     results["runs"].append(record)
@@ -234,7 +251,7 @@ def _print_spread_note(spreads, rounds, out):
 
 def _print_scaling(runs, optimizers, sizes, out):
     """Speedup of each thread count over one thread, where both were measured."""
-    by_key = {(r["optimizer"], r["size"], r["threads"]): r["times"]["fastoptim"] for r in runs}
+    by_key = {(r["optimizer"], tuple(r["shape"]), r["threads"]): r["times"]["fastoptim"] for r in runs}
     counts = sorted({r["threads"] for r in runs})
     if 1 not in counts or len(counts) < 2:
         return
@@ -243,7 +260,8 @@ def _print_scaling(runs, optimizers, sizes, out):
         print(f"\nspeedup of {threads} threads over 1\n{'':10}{header}", file=out)
         for name in optimizers:
             print(f"{name:10}" + "".join(
-                f"{by_key[(name, n, 1)] / by_key[(name, n, threads)]:>11.2f}x" for n in sizes), file=out)
+                f"{by_key[(name, shape_of(n), 1)] / by_key[(name, shape_of(n), threads)]:>11.2f}x" for n in sizes),
+                file=out)
 
 
 def _print_table(rows, optimizers, sizes, bandwidth, rounds, out):
@@ -253,7 +271,8 @@ def _print_table(rows, optimizers, sizes, bandwidth, rounds, out):
         ("speedup over NumPy (median of per-round ratios)", lambda r: format_ratio(r["speedup_numpy_spread"])),
         ("speedup over torch's fastest", lambda r: "-" if r["speedup_torch"] is None
          else format_ratio(r["speedup_torch_spread"])),
-        (f"effective GB/s (machine: {bandwidth / 1e9:.1f})", lambda r: f"{r['gb_per_s']:.1f}"),
+        (f"effective GB/s (machine: {bandwidth / 1e9:.1f}) and its share of the machine's",
+         lambda r: f"{r['gb_per_s']:.1f} {r['gb_per_s'] / r['machine_gb_per_s']:4.0%}"),
     ]
     for title, cell in blocks:
         cells = {(name, n): cell(rows[(name, n)]) for name in optimizers for n in sizes}

@@ -29,12 +29,16 @@ def selected_optimizers(text):
 
 
 def parse_sizes(text):
-    """'1024,2**20' -> (1024, 1048576)."""
+    """'1024,2**20,4096x4096' -> (1024, 1048576, (4096, 4096)): element counts of 1-D params,
+    or the shapes of params of 2 dimensions or more (where a rule's factored state runs)."""
+    def count(term):
+        base, _, exponent = term.strip().partition("**")
+        return int(base) ** int(exponent) if exponent else int(term)
+
     sizes = []
     for part in text.split(","):
-        part = part.strip()
-        base, _, exponent = part.partition("**")
-        sizes.append(int(base) ** int(exponent) if exponent else int(part))
+        dims = part.strip().split("x")
+        sizes.append(count(dims[0]) if len(dims) == 1 else tuple(count(d) for d in dims))
     return tuple(sizes)
 
 
@@ -151,5 +155,7 @@ def format_time(seconds):
 
 
 def size_label(n):
-    """2^k for powers of two, else n."""
+    """2^k for powers of two, else n; a shape (tuple) as 4096x4096."""
+    if isinstance(n, tuple):
+        return "x".join(map(str, n))
     return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n)

@@ -381,6 +381,8 @@ class Rule:
     torch_tensor_checks: tuple[str, ...] = ()
     traffic: int | None = None             # arrays read or written per element and step, where it is not param, grad
                                     # and state read, param and state written (LAMB's two passes)
+    matrix_traffic: int | None = None      # the same for params of 2 dimensions or more, where it differs
+                                    # (Adafactor's factored state)
     not_in_torch: tuple = ()        # class options of ours that torch.optim's class lacks (keyword-only)
     python: PythonStep | None = None       # a rule at the Python level: no C kernel (see PythonStep)
     ndim: int | None = None                # params must have this many dimensions (Muon: 2), else any

@@ -81,6 +81,9 @@ ADAFACTOR = Rule(
                                                      rosenbrock=0.05, x_cos_pi_x=0.2)),)),),
     # a 1-D param: pass 0 reads p, g, variance, writes variance; pass 1 reads p, g, variance, writes p
     traffic=8,
+    # factored (2 dimensions or more): the row sums and the column sums each read g; pass 0 reads p, g;
+    # pass 1 reads p, g, writes p (row_var and col_var are not per element)
+    matrix_traffic=7,
     takes_complex=False,
     # t^-0.8 is 1, 0.57, 0.42 over the kernel tests' three steps: both of lerp's branches
     grid=dict(lr=(0.01,), eps=((None, 1e-3), (1e-4, 0.1)), d=(1.0, 4.0), weight_decay=(0.0, 0.1), maximize=FLAGS),
