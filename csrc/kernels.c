@@ -79,6 +79,18 @@ const fo_kernel_table *fo_compiled_table(int level)
     }
 }
 
+const fo_kernel_table *fo_staged_table(int level)
+{
+    switch (level) {
+    case FO_SIMD_BASELINE: return &fo_staged_table_baseline;
+#if FO_X86_DISPATCH
+    case FO_SIMD_AVX2: return &fo_staged_table_avx2;
+    case FO_SIMD_AVX512: return &fo_staged_table_avx512;
+#endif
+    default: return NULL;
+    }
+}
+
 #if FO_X86_DISPATCH
 #include <cpuid.h>
 /* F16C: CPUID leaf 1, ECX bit 29 (every AVX2 CPU has it; checked all the same). */

@@ -42,13 +42,19 @@ FO_HALF_INLINE float fo_bf16_to_f32(uint16_t h)
     return fo_bits_f32((uint32_t)h << 16);
 }
 
-/* Round to nearest even.  NaN: sign and top payload kept, made quiet. */
+/* Round to nearest even.  NaN: sign and top payload kept, made quiet.
+ * Written for the rule loops on bfloat16 storage, which GCC 12 vectorises with it: x != x
+ * is the NaN test (one vector compare; (u & 0x7FFFFFFF) > 0x7F800000 takes AVX2 two, as it
+ * has no unsigned compare), and the select is made in 32 bits before the narrowing (the
+ * narrowing applied to the select directly is vectorised as three narrowings and a blend). */
 FO_HALF_INLINE uint16_t fo_f32_to_bf16(float x)
 {
     const uint32_t u = fo_f32_bits(x);
-    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t nan = (u >> 16) | 0x0040u;
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+    const uint32_t high = u >> 16;
+    const uint32_t rounded = (u + 0x7FFFu + (high & 1u)) >> 16;
+    const uint32_t nan = high | 0x0040u;
+    const uint32_t result = x != x ? nan : rounded;
+    return (uint16_t)result;
 }
 
 /* Stochastic rounding with 16 random bits r: rounds the magnitude up with

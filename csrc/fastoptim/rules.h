@@ -13,11 +13,16 @@
 #include "rules/adamax.inc"
 #include "rules/radam.inc"
 #include "rules/lion.inc"
+#include "rules/rprop.inc"
+/* The rules below are not in FO_HALF_RULES (their loops index the operands directly): they
+ * are left out of the 16-bit storage compilation (FO_HALF_STORAGE, loops.inc).  A rule put
+ * into FO_HALF_RULES has its #include moved above this line. */
+#if !(defined(FO_T) && FO_HALF_STORAGE)
 #include "rules/nadam.inc"
 #include "rules/asgd.inc"
-#include "rules/rprop.inc"
 #include "rules/lamb.inc"
 #include "rules/adafactor.inc"
+#endif
 
 #ifndef FO_RULES
 #define FO_RULES(X)        \
@@ -34,6 +39,22 @@
     X(RPROP, rprop)        \
     X(LAMB, lamb)          \
     X(ADAFACTOR, adafactor)
+#endif
+
+/* The rules whose loops also run on 16-bit storage (FO_LOAD/FO_STORE, loops.inc): a 16-bit
+ * param of theirs whose states are all in its dtype, rounded to nearest even, takes these loops
+ * (kernels.h, fo_run); every other 16-bit case goes through staged.inc's drivers. */
+#ifndef FO_HALF_RULES
+#define FO_HALF_RULES(X)   \
+    X(SGD, sgd)            \
+    X(ADAGRAD, adagrad)    \
+    X(RMSPROP, rmsprop)    \
+    X(ADADELTA, adadelta)  \
+    X(ADAM, adam)          \
+    X(ADAMAX, adamax)      \
+    X(RADAM, radam)        \
+    X(LION, lion)          \
+    X(RPROP, rprop)
 #endif
 
 /* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */

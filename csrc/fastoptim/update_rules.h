@@ -20,9 +20,11 @@
  * Operand slots passed to a loop: data[0] = param, data[1] = grad,
  * data[2..] = the rule's state arrays in the order of the Python Rule's
  * state slots (NULL where the options do not need that array).  The loops
- * are written for one element type, FO_T (float or double), which is also
- * the type they compute in; 16-bit params and states reach the float32
- * loops through staged.inc, so a rule's loop never sees another storage type.
+ * compute in FO_T (float or double) and read and write element operands
+ * through FO_LOAD and FO_STORE (loops.inc): stored as FO_T, or, for the
+ * rules in FO_HALF_RULES, as bfloat16 converted in registers (a bfloat16
+ * param whose states are all bfloat16, round to nearest even).  Every other
+ * 16-bit case reaches the float32 loops through staged.inc.
  *
  * Rules that are not per-element (docs/adding_a_rule.md) also have
  * per-tensor hooks, listed in rules.h:

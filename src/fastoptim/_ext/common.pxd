@@ -18,6 +18,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         FO_NORM_BLOCKS, FO_MAX_SUMS, FO_SUMS_OPERAND
         FO_FIELD_REAL, FO_FIELD_FLAG
         FO_SIMD_BASELINE, FO_SIMD_AVX2, FO_SIMD_AVX512, FO_N_SIMD_LEVELS
+        FO_HALF_BF16, FO_HALF_F16
 
     # A tensor's 8-bit blockwise state (update_rules.h).
     ctypedef struct fo_q8:
@@ -78,6 +79,8 @@ cdef extern from "fastoptim/kernels.h" nogil:
     int fo_rule_sums(int rule)
     void fo_tensor_reduced(int rule, fo_args *a, int pass_, const double *totals)
     const fo_kernel_table *fo_compiled_table(int level)
+    const fo_kernel_table *fo_staged_table(int level)
+    int fo_has_half_loop(const fo_kernel_table *table, int rule, int half)
     int fo_cpu_supports(int level)
     const fo_rule_desc *fo_rule_describe(int rule)
 

@@ -2,8 +2,9 @@
 # (csrc/kernels.c is compiled into this module only; the other modules reach
 # the tables through the functions of runtime.pxd).
 
-from .common cimport (FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table, fo_cpu_supports, fo_index, fo_rule_passes,
-                      fo_kernel_table, fo_rule_desc, fo_rule_describe, threads_for)
+from .common cimport (FO_HALF_BF16, FO_HALF_F16, FO_N_SIMD_LEVELS, FO_SIMD_BASELINE, fo_compiled_table,
+                      fo_cpu_supports, fo_has_half_loop, fo_index, fo_rule_passes,
+                      fo_kernel_table, fo_rule_desc, fo_rule_describe, fo_staged_table, threads_for)
 from .openmp cimport FASTOPTIM_OPENMP, omp_get_max_threads
 
 import os
@@ -44,7 +45,7 @@ cdef inline int current_threads() noexcept nogil:
 cdef int simd_level() noexcept nogil:
     cdef int i
     for i in range(FO_N_SIMD_LEVELS):
-        if fo_compiled_table(i) == _table:
+        if fo_compiled_table(i) == _table or fo_staged_table(i) == _table:
             return i
     return FO_SIMD_BASELINE
 
@@ -132,6 +133,13 @@ def _set_parallel_min_elements(fo_index n):
 
 SIMD_LEVELS = ("baseline", "avx2", "avx512")
 cdef const fo_kernel_table *_table = fo_compiled_table(FO_SIMD_BASELINE)
+# Whether 16-bit params may take their rule's loops on 16-bit storage (kernels.h, fo_half_loop);
+# False (a test hook) sends every one through the staged drivers.
+cdef bint _half_loops = True
+
+
+cdef const fo_kernel_table *level_table(int level) noexcept nogil:
+    return fo_compiled_table(level) if _half_loops else fo_staged_table(level)
 
 
 def compiled_simd_levels():
@@ -163,7 +171,18 @@ def set_simd_level(level):
         raise ValueError(f"SIMD level {level!r} is not supported by this CPU "
                          f"(supported: {supported_simd_levels()})")
     previous = get_simd_level()
-    _table = fo_compiled_table(i)
+    _table = level_table(i)
+    return previous
+
+
+def _set_half_loops(bint enabled):
+    """Test hook: whether 16-bit params (round to nearest, state in their dtype) may take their
+    rule's loops on 16-bit storage; False runs them through the staged drivers, which give the
+    same bits.  Returns the previous setting."""
+    global _half_loops, _table
+    previous = _half_loops
+    _half_loops = enabled
+    _table = level_table(simd_level())
     return previous
 
 
@@ -185,6 +204,15 @@ def rule_fields():
             return out
         out[d.name.decode()] = (rule, tuple(d.fields[i].name.decode() for i in range(d.n_fields)))
         rule += 1
+
+
+def half_loop_rules():
+    """{"bfloat16": names, "float16": names}: the rules whose loops run on that 16-bit storage
+    in the kernels in use (the others' 16-bit params go through the staged drivers)."""
+    out = {}
+    for half, dtype in ((FO_HALF_BF16, "bfloat16"), (FO_HALF_F16, "float16")):
+        out[dtype] = tuple(name for name, (rule, _) in rule_fields().items() if fo_has_half_loop(_table, rule, half))
+    return out
 
 
 # ---- build facts for show_config --------------------------------------------------------
