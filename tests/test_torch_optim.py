@@ -584,16 +584,21 @@ def test_steps_do_not_grow_memory(torch, ft):
         opt.step()
     gc.collect()
     tracemalloc.start()
+    growths = []
     try:
         opt.step()
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(100):
-            opt.step()
-        gc.collect()
-        growth = tracemalloc.get_traced_memory()[0] - before
+        # two windows of 100 steps: a leak grows both; a one-time allocation elsewhere in the
+        # interpreter (a cache filled, a dict resized) lands in at most one of them
+        for _ in range(2):
+            gc.collect()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(100):
+                opt.step()
+            gc.collect()
+            growths.append(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
-    assert growth < 4096, growth
+    assert min(growths) < 4096, growths
 
 
 def test_batchnorm_example(torch, tmp_path):
