@@ -14,9 +14,9 @@
 #include "rules/radam.inc"
 #include "rules/lion.inc"
 #include "rules/rprop.inc"
-/* The rules below are not in FO_HALF_RULES (their loops index the operands directly): they
- * are left out of the 16-bit storage compilation (FO_HALF_STORAGE, loops.inc).  A rule put
- * into FO_HALF_RULES has its #include moved above this line. */
+/* The rules below are FO_FULL_WIDTH_RULES: left out of the 16-bit storage compilation
+ * (FO_HALF_STORAGE, loops.inc).  A rule moved into FO_HALF_RULES has its #include moved above
+ * this line. */
 #if !(defined(FO_T) && FO_HALF_STORAGE)
 #include "rules/nadam.inc"
 #include "rules/asgd.inc"
@@ -24,27 +24,11 @@
 #include "rules/adafactor.inc"
 #endif
 
-#ifndef FO_RULES
-#define FO_RULES(X)        \
-    X(SGD, sgd)            \
-    X(ADAGRAD, adagrad)    \
-    X(RMSPROP, rmsprop)    \
-    X(ADADELTA, adadelta)  \
-    X(ADAM, adam)          \
-    X(ADAMAX, adamax)      \
-    X(RADAM, radam)        \
-    X(LION, lion)          \
-    X(NADAM, nadam)        \
-    X(ASGD, asgd)          \
-    X(RPROP, rprop)        \
-    X(LAMB, lamb)          \
-    X(ADAFACTOR, adafactor)
-#endif
-
 /* The rules whose loops also run on 16-bit storage (FO_LOAD/FO_STORE, loops.inc): a 16-bit
  * param of theirs whose states are all in its dtype, rounded to nearest even, takes these loops
- * (kernels.h, fo_run); every other 16-bit case goes through staged.inc's drivers. */
-#ifndef FO_HALF_RULES
+ * (kernels.h, fo_run); every other 16-bit case goes through staged.inc's drivers.  Their
+ * #includes stand above the FO_HALF_STORAGE guard. */
+#ifndef FO_RULES
 #define FO_HALF_RULES(X)   \
     X(SGD, sgd)            \
     X(ADAGRAD, adagrad)    \
@@ -55,6 +39,15 @@
     X(RADAM, radam)        \
     X(LION, lion)          \
     X(RPROP, rprop)
+/* The rules whose loops index their operands directly (float32 and float64 only). */
+#define FO_FULL_WIDTH_RULES(X) \
+    X(NADAM, nadam)        \
+    X(ASGD, asgd)          \
+    X(LAMB, lamb)          \
+    X(ADAFACTOR, adafactor)
+/* Every rule, each listed once above; its place here is its number (enum fo_rule), which the
+ * Python side reads from the compiled tables (runtime.rule_fields), never assumes. */
+#define FO_RULES(X) FO_HALF_RULES(X) FO_FULL_WIDTH_RULES(X)
 #endif
 
 /* The rules with a per-tensor hook, fo_<name>_tensor (update_rules.h). */
