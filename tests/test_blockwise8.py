@@ -281,6 +281,28 @@ def test_8bit_step_matches_reference(name, options, simd_level, split_everything
                     np.testing.assert_array_equal(opt.state[0][key], start[key], err_msg=f"{where} {key}")
 
 
+def test_every_code_of_both_maps_dequantizes_as_the_reference(simd_level):
+    """Each of the 256 codes of both maps, in many lane positions and with a tail: the AVX-512
+    level looks codes up by two-table permutes and blends on their bits 5, 6 and 7."""
+    rng = np.random.default_rng(11)
+    size = 4 * 256 + 13
+    param = rng.standard_normal(size).astype(np.float32)
+    opt = fastoptim.Adam8bit([param], lr=1e-2, min_8bit_size=0)
+    opt.step([rng.standard_normal(size).astype(np.float32)])
+    state = opt.state[0]
+    for j in (1, 2):
+        state[f"state{j}"][...] = rng.permutation(np.resize(np.arange(256, dtype=np.uint8), size))
+        state[f"absmax{j}"][...] = rng.uniform(0.5, 2.0, state[f"absmax{j}"].shape)
+    expected = {key: np.array(value, copy=True) for key, value in state.items()}
+    expected_param = param.copy()
+    grad = rng.standard_normal(size).astype(np.float32)
+    opt.step([grad])
+    _reference_step("Adam8bit", dict(lr=1e-2), expected_param, grad, expected, 2, 256)
+    np.testing.assert_array_equal(param, expected_param)
+    for key in ("state1", "absmax1", "state2", "absmax2"):
+        np.testing.assert_array_equal(state[key], expected[key], err_msg=key)
+
+
 def test_threads_and_levels_give_the_same_bits():
     rng = np.random.default_rng(3)
     p0 = rng.standard_normal((100, 1000)).astype(np.float32)
