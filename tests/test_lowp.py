@@ -3,6 +3,8 @@ against fastoptim._lowp_reference bit for bit (every option set, SIMD level,
 thread split, chunk tail; state in 16 bits or float32; master weights;
 stochastic rounding), the issue's rounding check, and fastoptim.torch against
 torch.optim's fused kernels within one unit in the last place."""
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -98,6 +100,21 @@ def test_functional_16bit_matches_reference(spec, dtype, float32_state, simd_lev
                 for got, want in zip(all_state(state), all_state(expected_state)):
                     assert got.dtype == want.dtype
                     assert_same_bits(got, want, where)
+
+
+def test_importing_fastoptim_leaves_ml_dtypes_alone_and_bfloat16_works_once_imported():
+    """ml_dtypes takes about a second to import: fastoptim looks for its bfloat16 only once
+    the user has imported it, at the first array of a type fastoptim does not know."""
+    code = ("import sys, numpy as np, fastoptim\n"
+            "assert 'ml_dtypes' not in sys.modules\n"
+            "fastoptim.SGD([np.zeros(3, np.float32)], lr=0.5).step([np.ones(3, np.float32)])\n"
+            "import ml_dtypes\n"
+            "p = np.ones(3, ml_dtypes.bfloat16)\n"
+            "fastoptim.SGD([p], lr=0.5).step([np.ones(3, ml_dtypes.bfloat16)])\n"
+            "print(p.astype(np.float32).tolist())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0.5, 0.5, 0.5]"
 
 
 def test_functional_refuses_a_grad_of_another_dtype():

@@ -11,15 +11,20 @@ cnp.import_array()
 
 from .common cimport FO_BF16, FO_F16
 
-try:
-    import ml_dtypes
-    _BF16 = np.dtype(ml_dtypes.bfloat16).num
-except ImportError:  # the bf16 extra is not installed: no bfloat16 arrays exist
-    _BF16 = -1
-cdef int _bf16_typenum = _BF16
+import sys
+
+# ml_dtypes' bfloat16 type number, -1 while ml_dtypes is not imported.  Looked up, not imported:
+# the import takes about a second (ml_dtypes 0.7, NumPy 2.4), and a bfloat16 array exists only
+# once whoever made it has imported ml_dtypes.
+cdef int _bf16_typenum = -1
 
 
 cdef int bfloat16_typenum() noexcept:
+    global _bf16_typenum
+    if _bf16_typenum < 0:
+        module = sys.modules.get("ml_dtypes")
+        if module is not None:
+            _bf16_typenum = np.dtype(module.bfloat16).num
     return _bf16_typenum
 
 
@@ -30,7 +35,7 @@ cdef int storage_type(int typenum) noexcept:
         return FO_FLOAT64
     if typenum == cnp.NPY_FLOAT16:
         return FO_F16
-    if typenum == _bf16_typenum and typenum >= 0:
+    if typenum >= 0 and typenum == bfloat16_typenum():
         return FO_BF16
     return -1
 
