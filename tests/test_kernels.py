@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim._registry import SPECS
+from fastoptim._registry import BY_NAME, SPECS
 
 from conftest import DTYPES, SIZES
 
@@ -39,6 +39,32 @@ def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everythin
             for got, want in zip(state[0] + list(state[1].values()),
                                  expected_state[0] + list(expected_state[1].values())):
                 np.testing.assert_array_equal(got, want, err_msg=where)
+
+
+# LAMB's pass 0 goes over a block a register at a time at the wide SIMD levels (8 or 16 elements)
+# and hands the rest (up to 15 elements, an octet of them into the lanes) to its chunked loop:
+# blocks of every length from 16 to 33 (a tensor of 256 * length + 128 elements has blocks of
+# length and length + 1), so that every remainder is updated as the reference does.
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_lamb_every_block_remainder(dtype, simd_level):
+    spec = BY_NAME["lamb"]
+    rng = np.random.default_rng(12)
+    for length in range(16, 34, 2):
+        size = 256 * length + 128
+        param0 = rng.standard_normal(size).astype(dtype)
+        grads = [rng.standard_normal(size).astype(dtype) for _ in STEPS]
+        for options in spec.option_sets():
+            expected = param0.copy()
+            expected_state = spec.new_state(expected, options)
+            run(spec.reference, expected, grads, expected_state, {}, options, spec)
+            for threads in (1, 2):
+                param = param0.copy()
+                state = spec.new_state(param, options)
+                with fastoptim.num_threads(threads):
+                    run(spec.functional, param, grads, state, {}, options, spec)
+                where = f"size={size} {options} threads={threads} level={simd_level}"
+                np.testing.assert_array_equal(param, expected, err_msg=where)
+                np.testing.assert_array_equal(state[0], expected_state[0], err_msg=where)
 
 
 @pytest.mark.parametrize("shape", [(), (3, 5), (2, 3, 4)])
