@@ -18,11 +18,8 @@ def run(update, param, grads, state, kwargs, options, spec):
         update(param, grad, *positional, step=step, **spec.functional_kwargs(options), **keyword, **kwargs)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everything):
-    rng = np.random.default_rng(size)
+def assert_kernel_matches_reference(spec, size, dtype, simd_level, rng):
+    """Every option set of spec on `size` elements of `dtype`, one thread and two, bit for bit."""
     param0 = rng.standard_normal(size).astype(dtype)
     grads = [rng.standard_normal(size).astype(dtype) for _ in STEPS]
     for options in spec.option_sets():
@@ -34,11 +31,18 @@ def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everythin
             state = spec.new_state(param, options)
             with fastoptim.num_threads(threads):
                 run(spec.functional, param, grads, state, {}, options, spec)
-            where = f"{spec.name} {options} threads={threads} level={simd_level}"
+            where = f"{spec.name} size={size} {options} threads={threads} level={simd_level}"
             np.testing.assert_array_equal(param, expected, err_msg=where)
             for got, want in zip(state[0] + list(state[1].values()),
                                  expected_state[0] + list(expected_state[1].values())):
                 np.testing.assert_array_equal(got, want, err_msg=where)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everything):
+    assert_kernel_matches_reference(spec, size, dtype, simd_level, np.random.default_rng(size))
 
 
 # LAMB's pass 0 goes over a block a register at a time at the wide SIMD levels (8 or 16 elements)
@@ -47,24 +51,9 @@ def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everythin
 # length and length + 1), so that every remainder is updated as the reference does.
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_lamb_every_block_remainder(dtype, simd_level):
-    spec = BY_NAME["lamb"]
     rng = np.random.default_rng(12)
     for length in range(16, 34, 2):
-        size = 256 * length + 128
-        param0 = rng.standard_normal(size).astype(dtype)
-        grads = [rng.standard_normal(size).astype(dtype) for _ in STEPS]
-        for options in spec.option_sets():
-            expected = param0.copy()
-            expected_state = spec.new_state(expected, options)
-            run(spec.reference, expected, grads, expected_state, {}, options, spec)
-            for threads in (1, 2):
-                param = param0.copy()
-                state = spec.new_state(param, options)
-                with fastoptim.num_threads(threads):
-                    run(spec.functional, param, grads, state, {}, options, spec)
-                where = f"size={size} {options} threads={threads} level={simd_level}"
-                np.testing.assert_array_equal(param, expected, err_msg=where)
-                np.testing.assert_array_equal(state[0], expected_state[0], err_msg=where)
+        assert_kernel_matches_reference(BY_NAME["lamb"], 256 * length + 128, dtype, simd_level, rng)
 
 
 @pytest.mark.parametrize("shape", [(), (3, 5), (2, 3, 4)])
