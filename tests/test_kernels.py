@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim._registry import SPECS
+from fastoptim._registry import BY_NAME, SPECS
 
 from conftest import DTYPES, SIZES
 
@@ -18,11 +18,8 @@ def run(update, param, grads, state, kwargs, options, spec):
         update(param, grad, *positional, step=step, **spec.functional_kwargs(options), **keyword, **kwargs)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everything):
-    rng = np.random.default_rng(size)
+def assert_kernel_matches_reference(spec, size, dtype, simd_level, rng):
+    """Every option set of spec on `size` elements of `dtype`, one thread and two, bit for bit."""
     param0 = rng.standard_normal(size).astype(dtype)
     grads = [rng.standard_normal(size).astype(dtype) for _ in STEPS]
     for options in spec.option_sets():
@@ -34,11 +31,29 @@ def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everythin
             state = spec.new_state(param, options)
             with fastoptim.num_threads(threads):
                 run(spec.functional, param, grads, state, {}, options, spec)
-            where = f"{spec.name} {options} threads={threads} level={simd_level}"
+            where = f"{spec.name} size={size} {options} threads={threads} level={simd_level}"
             np.testing.assert_array_equal(param, expected, err_msg=where)
             for got, want in zip(state[0] + list(state[1].values()),
                                  expected_state[0] + list(expected_state[1].values())):
                 np.testing.assert_array_equal(got, want, err_msg=where)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everything):
+    assert_kernel_matches_reference(spec, size, dtype, simd_level, np.random.default_rng(size))
+
+
+# LAMB's pass 0 goes over a block a register at a time at the wide SIMD levels (8 or 16 elements)
+# and hands the rest (up to 15 elements, an octet of them into the lanes) to its chunked loop:
+# blocks of every length from 16 to 33 (a tensor of 256 * length + 128 elements has blocks of
+# length and length + 1), so that every remainder is updated as the reference does.
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_lamb_every_block_remainder(dtype, simd_level):
+    rng = np.random.default_rng(12)
+    for length in range(16, 34, 2):
+        assert_kernel_matches_reference(BY_NAME["lamb"], 256 * length + 128, dtype, simd_level, rng)
 
 
 @pytest.mark.parametrize("shape", [(), (3, 5), (2, 3, 4)])

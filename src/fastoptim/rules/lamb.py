@@ -1,6 +1,7 @@
 """LAMB (You et al. 2019) as issue 12 states it; C: csrc/fastoptim/rules/lamb.inc.
 
-Adam's bias-corrected direction r = m_hat / (sqrt(v_hat) + eps) + wd * p,
+Adam's bias-corrected direction r = m_hat / (sqrt(v_hat) + eps) + wd * p (the bias
+corrections applied as multiplications by their reciprocals, as the kernel does),
 scaled per tensor by the trust ratio ``||p|| / ||r||`` (1 unless both norms are
 > 0).  torch.optim has no LAMB.  The kernel goes over each tensor twice: the
 first pass updates m and v and sums p^2 and r^2 in block_sum_squares' fixed
@@ -16,9 +17,10 @@ FLAGS = (False, True)
 
 
 def direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay):
-    """r = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps) + wd * p, in the dtype."""
+    """r = (m * (1 / (1 - beta1^t))) / (sqrt(v * (1 / (1 - beta2^t))) + eps) + wd * p, in the dtype
+    (the reciprocals in double, then rounded to it)."""
     t = param.dtype.type
-    r = (exp_avg / t(1 - beta1**step)) / (np.sqrt(exp_avg_sq / t(1 - beta2**step)) + t(eps))
+    r = (exp_avg * t(1 / (1 - beta1**step))) / (np.sqrt(exp_avg_sq * t(1 / (1 - beta2**step))) + t(eps))
     if weight_decay != 0:
         r = r + t(weight_decay) * param
     return r
