@@ -163,6 +163,10 @@ cdef void run_blocks(const fo_kernel_table *table, int rule, int layout, int gra
         if start < lo or start >= hi:
             continue
         stop = n * (b + 1) // FO_NORM_BLOCKS
+        if stop == start:  # an empty block (n < 256) sums to +0.0, as its loop would write: no call
+            for k in range(n_sums):
+                sums[b * n_sums + k] = 0.0
+            continue
         operands[FO_SUMS_OPERAND] = <char *>&sums[b * n_sums]
         fo_run(table, rule, layout, grad_mode, args, operands, start, stop)
 
