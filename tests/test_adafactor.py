@@ -63,25 +63,32 @@ def test_matches_torch(torch, simd_level, split_everything, dtype, options, thre
         assert set(optimizer.state[i]) == set(torch_optimizer.state[torch_optimizer.param_groups[0]["params"][i]])
 
 
+# Shapes whose rows and columns cross thread splits, SIMD tails, the row sums' pairs (odd row
+# counts) and the column sums' strips of 1024 (and their blocks of four rows): one row, one column,
+# fewer rows than threads, 3-D batches, wide and tall matrices.
+FACTORED_SHAPES = [(37, 41), (3, 130, 9), (300, 300), (1, 5000), (257, 1), (2, 2051), (3, 5, 1031),
+                   (4, 1, 7), (1, 1), (5, 2, 3, 4), (1030, 3)]
+
+
+@pytest.mark.parametrize("maximize, grad_scale", [(False, None), (True, 8.0)], ids=["plain", "maximize-scaled"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-def test_factored_sums_do_not_depend_on_threads_or_simd(dtype):
-    """The kernel equals the reference bit for bit, for 1 and 2 threads and every SIMD level,
+def test_factored_sums_do_not_depend_on_threads_or_simd(dtype, maximize, grad_scale):
+    """The kernel equals the reference bit for bit, for 1, 2 and 3 threads and every SIMD level,
     on matrices whose rows and columns cross thread splits and SIMD tails."""
     from fastoptim._ext import runtime
-    rng = np.random.default_rng(11)
-    shapes = [(37, 41), (3, 130, 9), (300, 300), (1, 5000)]
+    shapes = FACTORED_SHAPES
     results = {}
     for level in runtime.supported_simd_levels():
         old_level = runtime.set_simd_level(level)
         old_min = runtime._set_parallel_min_elements(0)
         try:
-            for threads in (1, 2):
+            for threads in (1, 2, 3):
                 params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
                 with fastoptim.num_threads(threads):
-                    optimizer = fastoptim.Adafactor(params, weight_decay=0.01)
+                    optimizer = fastoptim.Adafactor(params, weight_decay=0.01, maximize=maximize)
                     for step in range(3):
                         optimizer.step([np.random.default_rng(step).standard_normal(s).astype(dtype)
-                                        for s in shapes])
+                                        for s in shapes], grad_scale=grad_scale)
                 results[level, threads] = [p.copy() for p in params] + [
                     optimizer.state[i][k].copy() for i in range(len(shapes)) for k in ("row_var", "col_var")]
         finally:
@@ -93,10 +100,9 @@ def test_factored_sums_do_not_depend_on_threads_or_simd(dtype):
     for step in range(3):
         for p, st, s in zip(params, state, shapes):
             g = np.random.default_rng(step).standard_normal(s).astype(dtype)
-            reference(p, g, st, step=step + 1, grad_scale=None, lr=0.01, maximize=False, beta2_decay=-0.8,
+            reference(p, g, st, step=step + 1, grad_scale=grad_scale, lr=0.01, maximize=maximize, beta2_decay=-0.8,
                       eps1=None, eps2=1e-3, d=1.0, weight_decay=0.01)
     expected = params + [st[k] for st in state for k in ("row_var", "col_var")]
-    del rng
     for key, got in results.items():
         for i, (a, b) in enumerate(zip(got, expected)):
             np.testing.assert_array_equal(a, b, err_msg=f"{key}: array {i}")

@@ -82,6 +82,8 @@ typedef struct fo_q8 {
     int64_t *skipped;                     /* blocks left untouched for a non-finite grad (atomic adds) */
 } fo_q8;
 
+struct fo_args;
+
 /* The header of every rule's arguments. */
 typedef struct {
     double lr;
@@ -101,8 +103,10 @@ typedef struct {
     fo_index size, rows, cols;
     /* FO_Q8: the tensor's 8-bit state, set per tensor by the step engine (NULL otherwise). */
     const fo_q8 *q8;
-    /* The threads a per-tensor hook may use (Adafactor's factored sums), set with the hook's call. */
+    /* Set with a per-tensor hook's call: the threads it may use, and the rule's own loop at the
+     * running SIMD level for its per-element work (kernels.h, fo_set_hook; Adafactor's factored sums). */
     int hook_threads;
+    void (*hook_loop)(const struct fo_args *args, char *const *data, fo_index begin, fo_index end);
 } fo_common;
 
 /* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product
@@ -170,7 +174,7 @@ enum fo_rule { FO_RULES(FO_ENUM_ENTRY) FO_N_RULES };
 #undef FO_ENUM_ENTRY
 
 #define FO_UNION_MEMBER(NAME, name) fo_##name##_args name;
-typedef struct {
+typedef struct fo_args {
     fo_common common;
     union { FO_RULES(FO_UNION_MEMBER) } rule;
 } fo_args;

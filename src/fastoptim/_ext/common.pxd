@@ -74,6 +74,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
                 char *const *data, fo_index begin, fo_index end)
     void fo_prepare(int rule, fo_args *a)
     void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
+    void fo_set_hook(fo_args *args, const fo_kernel_table *table, int rule, int layout, int grad_mode, int threads)
     int fo_has_tensor_hook(int rule)
     int fo_rule_passes(int rule)
     int fo_rule_sums(int rule)

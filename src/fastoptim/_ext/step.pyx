@@ -31,7 +31,7 @@ from .checks cimport (check_grad_scale, check_layout, check_like, check_param_ar
 from .common cimport (FO_BF16, FO_F16, FO_FIELD_REAL, FO_FLOAT32, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MASTER_SLOT,
                       FO_MAX_OPERANDS, FO_DATA_SLOTS, FO_MAX_SUMS, FO_N_COMPUTE_TYPES, FO_NORM_BLOCKS,
                       FO_Q8, FO_Q8_KEY_OF_ONE, FO_Q8_MAX_BLOCK, FO_Q8_SLOTS, FO_SUMS_OPERAND, fo_args, fo_q8, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
-                      fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_tensor_prepare, fo_tensor_reduced,
+                      fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_set_hook, fo_tensor_prepare, fo_tensor_reduced,
                       segment_of, split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
@@ -268,7 +268,7 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     cdef int passes = fo_rule_passes(rule)
     args.common.pass_ = 0
     set_shape(&args, shape_of(param))
-    args.common.hook_threads = step_threads(n)
+    fo_set_hook(&args, kernel_table(), rule, layout, grad_mode, step_threads(n))
     with nogil:
         fo_prepare(rule, &args)
         fo_tensor_prepare(rule, &args, data)
@@ -923,7 +923,8 @@ cdef class StepPlan:
                 if self.tensor_hook:
                     self.args[i].common.f64_operands = self.f64_masks[i]
                     self.args[i].common.scalar_f64 = self.scalar_f64
-                    self.args[i].common.hook_threads = step_threads(self.shapes[i].size)
+                    fo_set_hook(&self.args[i], kernel_table(), self.rule, self.layouts[i], self.grad_mode,
+                                step_threads(self.shapes[i].size))
                     fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_DATA_SLOTS])
                 self.args[i].common.pass_ = 0
                 prev = i
