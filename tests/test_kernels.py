@@ -47,13 +47,16 @@ def test_kernel_matches_reference(spec, size, dtype, simd_level, split_everythin
 
 # LAMB's pass 0 goes over a block a register at a time at the wide SIMD levels (8 or 16 elements)
 # and hands the rest (up to 15 elements, an octet of them into the lanes) to its chunked loop:
-# blocks of every length from 16 to 33 (a tensor of 256 * length + 128 elements has blocks of
-# length and length + 1), so that every remainder is updated as the reference does.
+# blocks of every length from 16 to 33 (a tensor under 8192 elements is one block; one of
+# 2 * 4096 + 2 * length + 1 elements has two, of 4096 + length and 4096 + length + 1), so that
+# every remainder is updated as the reference does.
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_lamb_every_block_remainder(dtype, simd_level):
     rng = np.random.default_rng(12)
-    for length in range(16, 34, 2):
-        assert_kernel_matches_reference(BY_NAME["lamb"], 256 * length + 128, dtype, simd_level, rng)
+    for length in range(16, 34):
+        assert_kernel_matches_reference(BY_NAME["lamb"], length, dtype, simd_level, rng)
+    for length in range(16, 34, 3):
+        assert_kernel_matches_reference(BY_NAME["lamb"], 2 * 4096 + 2 * length + 1, dtype, simd_level, rng)
 
 
 @pytest.mark.parametrize("shape", [(), (3, 5), (2, 3, 4)])

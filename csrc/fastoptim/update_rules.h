@@ -36,12 +36,12 @@
  *   - FO_PASS_RULES: X(NAME, name, passes, sums), rules that go over each
  *     tensor `passes` times (LAMB: 2).  common.pass says which pass a loop
  *     runs.  Every pass but the last also sums `sums` quantities per tensor
- *     in a fixed order: the engine cuts each tensor into FO_NORM_BLOCKS
- *     blocks (block b = [n*b/256, n*(b+1)/256)), the unit of thread work,
+ *     in a fixed order: the engine cuts each tensor into B = fo_sum_blocks(n)
+ *     blocks (block b = [n*b/B, n*(b+1)/B)), the unit of thread work,
  *     and calls the loop once per block with data[FO_SUMS_OPERAND] pointing
  *     at that block's `sums` doubles, which the loop writes (reductions.h's
  *     lane order); then, per tensor, it adds the blocks' values in block
- *     order (0.0 + s_0 + ... + s_255) and hands the totals to
+ *     order (0.0 + s_0 + ... + s_(B-1)) and hands the totals to
  *     fo_<name>_reduced(common, args, pass, totals), which derives what the
  *     next pass needs.  The sums depend on the values alone, never on the
  *     thread count or SIMD width.
@@ -164,8 +164,16 @@ enum fo_grad_mode { FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_N_GRAD_MODES };
  * the operand of a summing pass's output (the engine passes FO_DATA_SLOTS operands;
  * staged layouts refuse pass rules, so the master slot and the sums never meet). */
 #define FO_NORM_BLOCKS 256
+#define FO_SUM_BLOCK_LENGTH 4096  /* a summing pass's blocks hold at least this many elements, */
 #define FO_MAX_SUMS 4
 #define FO_SUMS_OPERAND FO_MAX_OPERANDS  /* = FO_MASTER_SLOT */
+/* so a tensor of n elements is cut into this many (1 up to FO_NORM_BLOCKS, reached at 2^20
+ * elements): one kernel call per block, and small tensors are many (rules/_numpy.py's sum_blocks) */
+static inline fo_index fo_sum_blocks(fo_index n)
+{
+    const fo_index blocks = n / FO_SUM_BLOCK_LENGTH;
+    return blocks < 1 ? 1 : (blocks > FO_NORM_BLOCKS ? FO_NORM_BLOCKS : blocks);
+}
 
 #include "rules.h"
 

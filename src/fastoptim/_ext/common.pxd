@@ -78,6 +78,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
     int fo_has_tensor_hook(int rule)
     int fo_rule_passes(int rule)
     int fo_rule_sums(int rule)
+    fo_index fo_sum_blocks(fo_index n)
     void fo_tensor_reduced(int rule, fo_args *a, int pass_, const double *totals)
     const fo_kernel_table *fo_compiled_table(int level)
     const fo_kernel_table *fo_staged_table(int level)

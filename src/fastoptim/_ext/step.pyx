@@ -10,7 +10,7 @@
 # Each element's update is independent of the others, so results do not depend
 # on the thread count or on where the split falls.  Rules with several passes
 # (fo_rule_passes: LAMB) sum per-tensor quantities in their first passes over
-# fixed blocks of each tensor (FO_NORM_BLOCKS, the unit of thread work), added
+# fixed blocks of each tensor (fo_sum_blocks, the unit of thread work), added
 # in block order: their results do not depend on the thread count either.
 #
 # A rule's arguments are filled generically: the common header (lr, maximize,
@@ -31,7 +31,7 @@ from .checks cimport (check_grad_scale, check_layout, check_like, check_param_ar
 from .common cimport (FO_BF16, FO_F16, FO_FIELD_REAL, FO_FLOAT32, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MASTER_SLOT,
                       FO_MAX_OPERANDS, FO_DATA_SLOTS, FO_MAX_SUMS, FO_N_COMPUTE_TYPES, FO_NORM_BLOCKS,
                       FO_Q8, FO_Q8_KEY_OF_ONE, FO_Q8_MAX_BLOCK, FO_Q8_SLOTS, FO_SUMS_OPERAND, fo_args, fo_q8, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
-                      fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_set_hook, fo_tensor_prepare, fo_tensor_reduced,
+                      fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_set_hook, fo_sum_blocks, fo_tensor_prepare, fo_tensor_reduced,
                       segment_of, split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
@@ -152,21 +152,17 @@ cdef void run_one_tensor(int rule, int layout, int grad_mode, const fo_args *arg
 cdef void run_blocks(const fo_kernel_table *table, int rule, int layout, int grad_mode, const fo_args *args,
                      char **data, fo_index n, fo_index lo, fo_index hi, double *sums, int n_sums) noexcept nogil:
     """A summing pass over the blocks of one tensor of n elements whose first element lies in
-    [lo, hi): block b, [n*b/FO_NORM_BLOCKS, n*(b+1)/FO_NORM_BLOCKS), writes sums[b*n_sums:...]."""
+    [lo, hi): block b of B = fo_sum_blocks(n), [n*b/B, n*(b+1)/B), writes sums[b*n_sums:...]."""
     cdef char *operands[FO_DATA_SLOTS]
-    cdef fo_index start, stop
+    cdef fo_index start, stop, blocks = fo_sum_blocks(n)
     cdef int b, k
     for k in range(FO_DATA_SLOTS):
         operands[k] = data[k]
-    for b in range(FO_NORM_BLOCKS):
-        start = n * b // FO_NORM_BLOCKS
+    for b in range(blocks):
+        start = n * b // blocks
         if start < lo or start >= hi:
             continue
-        stop = n * (b + 1) // FO_NORM_BLOCKS
-        if stop == start:  # an empty block (n < 256) sums to +0.0, as its loop would write: no call
-            for k in range(n_sums):
-                sums[b * n_sums + k] = 0.0
-            continue
+        stop = n * (b + 1) // blocks
         operands[FO_SUMS_OPERAND] = <char *>&sums[b * n_sums]
         fo_run(table, rule, layout, grad_mode, args, operands, start, stop)
 
@@ -179,7 +175,7 @@ cdef void reduce_blocks(int rule, fo_args *args, fo_index n, const double *sums,
     for k in range(n_sums):
         totals[k] = 0.0
         if n > 0:
-            for b in range(FO_NORM_BLOCKS):
+            for b in range(fo_sum_blocks(n)):
                 totals[k] += sums[b * n_sums + k]
     fo_tensor_reduced(rule, args, pass_, totals)
 

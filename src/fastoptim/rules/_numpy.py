@@ -30,6 +30,15 @@ def torch_sign(x):
 
 NORM_BLOCKS = 256
 NORM_LANES = 8
+# A summing pass's blocks (LAMB, Adafactor) hold at least this many elements (csrc's FO_SUM_BLOCK_LENGTH).
+SUM_BLOCK_LENGTH = 4096
+
+
+def sum_blocks(n):
+    """The blocks a summing pass cuts a tensor of n elements into: one per SUM_BLOCK_LENGTH
+    elements, at least 1 and at most NORM_BLOCKS (reached at 2^20 elements), since each block is
+    one kernel call (update_rules.h, fo_sum_blocks)."""
+    return min(NORM_BLOCKS, max(1, n // SUM_BLOCK_LENGTH))
 
 
 def _combine_lanes(lanes):
@@ -69,33 +78,34 @@ def _blocks_sum_squares(x, starts, length):
     return lane_sum(np.square(x[starts[:, None] + np.arange(length)]))  # (blocks, length), double
 
 
-def block_sum_squares(x):
+def block_sum_squares(x, blocks=NORM_BLOCKS):
     """The sum of squares of x, computed so that a C kernel can reproduce it bit for bit.
 
-    The exact order (fastoptim's clipping-norm order, csrc/fastoptim/reductions.h):
+    The exact order (fastoptim's clipping-norm order with the default 256 blocks, the summing
+    passes' with sum_blocks(x.size); csrc/fastoptim/reductions.h):
     1. view x as n = x.size elements in C order, each converted to double;
-    2. cut them into NORM_BLOCKS = 256 blocks: block b holds elements
-       [n*b // 256, n*(b+1) // 256) (integer division; blocks may be empty);
+    2. cut them into B = `blocks` blocks: block b holds elements
+       [n*b // B, n*(b+1) // B) (integer division; blocks may be empty);
     3. in each block of length L, with m = 8 * (L // 8): lane k (k = 0..7) is
        0.0 + v[k]^2 + v[k+8]^2 + ... over the first m elements in order, the
        tail is 0.0 + v[m]^2 + ... + v[L-1]^2 in order, and the block's sum is
        ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) + tail;
-    4. the result is 0.0 + s_0 + s_1 + ... + s_255, in block order.
+    4. the result is 0.0 + s_0 + s_1 + ... + s_(B-1), in block order.
     Every operation is a double add or multiply, so the result depends on n
     and the values only, never on threads or SIMD width.
     """
     flat = np.asarray(x, dtype=np.float64).reshape(-1)
     n = flat.size
-    bounds = np.array([n * b // NORM_BLOCKS for b in range(NORM_BLOCKS + 1)], dtype=np.int64)
+    bounds = np.array([n * b // blocks for b in range(blocks + 1)], dtype=np.int64)
     lengths = np.diff(bounds)
-    block_sums = np.zeros(NORM_BLOCKS)
-    for length in np.unique(lengths):  # at most two lengths: n // 256 and n // 256 + 1
+    block_sums = np.zeros(blocks)
+    for length in np.unique(lengths):  # at most two lengths: n // B and n // B + 1
         which = np.nonzero(lengths == length)[0]
         if length:
             block_sums[which] = _blocks_sum_squares(flat, bounds[which], int(length))
     return float(np.cumsum(np.concatenate(([0.0], block_sums)))[-1])
 
 
-def block_norm(x):
-    """sqrt(block_sum_squares(x)), in double."""
-    return math.sqrt(block_sum_squares(x))
+def block_norm(x, blocks=NORM_BLOCKS):
+    """sqrt(block_sum_squares(x, blocks)), in double."""
+    return math.sqrt(block_sum_squares(x, blocks))

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ._numpy import block_sum_squares, lane_sum, lerp, ordered_sum, signed_grad
+from ._numpy import block_sum_squares, lane_sum, lerp, ordered_sum, signed_grad, sum_blocks
 from ._rule import MAXIMIZE, Demo, Pair, Real, Rule, Slot, Variant
 
 FLAGS = (False, True)
@@ -49,8 +49,9 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta2_decay
     floor = t(eps1 * eps1)
     u = (t(1) / np.sqrt(np.where(v < floor, floor, v))) * g  # torch's clamp_min (NaN stays), rsqrt
     root = param.size ** 0.5
-    alpha = max(eps2, math.sqrt(block_sum_squares(param)) / root) * rho
-    denom = max(1.0, math.sqrt(block_sum_squares(u)) / (root * d))
+    blocks = sum_blocks(param.size)
+    alpha = max(eps2, math.sqrt(block_sum_squares(param, blocks)) / root) * rho
+    denom = max(1.0, math.sqrt(block_sum_squares(u, blocks)) / (root * d))
     if weight_decay != 0:
         param *= t(1 - lr * weight_decay)
     param += t(-alpha / denom) * u

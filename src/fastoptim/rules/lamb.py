@@ -5,12 +5,12 @@ corrections applied as multiplications by their reciprocals, as the kernel does)
 scaled per tensor by the trust ratio ``||p|| / ||r||`` (1 unless both norms are
 > 0).  torch.optim has no LAMB.  The kernel goes over each tensor twice: the
 first pass updates m and v and sums p^2 and r^2 in block_sum_squares' fixed
-order (so the norms never depend on the thread count), the second recomputes
+order over sum_blocks(n) blocks (so the norms never depend on the thread count), the second recomputes
 r and writes p.
 """
 import numpy as np
 
-from ._numpy import block_norm, signed_grad
+from ._numpy import block_norm, signed_grad, sum_blocks
 from ._rule import MAXIMIZE, WEIGHT_DECAY, Demo, Pair, Real, Rule, Slot, Variant, epsilon, learning_rate
 
 FLAGS = (False, True)
@@ -33,7 +33,8 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta1, beta
     exp_avg[...] = t(beta1) * exp_avg + t(1 - beta1) * d
     exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1 - beta2) * d * d
     r = direction(param, exp_avg, exp_avg_sq, step, beta1, beta2, eps, weight_decay)
-    param_norm, direction_norm = block_norm(param), block_norm(r)
+    blocks = sum_blocks(param.size)
+    param_norm, direction_norm = block_norm(param, blocks), block_norm(r, blocks)
     trust = param_norm / direction_norm if param_norm > 0 and direction_norm > 0 else 1.0
     param += t(-(lr * trust)) * r
 
