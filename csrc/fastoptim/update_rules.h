@@ -164,11 +164,12 @@ enum fo_grad_mode { FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_N_GRAD_MODES };
  * the operand of a summing pass's output (the engine passes FO_DATA_SLOTS operands;
  * staged layouts refuse pass rules, so the master slot and the sums never meet). */
 #define FO_NORM_BLOCKS 256
-#define FO_SUM_BLOCK_LENGTH 4096  /* a summing pass's blocks hold at least this many elements, */
+#define FO_SUM_BLOCK_LENGTH 4096
 #define FO_MAX_SUMS 4
 #define FO_SUMS_OPERAND FO_MAX_OPERANDS  /* = FO_MASTER_SLOT */
-/* so a tensor of n elements is cut into this many (1 up to FO_NORM_BLOCKS, reached at 2^20
- * elements): one kernel call per block, and small tensors are many (rules/_numpy.py's sum_blocks) */
+/* The blocks of a tensor of n elements in a summing pass: one per FO_SUM_BLOCK_LENGTH elements, at
+ * least 1, at most FO_NORM_BLOCKS (from 2^20 elements on).  Each block is a kernel call, so a small
+ * tensor must not be cut into many (rules/_numpy.py's sum_blocks is the same). */
 static inline fo_index fo_sum_blocks(fo_index n)
 {
     const fo_index blocks = n / FO_SUM_BLOCK_LENGTH;
