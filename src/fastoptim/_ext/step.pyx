@@ -171,12 +171,12 @@ cdef void reduce_blocks(int rule, fo_args *args, fo_index n, const double *sums,
                         int pass_) noexcept nogil:
     """Add one tensor's block sums in block order and hand the totals to its rule."""
     cdef double totals[FO_MAX_SUMS]
-    cdef int b, k
+    cdef fo_index b, blocks = fo_sum_blocks(n) if n > 0 else 0
+    cdef int k
     for k in range(n_sums):
         totals[k] = 0.0
-        if n > 0:
-            for b in range(fo_sum_blocks(n)):
-                totals[k] += sums[b * n_sums + k]
+        for b in range(blocks):
+            totals[k] += sums[b * n_sums + k]
     fo_tensor_reduced(rule, args, pass_, totals)
 
 
