@@ -108,6 +108,96 @@ def test_factored_sums_do_not_depend_on_threads_or_simd(dtype, maximize, grad_sc
             np.testing.assert_array_equal(a, b, err_msg=f"{key}: array {i}")
 
 
+def _clamp_problem(dtype, shapes, steps=3):
+    """Grads with zero rows and columns and values over six decades: with eps1 = 0.05 (a floor
+    of 2.5e-3 on v) some elements take torch's clamped formula, the rest the factored one, in
+    the same SIMD registers."""
+    grads = []
+    for step in range(steps):
+        rng = np.random.default_rng(10 + step)
+        step_grads = []
+        for s in shapes:
+            g = rng.standard_normal(s) * 10.0 ** rng.integers(-3, 3, size=s)
+            g[..., 1, :] = 0.0  # a zero row: its row_var stays 0
+            g[..., :, 2] = 0.0  # a zero column
+            step_grads.append(g.astype(dtype))
+        grads.append(step_grads)
+    return grads
+
+
+# Rows wider than the column factors a thread holds (16384 float32, 8192 float64 columns), cut
+# mid-row by thread splits; a batch; small matrices.
+WINDOW_SHAPES = [(3, 16384 + 37), (2, 2, 8192 + 19), (5, 7), (3, 3, 33)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_factored_update_takes_the_clamp_and_wide_rows_alike_everywhere(dtype):
+    """The factored u (a per-row times a per-column factor, torch's clamped formula where the
+    clamp applies) equals the reference bit for bit at every SIMD level and thread count, where
+    both formulas meet in one register and where a row needs several windows of column factors."""
+    from fastoptim._ext import runtime
+    options = dict(eps=(0.05, 1e-3), weight_decay=0.01)
+    grads = _clamp_problem(dtype, WINDOW_SHAPES)
+    params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in WINDOW_SHAPES]
+    state = [{"row_var": np.zeros(s[:-1] + (1,), dtype), "col_var": np.zeros(s[:-2] + (1, s[-1]), dtype)}
+             for s in WINDOW_SHAPES]
+    clamped = 0
+    for step, step_grads in enumerate(grads):
+        for p, st, g in zip(params, state, step_grads):
+            reference(p, g, st, step=step + 1, grad_scale=None, lr=0.01, maximize=False, beta2_decay=-0.8,
+                      eps1=0.05, eps2=1e-3, d=1.0, weight_decay=0.01)
+            v = st["row_var"] * st["col_var"] / max(st["row_var"].mean(axis=-2, keepdims=True).max(), 0.05)
+            clamped += int((v < 0.05 ** 2).sum())
+    assert 0 < clamped < sum(p.size for p in params) * len(grads) // 2  # both formulas taken
+    for level in runtime.supported_simd_levels():
+        old_level = runtime.set_simd_level(level)
+        old_min = runtime._set_parallel_min_elements(0)
+        try:
+            for threads in (1, 2, 3):
+                ours = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in WINDOW_SHAPES]
+                with fastoptim.num_threads(threads):
+                    optimizer = fastoptim.Adafactor(ours, **options)
+                    for step_grads in grads:
+                        optimizer.step(step_grads)
+                for i, (a, b) in enumerate(zip(ours, params)):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{level}, {threads} threads: params[{i}]")
+        finally:
+            runtime._set_parallel_min_elements(old_min)
+            runtime.set_simd_level(old_level)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_factored_update_matches_torch_across_the_clamp(torch, dtype):
+    """Where the clamp applies to some elements only, the factored u stays within torch's
+    tolerances: float64 1e-10, float32 2e-5 relative (see test_matches_torch)."""
+    shapes = [(6, 40), (2, 9, 17)]
+    grads = _clamp_problem(dtype, shapes, steps=10)
+    params = [np.random.default_rng(2).standard_normal(s).astype(dtype) for s in shapes]
+    expected, _ = _torch_run(torch, params, grads, dict(eps=(0.05, 1e-3)))
+    ours = [p.copy() for p in params]
+    optimizer = fastoptim.Adafactor(ours, eps=(0.05, 1e-3))
+    for step_grads in grads:
+        optimizer.step(step_grads)
+    tolerance = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+    for i, (p, e) in enumerate(zip(ours, expected)):
+        np.testing.assert_allclose(p, e, err_msg=f"params[{i}]", **tolerance)
+
+
+def test_factored_update_spreads_nan_as_torch_does():
+    """A NaN grad element makes the whole factored step NaN, as torch's (through its row's and
+    column's factors, and the norms)."""
+    param = np.ones((4, 5))
+    grad = np.full((4, 5), 0.5)
+    grad[1, 2] = np.nan
+    optimizer = fastoptim.Adafactor([param])
+    optimizer.step([grad])
+    assert np.isnan(param).all()
+    expected, state = np.ones((4, 5)), {"row_var": np.zeros((4, 1)), "col_var": np.zeros((1, 5))}
+    reference(expected, grad, state, step=1, grad_scale=None, lr=0.01, maximize=False, beta2_decay=-0.8,
+              eps1=None, eps2=1e-3, d=1.0, weight_decay=0.0)
+    assert np.isnan(expected).all()
+
+
 @pytest.mark.parametrize("direction", ["torch to fastoptim", "fastoptim to torch"])
 def test_state_dict_round_trips_with_torch(torch, direction):
     """A checkpoint of either continues in the other as it would have in itself."""

@@ -9,6 +9,15 @@ is scaled down to an RMS of at most d.  eps1=None is the param dtype's
 machine epsilon (torch takes the first param's of the group; here each
 param's own, the same for a group of one dtype).
 
+Factored, u is computed as torch's rsqrt(max(row_var * col_var / normalizer,
+eps1^2)) * g only where the clamp applies (or a factor is not finite);
+elsewhere as (1 / sqrt(row_var / normalizer)) * (1 / sqrt(col_var)) * g, a
+per-row times a per-column factor, as the kernel does to save a division, a
+square root and another division per element: within a few roundings of
+torch's u (in float32, a few units in the last place; in float64, 1e-16).
+Where torch's float32 product row_var * col_var overflows (grads near 1e19)
+torch's u is 0 and ours is the finite quotient.
+
 The sums (rows in reductions.h's lane order, columns in row order, the RMS
 norms in fixed blocks as LAMB's) are in double, so the kernel agrees with
 this reference bit for bit, whatever the threads.  torch sums otherwise:
@@ -25,6 +34,12 @@ from ._rule import MAXIMIZE, Demo, Pair, Real, Rule, Slot, Variant
 FLAGS = (False, True)
 
 
+def _exact_update(v, g, floor):
+    """torch's u = rsqrt(max(v, eps1^2)) * g (clamp_min: NaN stays)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (floor.dtype.type(1) / np.sqrt(np.where(v < floor, floor, v))) * g
+
+
 def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta2_decay, eps1, eps2, d, weight_decay):
     t = param.dtype.type
     if param.size == 0:
@@ -33,6 +48,7 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta2_decay
     g = signed_grad(grad, maximize, grad_scale)
     one_minus_beta2 = float(step) ** beta2_decay
     rho = min(lr, 1 / float(step) ** 0.5)
+    floor = t(eps1 * eps1)
     if param.ndim >= 2:
         row_var, col_var = state["row_var"], state["col_var"]
         m, n = param.shape[-2:]
@@ -41,13 +57,16 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta2_decay
         lerp(col_var, (ordered_sum(squares, -2) / m).astype(param.dtype)[..., None, :], one_minus_beta2)
         mean = np.asarray(ordered_sum(row_var[..., 0].astype(np.float64), -1) / m).astype(param.dtype)
         normalizer = np.where(mean < t(eps1), t(eps1), mean)[..., None, None]
-        v = (row_var * col_var) / normalizer
+        u = _exact_update((row_var * col_var) / normalizer, g, floor)
+        # off the clamp (rsqrt(v) <= rsqrt(floor)), a per-row times a per-column factor (the
+        # kernel's fast path): the same bits as the kernel, within a few roundings of torch's
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = (t(1) / np.sqrt(row_var / normalizer)) * (t(1) / np.sqrt(col_var))
+            u = np.where(factor <= t(1) / np.sqrt(floor), factor * g, u)
     else:
         variance = state["variance"]
         lerp(variance, g * g, one_minus_beta2)
-        v = variance.copy()
-    floor = t(eps1 * eps1)
-    u = (t(1) / np.sqrt(np.where(v < floor, floor, v))) * g  # torch's clamp_min (NaN stays), rsqrt
+        u = _exact_update(variance, g, floor)
     root = param.size ** 0.5
     blocks = sum_blocks(param.size)
     alpha = max(eps2, math.sqrt(block_sum_squares(param, blocks)) / root) * rho
