@@ -58,6 +58,12 @@
     X(ADAFACTOR, adafactor)
 #endif
 
+/* The rules whose per-tensor hook needs working memory: fo_<name>_scratch (update_rules.h). */
+#ifndef FO_SCRATCH_RULES
+#define FO_SCRATCH_RULES(X) \
+    X(ADAFACTOR, adafactor)
+#endif
+
 /* The rules that pass over each tensor more than once: X(NAME, name, passes, sums) (update_rules.h). */
 #ifndef FO_PASS_RULES
 #define FO_PASS_RULES(X) \

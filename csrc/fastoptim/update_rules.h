@@ -107,6 +107,9 @@ typedef struct {
      * running SIMD level for its per-element work (kernels.h, fo_set_hook; Adafactor's factored sums). */
     int hook_threads;
     void (*hook_loop)(const struct fo_args *args, char *const *data, fo_index begin, fo_index end);
+    /* A per-tensor hook's working memory, fo_tensor_scratch(rule, common, data) doubles at least,
+     * set by the step engine with the hook's call (the rules in FO_SCRATCH_RULES; NULL for others). */
+    double *scratch;
 } fo_common;
 
 /* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product
@@ -209,6 +212,19 @@ static inline void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
     default: break;
     }
 #undef FO_TENSOR_CASE
+}
+
+/* The doubles of working memory the per-tensor hook of `rule` needs for a tensor of common's shape
+ * with the operands `data` (0 for the rules not in FO_SCRATCH_RULES): the step engine allocates
+ * them before the step, so that a hook never allocates. */
+static inline fo_index fo_tensor_scratch(int rule, const fo_common *c, char *const *data)
+{
+#define FO_SCRATCH_CASE(NAME, name) case FO_##NAME: return fo_##name##_scratch(c, data);
+    switch (rule) {
+    FO_SCRATCH_RULES(FO_SCRATCH_CASE)
+    default: return 0;
+    }
+#undef FO_SCRATCH_CASE
 }
 
 /* Whether `rule` has a per-tensor hook (its args then differ per tensor). */

@@ -23,7 +23,7 @@ from cpython.long cimport PyLong_AsSsize_t
 from cython.parallel cimport prange
 from libc.math cimport NAN
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, qsort
+from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcpy
 
 from .checks cimport (check_grad_scale, check_layout, check_like, check_param_array, check_state_operand,
@@ -32,6 +32,7 @@ from .common cimport (FO_BF16, FO_F16, FO_FIELD_REAL, FO_FLOAT32, FO_GRAD_PLAIN,
                       FO_MAX_OPERANDS, FO_DATA_SLOTS, FO_MAX_SUMS, FO_N_COMPUTE_TYPES, FO_NORM_BLOCKS,
                       FO_Q8, FO_Q8_KEY_OF_ONE, FO_Q8_MAX_BLOCK, FO_Q8_SLOTS, FO_SUMS_OPERAND, fo_args, fo_q8, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
                       fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_set_hook, fo_sum_blocks, fo_tensor_prepare, fo_tensor_reduced,
+                      fo_tensor_scratch,
                       segment_of, split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
@@ -265,13 +266,22 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     args.common.pass_ = 0
     set_shape(&args, shape_of(param))
     fo_set_hook(&args, kernel_table(), rule, layout, grad_mode, step_threads(n))
-    with nogil:
-        fo_prepare(rule, &args)
-        fo_tensor_prepare(rule, &args, data)
-        if passes > 1:
-            run_tensor_passes(rule, layout, grad_mode, &args, data, n, passes)
-        else:
-            run_one_tensor(rule, layout, grad_mode, &args, data, n)
+    cdef fo_index scratch_size = fo_tensor_scratch(rule, &args.common, data)
+    args.common.scratch = NULL
+    if scratch_size > 0:  # the hook's working memory, O(rows + columns) (Adafactor's)
+        args.common.scratch = <double *>malloc(scratch_size * sizeof(double))
+        if args.common.scratch == NULL:
+            raise MemoryError()
+    try:
+        with nogil:
+            fo_prepare(rule, &args)
+            fo_tensor_prepare(rule, &args, data)
+            if passes > 1:
+                run_tensor_passes(rule, layout, grad_mode, &args, data, n, passes)
+            else:
+                run_one_tensor(rule, layout, grad_mode, &args, data, n)
+    finally:
+        free(args.common.scratch)
 
 
 # ---- stateful: all tensors of an optimizer -----------------------------------
@@ -368,6 +378,7 @@ cdef class StepPlan:
     cdef int passes            # passes over each tensor (fo_rule_passes)
     cdef int n_sums            # sums per block of a summing pass (fo_rule_sums)
     cdef double *sums          # per tensor, FO_NORM_BLOCKS blocks of n_sums: the summing passes' output
+    cdef double *scratch       # the per-tensor hooks' working memory (fo_tensor_scratch), the most any tensor needs
     cdef public bint scalar_f64  # new per-tensor scalars round to float64 (torch's default dtype), else float32
     cdef int *groups
     cdef readonly Py_ssize_t n_groups
@@ -397,6 +408,7 @@ cdef class StepPlan:
         self.seeds = NULL
         self.f64_masks = NULL
         self.sums = NULL
+        self.scratch = NULL
         self.shapes = NULL
         self.state_sizes = NULL
         self.groups = NULL
@@ -428,6 +440,7 @@ cdef class StepPlan:
         free(self.step_kind)
         free(self.complex_view)
         free(self.sums)
+        free(self.scratch)
         free(self.q8s)
 
     def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, list steps,
@@ -435,6 +448,8 @@ cdef class StepPlan:
         cdef Py_ssize_t n = len(params), i, j, k
         cdef cnp.ndarray p
         cdef int storage
+        cdef fo_args probe
+        cdef fo_index scratch_size = 0
         self.rule = rule
         self.n_tensors = n
         self.bad_tensor = self.bad_overlap = -1
@@ -522,6 +537,13 @@ cdef class StepPlan:
                 self.data[i * FO_DATA_SLOTS + FO_MASTER_SLOT] = <char *>cnp.PyArray_DATA(<cnp.ndarray>masters[i])
                 self.add_memory(<cnp.ndarray>masters[i], i)
             self.set_counter(i, steps[i])
+        for i in range(n):
+            set_shape(&probe, self.shapes[i])
+            scratch_size = max(scratch_size, fo_tensor_scratch(rule, &probe.common, &self.data[i * FO_DATA_SLOTS]))
+        if scratch_size > 0:
+            self.scratch = <double *>malloc(scratch_size * sizeof(double))
+            if self.scratch == NULL:
+                raise MemoryError()
         qsort(self.memory, self.n_memory, sizeof(interval), compare_intervals)
         for j in range(1, self.n_memory):
             if self.memory[j].begin < self.memory[j - 1].end:
@@ -921,6 +943,7 @@ cdef class StepPlan:
                     self.args[i].common.scalar_f64 = self.scalar_f64
                     fo_set_hook(&self.args[i], kernel_table(), self.rule, self.layouts[i], self.grad_mode,
                                 step_threads(self.shapes[i].size))
+                    self.args[i].common.scratch = self.scratch
                     fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_DATA_SLOTS])
                 self.args[i].common.pass_ = 0
                 prev = i

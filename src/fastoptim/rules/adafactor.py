@@ -18,8 +18,8 @@ torch's u (in float32, a few units in the last place; in float64, 1e-16).
 Where torch's float32 product row_var * col_var overflows (grads near 1e19)
 torch's u is 0 and ours is the finite quotient.
 
-The sums (rows in reductions.h's lane order, columns in row order, the RMS
-norms in fixed blocks as LAMB's) are in double, so the kernel agrees with
+The sums (rows in strips, columns in bands: _factored_sums; the RMS norms in
+fixed blocks as LAMB's) are in double, so the kernel agrees with
 this reference bit for bit, whatever the threads.  torch sums otherwise:
 float64 results agree with it to about 1e-15, float32 ones to float32's
 rounding of those sums.
@@ -32,6 +32,33 @@ from ._numpy import block_sum_squares, lane_sum, lerp, ordered_sum, signed_grad,
 from ._rule import MAXIMIZE, Demo, Pair, Real, Rule, Slot, Variant
 
 FLAGS = (False, True)
+
+
+# The factored sums' tiles (csrc/fastoptim/rules/adafactor.inc, fo_adafactor_parts): a matrix's
+# columns in strips of at least STRIP columns, its rows in bands of at least BAND rows, at most
+# MAX_PARTS of each.
+STRIP, BAND, MAX_PARTS = 1024, 64, 16
+
+
+def _parts(length, least):
+    return min(max(length // least, 1), MAX_PARTS)
+
+
+def _factored_sums(squares):
+    """Each row's and each column's sum of squares (doubles, ..., m, n) in the kernel's order: a
+    row's strips (of `width` columns, a multiple of 8 but the last) each in reductions.h's lane
+    order, added in strip order; a column's bands (band k: rows m*k//bands to m*(k+1)//bands) each
+    in row order, added in band order."""
+    m, n = squares.shape[-2:]
+    strips, bands = _parts(n, STRIP), _parts(m, BAND)
+    width = -(-(-(-n // strips)) // 8) * 8
+    rows = np.zeros(squares.shape[:-1])
+    for k in range(strips):
+        rows = rows + lane_sum(squares[..., k * width:(k + 1) * width])
+    cols = np.zeros(squares.shape[:-2] + (n,))
+    for k in range(bands):
+        cols = cols + ordered_sum(squares[..., m * k // bands:m * (k + 1) // bands, :], -2)
+    return rows, cols
 
 
 def _exact_update(v, g, floor):
@@ -52,9 +79,9 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta2_decay
     if param.ndim >= 2:
         row_var, col_var = state["row_var"], state["col_var"]
         m, n = param.shape[-2:]
-        squares = np.square(g.astype(np.float64))
-        lerp(row_var, (lane_sum(squares) / n).astype(param.dtype)[..., None], one_minus_beta2)
-        lerp(col_var, (ordered_sum(squares, -2) / m).astype(param.dtype)[..., None, :], one_minus_beta2)
+        row_sums, col_sums = _factored_sums(np.square(g.astype(np.float64)))
+        lerp(row_var, (row_sums / n).astype(param.dtype)[..., None], one_minus_beta2)
+        lerp(col_var, (col_sums / m).astype(param.dtype)[..., None, :], one_minus_beta2)
         mean = np.asarray(ordered_sum(row_var[..., 0].astype(np.float64), -1) / m).astype(param.dtype)
         normalizer = np.where(mean < t(eps1), t(eps1), mean)[..., None, None]
         u = _exact_update((row_var * col_var) / normalizer, g, floor)
@@ -101,9 +128,9 @@ ADAFACTOR = Rule(
                                                      rosenbrock=0.05, x_cos_pi_x=0.2)),)),),
     # a 1-D param: pass 0 reads p, g, variance, writes variance; pass 1 reads p, g, variance, writes p
     traffic=8,
-    # factored (2 dimensions or more): the row sums and the column sums each read g; pass 0 reads p, g;
-    # pass 1 reads p, g, writes p (row_var and col_var are not per element)
-    matrix_traffic=7,
+    # factored (2 dimensions or more): the row and column sums read g once; pass 0 reads p, g; pass 1
+    # reads p, g, writes p (row_var, col_var and the sums' partials are not per element)
+    matrix_traffic=6,
     takes_complex=False,
     # t^-0.8 is 1, 0.57, 0.42 over the kernel tests' three steps: both of lerp's branches
     grid=dict(lr=(0.01,), eps=((None, 1e-3), (1e-4, 0.1)), d=(1.0, 4.0), weight_decay=(0.0, 0.1), maximize=FLAGS),
