@@ -37,7 +37,7 @@ FLAGS = (False, True)
 # The factored sums' tiles (csrc/fastoptim/rules/adafactor.inc, fo_adafactor_parts): a matrix's
 # columns in strips of at least STRIP columns, its rows in bands of at least BAND rows, at most
 # MAX_PARTS of each.
-STRIP, BAND, MAX_PARTS = 1024, 64, 16
+STRIP, BAND, MAX_PARTS = 4096, 64, 16
 
 
 def _parts(length, least):
