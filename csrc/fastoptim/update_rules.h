@@ -107,9 +107,11 @@ typedef struct {
      * running SIMD level for its per-element work (kernels.h, fo_set_hook; Adafactor's factored sums). */
     int hook_threads;
     void (*hook_loop)(const struct fo_args *args, char *const *data, fo_index begin, fo_index end);
-    /* A per-tensor hook's working memory, fo_tensor_scratch(rule, common, data) doubles at least,
-     * set by the step engine with the hook's call (the rules in FO_SCRATCH_RULES; NULL for others). */
+    /* The rules in FO_SCRATCH_RULES (NULL for others), set by the step engine with the hook's call
+     * (fo_tensor_scratch): working memory for the hook alone, and the tensor's own, which the
+     * hook fills for the tensor's passes. */
     double *scratch;
+    double *kept;
 } fo_common;
 
 /* Per-tensor scalar state (a 0-d operand), as torch keeps NAdam's mu_product
@@ -214,12 +216,15 @@ static inline void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
 #undef FO_TENSOR_CASE
 }
 
-/* The doubles of working memory the per-tensor hook of `rule` needs for a tensor of common's shape
- * with the operands `data` (0 for the rules not in FO_SCRATCH_RULES): the step engine allocates
- * them before the step, so that a hook never allocates. */
-static inline fo_index fo_tensor_scratch(int rule, const fo_common *c, char *const *data)
+/* The doubles of working memory `rule` needs for a tensor of common's shape with the operands
+ * `data` (0 for the rules not in FO_SCRATCH_RULES): returns what its per-tensor hook uses alone
+ * (common.scratch: one buffer may serve every tensor), and sets *kept to what the tensor keeps
+ * from its hook through its passes (common.kept: its own).  The step engine allocates both
+ * before the step, so that no step allocates. */
+static inline fo_index fo_tensor_scratch(int rule, const fo_common *c, char *const *data, fo_index *kept)
 {
-#define FO_SCRATCH_CASE(NAME, name) case FO_##NAME: return fo_##name##_scratch(c, data);
+    *kept = 0;
+#define FO_SCRATCH_CASE(NAME, name) case FO_##NAME: return fo_##name##_scratch(c, data, kept);
     switch (rule) {
     FO_SCRATCH_RULES(FO_SCRATCH_CASE)
     default: return 0;

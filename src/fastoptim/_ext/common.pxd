@@ -52,6 +52,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         const fo_q8 *q8
         int hook_threads
         double *scratch
+        double *kept
 
     ctypedef struct fo_args:
         fo_common common
@@ -77,7 +78,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
     void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
     void fo_set_hook(fo_args *args, const fo_kernel_table *table, int rule, int layout, int grad_mode, int threads)
     int fo_has_tensor_hook(int rule)
-    fo_index fo_tensor_scratch(int rule, const fo_common *c, char *const *data)
+    fo_index fo_tensor_scratch(int rule, const fo_common *c, char *const *data, fo_index *kept)
     int fo_rule_passes(int rule)
     int fo_rule_sums(int rule)
     fo_index fo_sum_blocks(fo_index n)

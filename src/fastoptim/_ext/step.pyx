@@ -266,12 +266,13 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     args.common.pass_ = 0
     set_shape(&args, shape_of(param))
     fo_set_hook(&args, kernel_table(), rule, layout, grad_mode, step_threads(n))
-    cdef fo_index scratch_size = fo_tensor_scratch(rule, &args.common, data)
-    args.common.scratch = NULL
-    if scratch_size > 0:  # the hook's working memory, O(rows + columns) (Adafactor's)
-        args.common.scratch = <double *>malloc(scratch_size * sizeof(double))
-        if args.common.scratch == NULL:
+    cdef fo_index kept_size, scratch_size = fo_tensor_scratch(rule, &args.common, data, &kept_size)
+    args.common.kept = args.common.scratch = NULL
+    if scratch_size + kept_size > 0:  # the rule's working memory, O(rows + columns) (Adafactor's)
+        args.common.kept = <double *>malloc((scratch_size + kept_size) * sizeof(double))
+        if args.common.kept == NULL:
             raise MemoryError()
+        args.common.scratch = args.common.kept + kept_size
     try:
         with nogil:
             fo_prepare(rule, &args)
@@ -281,7 +282,7 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
             else:
                 run_one_tensor(rule, layout, grad_mode, &args, data, n)
     finally:
-        free(args.common.scratch)
+        free(args.common.kept)
 
 
 # ---- stateful: all tensors of an optimizer -----------------------------------
@@ -379,6 +380,8 @@ cdef class StepPlan:
     cdef int n_sums            # sums per block of a summing pass (fo_rule_sums)
     cdef double *sums          # per tensor, FO_NORM_BLOCKS blocks of n_sums: the summing passes' output
     cdef double *scratch       # the per-tensor hooks' working memory (fo_tensor_scratch), the most any tensor needs
+    cdef double *tensor_memory # what each tensor keeps from its hook through its passes, one after another
+    cdef fo_index *tensor_memory_offsets  # per tensor, its part of tensor_memory
     cdef public bint scalar_f64  # new per-tensor scalars round to float64 (torch's default dtype), else float32
     cdef int *groups
     cdef readonly Py_ssize_t n_groups
@@ -409,6 +412,8 @@ cdef class StepPlan:
         self.f64_masks = NULL
         self.sums = NULL
         self.scratch = NULL
+        self.tensor_memory = NULL
+        self.tensor_memory_offsets = NULL
         self.shapes = NULL
         self.state_sizes = NULL
         self.groups = NULL
@@ -441,6 +446,8 @@ cdef class StepPlan:
         free(self.complex_view)
         free(self.sums)
         free(self.scratch)
+        free(self.tensor_memory)
+        free(self.tensor_memory_offsets)
         free(self.q8s)
 
     def __init__(self, int rule, list params, list states, groups, Py_ssize_t n_groups, list keys, list steps,
@@ -449,7 +456,7 @@ cdef class StepPlan:
         cdef cnp.ndarray p
         cdef int storage
         cdef fo_args probe
-        cdef fo_index scratch_size = 0
+        cdef fo_index scratch_size = 0, kept_size
         self.rule = rule
         self.n_tensors = n
         self.bad_tensor = self.bad_overlap = -1
@@ -537,12 +544,21 @@ cdef class StepPlan:
                 self.data[i * FO_DATA_SLOTS + FO_MASTER_SLOT] = <char *>cnp.PyArray_DATA(<cnp.ndarray>masters[i])
                 self.add_memory(<cnp.ndarray>masters[i], i)
             self.set_counter(i, steps[i])
+        self.tensor_memory_offsets = <fo_index *>calloc(n + 1, sizeof(fo_index))
+        if self.tensor_memory_offsets == NULL:
+            raise MemoryError()
         for i in range(n):
             set_shape(&probe, self.shapes[i])
-            scratch_size = max(scratch_size, fo_tensor_scratch(rule, &probe.common, &self.data[i * FO_DATA_SLOTS]))
+            scratch_size = max(scratch_size, fo_tensor_scratch(rule, &probe.common, &self.data[i * FO_DATA_SLOTS],
+                                                               &kept_size))
+            self.tensor_memory_offsets[i + 1] = self.tensor_memory_offsets[i] + kept_size
         if scratch_size > 0:
             self.scratch = <double *>malloc(scratch_size * sizeof(double))
             if self.scratch == NULL:
+                raise MemoryError()
+        if self.tensor_memory_offsets[n] > 0:
+            self.tensor_memory = <double *>malloc(self.tensor_memory_offsets[n] * sizeof(double))
+            if self.tensor_memory == NULL:
                 raise MemoryError()
         qsort(self.memory, self.n_memory, sizeof(interval), compare_intervals)
         for j in range(1, self.n_memory):
@@ -944,6 +960,8 @@ cdef class StepPlan:
                     fo_set_hook(&self.args[i], kernel_table(), self.rule, self.layouts[i], self.grad_mode,
                                 step_threads(self.shapes[i].size))
                     self.args[i].common.scratch = self.scratch
+                    self.args[i].common.kept = (self.tensor_memory + self.tensor_memory_offsets[i]
+                                                if self.tensor_memory != NULL else NULL)
                     fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_DATA_SLOTS])
                 self.args[i].common.pass_ = 0
                 prev = i
