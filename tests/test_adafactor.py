@@ -63,9 +63,9 @@ def test_matches_torch(torch, simd_level, split_everything, dtype, options, thre
         assert set(optimizer.state[i]) == set(torch_optimizer.state[torch_optimizer.param_groups[0]["params"][i]])
 
 
-# Shapes whose rows and columns cross thread splits, SIMD tails, the row sums' pairs (odd row
-# counts) and the column sums' strips of 1024 (and their blocks of four rows): one row, one column,
-# fewer rows than threads, 3-D batches, wide and tall matrices.
+# Shapes whose rows and columns cross thread splits, SIMD tails and the factored sums' tiles
+# (bands of rows, strips of columns, groups of four rows): one row, one column, fewer rows than
+# threads, 3-D batches, wide and tall matrices.
 FACTORED_SHAPES = [(37, 41), (3, 130, 9), (300, 300), (1, 5000), (257, 1), (2, 2051), (3, 5, 1031),
                    (4, 1, 7), (1, 1), (5, 2, 3, 4), (1030, 3)]
 
@@ -125,22 +125,22 @@ def _clamp_problem(dtype, shapes, steps=3):
     return grads
 
 
-# Rows wider than the column factors a thread holds (16384 float32, 8192 float64 columns), cut
-# mid-row by thread splits; a batch; small matrices.
-WINDOW_SHAPES = [(3, 16384 + 37), (2, 2, 8192 + 19), (5, 7), (3, 3, 33)]
+# Rows of many strips of the factored sums (the last one narrower), cut mid-row by thread splits
+# and by the passes' blocks; a batch; small matrices.
+STRIP_SHAPES = [(3, 16384 + 37), (2, 2, 8192 + 19), (5, 7), (3, 3, 33)]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_factored_update_takes_the_clamp_and_wide_rows_alike_everywhere(dtype):
     """The factored u (a per-row times a per-column factor, torch's clamped formula where the
     clamp applies) equals the reference bit for bit at every SIMD level and thread count, where
-    both formulas meet in one register and where a row needs several windows of column factors."""
+    both formulas meet in one register and where a row spans many strips."""
     from fastoptim._ext import runtime
     options = dict(eps=(0.05, 1e-3), weight_decay=0.01)
-    grads = _clamp_problem(dtype, WINDOW_SHAPES)
-    params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in WINDOW_SHAPES]
+    grads = _clamp_problem(dtype, STRIP_SHAPES)
+    params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in STRIP_SHAPES]
     state = [{"row_var": np.zeros(s[:-1] + (1,), dtype), "col_var": np.zeros(s[:-2] + (1, s[-1]), dtype)}
-             for s in WINDOW_SHAPES]
+             for s in STRIP_SHAPES]
     clamped = 0
     for step, step_grads in enumerate(grads):
         for p, st, g in zip(params, state, step_grads):
@@ -154,7 +154,7 @@ def test_factored_update_takes_the_clamp_and_wide_rows_alike_everywhere(dtype):
         old_min = runtime._set_parallel_min_elements(0)
         try:
             for threads in (1, 2, 3):
-                ours = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in WINDOW_SHAPES]
+                ours = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in STRIP_SHAPES]
                 with fastoptim.num_threads(threads):
                     optimizer = fastoptim.Adafactor(ours, **options)
                     for step_grads in grads:

@@ -51,7 +51,8 @@ def _factored_sums(squares):
     in row order, added in band order."""
     m, n = squares.shape[-2:]
     strips, bands = _parts(n, STRIP), _parts(m, BAND)
-    width = -(-(-(-n // strips)) // 8) * 8
+    width = -(-n // strips)  # ceil(n / strips) ...
+    width = -(-width // 8) * 8  # ... up to a whole number of octets
     rows = np.zeros(squares.shape[:-1])
     for k in range(strips):
         rows = rows + lane_sum(squares[..., k * width:(k + 1) * width])
