@@ -70,30 +70,21 @@ FACTORED_SHAPES = [(37, 41), (3, 130, 9), (300, 300), (1, 5000), (257, 1), (2, 2
                    (4, 1, 7), (1, 1), (5, 2, 3, 4), (1030, 3)]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("maximize, grad_scale", [(False, None), (True, 8.0)], ids=["plain", "maximize-scaled"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-def test_factored_sums_do_not_depend_on_threads_or_simd(dtype, maximize, grad_scale):
+def test_factored_sums_do_not_depend_on_threads_or_simd(simd_level, split_everything, dtype, maximize, grad_scale,
+                                                        threads):
     """The kernel equals the reference bit for bit, for 1, 2 and 3 threads and every SIMD level,
     on matrices whose rows and columns cross thread splits and SIMD tails."""
-    from fastoptim._ext import runtime
     shapes = FACTORED_SHAPES
-    results = {}
-    for level in runtime.supported_simd_levels():
-        old_level = runtime.set_simd_level(level)
-        old_min = runtime._set_parallel_min_elements(0)
-        try:
-            for threads in (1, 2, 3):
-                params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
-                with fastoptim.num_threads(threads):
-                    optimizer = fastoptim.Adafactor(params, weight_decay=0.01, maximize=maximize)
-                    for step in range(3):
-                        optimizer.step([np.random.default_rng(step).standard_normal(s).astype(dtype)
-                                        for s in shapes], grad_scale=grad_scale)
-                results[level, threads] = [p.copy() for p in params] + [
-                    optimizer.state[i][k].copy() for i in range(len(shapes)) for k in ("row_var", "col_var")]
-        finally:
-            runtime._set_parallel_min_elements(old_min)
-            runtime.set_simd_level(old_level)
+    params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
+    with fastoptim.num_threads(threads):
+        optimizer = fastoptim.Adafactor(params, weight_decay=0.01, maximize=maximize)
+        for step in range(3):
+            optimizer.step([np.random.default_rng(step).standard_normal(s).astype(dtype) for s in shapes],
+                           grad_scale=grad_scale)
+    got = params + [optimizer.state[i][k] for i in range(len(shapes)) for k in ("row_var", "col_var")]
     params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
     state = [{"row_var": np.zeros(s[:-1] + (1,), dtype), "col_var": np.zeros(s[:-2] + (1, s[-1]), dtype)}
              for s in shapes]
@@ -103,9 +94,8 @@ def test_factored_sums_do_not_depend_on_threads_or_simd(dtype, maximize, grad_sc
             reference(p, g, st, step=step + 1, grad_scale=grad_scale, lr=0.01, maximize=maximize, beta2_decay=-0.8,
                       eps1=None, eps2=1e-3, d=1.0, weight_decay=0.01)
     expected = params + [st[k] for st in state for k in ("row_var", "col_var")]
-    for key, got in results.items():
-        for i, (a, b) in enumerate(zip(got, expected)):
-            np.testing.assert_array_equal(a, b, err_msg=f"{key}: array {i}")
+    for i, (a, b) in enumerate(zip(got, expected)):
+        np.testing.assert_array_equal(a, b, err_msg=f"array {i}")
 
 
 def _clamp_problem(dtype, shapes, steps=3):
@@ -130,14 +120,18 @@ def _clamp_problem(dtype, shapes, steps=3):
 STRIP_SHAPES = [(3, 16384 + 37), (2, 2, 8192 + 19), (5, 7), (3, 3, 33)]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-def test_factored_update_takes_the_clamp_and_wide_rows_alike_everywhere(dtype):
+def test_factored_update_takes_the_clamp_and_wide_rows_alike_everywhere(simd_level, split_everything, dtype, threads):
     """The factored u (a per-row times a per-column factor, torch's clamped formula where the
     clamp applies) equals the reference bit for bit at every SIMD level and thread count, where
     both formulas meet in one register and where a row spans many strips."""
-    from fastoptim._ext import runtime
-    options = dict(eps=(0.05, 1e-3), weight_decay=0.01)
     grads = _clamp_problem(dtype, STRIP_SHAPES)
+    ours = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in STRIP_SHAPES]
+    with fastoptim.num_threads(threads):
+        optimizer = fastoptim.Adafactor(ours, eps=(0.05, 1e-3), weight_decay=0.01)
+        for step_grads in grads:
+            optimizer.step(step_grads)
     params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in STRIP_SHAPES]
     state = [{"row_var": np.zeros(s[:-1] + (1,), dtype), "col_var": np.zeros(s[:-2] + (1, s[-1]), dtype)}
              for s in STRIP_SHAPES]
@@ -149,21 +143,8 @@ def test_factored_update_takes_the_clamp_and_wide_rows_alike_everywhere(dtype):
             v = st["row_var"] * st["col_var"] / max(st["row_var"].mean(axis=-2, keepdims=True).max(), 0.05)
             clamped += int((v < 0.05 ** 2).sum())
     assert 0 < clamped < sum(p.size for p in params) * len(grads) // 2  # both formulas taken
-    for level in runtime.supported_simd_levels():
-        old_level = runtime.set_simd_level(level)
-        old_min = runtime._set_parallel_min_elements(0)
-        try:
-            for threads in (1, 2, 3):
-                ours = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in STRIP_SHAPES]
-                with fastoptim.num_threads(threads):
-                    optimizer = fastoptim.Adafactor(ours, **options)
-                    for step_grads in grads:
-                        optimizer.step(step_grads)
-                for i, (a, b) in enumerate(zip(ours, params)):
-                    np.testing.assert_array_equal(a, b, err_msg=f"{level}, {threads} threads: params[{i}]")
-        finally:
-            runtime._set_parallel_min_elements(old_min)
-            runtime.set_simd_level(old_level)
+    for i, (a, b) in enumerate(zip(ours, params)):
+        np.testing.assert_array_equal(a, b, err_msg=f"params[{i}]")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
