@@ -73,9 +73,11 @@ def ordered_sum(values, axis):
     return total
 
 
-def _blocks_sum_squares(x, starts, length):
-    """Sum of squares of the blocks x[s:s+length] for s in starts, in reductions.h's order."""
-    return lane_sum(np.square(x[starts[:, None] + np.arange(length)]))  # (blocks, length), double
+def _blocks_sum(x, starts, length, square):
+    """Sum of the blocks x[s:s+length] for s in starts (of their squares if `square`), in
+    reductions.h's order."""
+    values = x[starts[:, None] + np.arange(length)]  # (blocks, length), double
+    return lane_sum(np.square(values) if square else values)
 
 
 def block_sum_squares(x, blocks=NORM_BLOCKS):
@@ -94,6 +96,15 @@ def block_sum_squares(x, blocks=NORM_BLOCKS):
     Every operation is a double add or multiply, so the result depends on n
     and the values only, never on threads or SIMD width.
     """
+    return _block_sum(x, blocks, square=True)
+
+
+def block_sum(x, blocks):
+    """The sum of x's values (in double) in block_sum_squares' order."""
+    return _block_sum(x, blocks, square=False)
+
+
+def _block_sum(x, blocks, square):
     flat = np.asarray(x, dtype=np.float64).reshape(-1)
     n = flat.size
     bounds = np.array([n * b // blocks for b in range(blocks + 1)], dtype=np.int64)
@@ -102,7 +113,7 @@ def block_sum_squares(x, blocks=NORM_BLOCKS):
     for length in np.unique(lengths):  # at most two lengths: n // B and n // B + 1
         which = np.nonzero(lengths == length)[0]
         if length:
-            block_sums[which] = _blocks_sum_squares(flat, bounds[which], int(length))
+            block_sums[which] = _blocks_sum(flat, bounds[which], int(length), square)
     return float(np.cumsum(np.concatenate(([0.0], block_sums)))[-1])
 
 

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from ._numpy import block_sum_squares, lane_sum, lerp, ordered_sum, signed_grad, sum_blocks
+from ._numpy import block_sum, block_sum_squares, lane_sum, lerp, ordered_sum, signed_grad, sum_blocks
 from ._rule import MAXIMIZE, Demo, Pair, Real, Rule, Slot, Variant
 
 FLAGS = (False, True)
@@ -77,6 +77,7 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta2_decay
     one_minus_beta2 = float(step) ** beta2_decay
     rho = min(lr, 1 / float(step) ** 0.5)
     floor = t(eps1 * eps1)
+    blocks = sum_blocks(param.size)
     if param.ndim >= 2:
         row_var, col_var = state["row_var"], state["col_var"]
         m, n = param.shape[-2:]
@@ -91,14 +92,17 @@ def reference(param, grad, state, *, step, grad_scale, lr, maximize, beta2_decay
         with np.errstate(divide="ignore", invalid="ignore"):
             factor = (t(1) / np.sqrt(row_var / normalizer)) * (t(1) / np.sqrt(col_var))
             u = np.where(factor <= t(1) / np.sqrt(floor), factor * g, u)
+        update_squares = block_sum_squares(u, blocks)
     else:
         variance = state["variance"]
         lerp(variance, g * g, one_minus_beta2)
         u = _exact_update(variance, g, floor)
+        # u^2 as g * (g / max(v, eps1^2)), as the kernel's first pass sums it (no square root)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            update_squares = block_sum(g * (g / np.where(variance < floor, floor, variance)), blocks)
     root = param.size ** 0.5
-    blocks = sum_blocks(param.size)
     alpha = max(eps2, math.sqrt(block_sum_squares(param, blocks)) / root) * rho
-    denom = max(1.0, math.sqrt(block_sum_squares(u, blocks)) / (root * d))
+    denom = max(1.0, math.sqrt(update_squares) / (root * d))
     if weight_decay != 0:
         param *= t(1 - lr * weight_decay)
     param += t(-alpha / denom) * u
