@@ -98,6 +98,52 @@ def test_factored_sums_do_not_depend_on_threads_or_simd(simd_level, split_everyt
         np.testing.assert_array_equal(a, b, err_msg=f"array {i}")
 
 
+@pytest.fixture(params=["one-wave", "waves-of-the-largest"])
+def sweep_waves(request):
+    """The factored sums of all tensors in one parallel region per sweep (the default scratch
+    budget holds them all), or in waves no bigger than the largest tensor's scratch (budget 0)."""
+    from fastoptim._ext import step
+    old = step._set_sweep_scratch_budget(1 << 20 if request.param == "one-wave" else 0)
+    yield request.param
+    step._set_sweep_scratch_budget(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_factored_sums_in_waves_with_missing_grads(simd_level, split_everything, sweep_waves, dtype, threads):
+    """Tensors whose sweeps run together or in waves, some of them without a grad at a step: the
+    kernel equals the reference bit for bit, and a param without a grad is left as it was."""
+    shapes = FACTORED_SHAPES
+    without_grad = {1: {0, 4}, 2: {2, len(shapes) - 1}}
+    params = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
+
+    def grads(step):
+        return [None if i in without_grad.get(step, ()) else np.random.default_rng(step).standard_normal(s).astype(dtype)
+                for i, s in enumerate(shapes)]
+
+    with fastoptim.num_threads(threads):
+        optimizer = fastoptim.Adafactor(params, weight_decay=0.01)
+        for step in range(4):
+            before = [p.copy() for p in params]
+            optimizer.step(grads(step))
+            for i in without_grad.get(step, ()):
+                np.testing.assert_array_equal(params[i], before[i], err_msg=f"params[{i}] without a grad")
+    expected = [np.random.default_rng(1).standard_normal(s).astype(dtype) for s in shapes]
+    state = [{"row_var": np.zeros(s[:-1] + (1,), dtype), "col_var": np.zeros(s[:-2] + (1, s[-1]), dtype)}
+             for s in shapes]
+    counts = [0] * len(shapes)
+    for step in range(4):
+        for i, g in enumerate(grads(step)):
+            if g is not None:
+                counts[i] += 1
+                reference(expected[i], g, state[i], step=counts[i], grad_scale=None, lr=0.01, maximize=False,
+                          beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1.0, weight_decay=0.01)
+    for i in range(len(shapes)):
+        np.testing.assert_array_equal(params[i], expected[i], err_msg=f"params[{i}] of shape {shapes[i]}")
+        for k in ("row_var", "col_var"):
+            np.testing.assert_array_equal(optimizer.state[i][k], state[i][k], err_msg=f"{k} of params[{i}]")
+
+
 def _clamp_problem(dtype, shapes, steps=3):
     """Grads with zero rows and columns and values over six decades: with eps1 = 0.05 (a floor
     of 2.5e-3 on v) some elements take torch's clamped formula, the rest the factored one, in

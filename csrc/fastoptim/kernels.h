@@ -67,15 +67,6 @@ static inline void fo_run(const fo_kernel_table *table, int rule, int layout, in
         table->staged[layout](table->range[rule][FO_FLOAT32][grad_mode], args, data, begin, end);
 }
 
-/* Before a per-tensor hook's call: the threads it may use, and the loop of `rule` for the tensor's
- * layout at the table's SIMD level (NULL for a staged layout, which has no loop of its own). */
-static inline void fo_set_hook(fo_args *args, const fo_kernel_table *table, int rule, int layout, int grad_mode,
-                               int threads)
-{
-    args->common.hook_threads = threads;
-    args->common.hook_loop = layout < FO_N_COMPUTE_TYPES ? table->range[rule][layout][grad_mode] : NULL;
-}
-
 /* A float32 buffer as an operand indexed by the tensor's element index from
  * `first` on: element i is buffer[i - first].  (Integer arithmetic: the pointer
  * itself may lie before the buffer; only elements inside it are accessed.) */

@@ -58,10 +58,11 @@
     X(ADAFACTOR, adafactor)
 #endif
 
-/* The rules whose per-tensor hook needs working memory: fo_<name>_scratch (update_rules.h). */
-#ifndef FO_SCRATCH_RULES
-#define FO_SCRATCH_RULES(X) \
-    X(ADAFACTOR, adafactor)
+/* The rules with sweeps before their passes: X(NAME, name, sweeps), fo_<name>_sweep_items and
+ * fo_<name>_scratch (update_rules.h). */
+#ifndef FO_SWEEP_RULES
+#define FO_SWEEP_RULES(X) \
+    X(ADAFACTOR, adafactor, 3)
 #endif
 
 /* The rules that pass over each tensor more than once: X(NAME, name, passes, sums) (update_rules.h). */

@@ -45,6 +45,17 @@
  *     fo_<name>_reduced(common, args, pass, totals), which derives what the
  *     next pass needs.  The sums depend on the values alone, never on the
  *     thread count or SIMD width.
+ *   - FO_SWEEP_RULES: X(NAME, name, sweeps), rules with per-tensor work
+ *     beyond the elements' (Adafactor's factored row and column sums), done
+ *     in `sweeps` sweeps after the hooks and before the passes.  The engine
+ *     runs sweep 1 for every tensor in one parallel region, then sweep 2, and
+ *     so on: each tensor's sweep s is fo_<name>_sweep_items(common, data, s)
+ *     items, which the rule's loop runs with common.sweep = s (0 in the
+ *     passes) and [begin, end) a range of them; a thread takes the items
+ *     whose share of its tensor's elements falls in its own
+ *     (fo_items_before).  fo_<name>_scratch(common, data, &kept) gives the
+ *     tensor's working memory in doubles: common.scratch, its own through its
+ *     sweeps, and common.kept, its own through its sweeps and passes.
  */
 #ifndef FASTOPTIM_UPDATE_RULES_H
 #define FASTOPTIM_UPDATE_RULES_H
@@ -103,13 +114,10 @@ typedef struct {
     fo_index size, rows, cols;
     /* FO_Q8: the tensor's 8-bit state, set per tensor by the step engine (NULL otherwise). */
     const fo_q8 *q8;
-    /* Set with a per-tensor hook's call: the threads it may use, and the rule's own loop at the
-     * running SIMD level for its per-element work (kernels.h, fo_set_hook; Adafactor's factored sums). */
-    int hook_threads;
-    void (*hook_loop)(const struct fo_args *args, char *const *data, fo_index begin, fo_index end);
-    /* The rules in FO_SCRATCH_RULES (NULL for others), set by the step engine with the hook's call
-     * (fo_tensor_scratch): working memory for the hook alone, and the tensor's own, which the
-     * hook fills for the tensor's passes. */
+    /* FO_SWEEP_RULES: the sweep the loops run, 1-based; 0 in the passes. */
+    int sweep;
+    /* FO_SWEEP_RULES (NULL for others), set by the step engine (fo_tensor_scratch): the tensor's
+     * working memory through its sweeps, and what it keeps from them for its passes. */
     double *scratch;
     double *kept;
 } fo_common;
@@ -216,17 +224,45 @@ static inline void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
 #undef FO_TENSOR_CASE
 }
 
+/* The sweeps of `rule` before its passes (0 unless it is in FO_SWEEP_RULES). */
+static inline int fo_rule_sweeps(int rule)
+{
+#define FO_SWEEPS_CASE(NAME, name, sweeps) case FO_##NAME: return sweeps;
+    switch (rule) {
+    FO_SWEEP_RULES(FO_SWEEPS_CASE)
+    default: return 0;
+    }
+#undef FO_SWEEPS_CASE
+}
+
+/* The items of sweep `sweep` (1-based) of `rule` on a tensor of common's shape. */
+static inline fo_index fo_sweep_items(int rule, const fo_common *c, char *const *data, int sweep)
+{
+#define FO_SWEEP_ITEMS_CASE(NAME, name, sweeps) case FO_##NAME: return fo_##name##_sweep_items(c, data, sweep);
+    switch (rule) {
+    FO_SWEEP_RULES(FO_SWEEP_ITEMS_CASE)
+    default: return 0;
+    }
+#undef FO_SWEEP_ITEMS_CASE
+}
+
+/* The items of a sweep (of `items` for a tensor of n elements) before its element `element`:
+ * floor(items * element / n), so the threads that share a tensor's elements share its items. */
+static inline fo_index fo_items_before(fo_index items, fo_index element, fo_index n)
+{
+    return n > 0 ? (fo_index)((unsigned __int128)items * (unsigned __int128)element / (unsigned __int128)n) : 0;
+}
+
 /* The doubles of working memory `rule` needs for a tensor of common's shape with the operands
- * `data` (0 for the rules not in FO_SCRATCH_RULES): returns what its per-tensor hook uses alone
- * (common.scratch: one buffer may serve every tensor), and sets *kept to what the tensor keeps
- * from its hook through its passes (common.kept: its own).  The step engine allocates both
- * before the step, so that no step allocates. */
+ * `data` (0 for the rules not in FO_SWEEP_RULES): returns the tensor's scratch through its sweeps
+ * (common.scratch), and sets *kept to what it keeps from them through its passes (common.kept).
+ * The step engine allocates both before the step, so that no step allocates. */
 static inline fo_index fo_tensor_scratch(int rule, const fo_common *c, char *const *data, fo_index *kept)
 {
     *kept = 0;
-#define FO_SCRATCH_CASE(NAME, name) case FO_##NAME: return fo_##name##_scratch(c, data, kept);
+#define FO_SCRATCH_CASE(NAME, name, sweeps) case FO_##NAME: return fo_##name##_scratch(c, data, kept);
     switch (rule) {
-    FO_SCRATCH_RULES(FO_SCRATCH_CASE)
+    FO_SWEEP_RULES(FO_SCRATCH_CASE)
     default: return 0;
     }
 #undef FO_SCRATCH_CASE

@@ -50,7 +50,7 @@ cdef extern from "fastoptim/kernels.h" nogil:
         fo_index rows
         fo_index cols
         const fo_q8 *q8
-        int hook_threads
+        int sweep
         double *scratch
         double *kept
 
@@ -76,9 +76,11 @@ cdef extern from "fastoptim/kernels.h" nogil:
                 char *const *data, fo_index begin, fo_index end)
     void fo_prepare(int rule, fo_args *a)
     void fo_tensor_prepare(int rule, fo_args *a, char *const *data)
-    void fo_set_hook(fo_args *args, const fo_kernel_table *table, int rule, int layout, int grad_mode, int threads)
     int fo_has_tensor_hook(int rule)
     fo_index fo_tensor_scratch(int rule, const fo_common *c, char *const *data, fo_index *kept)
+    int fo_rule_sweeps(int rule)
+    fo_index fo_sweep_items(int rule, const fo_common *c, char *const *data, int sweep)
+    fo_index fo_items_before(fo_index items, fo_index element, fo_index n)
     int fo_rule_passes(int rule)
     int fo_rule_sums(int rule)
     fo_index fo_sum_blocks(fo_index n)

@@ -31,8 +31,8 @@ from .checks cimport (check_grad_scale, check_layout, check_like, check_param_ar
 from .common cimport (FO_BF16, FO_F16, FO_FIELD_REAL, FO_FLOAT32, FO_GRAD_PLAIN, FO_GRAD_SCALED, FO_MASTER_SLOT,
                       FO_MAX_OPERANDS, FO_DATA_SLOTS, FO_MAX_SUMS, FO_N_COMPUTE_TYPES, FO_NORM_BLOCKS,
                       FO_Q8, FO_Q8_KEY_OF_ONE, FO_Q8_MAX_BLOCK, FO_Q8_SLOTS, FO_SUMS_OPERAND, fo_args, fo_q8, fo_field, fo_has_tensor_hook, fo_index, fo_kernel_table, fo_prepare,
-                      fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_run, fo_set_hook, fo_sum_blocks, fo_tensor_prepare, fo_tensor_reduced,
-                      fo_tensor_scratch,
+                      fo_items_before, fo_rule_desc, fo_rule_passes, fo_rule_sums, fo_rule_sweeps, fo_run, fo_sum_blocks,
+                      fo_sweep_items, fo_tensor_prepare, fo_tensor_reduced, fo_tensor_scratch,
                       segment_of, split_point)
 from .dlpack cimport dlpack_grad_data
 from .runtime cimport kernel_table, rule_describe, step_threads
@@ -94,10 +94,12 @@ cdef unsigned f64_operands(arrays):
 
 def staged_refusal(int rule):
     """Why the C rule cannot run on 16-bit params yet, or None.  The staged drivers run the
-    rule's float32 loop chunk by chunk: a per-tensor hook (scalar state) or several passes
-    (block sums over the whole tensor) are not staged yet."""
+    rule's float32 loop chunk by chunk: a per-tensor hook (scalar state), sweeps or several
+    passes (sums over the whole tensor) are not staged yet."""
     if fo_rule_passes(rule) > 1:
         return "it goes over each tensor in several passes, which the 16-bit drivers do not stage yet"
+    if fo_rule_sweeps(rule) > 0:
+        return "it sums over rows and columns before its update, which the 16-bit drivers do not stage yet"
     if fo_has_tensor_hook(rule):
         return "it keeps per-tensor scalar state, which the 16-bit drivers do not stage yet"
     return None
@@ -202,6 +204,50 @@ cdef void run_tensor_passes(int rule, int layout, int grad_mode, fo_args *args, 
         reduce_blocks(rule, args, n, sums, n_sums, pass_)
 
 
+cdef void run_sweep_range(int rule, int grad_mode, fo_args *args, char **data, const int *layouts,
+                          const fo_index *offsets, Py_ssize_t first_tensor, Py_ssize_t end_tensor, fo_index begin,
+                          fo_index end) noexcept nogil:
+    """One thread's part of a sweep (each tensor's common.sweep) over tensors [first_tensor,
+    end_tensor) laid end to end (tensor t's elements at [offsets[t], offsets[t + 1])): of each,
+    the items whose share of its elements lies in [begin, end) (fo_items_before)."""
+    cdef const fo_kernel_table *table = kernel_table()
+    cdef Py_ssize_t t
+    cdef fo_index n, first, last, items
+    if begin >= end:
+        return
+    t = first_tensor + segment_of(&offsets[first_tensor], end_tensor - first_tensor, begin)
+    while t < end_tensor and offsets[t] < end:
+        n = offsets[t + 1] - offsets[t]
+        if data[t * FO_DATA_SLOTS + 1] != NULL and n > 0:
+            items = fo_sweep_items(rule, &args[t].common, &data[t * FO_DATA_SLOTS], args[t].common.sweep)
+            first = fo_items_before(items, (begin - offsets[t] if begin > offsets[t] else 0), n)
+            last = fo_items_before(items, (end if end < offsets[t + 1] else offsets[t + 1]) - offsets[t], n)
+            if last > first:
+                fo_run(table, rule, layouts[t], grad_mode, &args[t], &data[t * FO_DATA_SLOTS], first, last)
+        t += 1
+
+
+cdef void run_sweeps(int rule, int grad_mode, fo_args *args, char **data, const int *layouts,
+                     const fo_index *offsets, Py_ssize_t first_tensor, Py_ssize_t end_tensor) noexcept nogil:
+    """Every sweep of a rule in FO_SWEEP_RULES over tensors [first_tensor, end_tensor): sweep s of
+    all of them, in one parallel region, before sweep s + 1 of any."""
+    cdef fo_index begin = offsets[first_tensor], total = offsets[end_tensor] - offsets[first_tensor]
+    cdef int parts = step_threads(total), k, sweep
+    cdef Py_ssize_t t
+    for sweep in range(1, fo_rule_sweeps(rule) + 1):
+        for t in range(first_tensor, end_tensor):
+            args[t].common.sweep = sweep
+        if parts == 1:
+            run_sweep_range(rule, grad_mode, args, data, layouts, offsets, first_tensor, end_tensor, begin,
+                            begin + total)
+        else:
+            for k in prange(parts, schedule="static", num_threads=parts):
+                run_sweep_range(rule, grad_mode, args, data, layouts, offsets, first_tensor, end_tensor,
+                                begin + split_point(total, k, parts), begin + split_point(total, k + 1, parts))
+    for t in range(first_tensor, end_tensor):
+        args[t].common.sweep = 0
+
+
 # ---- functional: one tensor -------------------------------------------------
 
 def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scale=None, tuple expected=None):
@@ -265,7 +311,10 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
     cdef int passes = fo_rule_passes(rule)
     args.common.pass_ = 0
     set_shape(&args, shape_of(param))
-    fo_set_hook(&args, kernel_table(), rule, layout, grad_mode, step_threads(n))
+    args.common.sweep = 0
+    cdef fo_index offsets[2]
+    offsets[0] = 0
+    offsets[1] = n
     cdef fo_index kept_size, scratch_size = fo_tensor_scratch(rule, &args.common, data, &kept_size)
     args.common.kept = args.common.scratch = NULL
     if scratch_size + kept_size > 0:  # the rule's working memory, O(rows + columns) (Adafactor's)
@@ -277,6 +326,8 @@ def run_single(int rule, tuple arrays, tuple names, step, tuple hyper, grad_scal
         with nogil:
             fo_prepare(rule, &args)
             fo_tensor_prepare(rule, &args, data)
+            if fo_rule_sweeps(rule) > 0:
+                run_sweeps(rule, grad_mode, &args, data, &layout, offsets, 0, 1)
             if passes > 1:
                 run_tensor_passes(rule, layout, grad_mode, &args, data, n, passes)
             else:
@@ -329,6 +380,20 @@ cdef int compare_intervals(const void *x, const void *y) noexcept nogil:
     return -1 if a.begin < b.begin else (1 if a.begin > b.begin else 0)
 
 
+# The most doubles of sweep scratch a plan keeps beyond what its largest tensor needs (8 MB): the
+# sweeps of many small tensors run together (run_all_sweeps), of large ones one by one.
+cdef fo_index _sweep_scratch_budget = 1 << 20
+
+
+def _set_sweep_scratch_budget(fo_index doubles):
+    """Set the sweep scratch budget of the plans built from now on; return the old one (a test
+    hook: 0 runs every tensor's sweeps on its own)."""
+    global _sweep_scratch_budget
+    old = _sweep_scratch_budget
+    _sweep_scratch_budget = doubles
+    return old
+
+
 # How a tensor's step count is kept (StepPlan.step_kind).
 cdef enum:
     STEP_INTERNAL = 0     # in the plan (rules without a 'step' in their state)
@@ -379,7 +444,10 @@ cdef class StepPlan:
     cdef int passes            # passes over each tensor (fo_rule_passes)
     cdef int n_sums            # sums per block of a summing pass (fo_rule_sums)
     cdef double *sums          # per tensor, FO_NORM_BLOCKS blocks of n_sums: the summing passes' output
-    cdef double *scratch       # the per-tensor hooks' working memory (fo_tensor_scratch), the most any tensor needs
+    cdef int sweeps            # sweeps before the passes (fo_rule_sweeps)
+    cdef double *scratch       # the sweeps' working memory (fo_tensor_scratch) of the tensors of one wave (run_all_sweeps)
+    cdef fo_index *scratch_sizes  # per tensor, its part of scratch
+    cdef fo_index scratch_capacity  # doubles in scratch: the most any tensor needs, or the sum of all up to _sweep_scratch_budget
     cdef double *tensor_memory # what each tensor keeps from its hook through its passes, one after another
     cdef fo_index *tensor_memory_offsets  # per tensor, its part of tensor_memory
     cdef public bint scalar_f64  # new per-tensor scalars round to float64 (torch's default dtype), else float32
@@ -412,6 +480,7 @@ cdef class StepPlan:
         self.f64_masks = NULL
         self.sums = NULL
         self.scratch = NULL
+        self.scratch_sizes = NULL
         self.tensor_memory = NULL
         self.tensor_memory_offsets = NULL
         self.shapes = NULL
@@ -446,6 +515,7 @@ cdef class StepPlan:
         free(self.complex_view)
         free(self.sums)
         free(self.scratch)
+        free(self.scratch_sizes)
         free(self.tensor_memory)
         free(self.tensor_memory_offsets)
         free(self.q8s)
@@ -456,7 +526,7 @@ cdef class StepPlan:
         cdef cnp.ndarray p
         cdef int storage
         cdef fo_args probe
-        cdef fo_index scratch_size = 0, kept_size
+        cdef fo_index largest_scratch = 0, all_scratch = 0, kept_size
         self.rule = rule
         self.n_tensors = n
         self.bad_tensor = self.bad_overlap = -1
@@ -499,6 +569,7 @@ cdef class StepPlan:
             raise MemoryError()
         self.tensor_hook = fo_has_tensor_hook(rule)
         self.passes = fo_rule_passes(rule)
+        self.sweeps = fo_rule_sweeps(rule)
         self.n_sums = fo_rule_sums(rule)
         if self.passes > 1:
             self.sums = <double *>calloc(n * FO_NORM_BLOCKS * self.n_sums + 1, sizeof(double))
@@ -545,15 +616,18 @@ cdef class StepPlan:
                 self.add_memory(<cnp.ndarray>masters[i], i)
             self.set_counter(i, steps[i])
         self.tensor_memory_offsets = <fo_index *>calloc(n + 1, sizeof(fo_index))
-        if self.tensor_memory_offsets == NULL:
+        self.scratch_sizes = <fo_index *>calloc(n + 1, sizeof(fo_index))
+        if self.tensor_memory_offsets == NULL or self.scratch_sizes == NULL:
             raise MemoryError()
         for i in range(n):
             set_shape(&probe, self.shapes[i])
-            scratch_size = max(scratch_size, fo_tensor_scratch(rule, &probe.common, &self.data[i * FO_DATA_SLOTS],
-                                                               &kept_size))
+            self.scratch_sizes[i] = fo_tensor_scratch(rule, &probe.common, &self.data[i * FO_DATA_SLOTS], &kept_size)
+            largest_scratch = max(largest_scratch, self.scratch_sizes[i])
+            all_scratch += self.scratch_sizes[i]
             self.tensor_memory_offsets[i + 1] = self.tensor_memory_offsets[i] + kept_size
-        if scratch_size > 0:
-            self.scratch = <double *>malloc(scratch_size * sizeof(double))
+        self.scratch_capacity = max(largest_scratch, min(all_scratch, _sweep_scratch_budget))
+        if self.scratch_capacity > 0:
+            self.scratch = <double *>malloc(self.scratch_capacity * sizeof(double))
             if self.scratch == NULL:
                 raise MemoryError()
         if self.tensor_memory_offsets[n] > 0:
@@ -957,20 +1031,37 @@ cdef class StepPlan:
                 if self.tensor_hook:
                     self.args[i].common.f64_operands = self.f64_masks[i]
                     self.args[i].common.scalar_f64 = self.scalar_f64
-                    fo_set_hook(&self.args[i], kernel_table(), self.rule, self.layouts[i], self.grad_mode,
-                                step_threads(self.shapes[i].size))
-                    self.args[i].common.scratch = self.scratch
                     self.args[i].common.kept = (self.tensor_memory + self.tensor_memory_offsets[i]
                                                 if self.tensor_memory != NULL else NULL)
                     fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_DATA_SLOTS])
                 self.args[i].common.pass_ = 0
+                self.args[i].common.sweep = 0
                 prev = i
                 prev_step = step
+            if self.sweeps > 0:
+                self.run_all_sweeps()
             if self.passes > 1:
                 self.run_passes()
             else:
                 self.run_all()
         self.forget_grads()
+
+    cdef void run_all_sweeps(self) noexcept nogil:
+        """The rule's sweeps over the tensors being stepped, in waves of consecutive tensors whose
+        scratch fits the plan's together: each wave's sweeps in one parallel region each."""
+        cdef Py_ssize_t first = 0, t
+        cdef fo_index used = 0
+        for t in range(self.n_tensors):
+            if self.data[t * FO_DATA_SLOTS + 1] == NULL:
+                continue
+            if used + self.scratch_sizes[t] > self.scratch_capacity:
+                run_sweeps(self.rule, self.grad_mode, self.args, self.data, self.layouts, self.offsets, first, t)
+                first = t
+                used = 0
+            self.args[t].common.scratch = self.scratch + used
+            used += self.scratch_sizes[t]
+        run_sweeps(self.rule, self.grad_mode, self.args, self.data, self.layouts, self.offsets, first,
+                   self.n_tensors)
 
     cdef void run_passes(self) noexcept nogil:
         """A multi-pass rule: each summing pass over every tensor's blocks, then per tensor
