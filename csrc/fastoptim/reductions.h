@@ -37,38 +37,43 @@ static inline double NAME(const T *x, ptrdiff_t first, ptrdiff_t last, double s)
     return fo_combine_lanes(acc) + tail;                                                \
 }
 
-/* Part of a longer sum of squares in the lane order above, for a loop that produces its
- * values a chunk at a time: lanes[k] += x[j]^2 for j = k, k + 8, ... over the whole octets
- * of x[0 .. n), then *tail += the rest in order.  Each chunk but the last must be whole
- * octets, so that lane k keeps elements k, k + 8, ... of the whole sum.  One array per call
- * (two interleaved arrays vectorise lane against lane instead of octet by octet); always
+/* Part of a longer sum of TERM(v) (v = x[j] in double) in the lane order above, for a loop
+ * that produces its values a chunk at a time: lanes[k] += TERM for j = k, k + 8, ... over the
+ * whole octets of x[0 .. n), then *tail += the rest in order.  Each chunk but the last must be
+ * whole octets, so that lane k keeps elements k, k + 8, ... of the whole sum.  One array per
+ * call (two interleaved arrays vectorise lane against lane instead of octet by octet); always
  * inlined, so it takes the SIMD level of the loop that calls it. */
 #if defined(__GNUC__) || defined(__clang__)
 #define FO_REDUCTION_INLINE static inline __attribute__((always_inline))
 #else
 #define FO_REDUCTION_INLINE static __forceinline
 #endif
-#define FO_DEFINE_ADD_SQUARES(NAME, T)                                                  \
+#define FO_DEFINE_ADD_TERMS(NAME, T, TERM)                                              \
 FO_REDUCTION_INLINE void NAME(const T *x, ptrdiff_t n, double *lanes, double *tail)     \
 {                                                                                       \
     ptrdiff_t j = 0;                                                                    \
     for (; j + FO_LANES <= n; j += FO_LANES)                                            \
         for (int k = 0; k < FO_LANES; k++) {                                            \
             const double v = (double)x[j + k];                                          \
-            lanes[k] += v * v;                                                          \
+            lanes[k] += TERM;                                                           \
         }                                                                               \
     for (; j < n; j++) {                                                                \
         const double v = (double)x[j];                                                  \
-        *tail += v * v;                                                                 \
+        *tail += TERM;                                                                  \
     }                                                                                   \
 }
 
-FO_DEFINE_ADD_SQUARES(fo_add_squares_f32, float)
-FO_DEFINE_ADD_SQUARES(fo_add_squares_f64, double)
-/* fo_add_squares_* for x of element type T (float or double) */
+FO_DEFINE_ADD_TERMS(fo_add_squares_f32, float, v * v)
+FO_DEFINE_ADD_TERMS(fo_add_squares_f64, double, v * v)
+FO_DEFINE_ADD_TERMS(fo_add_values_f32, float, v)
+FO_DEFINE_ADD_TERMS(fo_add_values_f64, double, v)
+/* fo_add_squares_* (fo_add_values_*) for x of element type T (float or double) */
 #define FO_ADD_SQUARES(T, x, n, lanes, tail)                                              \
     (sizeof(T) == sizeof(float) ? fo_add_squares_f32((const float *)(x), n, lanes, tail)  \
                                 : fo_add_squares_f64((const double *)(x), n, lanes, tail))
+#define FO_ADD_VALUES(T, x, n, lanes, tail)                                               \
+    (sizeof(T) == sizeof(float) ? fo_add_values_f32((const float *)(x), n, lanes, tail)   \
+                                : fo_add_values_f64((const double *)(x), n, lanes, tail))
 
 FO_DEFINE_SUM(fo_sum_squares_f32, float, v * v)
 FO_DEFINE_SUM(fo_sum_squares_f64, double, v * v)

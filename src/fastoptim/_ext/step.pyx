@@ -448,7 +448,7 @@ cdef class StepPlan:
     cdef double *scratch       # the sweeps' working memory (fo_tensor_scratch) of the tensors of one wave (run_all_sweeps)
     cdef fo_index *scratch_sizes  # per tensor, its part of scratch
     cdef fo_index scratch_capacity  # doubles in scratch: the most any tensor needs, or the sum of all up to _sweep_scratch_budget
-    cdef double *tensor_memory # what each tensor keeps from its hook through its passes, one after another
+    cdef double *tensor_memory # what each tensor keeps from its sweeps through its passes, one after another
     cdef fo_index *tensor_memory_offsets  # per tensor, its part of tensor_memory
     cdef public bint scalar_f64  # new per-tensor scalars round to float64 (torch's default dtype), else float32
     cdef int *groups
@@ -1028,11 +1028,12 @@ cdef class StepPlan:
                 self.args[i].common.seed = self.seeds[i]
                 set_shape(&self.args[i], self.shapes[i])
                 self.args[i].common.q8 = &self.q8s[i] if self.layouts[i] == FO_Q8 else NULL
+                # what the tensor keeps from its sweeps for its passes (NULL for rules without)
+                self.args[i].common.kept = (self.tensor_memory + self.tensor_memory_offsets[i]
+                                            if self.tensor_memory != NULL else NULL)
                 if self.tensor_hook:
                     self.args[i].common.f64_operands = self.f64_masks[i]
                     self.args[i].common.scalar_f64 = self.scalar_f64
-                    self.args[i].common.kept = (self.tensor_memory + self.tensor_memory_offsets[i]
-                                                if self.tensor_memory != NULL else NULL)
                     fo_tensor_prepare(self.rule, &self.args[i], &self.data[i * FO_DATA_SLOTS])
                 self.args[i].common.pass_ = 0
                 self.args[i].common.sweep = 0
